@@ -1,0 +1,153 @@
+"""The `lungedge` command: offline classification, config checking and device listing.
+
+Every failure a user can cause (a bad config, an unreadable recording, a missing device) ends
+in one line on stderr saying what and where, and a non-zero exit; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from edge.dsp.mfcc import FrontendParams
+from edge.pipeline import CycleFeatures, run_signal_path
+from edge.sources.base import SourceError
+from edge.sources.file import FileSource
+
+EXIT_USAGE = 2
+JSON_SCHEMA_VERSION = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.DEBUG,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (ConfigError, SourceError) as exc:
+        print(f"lungedge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `lungedge classify … | head`: the reader has gone, so be quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lungedge", description="Streaming lung-sound classifier.")
+    p.add_argument("--version", action="version", version=f"lungedge {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    c = sub.add_parser("classify", help="segment and analyse recordings offline",
+                       description="Run the device's signal path (resample → cycle segmenter "
+                                   "→ MFCC) over recordings and print one row per cycle.")
+    c.add_argument("files", nargs="+", type=Path, metavar="FILE", help="WAV or FLAC")
+    c.add_argument("--config", type=Path, help="take segmenter settings from this config")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.set_defaults(func=cmd_classify)
+
+    k = sub.add_parser("check-config", help="validate a config file without starting",
+                       description="Exit 0 if the config is valid, else print where and why.")
+    k.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
+    k.set_defaults(func=cmd_check_config)
+
+    d = sub.add_parser("devices", help="list audio input devices (pyaudio)")
+    d.set_defaults(func=cmd_devices)
+    return p
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    print(f"{args.file}: OK (device_id={cfg.device_id}, source={cfg.source.type})")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from edge.sources.microphone import list_input_devices
+
+    devices = list_input_devices()
+    if not devices:
+        print("no audio input devices found (is the stethoscope plugged in? `arecord -l` lists "
+              "what ALSA sees)")
+        return 1
+    print(f"{'index':>5}  {'channels':>8}  {'default Hz':>10}  {'host API':<12}  name")
+    for dev in devices:
+        print(f"{dev.index:>5}  {dev.max_input_channels:>8}  {dev.default_sample_rate:>10.0f}"
+              f"  {dev.host_api:<12}  {dev.name}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config) if args.config else Config()
+    frontend = FrontendParams()
+    reports: list[dict[str, Any]] = []
+    failed = 0
+    for path in args.files:
+        try:
+            source = FileSource(path, block_ms=cfg.source.block_ms)
+            cycles = list(run_signal_path(source.blocks(), source.sample_rate, frontend,
+                                          cfg.segmenter))
+        except SourceError as exc:
+            print(f"lungedge: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        report = _file_report(path, source, cycles)
+        reports.append(report)
+        if not args.json:
+            _print_table(report)
+    if args.json:
+        json.dump({"schema_version": JSON_SCHEMA_VERSION, "frontend": frontend.to_dict(),
+                   "files": reports}, sys.stdout, indent=2)
+        print()
+    return 1 if failed else 0
+
+
+def _file_report(path: Path, source: FileSource, cycles: list[CycleFeatures]) -> dict[str, Any]:
+    durations = [c.duration_s for c in cycles]
+    audio_s = source.audio.duration_s
+    return {
+        "file": str(path),
+        "sample_rate": source.sample_rate,
+        "duration_s": round(audio_s, 3),
+        "cycles": [{
+            "index": i,
+            "start_s": round(c.start_s, 3),
+            "end_s": round(c.end_s, 3),
+            "duration_s": round(c.duration_s, 3),
+            "features_shape": list(c.features.shape),
+            "forced_cut": c.cycle.forced_cut,
+        } for i, c in enumerate(cycles)],
+        "summary": {
+            "cycles": len(cycles),
+            "mean_cycle_s": round(sum(durations) / len(durations), 3) if durations else None,
+            "cycles_per_min": round(60 * len(cycles) / audio_s, 1) if audio_s else None,
+            "covered_fraction": round(sum(durations) / audio_s, 3) if audio_s else None,
+        },
+    }
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    print(f"{report['file']}  ({report['duration_s']:.1f} s at {report['sample_rate']} Hz)")
+    print(f"  {'#':>3}  {'start s':>8}  {'end s':>8}  {'dur s':>6}  {'features':>9}  note")
+    for c in report["cycles"]:
+        shape = "×".join(str(n) for n in c["features_shape"])
+        note = "forced cut" if c["forced_cut"] else ""
+        print(f"  {c['index']:>3}  {c['start_s']:>8.2f}  {c['end_s']:>8.2f}  "
+              f"{c['duration_s']:>6.2f}  {shape:>9}  {note}")
+    s = report["summary"]
+    if s["cycles"]:
+        print(f"  {s['cycles']} cycles, mean {s['mean_cycle_s']:.2f} s, "
+              f"{s['cycles_per_min']:.1f} per minute, {100 * s['covered_fraction']:.0f}% of "
+              "the recording\n")
+    else:
+        print("  no breathing cycles found (silence, or the stethoscope was not on the chest)\n")

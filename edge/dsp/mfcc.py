@@ -1,0 +1,180 @@
+"""The one MFCC implementation: used by the device, the tests and the training toolchain.
+
+A model is only as good as the agreement between the features it was trained on and the ones it
+sees on the device, so the parameters are one frozen object that travels inside every model's
+manifest (`FrontendParams.to_dict` / `from_dict`), and `convert/` imports this module instead of
+computing features its own way.
+
+Definitions (textbook, and what librosa computes with `center=False`): periodic window, power
+spectrum, Slaney-style mel filterbank with Slaney area normalisation, natural log with a floor,
+orthonormal DCT-II; deltas by linear regression over ±`delta_width // 2` frames, edges repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+
+class FrontendParamsError(ValueError):
+    """Frontend parameters (e.g. from a model manifest) that cannot describe a frontend."""
+
+
+@dataclass(frozen=True)
+class FrontendParams:
+    sample_rate: int = 4000
+    n_fft: int = 256
+    hop_length: int = 64
+    window: Literal["hann", "hamming"] = "hann"
+    n_mels: int = 40
+    fmin: float = 80.0
+    fmax: float = 2000.0
+    n_mfcc: int = 20
+    log_floor: float = 1e-10
+    deltas: int = 0  # 0: MFCC only; 1: + delta; 2: + delta and delta-delta
+    delta_width: int = 9
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sample_rate < 1000:
+            problems.append(f"sample_rate must be ≥ 1000 Hz, got {self.sample_rate}")
+        if self.n_fft < 16 or self.n_fft & (self.n_fft - 1):
+            problems.append(f"n_fft must be a power of two ≥ 16, got {self.n_fft}")
+        if not 0 < self.hop_length <= self.n_fft:
+            problems.append(f"hop_length must be in 1…n_fft ({self.n_fft}), got "
+                            f"{self.hop_length}")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            problems.append(f"need 0 ≤ fmin < fmax ≤ sample_rate/2 ({self.sample_rate / 2}), "
+                            f"got fmin={self.fmin}, fmax={self.fmax}")
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            problems.append(f"n_mfcc must be in 1…n_mels ({self.n_mels}), got {self.n_mfcc}")
+        if self.n_mels > self.n_fft // 2:
+            problems.append(f"n_mels ({self.n_mels}) must not exceed n_fft/2 "
+                            f"({self.n_fft // 2}): some mel bands would be empty")
+        if not self.log_floor > 0:
+            problems.append(f"log_floor must be > 0, got {self.log_floor}")
+        if self.deltas not in (0, 1, 2):
+            problems.append(f"deltas must be 0, 1 or 2, got {self.deltas}")
+        if self.delta_width < 3 or self.delta_width % 2 == 0:
+            problems.append(f"delta_width must be odd and ≥ 3, got {self.delta_width}")
+        if problems:
+            raise FrontendParamsError("; ".join(problems))
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc * (1 + self.deltas)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames for a signal of n_samples (a short one is zero-padded to one frame)."""
+        return 1 + max(0, n_samples - self.n_fft) // self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "frontend") -> FrontendParams:
+        """Parameters from a manifest section; every problem names the key under `where`."""
+        if not isinstance(data, dict):
+            raise FrontendParamsError(f"{where}: expected an object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise FrontendParamsError(f"{where}: unknown key(s) {unknown}; known: {names}")
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise FrontendParamsError(f"{where}: missing key(s) {missing}: a manifest must "
+                                      "pin every frontend parameter")
+        values = {}
+        for name in names:
+            value, tp = data[name], hints[name]
+            if typing.get_origin(tp) is Literal:
+                ok = value in typing.get_args(tp)
+            elif tp is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                value = float(value) if ok else value
+            if not ok:
+                raise FrontendParamsError(f"{where}.{name}: invalid value {value!r}")
+            values[name] = value
+        try:
+            return cls(**values)
+        except FrontendParamsError as exc:
+            raise FrontendParamsError(f"{where}: {exc}") from None
+
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, linear)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = mel * (200.0 / 3)
+    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0))
+    return np.where(mel >= 15.0, log_part, linear)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float,
+                   fmax: float) -> np.ndarray:
+    """(n_mels, n_fft//2 + 1) triangular filters, each scaled to unit area (Slaney)."""
+    fft_hz = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    lower = (fft_hz[None, :] - edges[:-2, None]) / np.diff(edges)[:-1, None]
+    upper = (edges[2:, None] - fft_hz[None, :]) / np.diff(edges)[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+
+
+def deltas(features: np.ndarray, width: int = 9) -> np.ndarray:
+    """Regression deltas along time (axis 0), edge frames repeated."""
+    half = width // 2
+    padded = np.pad(features, ((half, half), (0, 0)), mode="edge")
+    n = len(features)
+    out = np.zeros_like(features, dtype=np.float64)
+    for k in range(1, half + 1):
+        out += k * (padded[half + k:half + k + n] - padded[half - k:half - k + n])
+    return out / (2 * sum(k * k for k in range(1, half + 1)))
+
+
+class MfccFrontend:
+    """Features of one stretch of audio (a breathing cycle) at the model's sample rate."""
+
+    def __init__(self, params: FrontendParams) -> None:
+        self.params = params
+        p = params
+        self.window = scipy.signal.get_window(p.window, p.n_fft, fftbins=True)
+        self.mel_basis = mel_filterbank(p.sample_rate, p.n_fft, p.n_mels, p.fmin, p.fmax)
+        # DCT-II (orthonormal) as a matrix: cheaper than an FFT-based DCT for 40 bands.
+        self.dct = scipy.fft.dct(np.eye(p.n_mels), type=2, norm="ortho", axis=0)[:p.n_mfcc]
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        """(n_frames, n_features) float32; audio shorter than n_fft is zero-padded."""
+        p = self.params
+        x = np.asarray(samples, dtype=np.float64)
+        if len(x) < p.n_fft:
+            x = np.pad(x, (0, p.n_fft - len(x)))
+        frames = np.lib.stride_tricks.sliding_window_view(x, p.n_fft)[::p.hop_length]
+        spectrum = scipy.fft.rfft(frames * self.window, axis=1)
+        power = spectrum.real ** 2 + spectrum.imag ** 2
+        log_mel = np.log(np.maximum(power @ self.mel_basis.T, p.log_floor))
+        mfcc = log_mel @ self.dct.T
+        if p.deltas:
+            d1 = deltas(mfcc, p.delta_width)
+            parts = [mfcc, d1] if p.deltas == 1 else [mfcc, d1, deltas(d1, p.delta_width)]
+            mfcc = np.concatenate(parts, axis=1)
+        return mfcc.astype(np.float32)

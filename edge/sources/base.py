@@ -1,0 +1,60 @@
+"""What every audio source yields: timestamped mono blocks, with lost audio said out loud."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class SourceError(RuntimeError):
+    """An input that cannot be opened or read; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    """Consecutive mono samples as captured.
+
+    `start_s` is the position on the stream's own audio timeline, which includes lost audio: a
+    gap (device overflow, dropped frames, device reopened) is reported in `gap_s` of the block
+    after it instead of being silently closed up, so downstream timestamps stay true.
+    """
+
+    samples: np.ndarray  # float32, mono, nominally in [-1, 1]
+    sample_rate: int
+    start_s: float
+    wall_time: float  # UNIX time at which the first sample was captured (or played)
+    gap_s: float = 0.0
+    gap_reason: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+class AudioSource(Protocol):
+    """A stream of blocks; `blocks()` ends when the input ends (a live device never does)."""
+
+    sample_rate: int
+
+    def blocks(self) -> Iterator[AudioBlock]: ...
+
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def to_mono_float32(frames: np.ndarray) -> np.ndarray:
+    """Integer or float PCM frames (n,) or (n, channels) → mono float32 in [-1, 1]."""
+    if frames.dtype.kind == "u":  # 8-bit WAV is unsigned with its zero at 128
+        bits = frames.dtype.itemsize * 8
+        data = (frames.astype(np.float32) - 2 ** (bits - 1)) / 2 ** (bits - 1)
+    elif frames.dtype.kind == "i":
+        data = frames.astype(np.float32) / float(2 ** (frames.dtype.itemsize * 8 - 1))
+    else:
+        data = frames.astype(np.float32, copy=False)
+    if data.ndim == 2:
+        data = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    return np.ascontiguousarray(data, dtype=np.float32)

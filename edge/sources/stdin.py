@@ -1,0 +1,60 @@
+"""Raw signed 16-bit little-endian PCM on standard input, so `arecord … | lungedge run` works."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from edge.sources.base import AudioBlock, to_mono_float32
+
+log = logging.getLogger(__name__)
+
+
+class StdinSource:
+    def __init__(self, sample_rate: int, *, channels: int = 1, block_ms: int = 100,
+                 stream: BinaryIO | None = None) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.block_frames = max(1, round(sample_rate * block_ms / 1000))
+        self.stream = stream if stream is not None else sys.stdin.buffer
+        self._closed = False
+
+    def describe(self) -> str:
+        return f"stdin (raw s16le, {self.sample_rate} Hz, {self.channels} ch)"
+
+    def blocks(self) -> Iterator[AudioBlock]:
+        frame_bytes = 2 * self.channels
+        want = self.block_frames * frame_bytes
+        position = 0
+        pending = b""
+        while not self._closed:
+            chunk = self.stream.read(want - len(pending))
+            if not chunk:
+                break
+            pending += chunk
+            if len(pending) < want:
+                continue  # a pipe delivers what it has; wait for a whole block
+            yield self._block(pending, position)
+            position += self.block_frames
+            pending = b""
+        whole = len(pending) - len(pending) % frame_bytes
+        if whole:
+            yield self._block(pending[:whole], position)
+        if len(pending) != whole:
+            log.warning("stdin ended inside a sample frame; %d trailing byte(s) ignored "
+                        "(is the input really s16le with %d channel(s)?)",
+                        len(pending) - whole, self.channels)
+
+    def _block(self, raw: bytes, position: int) -> AudioBlock:
+        frames = np.frombuffer(raw, dtype="<i2").reshape(-1, self.channels)
+        samples = to_mono_float32(frames)
+        return AudioBlock(samples, self.sample_rate, position / self.sample_rate,
+                          time.time() - len(samples) / self.sample_rate)
+
+    def close(self) -> None:
+        self._closed = True

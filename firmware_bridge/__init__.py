@@ -1,0 +1,1 @@
+"""The serial link to stethoscope firmware (framed PCM protocol, decoder, simulator): issue #5."""
