@@ -172,7 +172,7 @@ def tune(base: SegmenterConfig, trials: int, seed: int,
         "band_low_hz": (80, 300), "band_high_hz": (500, 1900), "smooth_ms": (40, 400),
         "floor_window_s": (1.5, 10), "floor_quantile": (0.05, 0.5), "on_db": (1, 10),
         "off_db": (0, 6), "min_cycle_s": (0.1, 0.8), "merge_gap_s": (0, 0.6),
-        "pad_s": (0, 0.5), "max_cycle_s": (2.0, 6.0),
+        "pad_s": (0, 0.6), "max_cycle_s": (2.0, 6.0), "split_db": (0, 8),
     }
     for t in range(trials):
         # Half the trials explore, half refine around the best so far.

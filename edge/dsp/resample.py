@@ -22,6 +22,10 @@ class StreamingResampler:
         self.rate_in, self.rate_out = rate_in, rate_out
         self.up, self.down = rate_out // g, rate_in // g
         self.identity = self.up == self.down == 1
+        self.latency_s = 0.0
+        self._n_in = self._n_out = 0
+        if self.identity:
+            return
         max_rate = max(self.up, self.down)
         self.half_len = 10 * max_rate  # resample_poly's default filter
         h = scipy.signal.firwin(2 * self.half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0))
@@ -35,8 +39,6 @@ class StreamingResampler:
         # Keep `taps` zeros before the first input so early outputs see zeros, as resample_poly.
         self._buf = np.zeros(self.taps, dtype=np.float64)
         self._buf_start = -self.taps  # input index of _buf[0]
-        self._n_in = 0
-        self._n_out = 0
 
     def _emit(self, n_stop: int) -> np.ndarray:
         """Outputs n_out … n_stop-1 (their inputs are in the buffer)."""

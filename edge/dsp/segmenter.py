@@ -77,7 +77,7 @@ class CycleSegmenter:
         self.sample_rate = sample_rate
         self.frame_len = max(1, round(sample_rate * cfg.frame_ms / 1000))
         fps = sample_rate / self.frame_len
-        self.half_smooth = int(round(cfg.smooth_ms / 1000 * fps / 2))
+        self.half_smooth = round(cfg.smooth_ms / 1000 * fps / 2)
         self.floor_frames = max(1, round(cfg.floor_window_s * fps))
         self.pad = round(cfg.pad_s * fps)
         self.merge_gap = round(cfg.merge_gap_s * fps)
@@ -93,7 +93,9 @@ class CycleSegmenter:
         self._n_smooth = 0  # smoothed frames decided
         self._floor = _RunningQuantile(self.floor_frames, cfg.floor_quantile,
                                        every=max(1, round(0.1 * fps)))
-        self._recent: deque[float] = deque(maxlen=self.max_len + 1)  # for forced cuts
+        # Smoothed envelope back to the oldest frame a cut or split may still need.
+        self._recent: deque[float] = deque(
+            maxlen=self.max_len + self.merge_gap + 2 * self.pad + 2)
         self._active_start: int | None = None
         self._quiet_since: int | None = None  # frame where the envelope fell below off
         self._pending: tuple[int, int, bool] | None = None  # piece waiting for a merge
@@ -197,14 +199,39 @@ class CycleSegmenter:
     def _emit(self, start: int, end: int, forced: bool, out: list[Cycle]) -> None:
         if end - start < self.min_len:
             return
-        start = max(start - self.pad, self._last_end, 0)
-        end = min(end + self.pad, self._n_frames)
-        if end <= start:
-            return
-        self._last_end = end
-        s0, s1 = start * self.frame_len, end * self.frame_len
-        audio = self._audio[s0 - self._audio_start:s1 - self._audio_start].copy()
-        out.append(Cycle(s0, s0 + len(audio), audio, self.sample_rate, forced))
+        bounds = self._split(start, end)
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            # Pad only the outer ends: split parts meet at their valley.
+            a = max(a - self.pad if i == 0 else a, self._last_end, 0)
+            b = min(b + self.pad if i == len(bounds) - 2 else b, self._n_frames)
+            if b <= a:
+                continue
+            self._last_end = b
+            s0, s1 = a * self.frame_len, b * self.frame_len
+            audio = self._audio[s0 - self._audio_start:s1 - self._audio_start].copy()
+            out.append(Cycle(s0, s0 + len(audio), audio, self.sample_rate,
+                             forced and i == len(bounds) - 2))
+
+    def _split(self, start: int, end: int) -> list[int]:
+        """Boundaries of a piece cut at every valley at least split_db deep (e.g. between
+        inspiration and expiration) that leaves both sides at least min_cycle_s long."""
+        if self.cfg.split_db <= 0 or end - start < 2 * self.min_len:
+            return [start, end]
+        first = self._n_smooth + 1 - len(self._recent)
+        env = np.array(list(self._recent)[max(start - first, 0):end - first])
+        if len(env) < end - start:
+            return [start, end]
+        lo, hi = self.min_len, len(env) - self.min_len
+        best, best_depth = -1, self.cfg.split_db
+        for v in range(lo, hi):
+            if env[v] > env[v - 1] or env[v] > env[v + 1]:
+                continue  # not a local minimum
+            depth = min(env[:v].max(), env[v:].max()) - env[v]
+            if depth >= best_depth:
+                best, best_depth = v, depth
+        if best < 0:
+            return [start, end]
+        return self._split(start, start + best)[:-1] + self._split(start + best, end)
 
     def _trim_audio(self) -> None:
         """Keep only audio a future cycle can still include."""

@@ -8,6 +8,7 @@ it, so an hours-long recording is not loaded whole.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,14 +94,18 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
 def _open_wav(path: Path) -> AudioFile:
     try:
-        try:
-            rate, data = scipy.io.wavfile.read(path, mmap=True)
-        except ValueError as exc:
-            if "mmap" not in str(exc):  # e.g. 24-bit PCM cannot be memory-mapped
-                raise
-            rate, data = scipy.io.wavfile.read(path)
-    except (ValueError, EOFError, OSError) as exc:
-        raise AudioFileError(path, f"not a readable WAV file ({exc})",
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", scipy.io.wavfile.WavFileWarning)
+            try:
+                rate, data = scipy.io.wavfile.read(path, mmap=True)
+            except ValueError as exc:
+                if "mmap" not in str(exc):  # e.g. 24-bit PCM cannot be memory-mapped
+                    raise
+                rate, data = scipy.io.wavfile.read(path)
+        for w in caught:  # e.g. a recording cut short by a full disk: use what is there
+            log.warning("%s: %s", path, w.message)
+    except Exception as exc:  # scipy's parser fails in many ways on garbage; all mean "bad file"
+        raise AudioFileError(path, f"not a readable WAV file ({type(exc).__name__}: {exc})",
                              "lungedge reads PCM WAV (8/16/24/32-bit integer or float) and, "
                              "with soundfile installed, FLAC") from None
     if rate <= 0:

@@ -1,0 +1,43 @@
+"""Shared fixtures: the shipped samples, ../shared/data when present, synthetic audio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "models" / "samples"
+SHARED_DATA = Path(os.environ.get("LUNGEDGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def sample_wavs() -> list[Path]:
+    wavs = sorted(SAMPLES.glob("*.wav"))
+    assert len(wavs) == 3, f"expected the 3 shipped sample recordings in {SAMPLES}"
+    return wavs
+
+
+@pytest.fixture(scope="session")
+def sprsound() -> Path:
+    path = SHARED_DATA / "sprsound"
+    if not (path / "test_inter").is_dir():
+        pytest.skip(f"SPRSound not found at {path} (set LUNGEDGE_SHARED_DATA to the folder "
+                    "holding sprsound/); CI has it, a fresh clone does not")
+    return path
+
+
+def breathing(rate: int, seconds: float, cycles: list[tuple[float, float]],
+              seed: int = 0) -> np.ndarray:
+    """Synthetic chest audio: quiet noise with louder band-limited noise bursts (breaths)."""
+    rng = np.random.default_rng(seed)
+    n = int(rate * seconds)
+    x = rng.standard_normal(n) * 0.002
+    t = np.arange(n) / rate
+    for start, end in cycles:
+        inside = (t >= start) & (t < end)
+        ramp = np.sin(np.pi * (t[inside] - start) / (end - start))
+        x[inside] += rng.standard_normal(inside.sum()) * 0.05 * ramp
+    return x.astype(np.float32)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.config import Config, ConfigError, load_config, parse_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "edge" / "lungedge.example.yaml"
+
+
+def error_of(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="t.yaml")
+    return info.value
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.source.type == "pyaudio"
+    text = EXAMPLE.read_text()
+
+    def walk(obj: object) -> None:
+        for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+            assert f"{f.name}:" in text, f"{f.name} missing from the example config"
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value)
+
+    walk(cfg)
+
+
+def test_empty_file_gives_defaults() -> None:
+    assert parse_config("") == Config()
+
+
+def test_unknown_key_names_path_line_and_suggestion() -> None:
+    err = error_of("device_id: a\nsource:\n  type: file\n  file:\n    pth: x.wav\n")
+    assert err.line == 5
+    assert err.key_path == "source.file.pth"
+    assert "did you mean 'path'" in str(err)
+    assert str(err).startswith("t.yaml:5: source.file.pth:")
+
+
+def test_wrong_type_and_bounds() -> None:
+    err = error_of("source:\n  block_ms: fast\n")
+    assert (err.key_path, err.line) == ("source.block_ms", 2)
+    assert "expected an integer" in str(err)
+    err = error_of("source:\n  block_ms: 1\n")
+    assert "must be ≥ 5" in str(err)
+    err = error_of("source:\n  type: microphone\n")
+    assert "one of 'file', 'stdin', 'pyaudio'" in str(err)
+    err = error_of("source:\n  pyaudio:\n    device: [1, 2]\n")
+    assert "expected an integer or a string or null, got a list" in str(err)
+
+
+def test_cross_field_rules() -> None:
+    err = error_of("source:\n  type: file\n")
+    assert err.key_path == "source.file.path"
+    err = error_of("segmenter:\n  band_low_hz: 900\n  band_high_hz: 300\n")
+    assert err.key_path == "segmenter.band_high_hz" and err.line == 3
+    err = error_of("device_id: 'ward 3/bed 2'\n")
+    assert "MQTT topic level" in str(err)
+
+
+def test_yaml_syntax_error_has_line() -> None:
+    err = error_of("source:\n  type: [file\n")
+    assert err.line is not None and "not valid YAML" in str(err)
+
+
+def test_duplicate_key_is_an_error() -> None:
+    assert "key given twice" in str(error_of("device_id: a\ndevice_id: b\n"))
+
+
+def test_device_may_be_index_or_name() -> None:
+    assert parse_config("source:\n  pyaudio:\n    device: 2\n").source.pyaudio.device == 2
+    cfg = parse_config("source:\n  pyaudio:\n    device: USB\n")
+    assert cfg.source.pyaudio.device == "USB"
+
+
+def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("segmenter:\n  on_db: -1\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: segmenter.on_db: must be > 0" in err
+    assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,103 @@
+"""Resampler, filters and MFCC frontend against independent references."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import scipy.signal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.dsp.filters import StreamingSos, bandpass_sos
+from edge.dsp.mfcc import FrontendParams, FrontendParamsError, MfccFrontend, mel_filterbank
+from edge.dsp.resample import StreamingResampler
+
+
+def chunked(x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    out, i = [], 0
+    for n in sizes:
+        out.append(x[i:i + n])
+        i += n
+    out.append(x[i:])
+    return out
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), [
+    (48000, 8000), (44100, 8000), (16000, 8000), (8000, 4000), (44100, 4000), (8000, 8000)])
+def test_streaming_resampler_equals_resample_poly(rate_in: int, rate_out: int) -> None:
+    rng = np.random.default_rng(rate_in)
+    x = rng.standard_normal(rate_in + 321) * 0.3
+    g = np.gcd(rate_in, rate_out)
+    ref = scipy.signal.resample_poly(x, rate_out // g, rate_in // g)
+    r = StreamingResampler(rate_in, rate_out)
+    sizes = list(rng.integers(1, 2000, size=60))
+    y = np.concatenate([r.process(b) for b in chunked(x, sizes)] + [r.flush()])
+    assert len(y) == len(ref)
+    assert np.abs(y - ref).max() < 1e-5  # everywhere, the first filter length included
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=30))
+def test_resampler_output_does_not_depend_on_block_sizes(sizes: list[int]) -> None:
+    x = np.random.default_rng(0).standard_normal(44100) * 0.2
+    whole = StreamingResampler(44100, 8000)
+    ref = np.concatenate([whole.process(x), whole.flush()])
+    r = StreamingResampler(44100, 8000)
+    y = np.concatenate([r.process(b) for b in chunked(x, sizes)] + [r.flush()])
+    assert np.abs(y - ref).max() < 1e-6
+
+
+def test_streaming_sos_equals_one_shot() -> None:
+    x = np.random.default_rng(1).standard_normal(10000)
+    sos = bandpass_sos(100, 1000, 4000)
+    f = StreamingSos(sos)
+    y = np.concatenate([f.process(b) for b in chunked(x, [1, 7, 500, 3000, 13])])
+    assert np.allclose(y, scipy.signal.sosfilt(sos, x), atol=1e-12)
+    with pytest.raises(ValueError, match="Nyquist"):
+        bandpass_sos(100, 2500, 4000)
+
+
+@pytest.mark.parametrize("deltas", [0, 1, 2])
+def test_mfcc_matches_librosa(deltas: int) -> None:
+    p = FrontendParams(deltas=deltas)
+    x = np.random.default_rng(2).standard_normal(6000) * 0.1
+    mel = librosa.feature.melspectrogram(
+        y=x, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, window=p.window,
+        center=False, power=2.0, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax)
+    mfcc = librosa.feature.mfcc(S=np.log(np.maximum(mel, p.log_floor)), n_mfcc=p.n_mfcc)
+    parts = [mfcc]
+    if deltas:
+        parts.append(librosa.feature.delta(mfcc, width=p.delta_width, mode="nearest"))
+    if deltas == 2:
+        parts.append(librosa.feature.delta(parts[1], width=p.delta_width, mode="nearest"))
+    ref = np.concatenate(parts).T
+    ours = MfccFrontend(p)(x)
+    assert ours.shape == ref.shape == (p.n_frames(len(x)), p.n_features)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_mel_filterbank_matches_librosa_at_other_settings() -> None:
+    ours = mel_filterbank(8000, 512, 64, 50, 4000)
+    ref = librosa.filters.mel(sr=8000, n_fft=512, n_mels=64, fmin=50, fmax=4000)
+    assert np.abs(ours - ref).max() < 1e-7
+
+
+def test_short_audio_is_padded_to_one_frame() -> None:
+    p = FrontendParams()
+    assert MfccFrontend(p)(np.ones(10)).shape == (1, p.n_mfcc)
+
+
+def test_frontend_params_round_trip_and_errors() -> None:
+    p = FrontendParams(n_mels=32, deltas=1, window="hamming")
+    assert FrontendParams.from_dict(p.to_dict()) == p
+    with pytest.raises(FrontendParamsError, match=r"manifest\.frontend: unknown key"):
+        FrontendParams.from_dict({**p.to_dict(), "nfft": 3}, where="manifest.frontend")
+    with pytest.raises(FrontendParamsError, match="missing key"):
+        FrontendParams.from_dict({"sample_rate": 4000})
+    with pytest.raises(FrontendParamsError, match=r"frontend\.n_fft: invalid value '256'"):
+        FrontendParams.from_dict({**p.to_dict(), "n_fft": "256"})
+    with pytest.raises(FrontendParamsError, match="fmax"):
+        FrontendParams(fmax=3000)
+    with pytest.raises(FrontendParamsError, match="power of two"):
+        FrontendParams(n_fft=300)
