@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from edge import __version__
 from edge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from edge.dsp.mfcc import FrontendParams
 from edge.pipeline import CycleFeatures, run_signal_path
-from edge.sources.base import SourceError
+from edge.sources.base import AudioBlock, AudioSource, SourceError
 from edge.sources.file import FileSource
+from edge.sources.stdin import StdinSource
 
 EXIT_USAGE = 2
 JSON_SCHEMA_VERSION = 1
@@ -51,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", help="segment and analyse recordings offline",
                        description="Run the device's signal path (resample → cycle segmenter "
                                    "→ MFCC) over recordings and print one row per cycle.")
-    c.add_argument("files", nargs="+", type=Path, metavar="FILE", help="WAV or FLAC")
+    c.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                   help="WAV or FLAC; '-' reads raw s16le from standard input (see --rate)")
+    c.add_argument("--rate", type=int, default=8000,
+                   help="sample rate of raw audio on standard input, Hz (default 8000)")
+    c.add_argument("--channels", type=int, default=1,
+                   help="interleaved channels of raw audio on standard input (default 1)")
     c.add_argument("--config", type=Path, help="take segmenter settings from this config")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.set_defaults(func=cmd_classify)
@@ -94,14 +101,27 @@ def cmd_classify(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            source = FileSource(path, block_ms=cfg.source.block_ms)
-            cycles = list(run_signal_path(source.blocks(), source.sample_rate, frontend,
-                                          cfg.segmenter))
-        except SourceError as exc:
+            source: AudioSource = (
+                StdinSource(args.rate, channels=args.channels, block_ms=cfg.source.block_ms)
+                if str(path) == "-" else FileSource(path, block_ms=cfg.source.block_ms))
+            audio_s = 0.0
+
+            def counted(blocks: Iterator[AudioBlock]) -> Iterator[AudioBlock]:
+                nonlocal audio_s
+                for block in blocks:
+                    audio_s = block.start_s + block.duration_s
+                    yield block
+
+            cycles = list(run_signal_path(counted(source.blocks()), source.sample_rate,
+                                          frontend, cfg.segmenter))
+            if audio_s == 0:
+                raise SourceError(f"{path}: no audio arrived (is the recorder writing raw "
+                                  "s16le to this pipe?)")
+        except (SourceError, ValueError) as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        report = _file_report(path, source, cycles)
+        report = _file_report(str(path), source.sample_rate, audio_s, cycles)
         reports.append(report)
         if not args.json:
             _print_table(report)
@@ -112,12 +132,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _file_report(path: Path, source: FileSource, cycles: list[CycleFeatures]) -> dict[str, Any]:
+def _file_report(name: str, sample_rate: int, audio_s: float,
+                 cycles: list[CycleFeatures]) -> dict[str, Any]:
     durations = [c.duration_s for c in cycles]
-    audio_s = source.audio.duration_s
     return {
-        "file": str(path),
-        "sample_rate": source.sample_rate,
+        "file": name,
+        "sample_rate": sample_rate,
         "duration_s": round(audio_s, 3),
         "cycles": [{
             "index": i,

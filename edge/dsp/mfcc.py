@@ -145,7 +145,7 @@ def deltas(features: np.ndarray, width: int = 9) -> np.ndarray:
     half = width // 2
     padded = np.pad(features, ((half, half), (0, 0)), mode="edge")
     n = len(features)
-    out = np.zeros_like(features, dtype=np.float64)
+    out = np.zeros_like(features)
     for k in range(1, half + 1):
         out += k * (padded[half + k:half + k + n] - padded[half - k:half - k + n])
     return out / (2 * sum(k * k for k in range(1, half + 1)))
@@ -157,22 +157,27 @@ class MfccFrontend:
     def __init__(self, params: FrontendParams) -> None:
         self.params = params
         p = params
-        self.window = scipy.signal.get_window(p.window, p.n_fft, fftbins=True)
-        self.mel_basis = mel_filterbank(p.sample_rate, p.n_fft, p.n_mels, p.fmin, p.fmax)
+        # float32 throughout: half the memory traffic of float64, and what NEON does fastest
+        # on the Pi; features stay within 1e-4 of a float64 reference (tests/test_dsp.py).
+        self.window = scipy.signal.get_window(p.window, p.n_fft, fftbins=True).astype(np.float32)
+        self.mel_basis_t = np.ascontiguousarray(
+            mel_filterbank(p.sample_rate, p.n_fft, p.n_mels, p.fmin, p.fmax).T, dtype=np.float32)
         # DCT-II (orthonormal) as a matrix: cheaper than an FFT-based DCT for 40 bands.
-        self.dct = scipy.fft.dct(np.eye(p.n_mels), type=2, norm="ortho", axis=0)[:p.n_mfcc]
+        self.dct_t = np.ascontiguousarray(
+            scipy.fft.dct(np.eye(p.n_mels), type=2, norm="ortho", axis=0)[:p.n_mfcc].T,
+            dtype=np.float32)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """(n_frames, n_features) float32; audio shorter than n_fft is zero-padded."""
         p = self.params
-        x = np.asarray(samples, dtype=np.float64)
+        x = np.asarray(samples, dtype=np.float32)
         if len(x) < p.n_fft:
             x = np.pad(x, (0, p.n_fft - len(x)))
         frames = np.lib.stride_tricks.sliding_window_view(x, p.n_fft)[::p.hop_length]
         spectrum = scipy.fft.rfft(frames * self.window, axis=1)
         power = spectrum.real ** 2 + spectrum.imag ** 2
-        log_mel = np.log(np.maximum(power @ self.mel_basis.T, p.log_floor))
-        mfcc = log_mel @ self.dct.T
+        log_mel = np.log(np.maximum(power @ self.mel_basis_t, np.float32(p.log_floor)))
+        mfcc = log_mel @ self.dct_t
         if p.deltas:
             d1 = deltas(mfcc, p.delta_width)
             parts = [mfcc, d1] if p.deltas == 1 else [mfcc, d1, deltas(d1, p.delta_width)]

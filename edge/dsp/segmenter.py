@@ -15,6 +15,7 @@ wait is bounded by `latency_s` (smoothing look-ahead + merge gap + padding).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ class CycleSegmenter:
     def process(self, samples: np.ndarray) -> list[Cycle]:
         """Feed model-rate samples; returns the cycles that became final."""
         samples = np.asarray(samples, dtype=np.float32)
+        if len(samples) == 0:
+            return []
         self._audio = np.concatenate([self._audio, samples])
         filtered = np.concatenate([self._partial, self._filter.process(samples)])
         n = len(filtered) // self.frame_len
@@ -200,7 +203,7 @@ class CycleSegmenter:
         if end - start < self.min_len:
             return
         bounds = self._split(start, end)
-        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
             # Pad only the outer ends: split parts meet at their valley.
             a = max(a - self.pad if i == 0 else a, self._last_end, 0)
             b = min(b + self.pad if i == len(bounds) - 2 else b, self._n_frames)

@@ -1,0 +1,47 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+# Both build .venv themselves; `make test` also installs the Debian packages the tests need
+# (as root, or through sudo) when they are missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils
+
+.PHONY: demo test lint bench system-deps clean
+
+$(VENV)/.runtime: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[flac]"
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime system-deps
+	$(BIN)/pip install -q -e ".[flac,audio,test]"
+	touch $@
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+## Run the device's signal path on the three shipped sample recordings.
+demo: $(VENV)/.runtime
+	$(BIN)/lungedge classify models/samples/*.wav
+
+## Lint, then the whole test suite. pytest's exit code 5 (no test ran) is a failure.
+test: $(VENV)/.test
+	$(BIN)/ruff check .
+	@$(BIN)/python -m pytest -q -rs; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: $(VENV)/.test
+	$(BIN)/python bench/mfcc_speed.py
+	$(BIN)/python bench/segmentation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -1,0 +1,129 @@
+"""The signal path as one function, and `lungedge classify` on real recordings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.config import SegmenterConfig
+from edge.dsp.mfcc import FrontendParams
+from edge.pipeline import SignalPath, run_signal_path
+from edge.sources.base import AudioBlock
+from edge.sources.audio_file import read_audio
+from edge.sources.file import FileSource
+from tests.conftest import breathing
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden" / "sample_cycles.json"
+
+
+def test_short_gap_becomes_silence_and_keeps_the_timeline() -> None:
+    x = breathing(8000, 14, [(1.0, 2.2), (3.4, 4.4), (8.6, 9.5), (11.0, 12.4)])
+    whole = list(run_signal_path([AudioBlock(x, 8000, 0.0, 100.0)], 8000, FrontendParams(),
+                                 SegmenterConfig()))
+    # The same audio with 0.5 s (6.0–6.5 s) lost: reported as a gap, not closed up.
+    lost = slice(48000, 52000)
+    y = x.copy()
+    y[lost] = 0
+    blocks = [AudioBlock(x[:48000], 8000, 0.0, 100.0),
+              AudioBlock(x[52000:], 8000, 6.5, 106.5, gap_s=0.5, gap_reason="input overflowed")]
+    path = SignalPath(8000, FrontendParams(), SegmenterConfig())
+    got = [c for b in blocks for c in path.process(b)] + path.flush()
+    assert path.stats.gaps == 1 and path.stats.gap_reasons == {"input overflowed": 1}
+    assert [round(c.start_s, 3) for c in got] == [round(c.start_s, 3) for c in whole]
+    assert got[-1].wall_start == pytest.approx(100 + got[-1].start_s)
+
+
+def test_long_gap_restarts_on_a_new_origin() -> None:
+    x = breathing(8000, 6, [(1.0, 2.2), (3.4, 4.4)])
+    path = SignalPath(8000, FrontendParams(), SegmenterConfig())
+    first = path.process(AudioBlock(x, 8000, 0.0, 0.0))
+    second = path.process(AudioBlock(x, 8000, 66.0, 66.0, gap_s=60.0, gap_reason="reopened"))
+    rest = path.flush()
+    cycles = first + second + rest
+    assert path.stats.restarts == 1
+    late = [c for c in cycles if c.start_s > 60]
+    assert len(late) == 2 and late[0].start_s == pytest.approx(66 + 1.0, abs=0.5)
+
+
+def test_block_at_wrong_rate_is_refused() -> None:
+    path = SignalPath(8000, FrontendParams(), SegmenterConfig())
+    with pytest.raises(ValueError, match="44100 Hz fed to a path built for 8000 Hz"):
+        path.process(AudioBlock(np.zeros(10, np.float32), 44100, 0, 0))
+
+
+def sample_cycles(wav: Path) -> list[list[float]]:
+    src = FileSource(wav, block_ms=100)
+    return [[round(c.start_s, 3), round(c.end_s, 3)]
+            for c in run_signal_path(src.blocks(), src.sample_rate, FrontendParams(),
+                                     SegmenterConfig())]
+
+
+def test_golden_cycles_on_the_shipped_samples(sample_wavs: list[Path]) -> None:
+    """Cycles on the samples stay what they were unless a change means to move them; then
+    regenerate with `PYTHONPATH=. .venv/bin/python tests/test_pipeline_cli.py` and say why in the commit."""
+    golden = json.loads(GOLDEN.read_text())
+    assert golden["segmenter"] == SegmenterConfig().__dict__, "defaults changed: regenerate"
+    for wav in sample_wavs:
+        assert sample_cycles(wav) == golden["cycles"][wav.name], wav.name
+
+
+def test_classify_table_and_json(sample_wavs: list[Path],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", *map(str, sample_wavs)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("cycles, mean") == 3 and "features" in out
+    assert main(["classify", "--json", str(sample_wavs[0])]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema_version"] == 1
+    report = data["files"][0]
+    assert report["sample_rate"] == 8000 and report["summary"]["cycles"] > 3
+    assert report["cycles"][0]["features_shape"][1] == FrontendParams().n_features
+
+
+def test_classify_bad_file_is_a_clear_error(tmp_path: Path, sample_wavs: list[Path],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF" + os.urandom(100))
+    assert main(["classify", str(bad), str(sample_wavs[0])]) == 1
+    captured = capsys.readouterr()
+    assert f"lungedge: error: {bad}: not a readable WAV file" in captured.err
+    assert "cycles, mean" in captured.out  # the good file was still classified
+
+
+def test_console_script_runs_as_a_module(sample_wavs: list[Path]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "edge", "classify", "--json",
+                           str(sample_wavs[1])], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["files"][0]["summary"]["cycles"] > 3
+
+
+def test_classify_from_stdin_equals_the_file(sample_wavs: list[Path]) -> None:
+    """`arecord -t raw … | lungedge classify - --rate 8000` sees what the file source sees."""
+    x, _ = read_audio(sample_wavs[2])
+    raw = np.round(x * 32768).clip(-32768, 32767).astype("<i2").tobytes()
+    proc = subprocess.run([sys.executable, "-m", "edge", "classify", "--json", "-", "--rate",
+                           "8000"], input=raw, capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from_pipe = json.loads(proc.stdout)["files"][0]["cycles"]
+    assert [[c["start_s"], c["end_s"]] for c in from_pipe] == sample_cycles(sample_wavs[2])
+    empty = subprocess.run([sys.executable, "-m", "edge", "classify", "-"], input=b"",
+                           capture_output=True, cwd=ROOT, timeout=120)
+    assert empty.returncode == 1 and b"no audio arrived" in empty.stderr
+
+
+if __name__ == "__main__":  # regenerate the golden file
+    wavs = sorted((ROOT / "models" / "samples").glob("*.wav"))
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps({"segmenter": SegmenterConfig().__dict__,
+                                  "cycles": {w.name: sample_cycles(w) for w in wavs}},
+                                 indent=1) + "\n")
+    print(f"wrote {GOLDEN}")
