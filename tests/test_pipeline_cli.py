@@ -15,8 +15,8 @@ from edge.cli import main
 from edge.config import SegmenterConfig
 from edge.dsp.mfcc import FrontendParams
 from edge.pipeline import SignalPath, run_signal_path
-from edge.sources.base import AudioBlock
 from edge.sources.audio_file import read_audio
+from edge.sources.base import AudioBlock
 from edge.sources.file import FileSource
 from tests.conftest import breathing
 
@@ -68,7 +68,7 @@ def sample_cycles(wav: Path) -> list[list[float]]:
 
 def test_golden_cycles_on_the_shipped_samples(sample_wavs: list[Path]) -> None:
     """Cycles on the samples stay what they were unless a change means to move them; then
-    regenerate with `PYTHONPATH=. .venv/bin/python tests/test_pipeline_cli.py` and say why in the commit."""
+    regenerate (`PYTHONPATH=. .venv/bin/python tests/test_pipeline_cli.py`) and say why."""
     golden = json.loads(GOLDEN.read_text())
     assert golden["segmenter"] == SegmenterConfig().__dict__, "defaults changed: regenerate"
     for wav in sample_wavs:

@@ -9,10 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-import segmentation as bench  # noqa: E402
+import segmentation as bench
 
-from convert.datasets import DatasetError, iter_sprsound  # noqa: E402
-from edge.config import SegmenterConfig  # noqa: E402
+from convert.datasets import DatasetError, iter_sprsound
+from edge.config import SegmenterConfig
 
 
 def test_iou_and_one_to_one_matching() -> None:
