@@ -43,6 +43,57 @@ class Recording:
     record_label: str  # SPRSound record annotation, or "" for ICBHI
 
 
+ICBHI_CLASSES = {(0, 0): "normal", (1, 0): "crackle", (0, 1): "wheeze", (1, 1): "both"}
+
+
+def read_icbhi_txt(path: Path) -> tuple[Event, ...]:
+    """ICBHI cycles: one `start end crackle wheeze` line each (tab-separated, seconds)."""
+    events = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            start, end = float(parts[0]), float(parts[1])
+            flags = (int(parts[2]), int(parts[3]))
+            label = ICBHI_CLASSES[flags]
+        except (IndexError, ValueError, KeyError):
+            raise DatasetError(f"{path}:{n}: expected 'start end crackle wheeze' with 0/1 "
+                               f"flags, got {line!r}") from None
+        if end <= start:
+            raise DatasetError(f"{path}:{n}: cycle ends ({end}) before it starts ({start})")
+        events.append(Event(start, end, label))
+    return tuple(sorted(events, key=lambda e: e.start_s))
+
+
+def iter_icbhi(folder: str | Path) -> Iterator[Recording]:
+    """Recordings of an ICBHI-format folder (NAME.flac or NAME.wav beside NAME.txt), sorted."""
+    folder = Path(folder)
+    txts = sorted(folder.glob("*.txt"))
+    if not txts:
+        raise DatasetError(f"{folder}: no ICBHI *.txt cycle annotations here")
+    for t in txts:
+        yield Recording(_audio_beside(t), t.stem.split("_")[0], read_icbhi_txt(t), "")
+
+
+def iter_annotated(folder: str | Path) -> Iterator[Recording]:
+    """Either format, told apart by its annotation files (SPRSound .json, ICBHI .txt)."""
+    folder = Path(folder)
+    if any(folder.glob("*.json")):
+        return iter_sprsound(folder)
+    if any(folder.glob("*.txt")):
+        return iter_icbhi(folder)
+    raise DatasetError(f"{folder}: neither SPRSound (*.json) nor ICBHI (*.txt) annotations "
+                       "here")
+
+
+def _audio_beside(annotation: Path) -> Path:
+    for suffix in (".flac", ".wav"):
+        if annotation.with_suffix(suffix).exists():
+            return annotation.with_suffix(suffix)
+    raise DatasetError(f"{annotation}: no NAME.flac or NAME.wav beside it")
+
+
 def read_sprsound_json(path: Path) -> tuple[str, tuple[Event, ...]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -67,9 +118,6 @@ def iter_sprsound(folder: str | Path) -> Iterator[Recording]:
     if not jsons:
         raise DatasetError(f"{folder}: no SPRSound *.json annotations here")
     for j in jsons:
-        audio = next((j.with_suffix(s) for s in (".flac", ".wav") if j.with_suffix(s).exists()),
-                     None)
-        if audio is None:
-            raise DatasetError(f"{j}: no NAME.flac or NAME.wav beside it")
+        audio = _audio_beside(j)
         record, events = read_sprsound_json(j)
         yield Recording(audio, j.stem.split("_")[0], events, record)

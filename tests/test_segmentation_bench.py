@@ -1,4 +1,4 @@
-"""The segmentation bench's scoring, and a smoke run on real SPRSound recordings."""
+"""The segmentation bench: its scoring, the dataset readers it uses, a run on real data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import segmentation as bench
 
-from convert.datasets import DatasetError, iter_sprsound
+from convert.datasets import DatasetError, iter_annotated, iter_sprsound
 from edge.config import SegmenterConfig
 
 
@@ -37,10 +37,21 @@ def test_bad_annotation_is_named(tmp_path: Path) -> None:
         list(iter_sprsound(tmp_path))
 
 
+def test_icbhi_format(tmp_path: Path) -> None:
+    (tmp_path / "101_1b1_Al_sc_Meditron.txt").write_text("0.036\t0.579\t0\t0\n"
+                                                          "0.579\t2.45\t1\t1\n")
+    (tmp_path / "101_1b1_Al_sc_Meditron.wav").write_bytes(b"")
+    (rec,) = list(iter_annotated(tmp_path))
+    assert rec.patient == "101" and [e.label for e in rec.events] == ["normal", "both"]
+    (tmp_path / "101_1b1_Al_sc_Meditron.txt").write_text("0.1\t0.5\t2\t0\n")
+    with pytest.raises(DatasetError, match=r"Meditron\.txt:1: expected"):
+        list(iter_annotated(tmp_path))
+
+
 @pytest.mark.shared_data
 def test_bench_runs_on_real_recordings(sprsound: Path) -> None:
-    bench._CACHE[:] = bench.load_split(sprsound / "test_inter", limit=20)
-    counts, speed = bench.evaluate(SegmenterConfig(), None)
+    bench._CACHE["t"] = bench.load_split(sprsound / "test_inter", limit=20)
+    counts, speed = bench.evaluate("t", SegmenterConfig(), None)
     assert counts.refs > 20 and counts.preds > 20
     _, _, f30 = bench.f1(counts.tp30, counts.preds, counts.refs)
     assert f30 > 0.3  # a regression guard, far under what the bench reports

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def segment(x: np.ndarray, sizes: list[int], cfg: SegmenterConfig | None = None)
 
 def test_finds_synthetic_breaths() -> None:
     x = breathing(RATE, 14, BREATHS)
-    cycles = segment(x, [], dataclasses.replace(SegmenterConfig(), pad_s=0))
+    cycles = segment(x, [], dataclasses.replace(SegmenterConfig(), pad_s=0, tail_s=0))
     assert len(cycles) == len(BREATHS)
     for c, (start, end) in zip(cycles, BREATHS, strict=True):
         inter = min(c.end_s, end) - max(c.start_s, start)
@@ -70,8 +71,7 @@ def test_forced_cut_at_max_length_and_nothing_longer() -> None:
     x = breathing(RATE, 12, [(1.0, 11.0)])  # one 10 s "breath": a cough fit, a loose lead
     cycles = segment(x, [1000] * 50, cfg)
     assert len(cycles) >= 4
-    pad = cfg.pad_s
-    assert all(c.duration_s <= cfg.max_cycle_s + 2 * pad + 0.02 for c in cycles)
+    assert all(c.duration_s <= cfg.max_cycle_s + 1e-9 for c in cycles)
     assert any(c.forced_cut for c in cycles)
     ends = [c.end for c in cycles]
     starts = [c.start for c in cycles]
@@ -87,16 +87,31 @@ def test_silence_gives_nothing() -> None:
     assert segment(np.zeros(RATE * 10, dtype=np.float32), [4000] * 9) == []
 
 
-def test_emission_latency_is_bounded() -> None:
-    """Each cycle comes out no later than latency_s of audio after its end."""
-    x = breathing(RATE, 14, BREATHS)
-    seg = CycleSegmenter(SegmenterConfig(), RATE)
+@pytest.mark.parametrize("tail_s", [0.0, 0.3, 2.5])
+def test_emission_latency_is_bounded(tail_s: float) -> None:
+    """Each cycle comes out no later than latency_s of audio after its end (forced cuts:
+    forced_cut_latency_s), whatever the tail."""
+    cfg = dataclasses.replace(SegmenterConfig(), tail_s=tail_s, max_cycle_s=3.0)
+    x = breathing(RATE, 24, [*BREATHS, (14.0, 22.0)])  # the last one needs forced cuts
+    seg = CycleSegmenter(cfg, RATE)
     block = RATE // 100
+    forced = 0
     for i in range(0, len(x), block):
         for c in seg.process(x[i:i + block]):
-            heard = (i + block) / RATE
-            assert heard - c.end_s <= seg.latency_s + 1 / 100 + 1e-9
-    assert seg.latency_s < 1.0
+            waited = (i + block) / RATE - c.end_s
+            bound = seg.forced_cut_latency_s if c.forced_cut else seg.latency_s
+            assert waited <= bound + 1 / 100 + 1e-9, (c.start_s, c.end_s, waited, bound)
+            forced += c.forced_cut
+    assert forced >= 2
+    assert seg.latency_s < 1.0 and seg.forced_cut_latency_s < 2.0
+
+
+def test_long_tail_tiles_onset_to_onset() -> None:
+    cfg = dataclasses.replace(SegmenterConfig(), tail_s=3.0, pad_s=0.0)
+    cycles = segment(breathing(RATE, 14, BREATHS), [], cfg)
+    for a, b in itertools.pairwise(cycles):
+        assert a.end == b.start  # each cycle runs to the next breath's onset
+    assert len(cycles) == len(BREATHS)
 
 
 def test_band_must_fit_the_model_rate() -> None:

@@ -1,21 +1,23 @@
 """Streaming breathing-cycle segmentation: cuts continuous audio into cycles as it arrives.
 
-Breath sound is a rise of band energy (about 150–1000 Hz) above the chest's background. The
-segmenter follows a smoothed log-energy envelope (10 ms frames), tracks the background as a
-running low quantile of the recent envelope, and marks a cycle while the envelope is above the
-floor, with hysteresis (`on_db` to start, `off_db` to end). Pieces closer than `merge_gap_s`
-join, each cycle is widened by `pad_s` on both sides (annotators mark the audible breath, which
-starts before the energy clears a threshold), pieces shorter than `min_cycle_s` are dropped and
-a cycle reaching `max_cycle_s` is cut at its quietest point.
+A breath is heard as a rise of band energy (a few hundred Hz to ~1.2 kHz) above the chest's
+background. The segmenter follows a smoothed log-energy envelope (10 ms frames), tracks the
+background as a running quantile of the recent envelope, and detects breath sound with
+hysteresis (`on_db` above the floor to start, below `off_db` for `merge_gap_s` to end).
+
+A cycle starts `pad_s` before a breath's onset (the sound begins before the energy clears a
+threshold) and ends `tail_s` after the sound stops, or earlier where the next breath begins:
+with a long tail, cycles tile the signal from one inspiration onset to the next, the ICBHI
+definition of a respiratory cycle. Sounds shorter than `min_cycle_s` are ignored, and a cycle
+never exceeds `max_cycle_s` (sound that does not stop is cut at its quietest point).
 
 Everything is frame-synchronous with filter state carried across blocks, so the cycles do not
-depend on how the audio was chunked. A cycle is emitted once no later audio can change it; that
-wait is bounded by `latency_s` (smoothing look-ahead + merge gap + padding).
+depend on how the audio was chunked. A cycle is emitted once no later audio can change it, at
+most `latency_s` after its end (`forced_cut_latency_s` for a forced cut).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,10 +83,16 @@ class CycleSegmenter:
         self.half_smooth = round(cfg.smooth_ms / 1000 * fps / 2)
         self.floor_frames = max(1, round(cfg.floor_window_s * fps))
         self.pad = round(cfg.pad_s * fps)
+        self.tail = round(cfg.tail_s * fps)
         self.merge_gap = round(cfg.merge_gap_s * fps)
         self.min_len = max(1, round(cfg.min_cycle_s * fps))
         self.max_len = max(2 * self.min_len, round(cfg.max_cycle_s * fps))
-        self.latency_s = (self.half_smooth + self.merge_gap + self.pad + 1) / fps
+        self.max_active = max(self.min_len, self.max_len - self.pad)
+        # Audio after a cycle's end before it is emitted: the smoothing look-ahead plus the
+        # wait for the next onset (pad) or for quiet to last merge_gap; a forced cut can lie up
+        # to half a maximal cycle back.
+        self.latency_s = (self.half_smooth + max(self.pad, self.merge_gap - self.tail) + 1) / fps
+        self.forced_cut_latency_s = (self.half_smooth + self.max_active // 2 + 1) / fps
         self._filter = StreamingSos(bandpass_sos(cfg.band_low_hz, cfg.band_high_hz, sample_rate))
         self._partial = np.zeros(0)  # filtered samples not yet filling a frame
         self._raw: deque[float] = deque()  # envelope dB frames awaiting smoothing
@@ -94,12 +102,11 @@ class CycleSegmenter:
         self._n_smooth = 0  # smoothed frames decided
         self._floor = _RunningQuantile(self.floor_frames, cfg.floor_quantile,
                                        every=max(1, round(0.1 * fps)))
-        # Smoothed envelope back to the oldest frame a cut or split may still need.
-        self._recent: deque[float] = deque(
-            maxlen=self.max_len + self.merge_gap + 2 * self.pad + 2)
+        # Smoothed envelope back to the oldest frame a forced cut may still need.
+        self._recent: deque[float] = deque(maxlen=self.max_active + 2)
         self._active_start: int | None = None
         self._quiet_since: int | None = None  # frame where the envelope fell below off
-        self._pending: tuple[int, int, bool] | None = None  # piece waiting for a merge
+        self._pending: tuple[int, int] | None = None  # breath sound waiting for its cycle end
         self._last_end = 0  # frame at which the previous emitted cycle ended
         self._audio = np.zeros(0, dtype=np.float32)
         self._audio_start = 0  # sample index of _audio[0]
@@ -128,10 +135,9 @@ class CycleSegmenter:
             self._smooth_next(out)
         if self._active_start is not None:
             end = self._quiet_since if self._quiet_since is not None else self._n_frames
-            self._piece(self._active_start, end, False, out)
-            self._active_start = None
+            self._close(self._active_start, end)
         if self._pending is not None:
-            self._emit(*self._pending, out)
+            self._emit(self._pending[0], self._pending[1] + self.tail, False, out)
             self._pending = None
         return out
 
@@ -165,76 +171,59 @@ class CycleSegmenter:
         cfg = self.cfg
         if self._active_start is None:
             if value > floor + cfg.on_db:
-                self._active_start = k
-                self._quiet_since = None
+                self._onset(k, out)
         else:
-            if value < floor + cfg.off_db:
-                if self._quiet_since is None:
-                    self._quiet_since = k
-            else:
+            if value >= floor + cfg.off_db:
                 self._quiet_since = None
+            elif self._quiet_since is None:
+                self._quiet_since = k
             if self._quiet_since is not None and k - self._quiet_since >= self.merge_gap:
-                self._piece(self._active_start, self._quiet_since, False, out)
-                self._active_start = None
-            elif k - self._active_start >= self.max_len:
-                cut = self._quietest(self._active_start + self.min_len, k)
-                self._piece(self._active_start, cut, True, out)
+                self._close(self._active_start, self._quiet_since)
+            elif k - self._active_start >= self.max_active:
+                # Sound that does not stop (a cough fit, a rubbing lead): cut at the quietest
+                # point of the second half, so the cut stays near a real breath boundary.
+                cut = self._quietest(self._active_start + self.max_active // 2, k)
+                self._emit(self._active_start, cut, True, out)
                 self._active_start = cut
                 self._quiet_since = None
-        if self._pending is not None and k - self._pending[1] > self.merge_gap + 2 * self.pad:
-            self._emit(*self._pending, out)
+        if self._pending is not None:
+            start, end = self._pending
+            longest = max(start - self.pad, self._last_end) + self.max_len
+            if k >= min(end + self.tail + self.pad, longest):
+                # No new breath within the tail (or the cycle is as long as it may be): it
+                # ends `tail` after its sound.
+                self._emit(start, end + self.tail, False, out)
+                self._pending = None
+
+    def _onset(self, k: int, out: list[Cycle]) -> None:
+        """A breath starts: it also ends the previous cycle (if its tail reaches this far)."""
+        if self._pending is not None:
+            start, end = self._pending
+            self._emit(start, min(end + self.tail, k - self.pad), False, out)
             self._pending = None
+        self._active_start = k
+        self._quiet_since = None
+
+    def _close(self, start: int, end: int) -> None:
+        """The sound of a breath has ended; its cycle waits for the next onset or its tail."""
+        self._active_start = None
+        if end - start >= self.min_len:
+            self._pending = (start, end)
 
     def _quietest(self, lo: int, hi: int) -> int:
         first = self._n_smooth + 1 - len(self._recent)  # frame index of _recent[0]
         window = list(self._recent)[max(lo - first, 0):hi - first + 1]
         return max(lo, first) + int(np.argmin(window)) if window else hi
 
-    def _piece(self, start: int, end: int, forced: bool, out: list[Cycle]) -> None:
-        if self._pending is not None:
-            p_start, p_end, p_forced = self._pending
-            if start - p_end <= self.merge_gap and end - p_start <= self.max_len:
-                self._pending = (p_start, end, forced)
-                return
-            self._emit(p_start, p_end, p_forced, out)
-        self._pending = (start, end, forced)
-
     def _emit(self, start: int, end: int, forced: bool, out: list[Cycle]) -> None:
+        start = max(start - self.pad, self._last_end, 0)
+        end = min(end, start + self.max_len, self._n_frames)
         if end - start < self.min_len:
             return
-        bounds = self._split(start, end)
-        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-            # Pad only the outer ends: split parts meet at their valley.
-            a = max(a - self.pad if i == 0 else a, self._last_end, 0)
-            b = min(b + self.pad if i == len(bounds) - 2 else b, self._n_frames)
-            if b <= a:
-                continue
-            self._last_end = b
-            s0, s1 = a * self.frame_len, b * self.frame_len
-            audio = self._audio[s0 - self._audio_start:s1 - self._audio_start].copy()
-            out.append(Cycle(s0, s0 + len(audio), audio, self.sample_rate,
-                             forced and i == len(bounds) - 2))
-
-    def _split(self, start: int, end: int) -> list[int]:
-        """Boundaries of a piece cut at every valley at least split_db deep (e.g. between
-        inspiration and expiration) that leaves both sides at least min_cycle_s long."""
-        if self.cfg.split_db <= 0 or end - start < 2 * self.min_len:
-            return [start, end]
-        first = self._n_smooth + 1 - len(self._recent)
-        env = np.array(list(self._recent)[max(start - first, 0):end - first])
-        if len(env) < end - start:
-            return [start, end]
-        lo, hi = self.min_len, len(env) - self.min_len
-        best, best_depth = -1, self.cfg.split_db
-        for v in range(lo, hi):
-            if env[v] > env[v - 1] or env[v] > env[v + 1]:
-                continue  # not a local minimum
-            depth = min(env[:v].max(), env[v:].max()) - env[v]
-            if depth >= best_depth:
-                best, best_depth = v, depth
-        if best < 0:
-            return [start, end]
-        return self._split(start, start + best)[:-1] + self._split(start + best, end)
+        self._last_end = end
+        s0, s1 = start * self.frame_len, end * self.frame_len
+        audio = self._audio[s0 - self._audio_start:s1 - self._audio_start].copy()
+        out.append(Cycle(s0, s0 + len(audio), audio, self.sample_rate, forced))
 
     def _trim_audio(self) -> None:
         """Keep only audio a future cycle can still include."""
