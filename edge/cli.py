@@ -19,6 +19,7 @@ from edge import __version__
 from edge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from edge.dsp.mfcc import FrontendParams
 from edge.pipeline import CycleFeatures, run_signal_path
+from edge.sources import open_source
 from edge.sources.base import AudioBlock, AudioSource, SourceError
 from edge.sources.file import FileSource
 from edge.sources.stdin import StdinSource
@@ -53,13 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", help="segment and analyse recordings offline",
                        description="Run the device's signal path (resample → cycle segmenter "
                                    "→ MFCC) over recordings and print one row per cycle.")
-    c.add_argument("files", nargs="+", type=Path, metavar="FILE",
-                   help="WAV or FLAC; '-' reads raw s16le from standard input (see --rate)")
+    c.add_argument("files", nargs="*", type=Path, metavar="FILE",
+                   help="WAV or FLAC; '-' reads raw s16le from standard input (see --rate); "
+                        "none: the source configured by --config (e.g. a live stethoscope)")
+    c.add_argument("--seconds", type=float, default=None,
+                   help="stop after this much audio (useful with a live source)")
     c.add_argument("--rate", type=int, default=8000,
                    help="sample rate of raw audio on standard input, Hz (default 8000)")
     c.add_argument("--channels", type=int, default=1,
                    help="interleaved channels of raw audio on standard input (default 1)")
-    c.add_argument("--config", type=Path, help="take segmenter settings from this config")
+    c.add_argument("--config", type=Path,
+                   help="take the source (when no FILE is given) and segmenter from this config")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.set_defaults(func=cmd_classify)
 
@@ -96,35 +101,26 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else Config()
+    if not args.files and not args.config:
+        raise SourceError("give recordings to classify, '-' for raw audio on standard input, "
+                          "or --config FILE to read the source it configures")
     frontend = FrontendParams()
     reports: list[dict[str, Any]] = []
     failed = 0
-    for path in args.files:
+    for name in args.files or [None]:
         try:
-            source: AudioSource = (
-                StdinSource(args.rate, channels=args.channels, block_ms=cfg.source.block_ms)
-                if str(path) == "-" else FileSource(path, block_ms=cfg.source.block_ms))
-            audio_s = 0.0
-
-            def counted(blocks: Iterator[AudioBlock]) -> Iterator[AudioBlock]:
-                nonlocal audio_s
-                for block in blocks:
-                    audio_s = block.start_s + block.duration_s
-                    yield block
-
-            cycles = list(run_signal_path(counted(source.blocks()), source.sample_rate,
-                                          frontend, cfg.segmenter))
-            if audio_s == 0:
-                raise SourceError(f"{path}: no audio arrived (is the recorder writing raw "
-                                  "s16le to this pipe?)")
+            if name is None:
+                source = open_source(cfg.source)
+            elif str(name) == "-":
+                source = StdinSource(args.rate, channels=args.channels,
+                                     block_ms=cfg.source.block_ms)
+            else:
+                source = FileSource(name, block_ms=cfg.source.block_ms)
+            label = str(name) if name is not None else source.describe()
+            reports.append(_classify_source(label, source, frontend, cfg, args))
         except (SourceError, ValueError) as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)
             failed += 1
-            continue
-        report = _file_report(str(path), source.sample_rate, audio_s, cycles)
-        reports.append(report)
-        if not args.json:
-            _print_table(report)
     if args.json:
         json.dump({"schema_version": JSON_SCHEMA_VERSION, "frontend": frontend.to_dict(),
                    "files": reports}, sys.stdout, indent=2)
@@ -132,8 +128,45 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _file_report(name: str, sample_rate: int, audio_s: float,
-                 cycles: list[CycleFeatures]) -> dict[str, Any]:
+def _classify_source(label: str, source: AudioSource, frontend: FrontendParams, cfg: Config,
+                     args: argparse.Namespace) -> dict[str, Any]:
+    """Runs the signal path over one source, printing each cycle as it is found (a live
+    source shows them as they happen); stops at the source's end, after --seconds of audio, or
+    at Ctrl-C."""
+    audio_s = 0.0
+    cycles: list[CycleFeatures] = []
+
+    def blocks() -> Iterator[AudioBlock]:
+        nonlocal audio_s
+        for block in source.blocks():
+            audio_s = block.start_s + block.duration_s
+            yield block
+            if args.seconds is not None and audio_s >= args.seconds:
+                return
+
+    if not args.json:
+        print(f"{label}  ({source.sample_rate} Hz)")
+        print(f"  {'#':>3}  {'start s':>8}  {'end s':>8}  {'dur s':>6}  {'features':>9}  note")
+    try:
+        for c in run_signal_path(blocks(), source.sample_rate, frontend, cfg.segmenter):
+            cycles.append(c)
+            if not args.json:
+                _print_row(len(cycles) - 1, c)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        source.close()
+    if audio_s == 0:
+        raise SourceError(f"{label}: no audio arrived (for a pipe: is the recorder writing raw "
+                          "s16le to it?)")
+    report = _report(label, source.sample_rate, audio_s, cycles)
+    if not args.json:
+        _print_summary(report["summary"], audio_s)
+    return report
+
+
+def _report(name: str, sample_rate: int, audio_s: float,
+            cycles: list[CycleFeatures]) -> dict[str, Any]:
     durations = [c.duration_s for c in cycles]
     return {
         "file": name,
@@ -156,18 +189,17 @@ def _file_report(name: str, sample_rate: int, audio_s: float,
     }
 
 
-def _print_table(report: dict[str, Any]) -> None:
-    print(f"{report['file']}  ({report['duration_s']:.1f} s at {report['sample_rate']} Hz)")
-    print(f"  {'#':>3}  {'start s':>8}  {'end s':>8}  {'dur s':>6}  {'features':>9}  note")
-    for c in report["cycles"]:
-        shape = "×".join(str(n) for n in c["features_shape"])
-        note = "forced cut" if c["forced_cut"] else ""
-        print(f"  {c['index']:>3}  {c['start_s']:>8.2f}  {c['end_s']:>8.2f}  "
-              f"{c['duration_s']:>6.2f}  {shape:>9}  {note}")
-    s = report["summary"]
+def _print_row(index: int, c: CycleFeatures) -> None:
+    shape = "×".join(str(n) for n in c.features.shape)
+    note = "forced cut" if c.cycle.forced_cut else ""
+    print(f"  {index:>3}  {c.start_s:>8.2f}  {c.end_s:>8.2f}  {c.duration_s:>6.2f}  "
+          f"{shape:>9}  {note}", flush=True)
+
+
+def _print_summary(s: dict[str, Any], audio_s: float) -> None:
     if s["cycles"]:
-        print(f"  {s['cycles']} cycles, mean {s['mean_cycle_s']:.2f} s, "
+        print(f"  {s['cycles']} cycles in {audio_s:.1f} s, mean {s['mean_cycle_s']:.2f} s, "
               f"{s['cycles_per_min']:.1f} per minute, {100 * s['covered_fraction']:.0f}% of "
-              "the recording\n")
+              "the audio\n")
     else:
         print("  no breathing cycles found (silence, or the stethoscope was not on the chest)\n")

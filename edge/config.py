@@ -88,17 +88,38 @@ class PyAudioSourceConfig:
 
 
 @dataclass(frozen=True)
+class SerialSourceConfig:
+    port: str | None = setting(None, "Serial device of the stethoscope, e.g. "
+                                     "/dev/serial/by-id/usb-…; required for type: serial.")
+    baud: int = setting(115200, "Baud rate (ignored by USB-CDC devices).", ge=9600)
+    sample_rate: Literal[4000, 8000, 16000, 22050, 44100, 48000] = setting(
+        8000, "Rate to ask the stethoscope for, Hz.")
+    gain_db: int | None = setting(None, "Microphone gain to set on the device, dB; null: "
+                                        "leave it as it is.", ge=-40, le=40)
+    stall_timeout_s: float = setting(2.0, "Restart the stream after this long without data; "
+                                          "reopen the port after three times as long, s.",
+                                     gt=0, le=60)
+    reopen_backoff_max_s: float = setting(30.0, "Longest wait between attempts to reopen an "
+                                                "unplugged stethoscope, s.", gt=0, le=3600)
+
+
+@dataclass(frozen=True)
 class SourceConfig:
-    type: Literal["file", "stdin", "pyaudio"] = setting("pyaudio", "Where audio comes from.")
+    type: Literal["file", "stdin", "pyaudio", "serial"] = setting(
+        "pyaudio", "Where audio comes from.")
     block_ms: int = setting(100, "Length of one captured block, ms.", ge=5, le=2000)
     file: FileSourceConfig = section(FileSourceConfig, "Settings for type: file.")
     stdin: StdinSourceConfig = section(StdinSourceConfig, "Settings for type: stdin.")
     pyaudio: PyAudioSourceConfig = section(PyAudioSourceConfig, "Settings for type: pyaudio.")
+    serial: SerialSourceConfig = section(SerialSourceConfig, "Settings for type: serial.")
 
     def validate(self) -> None:
         if self.type == "file" and not self.file.path:
             raise _Invalid("file.path", "source.type is 'file' but no file.path is given; "
                                         "set it to a WAV or FLAC recording")
+        if self.type == "serial" and not self.serial.port:
+            raise _Invalid("serial.port", "source.type is 'serial' but no serial.port is "
+                                          "given; set it to the stethoscope's serial device")
 
 
 @dataclass(frozen=True)

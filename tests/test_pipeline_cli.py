@@ -79,7 +79,7 @@ def test_classify_table_and_json(sample_wavs: list[Path],
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", *map(str, sample_wavs)]) == 0
     out = capsys.readouterr().out
-    assert out.count("cycles, mean") == 3 and "features" in out
+    assert out.count(" per minute") == 3 and "features" in out
     assert main(["classify", "--json", str(sample_wavs[0])]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["schema_version"] == 1
@@ -95,7 +95,7 @@ def test_classify_bad_file_is_a_clear_error(tmp_path: Path, sample_wavs: list[Pa
     assert main(["classify", str(bad), str(sample_wavs[0])]) == 1
     captured = capsys.readouterr()
     assert f"lungedge: error: {bad}: not a readable WAV file" in captured.err
-    assert "cycles, mean" in captured.out  # the good file was still classified
+    assert " per minute" in captured.out  # the good file was still classified
 
 
 def test_console_script_runs_as_a_module(sample_wavs: list[Path]) -> None:

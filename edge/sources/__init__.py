@@ -21,6 +21,14 @@ def open_source(cfg: SourceConfig) -> AudioSource:
 
         return StdinSource(cfg.stdin.sample_rate, channels=cfg.stdin.channels,
                            block_ms=cfg.block_ms)
+    if cfg.type == "serial":
+        from firmware_bridge.source import SerialSource
+
+        sc = cfg.serial
+        assert sc.port is not None  # guaranteed by SourceConfig.validate
+        return SerialSource(sc.port, sample_rate=sc.sample_rate, baud=sc.baud,
+                            gain_db=sc.gain_db, stall_timeout_s=sc.stall_timeout_s,
+                            reopen_backoff_max_s=sc.reopen_backoff_max_s)
     from edge.sources.microphone import MicrophoneSource
 
     p = cfg.pyaudio
