@@ -41,6 +41,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/mfcc_speed.py
+	$(BIN)/python bench/serial_decode.py
 	$(BIN)/python bench/segmentation.py
 
 clean:

@@ -92,6 +92,7 @@ class SimulatedStethoscope:
         tmp.replace(self.link)
         self.decoder = FrameDecoder()
         self.streaming = False
+        os.write(self.master, b"\x00")  # start-up: the host drops any partial frame
         self.say(f"plugged in: {self.link} -> {os.ttyname(self.slave)}")
 
     def unplug(self) -> None:

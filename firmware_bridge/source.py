@@ -84,6 +84,7 @@ class SerialSource:
         self.decoder = FrameDecoder(self.stats)
         self.port.open()
         self._unacked.clear()
+        self.port.write(b"\x00")  # the device drops any partial frame it holds
         self.send(FrameType.SET_RATE, bytes([RATE_CODES[self.sample_rate]]))
         if self.gain_db is not None:
             self.send(FrameType.SET_GAIN, struct.pack("<b", self.gain_db))
