@@ -1,0 +1,118 @@
+"""Build, convert and package a CNN-LSTM: Keras model → full-integer int8 TFLite → model package.
+
+Legacy tf_keras with batch size 1 is used because it is what converts an LSTM into one fused,
+fully int8 UNIDIRECTIONAL_SEQUENCE_LSTM op (Keras 3 cannot); install it with
+`pip install --no-deps tf-keras` beside tensorflow-cpu. No Flex / Select-TF ops are allowed:
+the device runs plain LiteRT / tflite-runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.dsp.mfcc import FrontendParams
+from edge.model import MANIFEST_SCHEMA_VERSION, Manifest, TensorSpec, WindowSpec, sha256_of
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def keras() -> Any:
+    import tf_keras
+
+    return tf_keras
+
+
+def build_cnn_lstm(frames: int, n_features: int, n_classes: int, *, filters: tuple[int, ...]
+                   = (16, 32), lstm_units: int = 32, dropout: float = 0.3,
+                   batch_size: int | None = None) -> Any:
+    """Conv blocks over (time × MFCC) → a sequence over time → LSTM → softmax."""
+    k = keras()
+    inp = k.Input((frames, n_features, 1), batch_size=batch_size)
+    x = inp
+    for f in filters:
+        x = k.layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
+        x = k.layers.BatchNormalization()(x)
+        x = k.layers.ReLU()(x)
+        x = k.layers.MaxPool2D((2, 2))(x)
+    x = k.layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
+    x = k.layers.LSTM(lstm_units)(x)
+    x = k.layers.Dropout(dropout)(x)
+    out = k.layers.Dense(n_classes, activation="softmax")(x)
+    return k.Model(inp, out)
+
+
+def to_int8_tflite(model: Any, representative: np.ndarray) -> bytes:
+    """Full-integer conversion (int8 in and out) calibrated on real training windows."""
+    import tensorflow as tf
+
+    # Batch size 1 makes the converter fuse the LSTM into one int8 op.
+    frames, n_features = model.input_shape[1], model.input_shape[2]
+    single = build_cnn_lstm(frames, n_features, model.output_shape[-1], batch_size=1,
+                            **_arch_of(model))
+    single.set_weights(model.get_weights())
+
+    def samples() -> Iterator[list[np.ndarray]]:
+        for x in representative:
+            yield [x[None, ..., None].astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(single)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = samples
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _arch_of(model: Any) -> dict[str, Any]:
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    lstm = next(layer for layer in model.layers if layer.__class__.__name__ == "LSTM")
+    drop = next(layer for layer in model.layers if layer.__class__.__name__ == "Dropout")
+    return {"filters": tuple(c.filters for c in convs), "lstm_units": lstm.units,
+            "dropout": drop.rate}
+
+
+def write_package(out: Path, tflite: bytes, *, name: str, version: str,
+                  labels: tuple[str, ...], frontend: FrontendParams, window: WindowSpec,
+                  mean: np.ndarray, std: np.ndarray, training: dict[str, Any],
+                  metrics: dict[str, Any], thresholds: dict[str, float] | None = None
+                  ) -> Manifest:
+    """Writes model.tflite and a manifest whose tensor specs are read back from the model."""
+    from edge.model import _interpreter_class
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.tflite").write_bytes(tflite)
+    interpreter_cls, _ = _interpreter_class()
+    it = interpreter_cls(model_path=str(out / "model.tflite"))
+    specs = []
+    for d in (it.get_input_details()[0], it.get_output_details()[0]):
+        scale, zero = d["quantization"]
+        specs.append(TensorSpec(tuple(int(v) for v in d["shape"]), np.dtype(d["dtype"]).name,
+                                float(scale), int(zero)))
+    manifest = Manifest(name=name, version=version, labels=labels,
+                        sample_rate=frontend.sample_rate, frontend=frontend, window=window,
+                        input=specs[0], output=specs[1],
+                        feature_mean=tuple(float(v) for v in mean),
+                        feature_std=tuple(float(v) for v in std),
+                        sha256=sha256_of(out / "model.tflite"), training=training,
+                        metrics=metrics, thresholds=thresholds or {},
+                        schema_version=MANIFEST_SCHEMA_VERSION)
+    manifest.check_consistent(str(out / "manifest.json"))
+    (out / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    return manifest
+
+
+def op_names(tflite: bytes) -> list[str]:
+    """Builtin op names in a model (for checks: int8 builtins only, no Flex ops)."""
+    from edge.model import _interpreter_class
+
+    interpreter_cls, _ = _interpreter_class()
+    it = interpreter_cls(model_content=tflite)
+    return sorted({d["op_name"] for d in it._get_ops_details()})

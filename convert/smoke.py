@@ -1,0 +1,57 @@
+"""A tiny int8 CNN-LSTM from the shipped sample recordings: a valid model package in a minute.
+
+Not a classifier to trust: it exists so the daemon's tests and the toolchain's smoke test have a
+real int8 model with a real manifest, built by the same code as the shipped model.
+
+    python -m convert.smoke OUT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from convert.datasets import LABELS, iter_sprsound
+from convert.features import event_features, normalisation, windows_of
+from convert.package import build_cnn_lstm, to_int8_tflite, write_package
+from edge.dsp.mfcc import FrontendParams
+from edge.model import WindowSpec
+
+SAMPLES = Path(__file__).resolve().parents[1] / "models" / "samples"
+
+
+def build(out: Path, seed: int = 0) -> None:
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    frontend = FrontendParams()
+    window = WindowSpec(frames=64, hop_frames=32, pad="repeat", aggregate="mean")
+    feats, labels, _ = event_features(iter_sprsound(SAMPLES), frontend)
+    mean, std = normalisation(feats)
+    x, y, _ = windows_of(feats, labels, window, mean, std)
+    model = build_cnn_lstm(window.frames, frontend.n_features, len(LABELS), filters=(8, 16),
+                           lstm_units=16)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x[..., None], y, epochs=1, batch_size=16, verbose=0)
+    write_package(out, to_int8_tflite(model, x[:64]), name="lungedge-smoke", version="0.0.1",
+                  labels=LABELS, frontend=frontend, window=window, mean=mean, std=std,
+                  training={"data": "models/samples (3 SPRSound test_inter recordings)",
+                            "epochs": 1, "seed": seed,
+                            "purpose": "tests only; not a classifier"},
+                  metrics={})
+    print(f"wrote {out}/model.tflite and manifest.json ({len(x)} windows, "
+          f"{np.bincount(y, minlength=4).tolist()} per label)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seed", type=int, default=0)
+    build(ap.parse_args().out, ap.parse_args().seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Model packages (model.tflite + manifest.json) and the int8 runner that classifies cycles.
+
+The manifest is the contract between training and the device: labels, sample rate, the exact
+frontend parameters, how a cycle becomes fixed-size windows and how their outputs combine, and
+the tensors' quantization. The runner refuses a package whose manifest and model disagree, naming
+the mismatch, so a model can never silently see features it was not trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edge.dsp.mfcc import FrontendParams, FrontendParamsError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA_VERSION = 1
+
+
+class ModelError(ValueError):
+    """A model package that cannot be used; the message names the file and the mismatch."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: Literal["int8"]
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    frames: int  # feature frames per model input window
+    hop_frames: int  # between windows over a longer cycle
+    pad: Literal["zeros", "repeat"]  # a short cycle: zeros (the mean, after normalising) or tiled
+    aggregate: Literal["mean", "max"]  # how the windows' probabilities combine
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    sample_rate: int
+    frontend: FrontendParams
+    window: WindowSpec
+    input: TensorSpec
+    output: TensorSpec
+    feature_mean: tuple[float, ...]  # per-feature normalisation before quantizing
+    feature_std: tuple[float, ...]
+    sha256: str
+    training: dict[str, Any] = field(default_factory=dict)  # data, split, seeds: provenance
+    metrics: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["labels"] = list(self.labels)
+        for key in ("input", "output"):
+            d[key]["shape"] = list(d[key]["shape"])
+        d["feature_mean"] = list(self.feature_mean)
+        d["feature_std"] = list(self.feature_std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "manifest.json") -> Manifest:
+        try:
+            if d.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+                raise ModelError(f"{where}: schema_version {d.get('schema_version')!r}; this "
+                                 f"lungedge reads {MANIFEST_SCHEMA_VERSION}")
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(d) - known)
+            if unknown:
+                raise ModelError(f"{where}: unknown key(s) {unknown}")
+            frontend = FrontendParams.from_dict(d["frontend"], where=f"{where}: frontend")
+            window = WindowSpec(**d["window"])
+            tensors = {k: TensorSpec(tuple(d[k]["shape"]), d[k]["dtype"], float(d[k]["scale"]),
+                                     int(d[k]["zero_point"])) for k in ("input", "output")}
+            m = cls(name=str(d["name"]), version=str(d["version"]),
+                    labels=tuple(d["labels"]), sample_rate=int(d["sample_rate"]),
+                    frontend=frontend, window=window, input=tensors["input"],
+                    output=tensors["output"], feature_mean=tuple(map(float, d["feature_mean"])),
+                    feature_std=tuple(map(float, d["feature_std"])), sha256=str(d["sha256"]),
+                    training=dict(d.get("training", {})), metrics=dict(d.get("metrics", {})),
+                    thresholds=dict(d.get("thresholds", {})))
+        except KeyError as exc:
+            raise ModelError(f"{where}: missing key {exc}") from None
+        except (TypeError, ValueError, FrontendParamsError) as exc:
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(f"{where}: {exc}") from None
+        m.check_consistent(where)
+        return m
+
+    def check_consistent(self, where: str) -> None:
+        problems = []
+        if self.sample_rate != self.frontend.sample_rate:
+            problems.append(f"sample_rate {self.sample_rate} ≠ frontend.sample_rate "
+                            f"{self.frontend.sample_rate}")
+        n = self.frontend.n_features
+        if len(self.feature_mean) != n or len(self.feature_std) != n:
+            problems.append(f"feature_mean/feature_std need {n} values (frontend features)")
+        if any(s <= 0 for s in self.feature_std):
+            problems.append("feature_std must be > 0")
+        shape = self.input.shape
+        if len(shape) not in (3, 4) or shape[0] != 1 or shape[1] != self.window.frames \
+                or shape[2] != n or (len(shape) == 4 and shape[3] != 1):
+            problems.append(f"input.shape {list(shape)} should be [1, window.frames "
+                            f"({self.window.frames}), features ({n})] or with a trailing 1")
+        if tuple(self.output.shape) != (1, len(self.labels)):
+            problems.append(f"output.shape {list(self.output.shape)} should be [1, "
+                            f"{len(self.labels)}] (one per label)")
+        if not 1 <= self.window.hop_frames <= self.window.frames:
+            problems.append("window.hop_frames must be in 1…window.frames")
+        if problems:
+            raise ModelError(f"{where}: " + "; ".join(problems))
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_manifest(package: Path) -> Manifest:
+    path = package / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: not found; a model package is a folder holding "
+                         "model.tflite and manifest.json") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not readable JSON ({exc})") from None
+    return Manifest.from_dict(data, where=str(path))
+
+
+def _interpreter_class() -> tuple[Any, str]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        raise ModelError("no TFLite interpreter installed: `pip install 'lungedge[litert]'` "
+                         "(or 'lungedge[tflite]' for tflite-runtime with numpy<2)") from None
+
+
+def cycle_windows(features: np.ndarray, window: WindowSpec, mean: np.ndarray,
+                  std: np.ndarray) -> np.ndarray:
+    """A cycle's (frames, features) → (n, window.frames, features), normalised.
+
+    The one definition of windowing: the trainer builds its examples with it, the device its
+    model inputs, so both see a cycle the same way."""
+    x = (features - mean) / std
+    n = len(x)
+    if n < window.frames:
+        if window.pad == "repeat" and n > 0:
+            x = np.tile(x, (int(np.ceil(window.frames / n)), 1))[:window.frames]
+        else:
+            x = np.pad(x, ((0, window.frames - n), (0, 0)))
+        return x[None].astype(np.float32)
+    starts = list(range(0, n - window.frames + 1, window.hop_frames))
+    if starts[-1] != n - window.frames:  # cover the cycle's end too
+        starts.append(n - window.frames)
+    return np.stack([x[s:s + window.frames] for s in starts]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probs: dict[str, float]
+    confidence: float
+    windows: int
+
+
+class ModelRunner:
+    def __init__(self, package: str | Path, num_threads: int = 1) -> None:
+        package = Path(package)
+        self.manifest = load_manifest(package)
+        model_path = package / "model.tflite"
+        if not model_path.is_file():
+            raise ModelError(f"{model_path}: not found")
+        digest = sha256_of(model_path)
+        if digest != self.manifest.sha256:
+            raise ModelError(f"{model_path}: sha256 {digest[:12]}… does not match the "
+                             f"manifest's {self.manifest.sha256[:12]}…: model and manifest come "
+                             "from different builds")
+        interpreter_cls, self.runtime = _interpreter_class()
+        try:
+            self.interpreter = interpreter_cls(model_path=str(model_path),
+                                               num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{model_path}: not a loadable TFLite model ({exc})") from None
+        self._check_tensors(model_path)
+        m = self.manifest
+        self._mean = np.asarray(m.feature_mean, dtype=np.float32)
+        self._std = np.asarray(m.feature_std, dtype=np.float32)
+        log.info("model %s %s on %s (%d thread(s))", m.name, m.version, self.runtime,
+                 num_threads)
+
+    def _check_tensors(self, path: Path) -> None:
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise ModelError(f"{path}: expected one input and one output tensor, found "
+                             f"{len(inp)} and {len(out)}")
+        self._in, self._out = inp[0], out[0]
+        for name, detail, spec in (("input", self._in, self.manifest.input),
+                                   ("output", self._out, self.manifest.output)):
+            shape = tuple(int(v) for v in detail["shape"])
+            dtype = np.dtype(detail["dtype"]).name
+            scale, zero = detail["quantization"]
+            problems = []
+            if shape != spec.shape:
+                problems.append(f"shape {list(shape)} ≠ manifest {list(spec.shape)}")
+            if dtype != spec.dtype:
+                problems.append(f"dtype {dtype} ≠ manifest {spec.dtype}")
+            if not np.isclose(scale, spec.scale, rtol=1e-5, atol=0) or zero != spec.zero_point:
+                problems.append(f"quantization (scale {scale:.6g}, zero point {zero}) ≠ "
+                                f"manifest ({spec.scale:.6g}, {spec.zero_point})")
+            if problems:
+                raise ModelError(f"{path}: {name} tensor " + "; ".join(problems))
+
+    # -- quantization ---------------------------------------------------------------------
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        s = self.manifest.input
+        return np.clip(np.round(x / s.scale + s.zero_point), -128, 127).astype(np.int8)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        s = self.manifest.output
+        return (q.astype(np.float32) - s.zero_point) * s.scale
+
+    def windows(self, features: np.ndarray) -> np.ndarray:
+        m = self.manifest
+        return cycle_windows(features, m.window, self._mean, self._std)
+
+    def predict(self, features: np.ndarray) -> Prediction:
+        m = self.manifest
+        probs = []
+        for window in self.windows(features):
+            self.interpreter.set_tensor(self._in["index"],
+                                        self.quantize(window).reshape(m.input.shape))
+            self.interpreter.invoke()
+            probs.append(self.dequantize(self.interpreter.get_tensor(self._out["index"])[0]))
+        p = np.mean(probs, axis=0) if m.window.aggregate == "mean" else np.max(probs, axis=0)
+        p = p / max(float(p.sum()), 1e-9)
+        best = int(np.argmax(p))
+        return Prediction(m.labels[best], {lab: round(float(v), 4)
+                                           for lab, v in zip(m.labels, p, strict=True)},
+                          float(p[best]), len(probs))
