@@ -5,18 +5,18 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils
+APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto
 
 .PHONY: demo test lint bench system-deps clean
 
 $(VENV)/.runtime: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[flac]"
+	$(BIN)/pip install -q -e ".[flac,litert]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime system-deps
-	$(BIN)/pip install -q -e ".[flac,audio,test]"
+	$(BIN)/pip install -q -e ".[flac,litert,audio,test]"
 	touch $@
 
 system-deps:

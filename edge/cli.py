@@ -75,7 +75,44 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("devices", help="list audio input devices (pyaudio)")
     d.set_defaults(func=cmd_devices)
+
+    r = sub.add_parser("run", help="the daemon: classify the configured source, publish MQTT",
+                       description="Runs until the source ends or SIGTERM; SIGHUP reloads.")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    r.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("monitor", help="the station side: print what devices publish",
+                       description="Subscribes to PREFIX/+/+ and prints one line per message.")
+    m.add_argument("--host", default="localhost")
+    m.add_argument("--port", type=int, default=1883)
+    m.add_argument("--prefix", default="lungedge")
+    m.add_argument("--json", action="store_true", help="print each payload as it came")
+    m.add_argument("--until-offline", action="store_true",
+                   help="exit when a device publishes status offline")
+    m.set_defaults(func=cmd_monitor)
     return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.daemon import Daemon
+    from edge.model import ModelError
+    from edge.spool import SpoolError
+
+    cfg = load_config(args.config)
+    logging.getLogger().setLevel(cfg.log_level.upper())
+    try:
+        daemon = Daemon(cfg, args.config)
+    except (ModelError, SpoolError) as exc:
+        print(f"lungedge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return daemon.run()
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from edge.monitor import monitor
+
+    return monitor(args.host, args.port, args.prefix, as_json=args.json,
+                   until_offline=args.until_offline)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -163,11 +164,114 @@ class SegmenterConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    path: str | None = setting(None, "Model package folder (model.tflite + manifest.json); "
+                                     "required by `lungedge run`.")
+    num_threads: int = setting(1, "Interpreter threads.", ge=1, le=8)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    enabled: bool = setting(False, "Connect with TLS.")
+    ca_file: str | None = setting(None, "CA certificate (PEM) to verify the broker; null: the "
+                                        "system's CAs.")
+    cert_file: str | None = setting(None, "Client certificate (PEM), for mutual TLS.")
+    key_file: str | None = setting(None, "Client key (PEM), for mutual TLS.")
+
+    def validate(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise _Invalid("key_file", "cert_file and key_file go together")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = setting("localhost", "Broker host.")
+    port: int = setting(1883, "Broker port.", ge=1, le=65535)
+    topic_prefix: str = setting("lungedge", "First topic level: PREFIX/DEVICE/cycle, ….")
+    keepalive_s: int = setting(30, "MQTT keepalive, s.", ge=5, le=600)
+    username: str | None = setting(None, "User name, if the broker wants one.")
+    password_file: str | None = setting(None, "File holding the password (first line).")
+    password_env: str | None = setting(None, "Environment variable holding the password.")
+    tls: TlsConfig = section(TlsConfig, "TLS settings.")
+    reconnect_min_s: float = setting(0.5, "First reconnect delay, s (doubles, with jitter).",
+                                     gt=0, le=60)
+    reconnect_max_s: float = setting(30.0, "Longest reconnect delay, s.", gt=0, le=600)
+    stats_interval_s: float = setting(60.0, "Interval of stats messages, s.", ge=1, le=3600)
+
+    def validate(self) -> None:
+        if self.password_file and self.password_env:
+            raise _Invalid("password_env", "give password_file or password_env, not both")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise _Invalid("reconnect_max_s", "must be ≥ reconnect_min_s")
+
+    def password(self) -> str | None:
+        """The password, read when needed; it is never part of the config or a log line."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"environment variable {self.password_env} is not set",
+                                  key_path="mqtt.password_env")
+            return value
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text().splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"cannot read password file {self.password_file}: {exc}",
+                                  key_path="mqtt.password_file") from None
+        return None
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    path: str = setting("/var/lib/lungedge/spool.db", "SQLite store-and-forward spool.")
+    max_messages: int = setting(100000, "Bound of the spool; beyond it the oldest cycle "
+                                        "results go first, alerts and summaries last.",
+                                ge=100)
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    on_fraction: float = setting(0.4, "Raise when this share of recent cycles shows it.",
+                                 gt=0, le=1)
+    off_fraction: float = setting(0.15, "End when the share falls to this or below.",
+                                  ge=0, le=1)
+    min_cycles: int = setting(3, "…and at least this many recent cycles show it (debounce).",
+                              ge=1)
+
+    def validate(self) -> None:
+        if self.off_fraction >= self.on_fraction:
+            raise _Invalid("off_fraction", "must be below on_fraction (hysteresis)")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    window_cycles: int = setting(8, "Recent cycles the alert rules look at.", ge=1, le=100)
+    min_confidence: float = setting(0.5, "A cycle counts as abnormal only this confident.",
+                                    ge=0, le=1)
+    wheeze: AlertRule = section(AlertRule, "Wheeze (CAS) alerts.")
+    crackle: AlertRule = section(AlertRule, "Crackle (DAS) alerts.")
+    poor_signal: AlertRule = section(AlertRule, "Poor-signal alerts (low cycle quality).")
+    poor_quality_below: float = setting(0.3, "A cycle's quality below this is poor.", ge=0,
+                                        le=1)
+    no_audio_s: float = setting(10.0, "No audio (or only silence) for this long raises "
+                                      "no_audio, s.", gt=0)
+    session_silence_s: float = setting(30.0, "A session ends after this long without "
+                                             "cycles, s.", gt=0)
+    session_max_s: float = setting(600.0, "…or after this long, s.", gt=0)
+
+
+@dataclass(frozen=True)
 class Config:
     device_id: str = setting("lungedge-1", "This device's id: names its MQTT topics.")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "Log verbosity.")
     source: SourceConfig = section(SourceConfig, "Audio input.")
     segmenter: SegmenterConfig = section(SegmenterConfig, "Breathing-cycle segmentation.")
+    model: ModelConfig = section(ModelConfig, "The classifier.")
+    tracker: TrackerConfig = section(TrackerConfig, "Smoothing, alerts and sessions.")
+    mqtt: MqttConfig = section(MqttConfig, "Where results go.")
+    spool: SpoolConfig = section(SpoolConfig, "Store-and-forward spool.")
+    queue_blocks: int = setting(50, "Captured blocks that may wait for processing before "
+                                    "capture drops (and counts) them.", ge=2, le=10000)
 
     def validate(self) -> None:
         allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

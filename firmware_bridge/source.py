@@ -40,6 +40,7 @@ class SerialSource:
         if sample_rate not in RATE_CODES:
             raise PortError(f"the link carries {sorted(RATE_CODES)} Hz, not {sample_rate} Hz")
         self.sample_rate = sample_rate
+        self.live = True
         self.gain_db = gain_db
         self.stall_timeout_s = stall_timeout_s
         self.backoff_max_s = reopen_backoff_max_s

@@ -35,9 +35,14 @@ class AudioBlock:
 
 
 class AudioSource(Protocol):
-    """A stream of blocks; `blocks()` ends when the input ends (a live device never does)."""
+    """A stream of blocks; `blocks()` ends when the input ends (a live device never does).
+
+    `live`: audio arrives at its own pace and is lost if not taken in time (a device, a pipe
+    from a recorder), so the daemon drops and counts blocks when it falls behind; a recording
+    that is not played in real time just waits for the reader instead."""
 
     sample_rate: int
+    live: bool
 
     def blocks(self) -> Iterator[AudioBlock]: ...
 

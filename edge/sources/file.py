@@ -17,6 +17,7 @@ class FileSource:
         self.sample_rate = self.audio.sample_rate
         self.block_frames = max(1, round(self.sample_rate * block_ms / 1000))
         self.realtime = realtime
+        self.live = realtime
         self.loop = loop
         self._closed = False
 

@@ -95,6 +95,7 @@ class MicrophoneSource:
         self.pyaudio = pyaudio_module or _import_pyaudio()
         self.wanted = device
         self.sample_rate = sample_rate
+        self.live = True
         self.channels = channels
         self.block_frames = max(1, round(sample_rate * block_ms / 1000))
         self.backoff_max_s = reopen_backoff_max_s

@@ -19,6 +19,7 @@ class StdinSource:
     def __init__(self, sample_rate: int, *, channels: int = 1, block_ms: int = 100,
                  stream: BinaryIO | None = None) -> None:
         self.sample_rate = sample_rate
+        self.live = True
         self.channels = channels
         self.block_frames = max(1, round(sample_rate * block_ms / 1000))
         self.stream = stream if stream is not None else sys.stdin.buffer

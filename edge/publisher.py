@@ -1,0 +1,204 @@
+"""MQTT delivery of the spool, in order, at least once; the rest of the daemon never sees paho.
+
+The pipeline calls `publish(kind, body)`: the message is written to the spool (and given its
+seq) before anything else, and a sender thread moves the spool to the broker in order with a
+bounded window of unacknowledged messages, deleting each only when its PUBACK arrives. Each
+connection gets a fresh paho client, so after a reconnect nothing paho kept from the old
+connection can overtake the spool's order: sending restarts at the oldest unacknowledged
+message (duplicates are possible; `seq` identifies them). Reconnects back off exponentially with
+jitter so a fleet does not reconnect in step after a broker restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from typing import Any, Protocol
+
+from edge.config import MqttConfig
+from edge.payloads import KINDS, SCHEMA_VERSION, iso_ms, topic
+from edge.spool import Spool
+
+log = logging.getLogger(__name__)
+
+INFLIGHT = 20
+
+
+class Publisher(Protocol):
+    def publish(self, kind: str, body: dict[str, Any]) -> int: ...
+
+    def set_status(self, state: str, reasons: list[str]) -> None: ...
+
+
+class MqttPublisher:
+    def __init__(self, cfg: MqttConfig, device_id: str, spool: Spool) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.spool = spool
+        self.password = cfg.password()  # read once at start; never logged
+        self.connected = threading.Event()
+        self.connects = 0
+        self.last_error = ""
+        self._status: tuple[str, list[str]] = ("online", [])
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        # paho's thread only posts acknowledged message ids here; the sender thread alone
+        # owns the in-flight map. (Taking a lock in a paho callback while holding it around
+        # publish() deadlocks against paho's own lock.)
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._client: Any = None
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # -- what the daemon calls --------------------------------------------------------------
+    def envelope(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "device_id": self.device_id,
+                "ts": iso_ms(time.time())}
+
+    def publish(self, kind: str, body: dict[str, Any]) -> int:
+        seq = self.spool.put(kind, self.envelope(), body)
+        self._wake.set()
+        return seq
+
+    def set_status(self, state: str, reasons: list[str]) -> None:
+        if (state, reasons) == self._status:
+            return
+        self._status = (state, list(reasons))
+        client = self._client
+        if client is not None and self.connected.is_set():
+            self._publish_status(client)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Waits until the spool is empty (all acknowledged) or timeout_s passes."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.spool.depth() == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.05)
+        return self.spool.depth() == 0
+
+    def close(self, final_state: str = "offline", reason: str = "shutdown") -> None:
+        """Publishes the final status (retained) and disconnects cleanly."""
+        client = self._client
+        if client is not None and self.connected.is_set():
+            info = client.publish(topic(self.cfg.topic_prefix, self.device_id, "status"),
+                                  self._status_payload(final_state, [reason]), qos=1,
+                                  retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=3)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    # -- the sender thread -------------------------------------------------------------------
+    def _status_payload(self, state: str, reasons: list[str]) -> bytes:
+        body = {**self.envelope(), "seq": self.spool.next_seq("status"), "state": state,
+                "reason": reasons[0] if reasons else None, "reasons": reasons}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _publish_status(self, client: Any) -> None:
+        state, reasons = self._status
+        client.publish(topic(self.cfg.topic_prefix, self.device_id, "status"),
+                       self._status_payload(state, reasons), qos=1, retain=True)
+
+    def _new_client(self) -> Any:
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=f"lungedge-{self.device_id}", clean_session=True)
+        if self.cfg.username:
+            client.username_pw_set(self.cfg.username, self.password)
+        tls = self.cfg.tls
+        if tls.enabled:
+            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+        client.will_set(topic(self.cfg.topic_prefix, self.device_id, "status"),
+                        self._status_payload("offline", ["connection lost"]), qos=1,
+                        retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason}"
+            log.error("%s", self.last_error)
+            return
+        self.connects += 1
+        log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
+        self._publish_status(client)
+        self.connected.set()
+        self._wake.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        if self.connected.is_set():
+            log.log(logging.INFO if self._stop.is_set() else logging.WARNING,
+                    "disconnected from the broker (%s)", reason)
+        self.connected.clear()
+        self._wake.set()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        self._acks.put(mid)
+        self._wake.set()
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            client = self._new_client()
+            try:
+                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+            except (OSError, ValueError) as exc:
+                self.last_error = f"broker {self.cfg.host}:{self.cfg.port} unreachable: {exc}"
+                delay = min(self.cfg.reconnect_max_s,
+                            self.cfg.reconnect_min_s * 2 ** min(attempt, 16))
+                delay *= random.uniform(0.5, 1.0)  # jitter: devices do not retry in step
+                log.warning("%s; retrying in %.1f s", self.last_error, delay)
+                attempt += 1
+                self._stop.wait(delay)
+                continue
+            self._client = client
+            client.loop_start()
+            if self.connected.wait(timeout=10):
+                attempt = 0
+                self._send(client)
+            client.loop_stop()
+            client.disconnect()
+            self._client = None
+            self.connected.clear()
+            if not self._stop.is_set():
+                attempt += 1
+                self._stop.wait(min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s
+                                    * 2 ** min(attempt, 16)) * random.uniform(0.5, 1.0))
+
+    def _send(self, client: Any) -> None:
+        while not self._acks.empty():  # from an earlier connection: its mids mean nothing now
+            self._acks.get_nowait()
+        inflight: dict[int, int] = {}  # paho mid → spool id, on this connection
+        last = 0  # spool id sent last on this connection: always resume from the oldest
+        while self.connected.is_set() and not self._stop.is_set():
+            self._wake.clear()
+            while not self._acks.empty():
+                spool_id = inflight.pop(self._acks.get_nowait(), None)
+                if spool_id is not None:
+                    self.spool.delete(spool_id)
+            room = INFLIGHT - len(inflight)
+            for row in self.spool.peek(after_id=last, limit=room) if room > 0 else []:
+                kind = KINDS[row.kind]
+                info = client.publish(topic(self.cfg.topic_prefix, self.device_id, row.kind),
+                                      row.payload, qos=kind.qos, retain=kind.retain)
+                if info.rc != 0:
+                    break
+                inflight[info.mid] = row.id  # its ack is handled on a later pass
+                last = row.id
+            self._wake.wait(0.5)

@@ -1,0 +1,312 @@
+"""`lungedge run` as a real process, against a real Mosquitto, with a real int8 model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import paho.mqtt.client as mqtt
+
+from edge.payloads import schema
+from tests.conftest import Broker
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_MODEL = ROOT / "tests" / "data" / "smoke_model"
+SAMPLE = ROOT / "models" / "samples" / "wheeze_65121853_1.5_0_p1_4228.wav"
+
+
+class Subscriber:
+    """A station: persistent session, QoS 1, reconnects by itself."""
+
+    def __init__(self, port: int, prefix: str = "lungedge") -> None:
+        self.messages: list[tuple[str, dict[str, Any], float]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="station",
+                                  clean_session=False)
+        self.client.reconnect_delay_set(0.05, 0.2)
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(f"{prefix}/+/+", qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        deadline = time.monotonic() + 5
+        while not self.client.is_connected():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)  # the subscription is in place
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self.lock:
+            self.messages.append((msg.topic.rsplit("/", 1)[1], json.loads(msg.payload),
+                                  time.time()))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [p for k, p, _ in self.messages if k == kind]
+
+    def wait_for(self, predicate: Any, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out waiting for messages"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def write_config(tmp: Path, port: int, *, source: str | None = None, realtime: bool = False,
+                 loop: bool = False, model: Path = SMOKE_MODEL, extra: str = "") -> Path:
+    cfg = tmp / "lungedge.yaml"
+    cfg.write_text(f"""device_id: bed-7
+log_level: info
+source:
+  type: file
+  file:
+    path: {source or SAMPLE}
+    realtime: {str(realtime).lower()}
+    loop: {str(loop).lower()}
+model:
+  path: {model}
+mqtt:
+  port: {port}
+  reconnect_min_s: 0.3
+  reconnect_max_s: 1.0
+  stats_interval_s: 2
+spool:
+  path: {tmp / 'spool.db'}
+tracker:
+  wheeze:
+    on_fraction: 0.3
+    min_cycles: 2
+{extra}""")
+    return cfg
+
+
+def start_daemon(cfg: Path, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+                            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+def spool_depth(tmp: Path) -> int:
+    """Messages waiting in the daemon's spool (0 before the daemon has created it)."""
+    try:
+        db = sqlite3.connect(f"file:{tmp / 'spool.db'}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def cycle_seqs(sub: Subscriber) -> list[int]:
+    return [p["seq"] for p in sub.of("cycle")]
+
+
+def test_end_to_end_every_message_arrives_valid_and_in_sequence(tmp_path: Path,
+                                                                 broker: Broker) -> None:
+    sub = Subscriber(broker.port)
+    proc = start_daemon(write_config(tmp_path, broker.port))
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    sub.wait_for(lambda: any(p["state"] == "offline" for p in sub.of("status")))
+    for kind, payload, _ in sub.messages:
+        jsonschema.validate(payload, schema(kind))  # every real message, against its schema
+    cycles = sub.of("cycle")
+    assert len(cycles) >= 8
+    assert cycle_seqs(sub) == list(range(len(cycles)))
+    assert {c["model"]["name"] for c in cycles} == {"lungedge-smoke"}
+    (summary,) = sub.of("summary")
+    assert summary["cycles"] == len(cycles) and summary["ended_by"] == "shutdown"
+    assert summary["session_id"] == cycles[0]["session_id"]
+    assert sub.of("stats") and sub.of("stats")[-1]["cycles"] == len(cycles)
+    assert spool_depth(tmp_path) == 0
+    sub.close()
+
+
+def test_broker_restarted_three_times_loses_no_cycle(tmp_path: Path, broker: Broker) -> None:
+    sub = Subscriber(broker.port)
+    proc = start_daemon(write_config(tmp_path, broker.port, realtime=True, loop=True))
+    for _ in range(3):
+        time.sleep(2.0)
+        broker.stop()
+        time.sleep(1.0)
+        broker.start()
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    sub.wait_for(lambda: any(p["state"] == "offline" and p["reason"] == "shutdown"
+                             for p in sub.of("status")))
+    seqs = cycle_seqs(sub)
+    assert len(set(seqs)) >= 5
+    assert sorted(set(seqs)) == list(range(max(seqs) + 1))  # none lost
+    first_seen = list(dict.fromkeys(seqs))
+    assert first_seen == sorted(first_seen)  # order kept; repeats are recognisable by seq
+    assert spool_depth(tmp_path) == 0
+    sub.close()
+
+
+def test_broker_unreachable_from_start_then_appears(tmp_path: Path, broker: Broker) -> None:
+    sub = Subscriber(broker.port)
+    broker.stop()
+    proc = start_daemon(write_config(tmp_path, broker.port, realtime=True))
+    deadline = time.monotonic() + 15
+    while spool_depth(tmp_path) < 3:  # classification goes on, into the spool
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    broker.start()
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert "status degraded: broker unreachable" in out
+    sub.wait_for(lambda: any(p["state"] == "offline" for p in sub.of("status")))
+    seqs = cycle_seqs(sub)
+    assert seqs and sorted(set(seqs)) == list(range(max(seqs) + 1))
+    sub.close()
+
+
+def test_daemon_killed_mid_stream_delivers_everything_after_restart(tmp_path: Path,
+                                                                    broker: Broker) -> None:
+    sub = Subscriber(broker.port)
+    broker.stop()
+    cfg = write_config(tmp_path, broker.port, realtime=True)
+    proc = start_daemon(cfg)
+    deadline = time.monotonic() + 15
+    while spool_depth(tmp_path) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: no goodbye
+    proc.wait()
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        spooled = db.execute("SELECT seq FROM messages WHERE kind='cycle'").fetchall()
+    assert spooled
+    broker.start()
+    proc = start_daemon(cfg)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    sub.wait_for(lambda: any(p["state"] == "offline" and p["reason"] == "shutdown"
+                             for p in sub.of("status")))
+    got = set(cycle_seqs(sub))
+    assert {s for (s,) in spooled} <= got  # all classified before the kill arrived
+    assert sorted(got) == list(range(max(got) + 1))  # and seq carried on across the restart
+    sub.close()
+
+
+# -- refusing bad input -----------------------------------------------------------------------
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_bad_inputs_fail_fast_with_clear_errors(tmp_path: Path) -> None:
+    port = 1  # never reached: every case fails before connecting
+    broken = tmp_path / "broken_model"
+    shutil.copytree(SMOKE_MODEL, broken)
+    (broken / "model.tflite").write_bytes(b"not a flatbuffer")
+    r = run_cli("run", "--config", str(write_config(tmp_path, port, model=broken)))
+    assert r.returncode == 2 and "model.tflite: sha256" in r.stderr  # manifest disagrees
+
+    manifest = json.loads((broken / "manifest.json").read_text())
+    import hashlib
+
+    manifest["sha256"] = hashlib.sha256(b"not a flatbuffer").hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    r = run_cli("run", "--config", str(write_config(tmp_path, port, model=broken)))
+    assert r.returncode == 2 and "not a loadable TFLite model" in r.stderr
+
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(SMOKE_MODEL, mismatch)
+    manifest = json.loads((mismatch / "manifest.json").read_text())
+    manifest["input"]["scale"] *= 2
+    (mismatch / "manifest.json").write_text(json.dumps(manifest))
+    r = run_cli("run", "--config", str(write_config(tmp_path, port, model=mismatch)))
+    assert r.returncode == 2 and "input tensor quantization" in r.stderr
+
+    manifest["input"]["scale"] /= 2
+    manifest["frontend"]["n_mfcc"] = 13
+    (mismatch / "manifest.json").write_text(json.dumps(manifest))
+    r = run_cli("run", "--config", str(write_config(tmp_path, port, model=mismatch)))
+    assert r.returncode == 2 and "feature_mean/feature_std need 13 values" in r.stderr
+
+    bad_cfg = tmp_path / "bad.yaml"
+    bad_cfg.write_text("mqtt:\n  prot: 1883\n")
+    r = run_cli("run", "--config", str(bad_cfg))
+    assert r.returncode == 2 and "mqtt.prot: unknown key (did you mean 'port'?)" in r.stderr
+
+    no_model = tmp_path / "nomodel.yaml"
+    no_model.write_text("source:\n  type: stdin\n")
+    r = run_cli("run", "--config", str(no_model))
+    assert r.returncode == 2 and "model.path is required" in r.stderr
+
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF" + bytes(200))
+    r = run_cli("run", "--config", str(write_config(tmp_path, port, source=str(garbage))))
+    assert r.returncode == 2 and "not a readable WAV" in r.stderr
+
+
+# -- systemd notify -----------------------------------------------------------------------------
+def test_notify_ready_status_and_watchdog_only_while_audio_flows(tmp_path: Path,
+                                                                 broker: Broker) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    cfg = write_config(tmp_path, broker.port).read_text().replace(
+        "  type: file\n", "  type: stdin\n")
+    (tmp_path / "stdin.yaml").write_text(cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config",
+                             str(tmp_path / "stdin.yaml")], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "NOTIFY_SOCKET": str(sock_path),
+                                 "WATCHDOG_USEC": "400000"})
+    received: list[tuple[float, str]] = []
+
+    def collect(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with contextlib.suppress(TimeoutError):
+                received.append((time.monotonic(), sock.recv(4096).decode()))
+
+    import numpy as np
+
+    from edge.sources.audio_file import read_audio
+
+    x, _ = read_audio(SAMPLE)
+    pcm = (np.clip(x * 32768, -32768, 32767)).astype("<i2").tobytes()
+    assert proc.stdin is not None
+    feeding_until = time.monotonic() + 3
+    t = threading.Thread(target=collect, args=(6,))
+    t.start()
+    for i in range(0, 8000 * 2 * 3, 1600):  # 3 s of audio in real time
+        proc.stdin.write(pcm[i:i + 1600])
+        proc.stdin.flush()
+        time.sleep(0.1)
+    # Then the source stalls (the pipe stays open, nothing arrives) for 3 s.
+    t.join()
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    text = [m for _, m in received]
+    assert any("READY=1" in m for m in text)
+    assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in text)
+    pings = [ts for ts, m in received if "WATCHDOG=1" in m]
+    assert len([p for p in pings if p < feeding_until]) >= 3  # while audio is processed
+    assert not [p for p in pings if p > feeding_until + 0.5]  # a stalled loop stops pinging
+    assert any("STOPPING=1" in m for m in text) or proc.returncode == 0
