@@ -7,6 +7,7 @@ trainer learns from is exactly what the device will compute (tests/test_convert.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -55,3 +56,34 @@ def windows_of(feats: list[np.ndarray], labels: np.ndarray, window: WindowSpec,
         ys += [y] * len(w)
         owner += [i] * len(w)
     return np.concatenate(xs), np.asarray(ys), np.asarray(owner)
+
+
+def cached_event_features(name: str, recordings: list[Recording], frontend: FrontendParams,
+                          cache_dir: Path | None) -> tuple[list[np.ndarray], np.ndarray,
+                                                           list[str], list[int]]:
+    """event_features for a dataset split, cached on disk keyed by the frontend parameters
+    (features, labels, patients, index of each event's recording)."""
+    import hashlib
+    import json
+    import pickle
+
+    key = hashlib.sha256(json.dumps([name, frontend.to_dict(), [str(r.audio) for r in
+                                                                 recordings]]).encode())
+    path = cache_dir / f"{name.replace('/', '_')}-{key.hexdigest()[:12]}.pkl" if cache_dir \
+        else None
+    if path is not None and path.exists():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    feats, labels, patients, owners = [], [], [], []
+    for i, rec in enumerate(recordings):
+        f, y, p = event_features([rec], frontend)
+        feats += f
+        labels += list(y)
+        patients += p
+        owners += [i] * len(f)
+    result = (feats, np.asarray(labels, dtype=int), patients, owners)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            pickle.dump(result, f)
+    return result

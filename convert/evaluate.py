@@ -1,0 +1,161 @@
+"""Score a model package on any annotated folder, exactly as the device would classify it.
+
+    python -m convert.evaluate MODEL_DIR FOLDER [FOLDER ...] --out REPORT_DIR
+
+A FOLDER is in ICBHI format (audio + .txt cycles) or SPRSound format (audio + .json), so the
+withheld ICBHI test split can be scored with this same command. Everything goes through the
+int8 model in `edge.model.ModelRunner` and the device's frontend. Per folder:
+
+- event level, annotated boundaries: ICBHI-style 4-class Se/Sp/Score and the binary
+  (normal vs adventitious) SPRSound Task 1-1 SE/SP/AS/HS/Score, confusion matrix, ROC curve;
+- streaming: the device's segmenter and model over whole recordings, no annotations used; each
+  annotated event is scored by the label of the cycle that overlaps it most (none: normal);
+- record level (SPRSound folders): Task 2-1, normal / adventitious / poor quality, from the
+  streaming cycles of each recording with the tracker's record rules and quality measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert.datasets import LABELS, Recording, iter_annotated
+from convert.features import at_model_rate
+from convert.metrics import confusion, icbhi_score, sprsound_score
+from edge.config import SegmenterConfig
+from edge.dsp.mfcc import MfccFrontend
+from edge.dsp.segmenter import CycleSegmenter
+from edge.model import ModelRunner
+from edge.tracker import POOR_RECORD_FRACTION, RECORD_FRACTION, signal_quality
+
+RECORD_CLASSES = ("normal", "adventitious", "poor quality")
+RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
+
+
+def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None
+                    ) -> dict[str, Any]:
+    m = runner.manifest
+    fe = MfccFrontend(m.frontend)
+    recs: list[Recording] = list(iter_annotated(folder))[:limit]
+    y_true, p_event, y_stream, rec_true, rec_pred = [], [], [], [], []
+    for rec in recs:
+        audio = at_model_rate(str(rec.audio), m.sample_rate)
+        seg = CycleSegmenter(SegmenterConfig(), m.sample_rate)
+        cycles = seg.process(audio) + seg.flush()
+        preds = [runner.predict(fe(c.samples)) for c in cycles]
+        for ev in rec.events:
+            a, b = (round(t * m.sample_rate) for t in (ev.start_s, ev.end_s))
+            if b - a < m.frontend.n_fft:
+                continue
+            pred = runner.predict(fe(audio[a:b]))
+            y_true.append(LABELS.index(ev.label))
+            p_event.append([pred.probs[lab] for lab in LABELS])
+            overlap = [max(0.0, min(c.end_s, ev.end_s) - max(c.start_s, ev.start_s))
+                       for c in cycles]
+            best = int(np.argmax(overlap)) if overlap and max(overlap) > 0 else None
+            y_stream.append(LABELS.index(preds[best].label) if best is not None else 0)
+        if rec.record_label in RECORD_TRUTH:
+            rec_true.append(RECORD_TRUTH[rec.record_label])
+            rec_pred.append(_record_label(cycles, preds, m.sample_rate))
+    probs = np.asarray(p_event)
+    y = np.asarray(y_true)
+    yp = probs.argmax(1)
+    binary_true, binary_pred = (y != 0).astype(int), (yp != 0).astype(int)
+    out: dict[str, Any] = {
+        "folder": str(folder), "recordings": len(recs), "events": len(y),
+        "events_per_label": np.bincount(y, minlength=4).tolist(),
+        "event_4class": icbhi_score(y, yp),
+        "event_binary": sprsound_score(binary_true, binary_pred),
+        "event_confusion": confusion(y, yp, 4),
+        "streaming_4class": icbhi_score(y, np.asarray(y_stream)),
+        "streaming_binary": sprsound_score(binary_true, (np.asarray(y_stream) != 0).astype(int)),
+        "roc": _roc(binary_true, 1 - probs[:, 0]),
+    }
+    if rec_true:
+        out["record_task_2_1"] = sprsound_score(np.asarray(rec_true), np.asarray(rec_pred),
+                                                exact=True)
+        out["record_confusion"] = confusion(rec_true, rec_pred, 3)
+    return out
+
+
+def _record_label(cycles: list[Any], preds: list[Any], rate: int) -> int:
+    """The tracker's record rules: mostly poor cycles (or none) → poor quality; enough
+    adventitious good cycles → adventitious; else normal."""
+    if not cycles:
+        return 2
+    quality = np.array([signal_quality(c.samples, rate) for c in cycles])
+    good = quality >= 0.3
+    if 1 - good.mean() >= POOR_RECORD_FRACTION:
+        return 2
+    abnormal = np.array([p.label != "normal" for p in preds])[good]
+    return 1 if abnormal.mean() >= RECORD_FRACTION else 0
+
+
+def _roc(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
+    order = np.argsort(-score)
+    ys = y[order]
+    tps, fps = np.cumsum(ys), np.cumsum(1 - ys)
+    tpr = np.concatenate([[0], tps / max(ys.sum(), 1)])
+    fpr = np.concatenate([[0], fps / max((1 - ys).sum(), 1)])
+    return {"auc": round(float(np.trapezoid(tpr, fpr)), 4), "fpr": fpr[::max(1, len(fpr) // 200)]
+            .round(4).tolist(), "tpr": tpr[::max(1, len(tpr) // 200)].round(4).tolist()}
+
+
+def plot(results: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 8), squeeze=False)
+    for i, r in enumerate(results):
+        cm = np.array(r["event_confusion"])
+        ax = axes[0][i]
+        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        for (a, b), v in np.ndenumerate(cm):
+            ax.text(b, a, str(v), ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(4), LABELS, rotation=30)
+        ax.set_yticks(range(4), LABELS)
+        ax.set_title(f"{Path(r['folder']).name}: score {r['event_4class']['score']:.3f}",
+                     fontsize=9)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("annotated")
+        ax = axes[1][i]
+        ax.plot(r["roc"]["fpr"], r["roc"]["tpr"])
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_title(f"normal vs adventitious, AUC {r['roc']['auc']:.3f}", fontsize=9)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("folders", type=Path, nargs="+")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--limit", type=int, default=None, help="recordings per folder")
+    args = ap.parse_args()
+    runner = ModelRunner(args.model)
+    results = []
+    for folder in args.folders:
+        r = evaluate_folder(runner, folder, args.limit)
+        results.append(r)
+        print(f"{folder}: events {r['events']}, 4-class {r['event_4class']}, binary "
+              f"{r['event_binary']['score']}, streaming {r['streaming_4class']['score']}"
+              + (f", record 2-1 {r['record_task_2_1']['score']}"
+                 if "record_task_2_1" in r else ""), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, args.out / "confusion_roc.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Train the CNN-LSTM on ICBHI + SPRSound train, pick it on patient-disjoint validation, convert
+it to int8, verify it, score it, and write the model package and its report.
+
+    python -m convert.train --data ../shared/data --out models/lungedge-cnnlstm [--seeds 0 1 2]
+
+Every training folder is split by PATIENT (seeded) into train and validation; the epoch, the seed
+and nothing else are chosen on validation. The test folders (SPRSound test_inter, test_intra)
+are only scored, after the choice, and the ICBHI official test split is not here at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert.datasets import LABELS, iter_annotated
+from convert.features import cached_event_features, normalisation, windows_of
+from convert.metrics import icbhi_score
+from convert.package import build_cnn_lstm, op_names, to_int8_tflite, write_package
+from edge.dsp.mfcc import FrontendParams
+from edge.model import WindowSpec
+
+# 64 ms frames every 32 ms, 20 MFCC + deltas; a window is 2.05 s (64 frames), ICBHI's median
+# cycle is 2.5 s and SPRSound's median event 1.2 s.
+FRONTEND = FrontendParams(hop_length=128, deltas=1)
+WINDOW = WindowSpec(frames=64, hop_frames=32, pad="repeat", aggregate="mean")
+
+
+@dataclass
+class Split:
+    name: str
+    feats: list[np.ndarray]
+    labels: np.ndarray
+    patients: list[str]
+    owners: list[int]  # recording index of each event
+
+
+def load(data: Path, split: str, cache: Path) -> tuple[Split, list[Any]]:
+    recs = list(iter_annotated(data / split))
+    f, y, p, o = cached_event_features(split, recs, FRONTEND, cache)
+    return Split(split, f, y, p, o), recs
+
+
+def patient_split(s: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    patients = sorted(set(s.patients))
+    rng = np.random.default_rng(seed)
+    val = set(rng.choice(patients, max(1, round(len(patients) * val_fraction)), replace=False))
+    idx_t = [i for i, p in enumerate(s.patients) if p not in val]
+    idx_v = [i for i, p in enumerate(s.patients) if p in val]
+
+    def sub(idx: list[int], tag: str) -> Split:
+        return Split(f"{s.name}:{tag}", [s.feats[i] for i in idx], s.labels[idx],
+                     [s.patients[i] for i in idx], [s.owners[i] for i in idx])
+
+    return sub(idx_t, "train"), sub(idx_v, "val")
+
+
+# -- augmentation --------------------------------------------------------------------------------
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """On normalised MFCC windows: time shift, gain (the energy coefficient), noise, time and
+    frequency masks, and MixUp; returns windows and soft labels."""
+    n, frames, feats = x.shape
+    onehot = np.eye(len(LABELS), dtype=np.float32)[y]
+    shifts = rng.integers(-frames // 8, frames // 8 + 1, n)
+    x = x[np.arange(n)[:, None], (np.arange(frames)[None, :] - shifts[:, None]) % frames]
+    x[:, :, 0] += rng.normal(0, 0.3, (n, 1)).astype(np.float32)
+    x += rng.normal(0, 0.05, x.shape).astype(np.float32)
+    t, f = np.arange(frames)[None, :], np.arange(feats)[None, :]
+    t0, tw = rng.integers(0, frames, n)[:, None], rng.integers(0, frames // 10 + 1, n)[:, None]
+    f0, fw = rng.integers(1, FRONTEND.n_mfcc, n)[:, None], rng.integers(0, 4, n)[:, None]
+    x[(t >= t0) & (t < t0 + tw)] = 0
+    x *= ~((f >= f0) & (f < f0 + fw))[:, None, :]
+    if mixup > 0:
+        lam = rng.beta(mixup, mixup, size=(n, 1, 1)).astype(np.float32)
+        perm = rng.permutation(n)
+        x = lam * x + (1 - lam) * x[perm]
+        onehot = lam[:, :, 0] * onehot + (1 - lam[:, :, 0]) * onehot[perm]
+    return x, onehot
+
+
+def event_predictions(probs: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndarray:
+    """Mean window probabilities per event, as the device aggregates them."""
+    sums = np.zeros((n_events, probs.shape[1]))
+    np.add.at(sums, owner, probs)
+    counts = np.bincount(owner, minlength=n_events)[:, None]
+    return sums / np.maximum(counts, 1)
+
+
+# -- training ------------------------------------------------------------------------------------
+def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple[str, Any]],
+               epochs: int, mixup: float, log: Any) -> tuple[Any, dict[str, Any]]:
+    import tensorflow as tf
+
+    from convert.package import keras
+
+    tf.keras.utils.set_random_seed(seed)
+    k = keras()
+    x, y = train
+    counts = np.bincount(y, minlength=len(LABELS))
+    class_w = (counts.sum() / np.maximum(counts, 1)) ** 0.5  # sqrt-inverse frequency
+    class_w /= (class_w * counts).sum() / counts.sum()
+    model = build_cnn_lstm(WINDOW.frames, FRONTEND.n_features, len(LABELS),
+                           filters=(16, 32, 48), lstm_units=48)
+    model.compile(optimizer=k.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    rng = np.random.default_rng(seed)
+    best: dict[str, Any] = {"score": -1.0}
+    history = []
+    patience, bad = 6, 0
+    for epoch in range(epochs):
+        t = time.time()
+        order = rng.permutation(len(x))
+        losses = []
+        for b in range(0, len(order), 64):
+            idx = order[b:b + 64]
+            xb, yb = augment(x[idx], y[idx], rng, mixup)
+            losses.append(model.train_on_batch(xb[..., None], yb, sample_weight=class_w[y[idx]]))
+        scores = {}
+        for name, (vx, vowner, vlabels) in vals:
+            p = model.predict(vx[..., None], batch_size=256, verbose=0)
+            pred = event_predictions(p, vowner, len(vlabels)).argmax(1)
+            scores[name] = icbhi_score(vlabels, pred)["score"]
+        score = float(np.mean(list(scores.values())))
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": scores,
+                        "val_mean": score})
+        log(f"seed {seed} epoch {epoch:2d} loss {np.mean(losses):.3f} val {scores} "
+            f"mean {score:.3f} ({time.time() - t:.0f} s)")
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch, "weights": model.get_weights()}
+            bad = 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+        if epoch == 8:
+            model.optimizer.learning_rate.assign(3e-4)
+    model.set_weights(best["weights"])
+    return model, {"seed": seed, "best_epoch": best["epoch"], "val_mean": best["score"],
+                   "history": history}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "LUNGEDGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, default=Path(".cache/features"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--mixup", type=float, default=0.2)
+    ap.add_argument("--val-fraction", type=float, default=0.2)
+    ap.add_argument("--limit", type=int, default=None, help="events per set (smoke runs)")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    logf = (args.out / "training.log").open("w")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    icbhi, _ = load(args.data, "icbhi/train", args.cache)
+    spr, _ = load(args.data, "sprsound/train", args.cache)
+    parts = {}
+    for s in (icbhi, spr):
+        tr, va = patient_split(s, args.val_fraction, seed=1234)
+        if args.limit:
+            tr = Split(tr.name, tr.feats[:args.limit], tr.labels[:args.limit],
+                       tr.patients[:args.limit], tr.owners[:args.limit])
+            va = Split(va.name, va.feats[:args.limit], va.labels[:args.limit],
+                       va.patients[:args.limit], va.owners[:args.limit])
+        parts[s.name] = (tr, va)
+    train_feats = [f for tr, _ in parts.values() for f in tr.feats]
+    train_labels = np.concatenate([tr.labels for tr, _ in parts.values()])
+    mean, std = normalisation(train_feats)
+    x, y, _ = windows_of(train_feats, train_labels, WINDOW, mean, std)
+    vals = []
+    for name, (_, va) in parts.items():
+        vx, _, vowner = windows_of(va.feats, va.labels, WINDOW, mean, std)
+        vals.append((name, (vx, vowner, va.labels)))
+    log(f"train windows {len(x)} (events per label {np.bincount(train_labels).tolist()}); "
+        + "; ".join(f"{n} val events {len(v[2])}" for n, v in vals))
+
+    runs = []
+    best_model, best_run = None, None
+    for seed in args.seeds:
+        model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup, log)
+        runs.append(run)
+        if best_run is None or run["val_mean"] > best_run["val_mean"]:
+            best_model, best_run = model, run
+    assert best_model is not None and best_run is not None
+
+    rng = np.random.default_rng(0)
+    rep = x[rng.choice(len(x), min(500, len(x)), replace=False)]
+    tflite = to_int8_tflite(best_model, rep)
+    ops = op_names(tflite)
+    manifest = write_package(
+        args.out, tflite, name="lungedge-cnnlstm", version="1.0.0", labels=LABELS,
+        frontend=FRONTEND, window=WINDOW, mean=mean, std=std,
+        training={"data": ["ICBHI 2017 official train (526 recordings, 77 patients)",
+                           "SPRSound train (1949 recordings, 251 patients)"],
+                  "split": f"by patient, {args.val_fraction:.0%} of each set to validation, "
+                           "seed 1234", "seeds": args.seeds,
+                  "chosen_seed": best_run["seed"], "best_epoch": best_run["best_epoch"],
+                  "epochs_max": args.epochs, "mixup": args.mixup,
+                  "augmentation": "time shift, gain, noise, time/frequency masks, MixUp",
+                  "class_weights": "sqrt inverse frequency"},
+        metrics={})
+    report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+              "histories": {r["seed"]: r["history"] for r in runs}, "ops": ops,
+              "model_bytes": len(tflite)}
+    (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+    log(f"int8 model: {len(tflite)} bytes, ops {ops}; manifest {manifest.name} "
+        f"{manifest.version}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""`classify --plot`: waveform and spectrogram of a recording with its cycles shaded by label.
+
+matplotlib is imported only here and only when asked for, so the device does not need it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.sources.base import SourceError
+
+COLOURS = {"normal": "#4caf50", "crackle": "#ff9800", "wheeze": "#2196f3", "both": "#e91e63",
+           None: "#9e9e9e"}
+
+
+def plot_cycles(samples: np.ndarray, rate: int, cycles: list[dict[str, Any]], out: Path,
+                title: str = "") -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError:
+        raise SourceError("--plot needs matplotlib: `pip install matplotlib`") from None
+    t = np.arange(len(samples)) / rate
+    fig, (wave, spec) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
+    wave.plot(t, samples, lw=0.4, color="black")
+    spec.specgram(samples, NFFT=256, Fs=rate, noverlap=192, cmap="magma")
+    spec.set_ylim(0, min(2000, rate / 2))
+    for c in cycles:
+        colour = COLOURS.get(c.get("label"), COLOURS[None])
+        for ax in (wave, spec):
+            ax.axvspan(c["start_s"], c["end_s"], color=colour, alpha=0.25, lw=0)
+            ax.axvline(c["start_s"], color=colour, lw=0.8)
+        wave.text((c["start_s"] + c["end_s"]) / 2, wave.get_ylim()[1] * 0.85,
+                  f"{c.get('label', '')}\n{c['confidence']:.2f}" if "label" in c
+                  else str(c["index"]), ha="center", va="top", fontsize=7)
+    labels = sorted({c.get("label") for c in cycles}, key=str)
+    wave.legend(handles=[Patch(color=COLOURS.get(lab, COLOURS[None]), alpha=0.4,
+                               label=lab or "cycle") for lab in labels],
+                loc="lower right", fontsize=8)
+    wave.set_title(title, fontsize=10)
+    wave.set_ylabel("amplitude")
+    spec.set_ylabel("Hz")
+    spec.set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
