@@ -16,7 +16,15 @@ $(VENV)/.runtime: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime system-deps
-	$(BIN)/pip install -q -e ".[flac,litert,audio,test]"
+	$(BIN)/pip install -q -e ".[flac,litert,audio,test,convert]"
+	$(BIN)/pip install -q --no-deps "tf-keras>=2.16"
+	touch $@
+
+# The second interpreter: tflite-runtime needs numpy<2, so it gets its own environment.
+.venv-tflite/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv .venv-tflite
+	.venv-tflite/bin/pip install -q --upgrade pip
+	.venv-tflite/bin/pip install -q -e ".[tflite]"
 	touch $@
 
 system-deps:
@@ -29,12 +37,12 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-## Run the device's signal path on the three shipped sample recordings.
-demo: $(VENV)/.runtime
-	$(BIN)/lungedge classify models/samples/*.wav
+## The daemon on a shipped sample recording, with a private broker and the messages shown live.
+demo: $(VENV)/.runtime system-deps
+	$(BIN)/lungedge demo
 
 ## Lint, then the whole test suite. pytest's exit code 5 (no test ran) is a failure.
-test: $(VENV)/.test
+test: $(VENV)/.test .venv-tflite/.installed
 	$(BIN)/ruff check .
 	@$(BIN)/python -m pytest -q -rs; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
@@ -45,4 +53,4 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/segmentation.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-tflite .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -24,6 +24,7 @@ from convert.datasets import LABELS, iter_annotated
 from convert.features import cached_event_features, normalisation, windows_of
 from convert.metrics import icbhi_score
 from convert.package import build_cnn_lstm, op_names, to_int8_tflite, write_package
+from convert.verify import verify
 from edge.dsp.mfcc import FrontendParams
 from edge.model import WindowSpec
 
@@ -213,9 +214,15 @@ def main() -> int:
                   "augmentation": "time shift, gain, noise, time/frequency masks, MixUp",
                   "class_weights": "sqrt inverse frequency"},
         metrics={})
+    # Verification on the validation windows: int8 must agree with float, or nothing ships.
+    val_windows = np.concatenate([v[0] for _, v in vals])
+    best_model.save(str(args.out.parent / f"{args.out.name}-float.h5"))
+    np.save(args.out.parent / f"{args.out.name}-val-windows.npy", val_windows)
+    checks = verify(args.out, args.out.parent / f"{args.out.name}-float.h5", val_windows)
+    log(f"verified: {checks}")
     report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
               "histories": {r["seed"]: r["history"] for r in runs}, "ops": ops,
-              "model_bytes": len(tflite)}
+              "model_bytes": len(tflite), "verify": checks}
     (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
     log(f"int8 model: {len(tflite)} bytes, ops {ops}; manifest {manifest.name} "
         f"{manifest.version}")

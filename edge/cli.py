@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
     r.set_defaults(func=cmd_run)
 
+    e = sub.add_parser("demo", help="the daemon on a shipped sample, messages shown live",
+                       description="Starts a private Mosquitto, a station and the daemon.")
+    e.add_argument("--sample", type=Path, help="recording to play (default: a shipped one)")
+    e.add_argument("--model", type=Path, help="model package (default: the shipped one)")
+    e.add_argument("--fast", action="store_true", help="do not pace the recording")
+    e.set_defaults(func=cmd_demo)
+
     m = sub.add_parser("monitor", help="the station side: print what devices publish",
                        description="Subscribes to PREFIX/+/+ and prints one line per message.")
     m.add_argument("--host", default="localhost")
@@ -112,6 +119,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"lungedge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return daemon.run()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge import demo
+
+    return demo.demo(args.sample or demo.DEFAULT_SAMPLE, args.model or demo.DEFAULT_MODEL,
+                     fast=args.fast)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:

@@ -165,7 +165,7 @@ class Daemon:
         reasons = []
         if self.tracker.active("no_audio") or self.source_error:
             reasons.append(self.source_error or "no audio")
-        if not self.publisher.connected.is_set():
+        if not self.publisher.connected.is_set() and self.publisher.last_error:
             reasons.append("broker unreachable")
         if self.tracker.active("poor_signal"):
             reasons.append("poor signal")

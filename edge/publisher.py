@@ -134,6 +134,7 @@ class MqttPublisher:
             log.error("%s", self.last_error)
             return
         self.connects += 1
+        self.last_error = ""
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
         self._publish_status(client)
         self.connected.set()

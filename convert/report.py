@@ -1,0 +1,73 @@
+"""Finish a model package's report: training curves, and the held-out metrics in its manifest.
+
+    python -m convert.report PACKAGE --training training.json --evaluation evaluation.json
+
+The manifest's sha256 covers model.tflite only, so metrics can be written after evaluation
+without touching the model the device checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def plot_training(training: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for seed, hist in training["histories"].items():
+        epochs = [h["epoch"] for h in hist]
+        loss_ax.plot(epochs, [h["loss"] for h in hist], label=f"seed {seed}")
+        val_ax.plot(epochs, [h["val_mean"] for h in hist], label=f"seed {seed} (mean)")
+        for name in hist[0]["val"]:
+            val_ax.plot(epochs, [h["val"][name] for h in hist], lw=0.7, ls=":",
+                        label=f"seed {seed} {name.split('/')[0]}")
+    loss_ax.set_title("training loss (augmented, weighted)")
+    val_ax.set_title("validation ICBHI-style score (patient-disjoint)")
+    for ax in (loss_ax, val_ax):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("package", type=Path)
+    ap.add_argument("--training", type=Path, required=True)
+    ap.add_argument("--evaluation", type=Path, required=True)
+    args = ap.parse_args()
+    training = json.loads(args.training.read_text())
+    evaluation = json.loads(args.evaluation.read_text())
+    plot_training(training, args.package / "training_curves.png")
+    vals = [r["val_mean"] for r in training["runs"]]
+    metrics: dict[str, Any] = {
+        "validation_score_mean_std_over_seeds": [round(float(np.mean(vals)), 4),
+                                                 round(float(np.std(vals)), 4)],
+        "verify": training.get("verify", {}),
+    }
+    for r in evaluation:
+        name = "/".join(Path(r["folder"]).parts[-2:])
+        metrics[name] = {k: r[k] for k in ("events", "event_4class", "event_binary",
+                                           "streaming_4class", "streaming_binary")
+                         if k in r} | ({"record_task_2_1": r["record_task_2_1"]}
+                                       if "record_task_2_1" in r else {})
+    manifest_path = args.package / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["metrics"] = metrics
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

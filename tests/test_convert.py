@@ -1,0 +1,106 @@
+"""The model toolchain: the whole chain on a tiny model, feature parity with the device, and the
+shipped model in both interpreters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.datasets import iter_sprsound
+from convert.features import at_model_rate, event_features
+from edge.config import SegmenterConfig
+from edge.dsp.mfcc import FrontendParams, MfccFrontend
+from edge.model import Manifest, ModelRunner, cycle_windows, load_manifest
+from edge.pipeline import run_signal_path
+from edge.sources.file import FileSource
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "models" / "samples"
+SHIPPED = ROOT / "models" / "lungedge-cnnlstm"
+TFLITE_PYTHON = ROOT / ".venv-tflite" / "bin" / "python"
+
+
+def needs_tensorflow() -> None:
+    pytest.importorskip("tensorflow", reason="the toolchain needs the convert extra: "
+                                             "pip install '.[convert]' && pip install "
+                                             "--no-deps tf-keras")
+    pytest.importorskip("tf_keras", reason="pip install --no-deps tf-keras")
+
+
+def test_chain_train_quantize_verify_evaluate(tmp_path: Path) -> None:
+    """CI smoke: 1 epoch on the samples → int8 → verify → evaluate. Artefacts, not accuracy."""
+    needs_tensorflow()
+    from convert.evaluate import main as evaluate_main
+    from convert.smoke import build
+    from convert.verify import verify
+
+    pkg = tmp_path / "model"
+    build(pkg)
+    result = verify(pkg)  # raises if an op is not an int8 builtin, or I/O is not int8
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in result["ops"]
+    assert not [op for op in result["ops"] if "FLEX" in op.upper()]
+    manifest = load_manifest(pkg)
+    assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
+    assert manifest.input.dtype == manifest.output.dtype == "int8"
+    runner = ModelRunner(pkg)
+    assert runner.predict(np.zeros((10, manifest.frontend.n_features))).label in manifest.labels
+    sys.argv = ["evaluate", str(pkg), str(SAMPLES), "--out", str(tmp_path / "report")]
+    assert evaluate_main() == 0
+    report = json.loads((tmp_path / "report" / "evaluation.json").read_text())
+    assert report[0]["events"] == 22 and "record_task_2_1" in report[0]
+    assert (tmp_path / "report" / "confusion_roc.png").stat().st_size > 10_000
+
+
+def test_trainer_features_equal_device_features(sample_wavs: list[Path]) -> None:
+    """What the trainer computes for a stretch of audio is what the device computes for it."""
+    params = FrontendParams(hop_length=128, deltas=1)
+    src = FileSource(sample_wavs[1], block_ms=37)  # odd blocks: the streaming path
+    cycles = list(run_signal_path(src.blocks(), src.sample_rate, params, SegmenterConfig()))
+    offline = at_model_rate(str(sample_wavs[1]), params.sample_rate)  # the trainer's path
+    fe = MfccFrontend(params)
+    for c in cycles:
+        trainer = fe(offline[c.cycle.start:c.cycle.end])
+        assert np.abs(trainer - c.features).max() < 1e-3
+    # and the trainer's windows are the device's windows for the same features
+    feats, labels, _ = event_features(iter_sprsound(SAMPLES), params)
+    mean, std = np.zeros(params.n_features), np.ones(params.n_features)
+    from edge.model import WindowSpec
+
+    window = WindowSpec(64, 32, "repeat", "mean")
+    for f in feats:
+        assert np.array_equal(cycle_windows(f, window, mean, std),
+                              cycle_windows(f.copy(), window, mean, std))
+    assert len(feats) == len(labels) == 22
+
+
+def _predictions(python: str) -> list[list[float]]:
+    code = f"""
+import json, numpy as np
+from edge.model import ModelRunner
+r = ModelRunner({str(SHIPPED)!r})
+rng = np.random.default_rng(0)
+out = [list(r.predict(rng.normal(size=(n, r.manifest.frontend.n_features)) * 20).probs.values())
+       for n in (10, 64, 150, 400)]
+print(json.dumps({{"runtime": r.runtime, "probs": out}}))
+"""
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_shipped_model_in_both_runtimes() -> None:
+    if not SHIPPED.exists():
+        pytest.skip("no shipped model yet")
+    if not TFLITE_PYTHON.exists():
+        pytest.skip(f"{TFLITE_PYTHON} missing: `make test` builds it (tflite-runtime with "
+                    "numpy<2)")
+    litert = _predictions(sys.executable)
+    tflite = _predictions(str(TFLITE_PYTHON))
+    assert litert["runtime"] == "ai_edge_litert" and tflite["runtime"] == "tflite_runtime"
+    assert np.abs(np.array(litert["probs"]) - np.array(tflite["probs"])).max() <= 1 / 128
