@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from edge.sources.base import AudioBlock
+from edge.sources.base import AudioBlock, reopen_with_backoff
 from firmware_bridge.decoder import AudioTimeline, FrameDecoder, LinkStats
 from firmware_bridge.protocol import (
     ACK,
@@ -156,21 +156,20 @@ class SerialSource:
         return None
 
     def _reopen(self) -> bool:
-        delay = 0.2
-        while not self._stop.is_set():
+        def attempt() -> None:
             try:
                 self._connect()
-            except (PortError, LinkLost) as exc:
+            except (PortError, LinkLost):
                 self.port.close()
-                log.warning("stethoscope still unavailable (%s); next try in %.1f s", exc, delay)
-                if self._stop.wait(delay):
-                    return False
-                delay = min(delay * 2, self.backoff_max_s)
-                continue
-            self.reopens += 1
-            log.info("%s reopened (%d reopen(s) so far)", self.port.path, self.reopens)
-            return True
-        return False
+                raise
+
+        if not reopen_with_backoff(attempt, self._stop, what=f"stethoscope {self.port.path}",
+                                   first_s=0.2, max_s=self.backoff_max_s,
+                                   errors=(PortError, LinkLost)):
+            return False
+        self.reopens += 1
+        log.info("%s reopened (%d reopen(s) so far)", self.port.path, self.reopens)
+        return True
 
     def close(self) -> None:
         self._stop.set()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(RuntimeError):
@@ -49,6 +53,25 @@ class AudioSource(Protocol):
     def describe(self) -> str: ...
 
     def close(self) -> None: ...
+
+
+def reopen_with_backoff(attempt: Callable[[], None], stop: threading.Event, *, what: str,
+                        first_s: float, max_s: float,
+                        errors: tuple[type[BaseException], ...]) -> bool:
+    """Calls `attempt` until it stops raising one of `errors`, waiting first_s, then twice as
+    long each time up to max_s. False if `stop` was set meanwhile. A device that is away is a
+    state to wait out, not a reason to exit."""
+    delay = first_s
+    while not stop.is_set():
+        try:
+            attempt()
+            return True
+        except errors as exc:
+            log.warning("%s still unavailable (%s); next try in %.1f s", what, exc, delay)
+            if stop.wait(delay):
+                return False
+            delay = min(delay * 2, max_s)
+    return False
 
 
 def to_mono_float32(frames: np.ndarray) -> np.ndarray:

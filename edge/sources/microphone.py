@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from edge.sources.base import AudioBlock, SourceError, to_mono_float32
+from edge.sources.base import AudioBlock, SourceError, reopen_with_backoff, to_mono_float32
 
 log = logging.getLogger(__name__)
 
@@ -186,20 +186,13 @@ class MicrophoneSource:
             gap_frames, gap_reason = 0, ""
 
     def _reopen(self) -> bool:
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                self._open()
-            except SourceError as exc:
-                log.warning("input still unavailable (%s); next try in %.1f s", exc, delay)
-                if self._stop.wait(delay):
-                    return False
-                delay = min(delay * 2, self.backoff_max_s)
-                continue
-            self.reopens += 1
-            log.info("input %r reopened (%d reopen(s) so far)", self.device_name, self.reopens)
-            return True
-        return False
+        if not reopen_with_backoff(self._open, self._stop, what=f"input {self.wanted!r}",
+                                   first_s=0.5, max_s=self.backoff_max_s,
+                                   errors=(SourceError,)):
+            return False
+        self.reopens += 1
+        log.info("input %r reopened (%d reopen(s) so far)", self.device_name, self.reopens)
+        return True
 
     def close(self) -> None:
         self._stop.set()
