@@ -7,9 +7,6 @@ time. Without Mosquitto installed it says how to get it and classifies the sampl
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,15 +14,15 @@ import threading
 import time
 from pathlib import Path
 
+from edge.local_broker import LocalBroker, find_mosquitto
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "lungedge-cnnlstm"
 DEFAULT_SAMPLE = ROOT / "models" / "samples" / "wheeze_65121853_1.5_0_p1_4228.wav"
 
 
 def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool = False) -> int:
-    broker = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                           if Path("/usr/sbin/mosquitto").exists() else None)
-    if broker is None:
+    if find_mosquitto() is None:
         print("No MQTT broker here: install Mosquitto (`sudo apt-get install mosquitto`) to "
               "see the daemon publish. Meanwhile, the same recording classified offline:\n")
         from edge.cli import main
@@ -33,16 +30,8 @@ def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool 
         return main(["classify", str(sample), "--model", str(model)])
     with tempfile.TemporaryDirectory(prefix="lungedge-demo-") as tmp:
         work = Path(tmp)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        user = "user root\n" if os.geteuid() == 0 else ""
-        (work / "mosquitto.conf").write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}")
-        mosq = subprocess.Popen([broker, "-c", str(work / "mosquitto.conf")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_port(port)
+        with LocalBroker(work) as broker:
+            port = broker.port
             (work / "lungedge.yaml").write_text(f"""device_id: demo-bed-1
 log_level: warning
 source:
@@ -72,16 +61,3 @@ spool:
                                   str(work / "lungedge.yaml")], cwd=ROOT)
             station.join(timeout=10)
             return run.returncode
-        finally:
-            mosq.terminate()
-            mosq.wait(timeout=10)
-
-
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("the demo's Mosquitto did not start")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -44,54 +43,15 @@ def breathing(rate: int, seconds: float, cycles: list[tuple[float, float]],
     return x.astype(np.float32)
 
 
-class Broker:
-    """A real Mosquitto on a free port, which a test may stop and start again (same port).
-
-    Persistence is on, so a subscriber's session and its queued QoS 1 messages survive a
-    restart: what a subscriber misses is then the publisher's fault, not the test's."""
-
-    def __init__(self, workdir: Path) -> None:
-        import shutil
-        import socket
-
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(exe).exists():
-            pytest.skip("mosquitto not installed (`apt-get install mosquitto`; `make test` "
-                        "installs it)")
-        self.exe = exe
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.conf = workdir / "mosquitto.conf"
-        user = "user root\n" if os.geteuid() == 0 else ""
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             f"persistence true\npersistence_location {workdir}/\n{user}")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        import socket
-        import time
-
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture
 def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    b = Broker(tmp_path)
-    yield b
-    b.stop()
+    """A real Mosquitto the test may stop and start. Persistence is on, so a subscriber's
+    session and queued QoS 1 messages survive a restart: what a subscriber then misses is the
+    publisher's fault, not the test's."""
+    from edge.local_broker import LocalBroker, find_mosquitto
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto not installed (`apt-get install mosquitto`; `make test` "
+                    "installs it)")
+    with LocalBroker(tmp_path, persistence=True) as b:
+        yield b

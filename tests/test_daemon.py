@@ -19,8 +19,8 @@ from typing import Any
 import jsonschema
 import paho.mqtt.client as mqtt
 
+from edge.local_broker import LocalBroker as Broker
 from edge.payloads import schema
-from tests.conftest import Broker
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_MODEL = ROOT / "tests" / "data" / "smoke_model"
