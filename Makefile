@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto
+APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto systemd
 
 .PHONY: demo test lint bench system-deps clean
 

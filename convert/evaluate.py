@@ -36,11 +36,12 @@ RECORD_CLASSES = ("normal", "adventitious", "poor quality")
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
 
 
-def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None
-                    ) -> dict[str, Any]:
+def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
+                    patients: set[str] | None = None) -> dict[str, Any]:
     m = runner.manifest
     fe = MfccFrontend(m.frontend)
-    recs: list[Recording] = list(iter_annotated(folder))[:limit]
+    recs: list[Recording] = [r for r in iter_annotated(folder)
+                             if patients is None or r.patient in patients][:limit]
     y_true, p_event, y_stream, rec_true, rec_pred = [], [], [], [], []
     for rec in recs:
         audio = at_model_rate(str(rec.audio), m.sample_rate)
@@ -66,7 +67,9 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None
     yp = probs.argmax(1)
     binary_true, binary_pred = (y != 0).astype(int), (yp != 0).astype(int)
     out: dict[str, Any] = {
-        "folder": str(folder), "recordings": len(recs), "events": len(y),
+        "folder": str(folder) + (f" (patients {','.join(sorted(patients))})" if patients
+                                 else ""),
+        "recordings": len(recs), "events": len(y),
         "events_per_label": np.bincount(y, minlength=4).tolist(),
         "event_4class": icbhi_score(y, yp),
         "event_binary": sprsound_score(binary_true, binary_pred),
@@ -141,11 +144,14 @@ def main() -> int:
     ap.add_argument("folders", type=Path, nargs="+")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--limit", type=int, default=None, help="recordings per folder")
+    ap.add_argument("--patients", help="only these patients (comma-separated), e.g. a "
+                                       "validation split")
     args = ap.parse_args()
     runner = ModelRunner(args.model)
     results = []
     for folder in args.folders:
-        r = evaluate_folder(runner, folder, args.limit)
+        r = evaluate_folder(runner, folder, args.limit,
+                            set(args.patients.split(",")) if args.patients else None)
         results.append(r)
         print(f"{folder}: events {r['events']}, 4-class {r['event_4class']}, binary "
               f"{r['event_binary']['score']}, streaming {r['streaming_4class']['score']}"

@@ -178,6 +178,7 @@ def main() -> int:
             va = Split(va.name, va.feats[:args.limit], va.labels[:args.limit],
                        va.patients[:args.limit], va.owners[:args.limit])
         parts[s.name] = (tr, va)
+        log(f"{s.name} validation patients: {','.join(sorted(set(va.patients)))}")
     train_feats = [f for tr, _ in parts.values() for f in tr.feats]
     train_labels = np.concatenate([tr.labels for tr, _ in parts.values()])
     mean, std = normalisation(train_feats)
