@@ -64,12 +64,14 @@ def patient_split(s: Split, val_fraction: float, seed: int) -> tuple[Split, Spli
 
 
 # -- augmentation --------------------------------------------------------------------------------
-def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float
-            ) -> tuple[np.ndarray, np.ndarray]:
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float,
+            enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """On normalised MFCC windows: time shift, gain (the energy coefficient), noise, time and
     frequency masks, and MixUp; returns windows and soft labels."""
     n, frames, feats = x.shape
     onehot = np.eye(len(LABELS), dtype=np.float32)[y]
+    if not enabled:
+        return x, onehot
     shifts = rng.integers(-frames // 8, frames // 8 + 1, n)
     x = x[np.arange(n)[:, None], (np.arange(frames)[None, :] - shifts[:, None]) % frames]
     x[:, :, 0] += rng.normal(0, 0.3, (n, 1)).astype(np.float32)
@@ -97,7 +99,8 @@ def event_predictions(probs: np.ndarray, owner: np.ndarray, n_events: int) -> np
 
 # -- training ------------------------------------------------------------------------------------
 def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple[str, Any]],
-               epochs: int, mixup: float, log: Any) -> tuple[Any, dict[str, Any]]:
+               epochs: int, mixup: float, log: Any, augmentation: bool = True,
+               class_weights: bool = True) -> tuple[Any, dict[str, Any]]:
     import tensorflow as tf
 
     from convert.package import keras
@@ -108,6 +111,8 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
     counts = np.bincount(y, minlength=len(LABELS))
     class_w = (counts.sum() / np.maximum(counts, 1)) ** 0.5  # sqrt-inverse frequency
     class_w /= (class_w * counts).sum() / counts.sum()
+    if not class_weights:
+        class_w = np.ones(len(LABELS))
     model = build_cnn_lstm(WINDOW.frames, FRONTEND.n_features, len(LABELS),
                            filters=(16, 32, 48), lstm_units=48)
     model.compile(optimizer=k.optimizers.Adam(1e-3), loss="categorical_crossentropy")
@@ -121,7 +126,7 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
         losses = []
         for b in range(0, len(order), 64):
             idx = order[b:b + 64]
-            xb, yb = augment(x[idx], y[idx], rng, mixup)
+            xb, yb = augment(x[idx], y[idx], rng, mixup, augmentation)
             losses.append(model.train_on_batch(xb[..., None], yb, sample_weight=class_w[y[idx]]))
         scores = {}
         for name, (vx, vowner, vlabels) in vals:
@@ -158,6 +163,10 @@ def main() -> int:
     ap.add_argument("--mixup", type=float, default=0.2)
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--limit", type=int, default=None, help="events per set (smoke runs)")
+    ap.add_argument("--no-augmentation", action="store_true", help="ablation")
+    ap.add_argument("--no-class-weights", action="store_true", help="ablation")
+    ap.add_argument("--ablation", action="store_true",
+                    help="only train and report validation (no int8 package)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     logf = (args.out / "training.log").open("w")
@@ -193,11 +202,19 @@ def main() -> int:
     runs = []
     best_model, best_run = None, None
     for seed in args.seeds:
-        model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup, log)
+        model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup, log,
+                                augmentation=not args.no_augmentation,
+                                class_weights=not args.no_class_weights)
         runs.append(run)
         if best_run is None or run["val_mean"] > best_run["val_mean"]:
             best_model, best_run = model, run
     assert best_model is not None and best_run is not None
+    if args.ablation:
+        (args.out / "ablation.json").write_text(json.dumps({
+            "augmentation": not args.no_augmentation, "mixup": args.mixup,
+            "class_weights": not args.no_class_weights,
+            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]}) + "\n")
+        return 0
 
     rng = np.random.default_rng(0)
     rep = x[rng.choice(len(x), min(500, len(x)), replace=False)]
