@@ -1,6 +1,6 @@
 """Finish a model package's report: training curves, and the held-out metrics in its manifest.
 
-    python -m convert.report PACKAGE --training training.json --evaluation evaluation.json
+    python -m convert.report PACKAGE --training training.json --evaluation EVAL.json [...]
 
 The manifest's sha256 covers model.tflite only, so metrics can be written after evaluation
 without touching the model the device checks.
@@ -44,10 +44,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("package", type=Path)
     ap.add_argument("--training", type=Path, required=True)
-    ap.add_argument("--evaluation", type=Path, required=True)
+    ap.add_argument("--evaluation", type=Path, nargs="+", required=True)
     args = ap.parse_args()
     training = json.loads(args.training.read_text())
-    evaluation = json.loads(args.evaluation.read_text())
+    evaluation = [r for path in args.evaluation for r in json.loads(path.read_text())]
     plot_training(training, args.package / "training_curves.png")
     vals = [r["val_mean"] for r in training["runs"]]
     metrics: dict[str, Any] = {
@@ -56,7 +56,9 @@ def main() -> int:
         "verify": training.get("verify", {}),
     }
     for r in evaluation:
-        name = "/".join(Path(r["folder"]).parts[-2:])
+        folder = r["folder"].split(" (patients")[0]
+        name = "/".join(Path(folder).parts[-2:]) + (" validation" if "(patients" in r["folder"]
+                                                   else "")
         metrics[name] = {k: r[k] for k in ("events", "event_4class", "event_binary",
                                            "streaming_4class", "streaming_binary")
                          if k in r} | ({"record_task_2_1": r["record_task_2_1"]}

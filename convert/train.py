@@ -165,6 +165,10 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="events per set (smoke runs)")
     ap.add_argument("--no-augmentation", action="store_true", help="ablation")
     ap.add_argument("--no-class-weights", action="store_true", help="ablation")
+    ap.add_argument("--calibration-windows", type=int, default=3000)
+    ap.add_argument("--min-agreement", type=float, default=0.99,
+                    help="int8 vs float top-1 agreement on validation windows below which no "
+                         "package is written (what was used is recorded in the manifest)")
     ap.add_argument("--ablation", action="store_true",
                     help="only train and report validation (no int8 package)")
     args = ap.parse_args()
@@ -216,12 +220,29 @@ def main() -> int:
             "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]}) + "\n")
         return 0
 
+    report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+              "histories": {r["seed"]: r["history"] for r in runs}}
+    (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+    float_path = args.out.parent / f"{args.out.name}-float.h5"
+    best_model.save(str(float_path))
+    tflite, checks = package(best_model, x, np.concatenate([v[0] for _, v in vals]), mean,
+                             std, best_run, args, log)
+    report.update(ops=op_names(tflite), model_bytes=len(tflite), verify=checks)
+    (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def package(model: Any, train_x: np.ndarray, val_windows: np.ndarray, mean: np.ndarray,
+            std: np.ndarray, best_run: dict[str, Any], args: argparse.Namespace,
+            log: Any) -> tuple[bytes, dict[str, Any]]:
+    """int8 conversion calibrated on real training windows, the package, and its verification
+    against the float model on the validation windows (raises below --min-agreement)."""
     rng = np.random.default_rng(0)
-    rep = x[rng.choice(len(x), min(500, len(x)), replace=False)]
-    tflite = to_int8_tflite(best_model, rep)
-    ops = op_names(tflite)
-    manifest = write_package(
-        args.out, tflite, name="lungedge-cnnlstm", version="1.0.0", labels=LABELS,
+    rep = train_x[rng.choice(len(train_x), min(args.calibration_windows, len(train_x)),
+                             replace=False)]
+    tflite = to_int8_tflite(model, rep)
+    write_package(
+        args.out, tflite, name="lungedge-cnnlstm", version="0.1.0", labels=LABELS,
         frontend=FRONTEND, window=WINDOW, mean=mean, std=std,
         training={"data": ["ICBHI 2017 official train (526 recordings, 77 patients)",
                            "SPRSound train (1949 recordings, 251 patients)"],
@@ -230,21 +251,15 @@ def main() -> int:
                   "chosen_seed": best_run["seed"], "best_epoch": best_run["best_epoch"],
                   "epochs_max": args.epochs, "mixup": args.mixup,
                   "augmentation": "time shift, gain, noise, time/frequency masks, MixUp",
-                  "class_weights": "sqrt inverse frequency"},
+                  "class_weights": "sqrt inverse frequency",
+                  "calibration_windows": len(rep), "min_agreement": args.min_agreement},
         metrics={})
-    # Verification on the validation windows: int8 must agree with float, or nothing ships.
-    val_windows = np.concatenate([v[0] for _, v in vals])
-    best_model.save(str(args.out.parent / f"{args.out.name}-float.h5"))
-    np.save(args.out.parent / f"{args.out.name}-val-windows.npy", val_windows)
-    checks = verify(args.out, args.out.parent / f"{args.out.name}-float.h5", val_windows)
+    windows_path = args.out.parent / f"{args.out.name}-val-windows.npy"
+    np.save(windows_path, val_windows)
+    checks = verify(args.out, args.out.parent / f"{args.out.name}-float.h5", val_windows,
+                    min_agreement=args.min_agreement)
     log(f"verified: {checks}")
-    report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
-              "histories": {r["seed"]: r["history"] for r in runs}, "ops": ops,
-              "model_bytes": len(tflite), "verify": checks}
-    (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
-    log(f"int8 model: {len(tflite)} bytes, ops {ops}; manifest {manifest.name} "
-        f"{manifest.version}")
-    return 0
+    return tflite, checks
 
 
 if __name__ == "__main__":

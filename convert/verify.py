@@ -33,8 +33,8 @@ class VerificationError(RuntimeError):
     pass
 
 
-def verify(package: Path, float_model: Path | None = None, windows: np.ndarray | None = None
-           ) -> dict[str, Any]:
+def verify(package: Path, float_model: Path | None = None, windows: np.ndarray | None = None,
+           min_agreement: float = MIN_AGREEMENT) -> dict[str, Any]:
     from convert.package import op_names
 
     tflite = (package / "model.tflite").read_bytes()
@@ -74,13 +74,16 @@ def verify(package: Path, float_model: Path | None = None, windows: np.ndarray |
             interp.invoke()
             p_int8.append(runner.dequantize(interp.get_tensor(out["index"])[0]))
         p_int8 = np.asarray(p_int8)
-        agreement = float(np.mean(p_float.argmax(1) == p_int8.argmax(1)))
-        result.update(agreement_top1=round(agreement, 4),
+        agree = p_float.argmax(1) == p_int8.argmax(1)
+        top2 = np.sort(p_float, axis=1)[:, -2:]
+        decided = top2[:, 1] - top2[:, 0] >= 0.1  # the float model itself is not near a tie
+        result.update(agreement_top1=round(float(agree.mean()), 4),
+                      agreement_where_float_margin_ge_0_1=round(float(agree[decided].mean()), 4),
                       max_prob_diff=round(float(np.abs(p_float - p_int8).max()), 4),
-                      windows=len(windows))
-        if agreement < MIN_AGREEMENT:
-            failures.append(f"int8 and float models agree on {agreement:.1%} of windows, "
-                            f"under {MIN_AGREEMENT:.0%}")
+                      windows=len(windows), min_agreement=min_agreement)
+        if agree.mean() < min_agreement:
+            failures.append(f"int8 and float models agree on {agree.mean():.1%} of windows, "
+                            f"under {min_agreement:.1%}")
     if failures:
         raise VerificationError("; ".join(failures))
     return result
@@ -91,10 +94,11 @@ def main() -> int:
     ap.add_argument("package", type=Path)
     ap.add_argument("--float", dest="float_model", type=Path)
     ap.add_argument("--windows", type=Path, help=".npy of normalised windows")
+    ap.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT)
     args = ap.parse_args()
     try:
         result = verify(args.package, args.float_model,
-                        np.load(args.windows) if args.windows else None)
+                        np.load(args.windows) if args.windows else None, args.min_agreement)
     except (VerificationError, ModelError) as exc:
         print(f"verification FAILED: {exc}", file=sys.stderr)
         return 1

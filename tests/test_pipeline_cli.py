@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,6 +76,35 @@ def test_golden_cycles_on_the_shipped_samples(sample_wavs: list[Path]) -> None:
         assert sample_cycles(wav) == golden["cycles"][wav.name], wav.name
 
 
+SHIPPED_MODEL = ROOT / "models" / "lungedge-cnnlstm"
+
+
+def sample_labels(wav: Path) -> list[list[Any]]:
+    """Per cycle of a shipped sample: start and the shipped model's label and confidence."""
+    from edge.model import ModelRunner
+
+    runner = ModelRunner(SHIPPED_MODEL)
+    src = FileSource(wav, block_ms=100)
+    out = []
+    for c in run_signal_path(src.blocks(), src.sample_rate, runner.manifest.frontend,
+                             SegmenterConfig()):
+        p = runner.predict(c.features)
+        out.append([round(c.start_s, 3), p.label, round(p.confidence, 3)])
+    return out
+
+
+def test_golden_labels_of_the_shipped_model(sample_wavs: list[Path]) -> None:
+    """The shipped model's labels on the samples change only on purpose (new model or
+    frontend): then regenerate the golden file in the same commit and say why."""
+    golden = json.loads(GOLDEN.read_text())["labels"]
+    assert golden["model"] == json.loads((SHIPPED_MODEL / "manifest.json").read_text())["sha256"]
+    for wav in sample_wavs:
+        got = sample_labels(wav)
+        want = golden["cycles"][wav.name]
+        assert [g[:2] for g in got] == [w[:2] for w in want], wav.name
+        assert all(abs(g[2] - w[2]) <= 0.01 for g, w in zip(got, want, strict=True))
+
+
 def test_classify_table_and_json(sample_wavs: list[Path],
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", *map(str, sample_wavs)]) == 0
@@ -123,7 +153,10 @@ def test_classify_from_stdin_equals_the_file(sample_wavs: list[Path]) -> None:
 if __name__ == "__main__":  # regenerate the golden file
     wavs = sorted((ROOT / "models" / "samples").glob("*.wav"))
     GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_text(json.dumps({"segmenter": SegmenterConfig().__dict__,
-                                  "cycles": {w.name: sample_cycles(w) for w in wavs}},
-                                 indent=1) + "\n")
+    GOLDEN.write_text(json.dumps({
+        "segmenter": SegmenterConfig().__dict__,
+        "cycles": {w.name: sample_cycles(w) for w in wavs},
+        "labels": {"model": json.loads((SHIPPED_MODEL / "manifest.json").read_text())["sha256"],
+                   "cycles": {w.name: sample_labels(w) for w in wavs}},
+    }, indent=1) + "\n")
     print(f"wrote {GOLDEN}")
