@@ -66,13 +66,17 @@ def read_icbhi_txt(path: Path) -> tuple[Event, ...]:
     return tuple(sorted(events, key=lambda e: e.start_s))
 
 
+def _annotation_files(folder: Path, suffix: str, dataset: str) -> list[Path]:
+    files = sorted(folder.glob(f"*{suffix}"))
+    if not files:
+        raise DatasetError(f"{folder}: no {dataset} *{suffix} annotations here")
+    return files
+
+
 def iter_icbhi(folder: str | Path) -> Iterator[Recording]:
-    """Recordings of an ICBHI-format folder (NAME.flac or NAME.wav beside NAME.txt), sorted."""
-    folder = Path(folder)
-    txts = sorted(folder.glob("*.txt"))
-    if not txts:
-        raise DatasetError(f"{folder}: no ICBHI *.txt cycle annotations here")
-    for t in txts:
+    """Recordings of an ICBHI-format folder (NAME.flac or NAME.wav beside NAME.txt), sorted.
+    The patient is the first field of NAME."""
+    for t in _annotation_files(Path(folder), ".txt", "ICBHI"):
         yield Recording(_audio_beside(t), t.stem.split("_")[0], read_icbhi_txt(t), "")
 
 
@@ -112,12 +116,8 @@ def read_sprsound_json(path: Path) -> tuple[str, tuple[Event, ...]]:
 
 
 def iter_sprsound(folder: str | Path) -> Iterator[Recording]:
-    """Recordings of a SPRSound folder (NAME.flac or NAME.wav beside NAME.json), sorted."""
-    folder = Path(folder)
-    jsons = sorted(folder.glob("*.json"))
-    if not jsons:
-        raise DatasetError(f"{folder}: no SPRSound *.json annotations here")
-    for j in jsons:
-        audio = _audio_beside(j)
+    """Recordings of a SPRSound folder (NAME.flac or NAME.wav beside NAME.json), sorted.
+    The patient is the first field of NAME."""
+    for j in _annotation_files(Path(folder), ".json", "SPRSound"):
         record, events = read_sprsound_json(j)
-        yield Recording(audio, j.stem.split("_")[0], events, record)
+        yield Recording(_audio_beside(j), j.stem.split("_")[0], events, record)
