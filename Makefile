@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto systemd
+PKGS ?= $(APT_PACKAGES)
 
 .PHONY: demo test lint bench system-deps clean
 
@@ -28,7 +29,7 @@ $(VENV)/.test: $(VENV)/.runtime system-deps
 	touch $@
 
 system-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+	@missing=$$(for p in $(PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages: $$missing"; \
@@ -38,7 +39,8 @@ system-deps:
 	fi
 
 ## The daemon on a shipped sample recording, with a private broker and the messages shown live.
-demo: $(VENV)/.runtime system-deps
+demo: $(VENV)/.runtime
+	@$(MAKE) --no-print-directory system-deps PKGS=mosquitto
 	$(BIN)/lungedge demo
 
 ## Lint, then the whole test suite. pytest's exit code 5 (no test ran) is a failure.

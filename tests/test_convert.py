@@ -104,3 +104,24 @@ def test_shipped_model_in_both_runtimes() -> None:
     tflite = _predictions(str(TFLITE_PYTHON))
     assert litert["runtime"] == "ai_edge_litert" and tflite["runtime"] == "tflite_runtime"
     assert np.abs(np.array(litert["probs"]) - np.array(tflite["probs"])).max() <= 1 / 128
+
+
+@pytest.mark.shared_data
+def test_diagnosis_report_is_patient_disjoint(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn", reason="the convert extra installs scikit-learn")
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "icbhi" / "train").is_dir():
+        pytest.skip(f"ICBHI not found at {SHARED_DATA / 'icbhi'}; CI has it")
+    from convert.diagnosis import CLASSES, cross_validate, recording_features
+
+    x, y, patients = recording_features(SHARED_DATA, ModelRunner(SHIPPED))
+    assert len(y) == 526 and len(set(patients)) == 77
+    result = cross_validate(x, y, patients, seed=0)
+    assert result["patient"]["balanced_accuracy"] > 1 / len(CLASSES)  # better than chance
+    # grouped folds: every recording of a patient was predicted by a model that never saw them
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(x, y,
+                                                                                   patients):
+        assert not set(patients[train]) & set(patients[test])
