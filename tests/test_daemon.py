@@ -310,3 +310,30 @@ def test_notify_ready_status_and_watchdog_only_while_audio_flows(tmp_path: Path,
     assert len([p for p in pings if p < feeding_until]) >= 3  # while audio is processed
     assert not [p for p in pings if p > feeding_until + 0.5]  # a stalled loop stops pinging
     assert any("STOPPING=1" in m for m in text) or proc.returncode == 0
+
+
+def test_sighup_rejects_a_bad_config_and_restarts_cleanly_on_a_good_one(
+        tmp_path: Path, broker: Broker) -> None:
+    sub = Subscriber(broker.port)
+    cfg = write_config(tmp_path, broker.port, realtime=True, loop=True)
+    good = cfg.read_text()
+    proc = start_daemon(cfg)
+    sub.wait_for(lambda: len(sub.of("cycle")) >= 1)
+    cfg.write_text(good.replace("mqtt:\n", "mqtt:\n  prot: 1\n"))  # a typo
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(2.5)
+    assert proc.poll() is None  # still running on the old config
+    cfg.write_text(good.replace("device_id: bed-7", "device_id: bed-8"))
+    proc.send_signal(signal.SIGHUP)
+    sub.wait_for(lambda: any(p["device_id"] == "bed-8" for _, p, _ in sub.messages))
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert "SIGHUP: new config rejected, keeping the running one" in out
+    assert "mqtt.prot: unknown key" in out
+    assert "restarting cleanly with it" in out
+    # bed-7 ended its session and said goodbye before bed-8 began
+    bed7 = [(k, p) for k, p, _ in sub.messages if p["device_id"] == "bed-7"]
+    assert any(k == "summary" for k, _ in bed7)
+    assert any(k == "status" and p["state"] == "offline" for k, p in bed7)
+    sub.close()
