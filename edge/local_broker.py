@@ -23,7 +23,9 @@ def find_mosquitto() -> str | None:
 
 
 class LocalBroker:
-    def __init__(self, workdir: Path, *, persistence: bool = False) -> None:
+    def __init__(self, workdir: Path, *, persistence: bool = False, listener: str = "",
+                 anonymous: bool = True) -> None:
+        """`listener`: extra lines for the listener (TLS files, password_file)."""
         exe = find_mosquitto()
         if exe is None:
             raise FileNotFoundError("mosquitto is not installed (`sudo apt-get install "
@@ -37,8 +39,8 @@ class LocalBroker:
         user = "user root\n" if os.geteuid() == 0 else ""
         store = f"persistence true\npersistence_location {workdir}/\n" if persistence \
             else "persistence false\n"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             f"{store}{user}")
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{listener}"
+                             f"allow_anonymous {str(anonymous).lower()}\n{store}{user}")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 

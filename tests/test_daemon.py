@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import paho.mqtt.client as mqtt
+import pytest
 
 from edge.local_broker import LocalBroker as Broker
 from edge.payloads import schema
@@ -67,10 +68,11 @@ class Subscriber:
 
 
 def write_config(tmp: Path, port: int, *, source: str | None = None, realtime: bool = False,
-                 loop: bool = False, model: Path = SMOKE_MODEL, extra: str = "") -> Path:
+                 loop: bool = False, model: Path = SMOKE_MODEL, extra: str = "",
+                 mqtt_extra: str = "", log_level: str = "info") -> Path:
     cfg = tmp / "lungedge.yaml"
     cfg.write_text(f"""device_id: bed-7
-log_level: info
+log_level: {log_level}
 source:
   type: file
   file:
@@ -84,7 +86,7 @@ mqtt:
   reconnect_min_s: 0.3
   reconnect_max_s: 1.0
   stats_interval_s: 2
-spool:
+{mqtt_extra}spool:
   path: {tmp / 'spool.db'}
 tracker:
   wheeze:
@@ -337,3 +339,62 @@ def test_sighup_rejects_a_bad_config_and_restarts_cleanly_on_a_good_one(
     assert any(k == "summary" for k, _ in bed7)
     assert any(k == "status" and p["state"] == "offline" for k, p in bed7)
     sub.close()
+
+
+def make_tls(tmp: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost."""
+    f = {k: tmp / f"{k}.pem" for k in ("ca_key", "ca", "key", "csr", "cert")}
+    run = lambda *a: subprocess.run(["openssl", *map(str, a)], check=True,  # noqa: E731
+                                    capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f["ca_key"], "-out",
+        f["ca"], "-days", "2", "-subj", "/CN=lungedge test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f["key"], "-out", f["csr"],
+        "-subj", "/CN=localhost")
+    ext = tmp / "ext.cnf"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", f["csr"], "-CA", f["ca"], "-CAkey", f["ca_key"],
+        "-CAcreateserial", "-out", f["cert"], "-days", "2", "-extfile", ext)
+    return f
+
+
+def test_tls_and_password_from_the_environment_never_logged(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
+        pytest.skip("needs openssl and mosquitto_passwd (Debian: openssl, mosquitto)")
+    tls = make_tls(tmp_path)
+    secret = "s3cret-Pa55-do-not-log"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "pw"), "station-7",
+                    secret], check=True)
+    listener = (f"cafile {tls['ca']}\ncertfile {tls['cert']}\nkeyfile {tls['key']}\n"
+                f"password_file {tmp_path / 'pw'}\n")
+    with Broker(tmp_path, listener=listener, anonymous=False) as broker:
+        received: list[str] = []
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        sub.username_pw_set("station-7", secret)
+        sub.tls_set(ca_certs=str(tls["ca"]))
+        sub.on_connect = lambda c, u, f, r, p: c.subscribe("lungedge/+/cycle", qos=1)
+        sub.on_message = lambda c, u, m: received.append(m.topic)
+        sub.connect("localhost", broker.port)
+        sub.loop_start()
+        cfg = write_config(tmp_path, broker.port, log_level="debug", mqtt_extra=f"""\
+  username: station-7
+  password_env: LUNGEDGE_TEST_PASSWORD
+  tls:
+    enabled: true
+    ca_file: {tls['ca']}
+""")
+        ok = start_daemon(cfg, LUNGEDGE_TEST_PASSWORD=secret)
+        out_ok = finish(ok)
+        assert ok.returncode == 0, out_ok
+        deadline = time.monotonic() + 10
+        while len(received) < 8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(received) >= 8
+        (tmp_path / "spool.db").unlink()
+        bad = start_daemon(cfg, LUNGEDGE_TEST_PASSWORD="wrong-" + secret)
+        time.sleep(4)
+        bad.send_signal(signal.SIGTERM)
+        out_bad = finish(bad)
+        sub.loop_stop()
+    assert "broker refused the connection" in out_bad
+    for out in (out_ok, out_bad):
+        assert secret not in out  # not even at log level debug
