@@ -53,6 +53,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/mfcc_speed.py
 	$(BIN)/python bench/serial_decode.py
 	$(BIN)/python bench/segmentation.py
+	$(BIN)/python bench/daemon_latency.py
 
 clean:
 	rm -rf $(VENV) .venv-tflite .pytest_cache .hypothesis .ruff_cache *.egg-info
