@@ -1,0 +1,128 @@
+"""The spool's guarantees (real SQLite) and the tracker's alert and session rules."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge.config import TrackerConfig, parse_config
+from edge.payloads import SCHEMA_VERSION, schema
+from edge.spool import Spool, SpoolError
+from edge.tracker import CycleResult, Tracker, signal_quality
+
+ENVELOPE = {"schema_version": SCHEMA_VERSION, "device_id": "bed-1",
+            "ts": "2026-11-21T10:00:00.000Z"}
+
+
+def test_spool_evicts_stats_then_oldest_cycles_and_counts(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db", max_messages=100)
+    spool.put("alert", ENVELOPE, {"n": 0})
+    for i in range(5):
+        spool.put("stats", ENVELOPE, {"n": i})
+    for i in range(150):
+        spool.put("cycle", ENVELOPE, {"n": i})
+    spool.put("summary", ENVELOPE, {"n": 0})
+    assert spool.depth() == 100
+    kinds = [r.kind for r in spool.peek(limit=1000)]
+    assert kinds.count("alert") == 1 and kinds.count("summary") == 1 and "stats" not in kinds
+    cycles = [json.loads(r.payload)["n"] for r in spool.peek(limit=1000) if r.kind == "cycle"]
+    assert cycles == list(range(52, 150))  # the oldest went first, order kept
+    assert spool.dropped() == {"stats": 5, "cycle": 52}
+
+
+def test_spool_survives_reopen_with_seq_continuing(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db", max_messages=1000)
+    assert [spool.put("cycle", ENVELOPE, {}) for _ in range(3)] == [0, 1, 2]
+    first = spool.peek()[0]
+    spool.delete(first.id)
+    spool.close()
+    again = Spool(tmp_path / "s.db", max_messages=1000)  # as after a crash or restart
+    assert [r.seq for r in again.peek()] == [1, 2]
+    assert again.put("cycle", ENVELOPE, {}) == 3
+    assert again.next_seq("status") == 0 and again.next_seq("status") == 1
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_spool_in_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SpoolError, match=r"set spool\.path to a writable location"):
+        Spool(blocker / "spool.db", 10)
+
+
+def cycle(t: float, label: str, conf: float = 0.9, quality: float = 1.0) -> CycleResult:
+    return CycleResult(t, t + 1.5, label, conf, quality)
+
+
+def bodies(messages: list[tuple[str, dict]], kind: str) -> list[dict]:
+    return [b for k, b in messages if k == kind]
+
+
+def validate(messages: list[tuple[str, dict]]) -> None:
+    for kind, body in messages:
+        jsonschema.validate({**ENVELOPE, "seq": 0, **body}, schema(kind))
+
+
+def test_wheeze_alert_lifecycle_with_debounce_and_hysteresis() -> None:
+    cfg = parse_config("tracker:\n  window_cycles: 6\n  wheeze:\n    on_fraction: 0.5\n"
+                       "    off_fraction: 0.2\n    min_cycles: 3\n").tracker
+    tr = Tracker(cfg, {"name": "m", "version": "1"})
+    labels = ["normal", "wheeze", "wheeze", "normal", "wheeze", "wheeze", "both", "normal",
+              "normal", "normal", "normal", "normal", "normal"]
+    events = []
+    for i, label in enumerate(labels):
+        before, after = tr.on_cycle(cycle(100 + 2 * i, label))
+        validate(before + after)
+        events += [(i, b["event"], b["evidence"]["cycles"]) for b in bodies(after, "alert")]
+    # no alert at 2 of 3 (debounce: min 3 cycles); raised at the 3rd wheeze
+    assert events[0] == (4, "new", 3)
+    assert [e[1] for e in events].count("new") == 1
+    assert events[-1][1] == "end"
+    end_at = events[-1][0]
+    assert sum(lab in ("wheeze", "both") for lab in labels[end_at - 5:end_at + 1]) <= 1
+
+
+def test_low_confidence_and_poor_cycles_do_not_count_as_findings() -> None:
+    tr = Tracker(TrackerConfig(), {"name": "m", "version": "1"})
+    msgs = []
+    for i in range(8):
+        msgs += tr.on_cycle(cycle(10 * i, "crackle", conf=0.3))[1]
+        msgs += tr.on_cycle(cycle(10 * i + 5, "wheeze", quality=0.1))[1]
+    kinds = {b["kind"] for b in bodies(msgs, "alert")}
+    assert kinds == {"poor_signal"}  # the poor cycles raise poor_signal, not wheeze
+
+
+def test_no_audio_alert_and_sessions_end_on_silence_with_a_summary() -> None:
+    cfg = parse_config("tracker:\n  no_audio_s: 5\n  session_silence_s: 20\n").tracker
+    tr = Tracker(cfg, {"name": "m", "version": "1"})
+    for i in range(10):
+        tr.on_cycle(cycle(1000 + 2 * i, "normal" if i % 3 else "crackle"))
+    new = tr.on_tick(now=1030, last_audio=1020)  # 10 s without audio; the session waits
+    assert [(b["kind"], b["event"]) for b in bodies(new, "alert")] == [("no_audio", "new")]
+    assert not bodies(new, "summary")
+    ended = tr.on_tick(now=1045, last_audio=1020)  # 25.5 s after the last cycle ended
+    (summary,) = bodies(ended, "summary")
+    assert summary["cycles"] == 10 and summary["ended_by"] == "silence"
+    assert summary["cycles_by_label"] == {"normal": 6, "crackle": 4, "wheeze": 0, "both": 0}
+    assert summary["record_label"] == "DAS" and summary["breathing_rate_per_min"] == 30.8
+    validate(new + ended)
+    back = tr.on_tick(now=1031, last_audio=1031)
+    assert [(b["kind"], b["event"]) for b in bodies(back, "alert")] == [("no_audio", "end")]
+
+
+def test_quality_measure_separates_breathing_from_flat_noise() -> None:
+    import numpy as np
+
+    from tests.conftest import breathing
+
+    rng = np.random.default_rng(0)
+    assert signal_quality(breathing(4000, 3, [(0.5, 2.0)]), 4000) > 0.8
+    assert signal_quality((rng.standard_normal(12000) * 0.05).astype(np.float32), 4000) < 0.2
+    clipped = np.clip(breathing(4000, 3, [(0.5, 2.0)]) * 100, -1, 1)
+    assert signal_quality(clipped, 4000) < signal_quality(breathing(4000, 3, [(0.5, 2.0)]),
+                                                          4000)
