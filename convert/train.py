@@ -169,6 +169,9 @@ def main() -> int:
     ap.add_argument("--min-agreement", type=float, default=0.99,
                     help="int8 vs float top-1 agreement on validation windows below which no "
                          "package is written (what was used is recorded in the manifest)")
+    ap.add_argument("--seed-report", type=Path, nargs="*", default=[], metavar="FOLDER",
+                    help="after the choice, score every seed's int8 model on these folders "
+                         "(mean ± std over seeds; the choice itself never sees them)")
     ap.add_argument("--ablation", action="store_true",
                     help="only train and report validation (no int8 package)")
     args = ap.parse_args()
@@ -205,11 +208,13 @@ def main() -> int:
 
     runs = []
     best_model, best_run = None, None
+    seed_weights = {}
     for seed in args.seeds:
         model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup, log,
                                 augmentation=not args.no_augmentation,
                                 class_weights=not args.no_class_weights)
         runs.append(run)
+        seed_weights[seed] = model.get_weights()
         if best_run is None or run["val_mean"] > best_run["val_mean"]:
             best_model, best_run = model, run
     assert best_model is not None and best_run is not None
@@ -229,7 +234,44 @@ def main() -> int:
                              std, best_run, args, log)
     report.update(ops=op_names(tflite), model_bytes=len(tflite), verify=checks)
     (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+    if args.seed_report:
+        seed_report(best_model, seed_weights, x, mean, std, args, log)
     return 0
+
+
+def seed_report(model: Any, seed_weights: dict[int, Any], train_x: np.ndarray,
+                mean: np.ndarray, std: np.ndarray, args: argparse.Namespace, log: Any) -> None:
+    """Every seed's model, converted like the shipped one, scored on the report folders."""
+    import tempfile
+
+    from convert.evaluate import evaluate_folder
+    from edge.model import ModelRunner
+
+    rng = np.random.default_rng(0)
+    rep = train_x[rng.choice(len(train_x), min(args.calibration_windows, len(train_x)),
+                             replace=False)]
+    per_seed = {}
+    for seed, weights in seed_weights.items():
+        model.set_weights(weights)
+        with tempfile.TemporaryDirectory() as tmp:
+            write_package(Path(tmp), to_int8_tflite(model, rep), name=f"seed-{seed}",
+                          version="0", labels=LABELS, frontend=FRONTEND, window=WINDOW,
+                          mean=mean, std=std, training={}, metrics={})
+            runner = ModelRunner(tmp)
+            per_seed[seed] = {str(f): evaluate_folder(runner, f) for f in args.seed_report}
+        log(f"seed {seed}: " + "; ".join(
+            f"{Path(f).name} 4-class {r['event_4class']['score']} binary "
+            f"{r['event_binary']['score']}" for f, r in per_seed[seed].items()))
+    summary = {}
+    for f in map(str, args.seed_report):
+        for key in ("event_4class", "event_binary", "streaming_4class", "record_task_2_1"):
+            v = [per_seed[s][f][key]["score"] for s in per_seed if key in per_seed[s][f]]
+            if v:
+                summary[f"{Path(f).name} {key}"] = [round(float(np.mean(v)), 4),
+                                                    round(float(np.std(v)), 4)]
+    (args.out / "seed_report.json").write_text(json.dumps(
+        {"mean_std_over_seeds": summary, "seeds": list(per_seed)}, indent=1) + "\n")
+    log(f"over seeds {list(per_seed)}: {summary}")
 
 
 def package(model: Any, train_x: np.ndarray, val_windows: np.ndarray, mean: np.ndarray,
