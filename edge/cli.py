@@ -118,7 +118,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ModelError, SpoolError) as exc:
         print(f"lungedge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return daemon.run()
+    code = daemon.run()
+    if daemon.capture_stuck:
+        # Everything is flushed and closed, but a thread blocked in read() on a silent pipe
+        # would make the interpreter's own shutdown abort: leave without it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -68,6 +68,7 @@ class Daemon:
         self.last_audio = time.time()
         self._reasons: list[str] = []
         self._reexec = False
+        self.capture: threading.Thread | None = None
         self._cpu = (time.monotonic(), self._cpu_seconds())
 
     # -- capture thread ---------------------------------------------------------------------
@@ -104,14 +105,15 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         self.publisher.start()
-        capture = threading.Thread(target=self._capture, name="capture", daemon=True)
-        capture.start()
+        self.capture = threading.Thread(target=self._capture, name="capture", daemon=True)
+        self.capture.start()
         self.notifier.ready(f"running: {self.source.describe()}, model "
                             f"{self.model_info['name']} {self.model_info['version']}")
         log.info("running: %s → %s:%d (%s)", self.source.describe(), self.cfg.mqtt.host,
                  self.cfg.mqtt.port, self.runner.runtime)
         next_tick = time.monotonic()
         next_stats = time.monotonic() + self.cfg.mqtt.stats_interval_s
+        stopping_since: float | None = None
         while True:
             try:
                 item = self.queue.get(timeout=0.25)
@@ -123,6 +125,11 @@ class Daemon:
                 self._process(item)
             if self.stop.is_set():
                 self.source.close()  # capture ends; the loop drains the queue up to _END
+                stopping_since = stopping_since or time.monotonic()
+                if time.monotonic() - stopping_since > 2.0 and self.queue.empty():
+                    # The source is stuck in a read (a silent pipe): do not wait for it.
+                    log.warning("audio source did not stop within 2 s; shutting down anyway")
+                    break
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + 1.0
@@ -216,6 +223,11 @@ class Daemon:
 
     def _on_hup(self, signum: int, frame: Any) -> None:
         self.reload_requested = True
+
+    @property
+    def capture_stuck(self) -> bool:
+        """The capture thread is still blocked in its source's read after shutdown."""
+        return self.capture is not None and self.capture.is_alive()
 
     def _check_reload(self) -> None:
         if self.config_path is None:

@@ -398,3 +398,25 @@ def test_tls_and_password_from_the_environment_never_logged(tmp_path: Path) -> N
     assert "broker refused the connection" in out_bad
     for out in (out_ok, out_bad):
         assert secret not in out  # not even at log level debug
+
+
+def test_sigterm_with_a_silent_stdin_still_shuts_down_cleanly(tmp_path: Path,
+                                                               broker: Broker) -> None:
+    cfg = tmp_path / "stdin.yaml"
+    cfg.write_text(write_config(tmp_path, broker.port).read_text().replace(
+        "  type: file\n", "  type: stdin\n"))
+    log = tmp_path / "daemon.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+                                cwd=ROOT, stdin=subprocess.PIPE, stdout=sink,
+                                stderr=subprocess.STDOUT)
+        time.sleep(3)  # running; nothing is ever written to its stdin, which stays open
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    out = log.read_text()
+    assert proc.returncode == 0, out
+    assert time.monotonic() - t < 15
+    assert "shutting down anyway" in out and "stopped" in out
