@@ -30,9 +30,9 @@ from edge.config import SegmenterConfig
 from edge.dsp.mfcc import MfccFrontend
 from edge.dsp.segmenter import CycleSegmenter
 from edge.model import ModelRunner
+from edge.plot import pyplot, save
 from edge.tracker import POOR_RECORD_FRACTION, RECORD_FRACTION, signal_quality
 
-RECORD_CLASSES = ("normal", "adventitious", "poor quality")
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
 
 
@@ -109,11 +109,7 @@ def _roc(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
 
 
 def plot(results: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 8), squeeze=False)
     for i, r in enumerate(results):
         cm = np.array(r["event_confusion"])
@@ -133,9 +129,7 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
         ax.set_title(f"normal vs adventitious, AUC {r['roc']['auc']:.3f}", fontsize=9)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    save(fig, out)
 
 
 def main() -> int:

@@ -15,14 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from edge.plot import pyplot, save
+
 
 def plot_training(training: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (loss_ax, val_ax) = pyplot().subplots(1, 2, figsize=(11, 4))
     for seed, hist in training["histories"].items():
         epochs = [h["epoch"] for h in hist]
         loss_ax.plot(epochs, [h["loss"] for h in hist], label=f"seed {seed}")
@@ -35,9 +32,7 @@ def plot_training(training: dict[str, Any], out: Path) -> None:
     for ax in (loss_ax, val_ax):
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    save(fig, out)
 
 
 def main() -> int:

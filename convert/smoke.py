@@ -49,7 +49,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--seed", type=int, default=0)
-    build(ap.parse_args().out, ap.parse_args().seed)
+    args = ap.parse_args()
+    build(args.out, args.seed)
     return 0
 
 

@@ -21,6 +21,7 @@ from edge import __version__
 from edge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from edge.dsp.mfcc import FrontendParams
 from edge.pipeline import run_signal_path
+from edge.plot import PlotError
 from edge.sources import open_source
 from edge.sources.base import AudioBlock, AudioSource, SourceError
 from edge.sources.file import FileSource
@@ -193,7 +194,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 source = FileSource(name, block_ms=cfg.source.block_ms)
             label = str(name) if name is not None else source.describe()
             reports.append(_classify_source(label, source, frontend, runner, cfg, args))
-        except (SourceError, ValueError) as exc:
+        except (SourceError, ValueError, PlotError) as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)
             failed += 1
     if args.json:

@@ -127,7 +127,8 @@ class Daemon:
                 self.source.close()  # capture ends; the loop drains the queue up to _END
                 stopping_since = stopping_since or time.monotonic()
                 if time.monotonic() - stopping_since > 2.0 and self.queue.empty():
-                    # The source is stuck in a read (a silent pipe): do not wait for it.
+                    # A source stuck in its driver (a USB device that stopped delivering
+                    # without an error) must not keep the daemon from stopping.
                     log.warning("audio source did not stop within 2 s; shutting down anyway")
                     break
             now = time.monotonic()

@@ -1,6 +1,7 @@
-"""`classify --plot`: waveform and spectrogram of a recording with its cycles shaded by label.
+"""Plots: `classify --plot` (waveform and spectrogram, cycles shaded by label), and the headless
+matplotlib that the toolchain's reports draw with too.
 
-matplotlib is imported only here and only when asked for, so the device does not need it."""
+matplotlib is imported only when a plot is asked for, so the device does not need it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,27 @@ from typing import Any
 
 import numpy as np
 
-from edge.sources.base import SourceError
+
+class PlotError(RuntimeError):
+    """A plot was asked for but cannot be drawn here."""
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display on a device or in CI)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError("plots need matplotlib: `pip install matplotlib`") from None
+    return plt
+
+
+def save(fig: Any, out: Path, dpi: int = 90) -> None:
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    pyplot().close(fig)
 
 COLOURS = {"normal": "#4caf50", "crackle": "#ff9800", "wheeze": "#2196f3", "both": "#e91e63",
            None: "#9e9e9e"}
@@ -17,14 +38,9 @@ COLOURS = {"normal": "#4caf50", "crackle": "#ff9800", "wheeze": "#2196f3", "both
 
 def plot_cycles(samples: np.ndarray, rate: int, cycles: list[dict[str, Any]], out: Path,
                 title: str = "") -> None:
-    try:
-        import matplotlib
+    plt = pyplot()
+    from matplotlib.patches import Patch
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
-    except ImportError:
-        raise SourceError("--plot needs matplotlib: `pip install matplotlib`") from None
     t = np.arange(len(samples)) / rate
     fig, (wave, spec) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
     wave.plot(t, samples, lw=0.4, color="black")
@@ -46,6 +62,4 @@ def plot_cycles(samples: np.ndarray, rate: int, cycles: list[dict[str, Any]], ou
     wave.set_ylabel("amplitude")
     spec.set_ylabel("Hz")
     spec.set_xlabel("seconds")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save(fig, out, dpi=100)

@@ -18,7 +18,7 @@ import queue
 import random
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from edge.config import MqttConfig
 from edge.payloads import KINDS, SCHEMA_VERSION, iso_ms, topic
@@ -29,12 +29,6 @@ log = logging.getLogger(__name__)
 INFLIGHT = 20
 
 
-class Publisher(Protocol):
-    def publish(self, kind: str, body: dict[str, Any]) -> int: ...
-
-    def set_status(self, state: str, reasons: list[str]) -> None: ...
-
-
 class MqttPublisher:
     def __init__(self, cfg: MqttConfig, device_id: str, spool: Spool) -> None:
         self.cfg = cfg
@@ -42,7 +36,6 @@ class MqttPublisher:
         self.spool = spool
         self.password = cfg.password()  # read once at start; never logged
         self.connected = threading.Event()
-        self.connects = 0
         self.last_error = ""
         self._status: tuple[str, list[str]] = ("online", [])
         self._wake = threading.Event()
@@ -133,7 +126,6 @@ class MqttPublisher:
             self.last_error = f"broker refused the connection: {reason}"
             log.error("%s", self.last_error)
             return
-        self.connects += 1
         self.last_error = ""
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
         self._publish_status(client)

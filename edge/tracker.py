@@ -78,7 +78,6 @@ class Tracker:
         self.recent: deque[CycleResult] = deque(maxlen=cfg.window_cycles)
         self.alerts: dict[str, _Alert] = {}
         self.session: _Session | None = None
-        self.no_audio_since: float | None = None
 
     @property
     def session_id(self) -> str | None:

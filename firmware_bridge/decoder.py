@@ -24,7 +24,6 @@ from firmware_bridge.protocol import (
     MAX_ENCODED,
     Audio,
     Frame,
-    FrameType,
     ProtocolError,
     cobs_decode,
     parse_body,
@@ -132,7 +131,6 @@ class AudioTimeline:
                 self.stats.duplicates += 1
                 return None
             samples = samples[behind:]  # keep only the part not yet delivered
-            first = self._expected
         else:
             gap = ahead
         self.stats.gap_samples += gap
@@ -151,7 +149,3 @@ class AudioTimeline:
         return AudioBlock(samples, self.sample_rate, start / self.sample_rate,
                           time.time() - len(samples) / self.sample_rate,
                           gap / self.sample_rate, reason)
-
-
-def is_audio(frame: Frame) -> bool:
-    return frame.type == FrameType.AUDIO

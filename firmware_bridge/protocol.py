@@ -176,7 +176,6 @@ ALERT = struct.Struct("<BH")  # pattern, duration ms
 
 MIC_TYPES = {0: "electret", 1: "MEMS", 2: "piezo"}
 ACK_STATUS = {0: "ok", 1: "bad parameter", 2: "unsupported", 3: "busy"}
-ALERT_PATTERNS = {0: "off", 1: "LED steady", 2: "LED blink", 3: "buzzer"}
 
 
 @dataclass(frozen=True)

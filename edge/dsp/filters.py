@@ -19,10 +19,6 @@ def bandpass_sos(low_hz: float, high_hz: float, sample_rate: int, order: int = 4
                                output="sos")
 
 
-def lowpass_sos(cutoff_hz: float, sample_rate: float, order: int = 2) -> np.ndarray:
-    return scipy.signal.butter(order, cutoff_hz, btype="lowpass", fs=sample_rate, output="sos")
-
-
 class StreamingSos:
     def __init__(self, sos: np.ndarray) -> None:
         self.sos = np.asarray(sos, dtype=np.float64)

@@ -70,10 +70,6 @@ class FrontendParams:
     def n_features(self) -> int:
         return self.n_mfcc * (1 + self.deltas)
 
-    @property
-    def frame_rate(self) -> float:
-        return self.sample_rate / self.hop_length
-
     def n_frames(self, n_samples: int) -> int:
         """Frames for a signal of n_samples (a short one is zero-padded to one frame)."""
         return 1 + max(0, n_samples - self.n_fft) // self.hop_length

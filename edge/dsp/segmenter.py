@@ -19,7 +19,6 @@ most `latency_s` after its end (`forced_cut_latency_s` for a forced cut).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,12 +154,9 @@ class CycleSegmenter:
         while self._raw_start < k - self.half_smooth:
             self._sum -= self._raw.popleft()
             self._raw_start += 1
-        hi = min(k + self.half_smooth, self._n_frames - 1)
-        count = hi - self._raw_start + 1
-        if count == len(self._raw):
-            smoothed = self._sum / count
-        else:  # the last frames of the stream: the window is cut short
-            smoothed = sum(list(self._raw)[:count]) / count
+        # _raw holds exactly the window: frames are smoothed as soon as their look-ahead is in,
+        # and at the stream's end the window is simply shorter.
+        smoothed = self._sum / len(self._raw)
         self._recent.append(smoothed)
         floor = self._floor.push(smoothed)
         self._decide(k, smoothed, floor, out)
@@ -237,8 +233,3 @@ class CycleSegmenter:
         if keep > 0:
             self._audio = self._audio[keep:]
             self._audio_start += keep
-
-    def iter_cycles(self, blocks: Iterator[np.ndarray]) -> Iterator[Cycle]:
-        for block in blocks:
-            yield from self.process(block)
-        yield from self.flush()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from edge.sources.base import AudioBlock, SourceError, reopen_with_backoff, to_mono_float32
 
 log = logging.getLogger(__name__)
@@ -147,8 +149,6 @@ class MicrophoneSource:
             self._pa = None
 
     def blocks(self) -> Iterator[AudioBlock]:
-        import numpy as np
-
         position = 0  # frames on the audio timeline, gaps included
         gap_frames = 0
         gap_reason = ""

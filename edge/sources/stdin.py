@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import sys
 import time
 from collections.abc import Iterator
@@ -34,7 +36,9 @@ class StdinSource:
         position = 0
         pending = b""
         while not self._closed:
-            chunk = self.stream.read(want - len(pending))
+            chunk = self._read(want - len(pending))
+            if chunk is None:
+                continue  # nothing yet: look at _closed again
             if not chunk:
                 break
             pending += chunk
@@ -50,6 +54,16 @@ class StdinSource:
             log.warning("stdin ended inside a sample frame; %d trailing byte(s) ignored "
                         "(is the input really s16le with %d channel(s)?)",
                         len(pending) - whole, self.channels)
+
+    def _read(self, n: int) -> bytes | None:
+        """Up to n bytes; b"" at end of input; None if nothing arrived within 0.2 s, so a
+        silent pipe never keeps close() from taking effect."""
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError):  # an in-memory stream: it never blocks
+            return self.stream.read(n)
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        return os.read(fd, n) if ready else None
 
     def _block(self, raw: bytes, position: int) -> AudioBlock:
         frames = np.frombuffer(raw, dtype="<i2").reshape(-1, self.channels)
