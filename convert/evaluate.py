@@ -42,7 +42,7 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
     fe = MfccFrontend(m.frontend)
     recs: list[Recording] = [r for r in iter_annotated(folder)
                              if patients is None or r.patient in patients][:limit]
-    y_true, p_event, y_stream, rec_true, rec_pred = [], [], [], [], []
+    y_true, y_event, p_event, y_stream, rec_true, rec_pred = [], [], [], [], [], []
     for rec in recs:
         audio = at_model_rate(str(rec.audio), m.sample_rate)
         seg = CycleSegmenter(SegmenterConfig(), m.sample_rate)
@@ -54,6 +54,7 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
                 continue
             pred = runner.predict(fe(audio[a:b]))
             y_true.append(LABELS.index(ev.label))
+            y_event.append(LABELS.index(pred.label))
             p_event.append([pred.probs[lab] for lab in LABELS])
             overlap = [max(0.0, min(c.end_s, ev.end_s) - max(c.start_s, ev.start_s))
                        for c in cycles]
@@ -64,7 +65,7 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
             rec_pred.append(_record_label(cycles, preds, m.sample_rate))
     probs = np.asarray(p_event)
     y = np.asarray(y_true)
-    yp = probs.argmax(1)
+    yp = np.asarray(y_event)  # the device's decision, with the manifest's threshold
     binary_true, binary_pred = (y != 0).astype(int), (yp != 0).astype(int)
     out: dict[str, Any] = {
         "folder": str(folder) + (f" (patients {','.join(sorted(patients))})" if patients

@@ -43,11 +43,12 @@ def main() -> int:
     args = ap.parse_args()
     training = json.loads(args.training.read_text())
     evaluation = [r for path in args.evaluation for r in json.loads(path.read_text())]
-    plot_training(training, args.package / "training_curves.png")
+    plot_training(training, args.package / "report" / "training_curves.png")
     vals = [r["val_mean"] for r in training["runs"]]
     metrics: dict[str, Any] = {
         "validation_score_mean_std_over_seeds": [round(float(np.mean(vals)), 4),
                                                  round(float(np.std(vals)), 4)],
+        "chosen": training.get("choice", {}),
         "verify": training.get("verify", {}),
     }
     for r in evaluation:

@@ -1,10 +1,11 @@
 """Train the CNN-LSTM on ICBHI + SPRSound train, pick it on patient-disjoint validation, convert
 it to int8, verify it, score it, and write the model package and its report.
 
-    python -m convert.train --data ../shared/data --out models/lungedge-cnnlstm [--seeds 0 1 2]
+    python -m convert.train --data ../shared/data --out models/lungedge-cnnlstm --epochs 20
 
-Every training folder is split by PATIENT (seeded) into train and validation; the epoch, the seed
-and nothing else are chosen on validation. The test folders (SPRSound test_inter, test_intra)
+Every training folder is split by PATIENT (seeded) into train and validation; each seed's epoch,
+the best seed or the average of all seeds, and the adventitious threshold are chosen on
+validation, and nothing else. The test folders (SPRSound test_inter, test_intra)
 are only scored, after the choice, and the ICBHI official test split is not here at all.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +24,9 @@ import numpy as np
 
 from convert.datasets import LABELS, iter_annotated
 from convert.features import cached_event_features, normalisation, windows_of
-from convert.metrics import icbhi_score
-from convert.package import build_cnn_lstm, op_names, to_int8_tflite, write_package
-from convert.verify import verify
+from convert.metrics import icbhi_score, sprsound_score
+from convert.package import average, build_cnn_lstm, keras, op_names, to_int8_tflite, write_package
+from convert.verify import VerificationError, verify
 from edge.dsp.mfcc import FrontendParams
 from edge.model import WindowSpec
 
@@ -98,9 +100,21 @@ def event_predictions(probs: np.ndarray, owner: np.ndarray, n_events: int) -> np
 
 
 # -- training ------------------------------------------------------------------------------------
+def validation_scores(model: Any, vals: list[tuple[str, Any]]) -> tuple[dict[str, float], float]:
+    """ICBHI-style 4-class score of the float model on each validation set, and their mean:
+    the one number epochs, seeds and ensembles are chosen by."""
+    scores = {}
+    for name, (vx, vowner, vlabels) in vals:
+        p = model.predict(vx[..., None], batch_size=256, verbose=0)
+        pred = event_predictions(p, vowner, len(vlabels)).argmax(1)
+        scores[name] = icbhi_score(vlabels, pred)["score"]
+    return scores, float(np.mean(list(scores.values())))
+
+
 def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple[str, Any]],
-               epochs: int, mixup: float, log: Any, augmentation: bool = True,
-               class_weights: bool = True) -> tuple[Any, dict[str, Any]]:
+               epochs: int, mixup: float, log: Any, arch: dict[str, Any],
+               augmentation: bool = True, class_weights: bool = True
+               ) -> tuple[Any, dict[str, Any]]:
     import tensorflow as tf
 
     from convert.package import keras
@@ -113,8 +127,7 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
     class_w /= (class_w * counts).sum() / counts.sum()
     if not class_weights:
         class_w = np.ones(len(LABELS))
-    model = build_cnn_lstm(WINDOW.frames, FRONTEND.n_features, len(LABELS),
-                           filters=(16, 32, 48), lstm_units=48)
+    model = build_cnn_lstm(WINDOW.frames, FRONTEND.n_features, len(LABELS), **arch)
     model.compile(optimizer=k.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     rng = np.random.default_rng(seed)
     best: dict[str, Any] = {"score": -1.0}
@@ -128,12 +141,7 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
             idx = order[b:b + 64]
             xb, yb = augment(x[idx], y[idx], rng, mixup, augmentation)
             losses.append(model.train_on_batch(xb[..., None], yb, sample_weight=class_w[y[idx]]))
-        scores = {}
-        for name, (vx, vowner, vlabels) in vals:
-            p = model.predict(vx[..., None], batch_size=256, verbose=0)
-            pred = event_predictions(p, vowner, len(vlabels)).argmax(1)
-            scores[name] = icbhi_score(vlabels, pred)["score"]
-        score = float(np.mean(list(scores.values())))
+        scores, score = validation_scores(model, vals)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": scores,
                         "val_mean": score})
         log(f"seed {seed} epoch {epoch:2d} loss {np.mean(losses):.3f} val {scores} "
@@ -158,9 +166,19 @@ def main() -> int:
         "LUNGEDGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=Path(".cache/features"))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--mixup", type=float, default=0.2)
+    ap.add_argument("--filters", type=int, nargs="+", default=[16, 32, 48],
+                    help="channels of each conv block")
+    ap.add_argument("--lstm-units", type=int, default=48)
+    ap.add_argument("--no-ensemble", dest="ensemble", action="store_false",
+                    help="ship the best single seed even if the seeds' average scores higher")
+    ap.add_argument("--version", default="0.2.0", help="of the package written")
+    ap.add_argument("--from-float", type=Path, metavar="H5",
+                    help="no training: package (convert, verify, threshold, --seed-report) the "
+                         "float model an earlier run of this command saved beside OUT, with the "
+                         "runs recorded in OUT/training.json")
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--limit", type=int, default=None, help="events per set (smoke runs)")
     ap.add_argument("--no-augmentation", action="store_true", help="ablation")
@@ -175,8 +193,17 @@ def main() -> int:
     ap.add_argument("--ablation", action="store_true",
                     help="only train and report validation (no int8 package)")
     args = ap.parse_args()
+    try:
+        return run(args)
+    except VerificationError as exc:
+        print(f"verification FAILED, no package written: {exc}. The float model is beside "
+              f"{args.out}; `--from-float` repackages it.", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
-    logf = (args.out / "training.log").open("w")
+    logf = (args.out / "training.log").open("a" if args.from_float else "w")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -206,57 +233,129 @@ def main() -> int:
     log(f"train windows {len(x)} (events per label {np.bincount(train_labels).tolist()}); "
         + "; ".join(f"{n} val events {len(v[2])}" for n, v in vals))
 
-    runs = []
-    best_model, best_run = None, None
-    seed_weights = {}
-    for seed in args.seeds:
-        model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup, log,
-                                augmentation=not args.no_augmentation,
-                                class_weights=not args.no_class_weights)
-        runs.append(run)
-        seed_weights[seed] = model.get_weights()
-        if best_run is None or run["val_mean"] > best_run["val_mean"]:
-            best_model, best_run = model, run
-    assert best_model is not None and best_run is not None
-    if args.ablation:
-        (args.out / "ablation.json").write_text(json.dumps({
-            "augmentation": not args.no_augmentation, "mixup": args.mixup,
-            "class_weights": not args.no_class_weights,
-            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]}) + "\n")
-        return 0
-
-    report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
-              "histories": {r["seed"]: r["history"] for r in runs}}
-    (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
-    float_path = args.out.parent / f"{args.out.name}-float.h5"
-    best_model.save(str(float_path))
-    tflite, checks = package(best_model, x, np.concatenate([v[0] for _, v in vals]), mean,
-                             std, best_run, args, log)
+    if args.from_float:
+        previous = json.loads((args.out / "training.json").read_text())
+        report = {k: previous[k] for k in ("runs", "histories", "choice")}
+        chosen = keras().models.load_model(str(args.from_float), compile=False)
+        members = [layer for layer in chosen.layers if hasattr(layer, "layers")] or [chosen]
+        models = dict(zip(report["choice"]["members"], members, strict=True))
+        log(f"from {args.from_float}: seeds {list(models)}, no training")
+    else:
+        runs, models = [], {}
+        for seed in args.seeds:
+            model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup, log,
+                                    {"filters": tuple(args.filters),
+                                     "lstm_units": args.lstm_units},
+                                    augmentation=not args.no_augmentation,
+                                    class_weights=not args.no_class_weights)
+            runs.append(run)
+            models[seed] = model
+        if args.ablation:
+            (args.out / "ablation.json").write_text(json.dumps({
+                "augmentation": not args.no_augmentation, "mixup": args.mixup,
+                "class_weights": not args.no_class_weights,
+                "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]}) + "\n")
+            return 0
+        chosen, choice = choose(models, runs, vals, args.ensemble, log)
+        report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+                  "histories": {r["seed"]: r["history"] for r in runs}, "choice": choice}
+        chosen.save(str(args.out.parent / f"{args.out.name}-float.h5"))
+        # written now too, so that --from-float can pick up after a failed verification
+        (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+    val_events = [(tr_va[1].name, tr_va[1].feats, tr_va[1].labels) for tr_va in parts.values()]
+    tflite, checks = package(chosen, report["choice"], x, np.concatenate([v[0] for _, v in vals]),
+                             val_events, mean, std, args, log)
     report.update(ops=op_names(tflite), model_bytes=len(tflite), verify=checks)
     (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
     if args.seed_report:
-        seed_report(best_model, seed_weights, x, mean, std, args, log)
+        seed_report(models, x, val_events, mean, std, args, log)
     return 0
 
 
-def seed_report(model: Any, seed_weights: dict[int, Any], train_x: np.ndarray,
-                mean: np.ndarray, std: np.ndarray, args: argparse.Namespace, log: Any) -> None:
-    """Every seed's model, converted like the shipped one, scored on the report folders."""
+def choose(models: dict[int, Any], runs: list[dict[str, Any]], vals: list[tuple[str, Any]],
+           ensemble: bool, log: Any) -> tuple[Any, dict[str, Any]]:
+    """The best seed, or the average of all seeds if that scores higher on validation."""
+    best = max(runs, key=lambda r: r["val_mean"])
+    choice: dict[str, Any] = {"members": [best["seed"]], "val_mean": best["val_mean"]}
+    chosen = models[best["seed"]]
+    if ensemble and len(models) > 1:
+        avg = average(list(models.values()))
+        scores, score = validation_scores(avg, vals)
+        log(f"average of seeds {list(models)}: val {scores} mean {score:.3f} (best single seed "
+            f"{best['seed']}: {best['val_mean']:.3f})")
+        if score > best["val_mean"]:
+            choice = {"members": list(models), "val_mean": score}
+            chosen = avg
+    log(f"chosen: seeds {choice['members']}, validation {choice['val_mean']:.3f}")
+    return chosen, choice
+
+
+def calibration_windows(train_x: np.ndarray, n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return train_x[rng.choice(len(train_x), min(n, len(train_x)), replace=False)]
+
+
+def tune_threshold(package_dir: Path, val_events: list[tuple[str, list[np.ndarray], np.ndarray]],
+                   log: Any) -> dict[str, Any]:
+    """Choose the manifest's adventitious threshold on the validation events, through the int8
+    model as the device runs it, and write it into the manifest.
+
+    The objective is the mean over the validation sets of the 4-class ICBHI score and the binary
+    SPRSound score, so the operating point serves both the alerts (which need the class) and
+    screening (which needs normal vs not)."""
+    from edge.model import ADVENTITIOUS, ModelRunner, decide
+
+    runner = ModelRunner(package_dir)
+    labels = runner.manifest.labels
+    probs = [(np.array([[runner.predict(f).probs[lab] for lab in labels] for f in feats]), y)
+             for _, feats, y in val_events]
+
+    def objective(thresholds: dict[str, float]) -> float:
+        total = []
+        for p, y in probs:
+            pred = decide(p, labels, thresholds)
+            total += [icbhi_score(y, pred)["score"],
+                      sprsound_score((y != 0).astype(int), (pred != 0).astype(int))["score"]]
+        return float(np.mean(total))
+
+    grid = np.round(np.arange(0.10, 0.91, 0.02), 2)
+    values = [objective({ADVENTITIOUS: float(t)}) for t in grid]
+    at_argmax = objective({})
+    best = int(np.argmax(values))
+    # the argmax is not a point of the grid: keep it when no threshold beats it
+    chosen = {ADVENTITIOUS: float(grid[best])} if values[best] > at_argmax else {}
+    result = {"thresholds": chosen, "objective": "mean over validation sets of 4-class ICBHI "
+              "score and binary SPRSound score", "validation": round(max(values[best],
+                                                                         at_argmax), 4),
+              "validation_at_argmax": round(at_argmax, 4)}
+    log(f"thresholds {chosen or 'none (argmax)'} on validation: {result['validation']} "
+        f"(argmax {result['validation_at_argmax']})")
+    path = package_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["thresholds"] = chosen
+    manifest["training"]["threshold"] = result
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return result
+
+
+def seed_report(models: dict[int, Any], train_x: np.ndarray,
+                val_events: list[tuple[str, list[np.ndarray], np.ndarray]], mean: np.ndarray,
+                std: np.ndarray, args: argparse.Namespace, log: Any) -> None:
+    """Every seed's model alone, converted and thresholded like the shipped one, scored on the
+    report folders: the spread a single training run has."""
     import tempfile
 
     from convert.evaluate import evaluate_folder
     from edge.model import ModelRunner
 
-    rng = np.random.default_rng(0)
-    rep = train_x[rng.choice(len(train_x), min(args.calibration_windows, len(train_x)),
-                             replace=False)]
+    rep = calibration_windows(train_x, args.calibration_windows)
     per_seed = {}
-    for seed, weights in seed_weights.items():
-        model.set_weights(weights)
+    for seed, model in models.items():
         with tempfile.TemporaryDirectory() as tmp:
             write_package(Path(tmp), to_int8_tflite(model, rep), name=f"seed-{seed}",
                           version="0", labels=LABELS, frontend=FRONTEND, window=WINDOW,
                           mean=mean, std=std, training={}, metrics={})
+            tune_threshold(Path(tmp), val_events, log)
             runner = ModelRunner(tmp)
             per_seed[seed] = {str(f): evaluate_folder(runner, f) for f in args.seed_report}
         log(f"seed {seed}: " + "; ".join(
@@ -274,23 +373,24 @@ def seed_report(model: Any, seed_weights: dict[int, Any], train_x: np.ndarray,
     log(f"over seeds {list(per_seed)}: {summary}")
 
 
-def package(model: Any, train_x: np.ndarray, val_windows: np.ndarray, mean: np.ndarray,
-            std: np.ndarray, best_run: dict[str, Any], args: argparse.Namespace,
-            log: Any) -> tuple[bytes, dict[str, Any]]:
-    """int8 conversion calibrated on real training windows, the package, and its verification
-    against the float model on the validation windows (raises below --min-agreement)."""
-    rng = np.random.default_rng(0)
-    rep = train_x[rng.choice(len(train_x), min(args.calibration_windows, len(train_x)),
-                             replace=False)]
+def package(model: Any, choice: dict[str, Any], train_x: np.ndarray, val_windows: np.ndarray,
+            val_events: list[tuple[str, list[np.ndarray], np.ndarray]], mean: np.ndarray,
+            std: np.ndarray, args: argparse.Namespace, log: Any
+            ) -> tuple[bytes, dict[str, Any]]:
+    """int8 conversion calibrated on real training windows, the package, its verification
+    against the float model on the validation windows (raises below --min-agreement), and the
+    threshold chosen on validation."""
+    rep = calibration_windows(train_x, args.calibration_windows)
     tflite = to_int8_tflite(model, rep)
     write_package(
-        args.out, tflite, name="lungedge-cnnlstm", version="0.1.0", labels=LABELS,
+        args.out, tflite, name="lungedge-cnnlstm", version=args.version, labels=LABELS,
         frontend=FRONTEND, window=WINDOW, mean=mean, std=std,
         training={"data": ["ICBHI 2017 official train (526 recordings, 77 patients)",
                            "SPRSound train (1949 recordings, 251 patients)"],
                   "split": f"by patient, {args.val_fraction:.0%} of each set to validation, "
                            "seed 1234", "seeds": args.seeds,
-                  "chosen_seed": best_run["seed"], "best_epoch": best_run["best_epoch"],
+                  "members": choice["members"],
+                  "architecture": {"filters": args.filters, "lstm_units": args.lstm_units},
                   "epochs_max": args.epochs, "mixup": args.mixup,
                   "augmentation": "time shift, gain, noise, time/frequency masks, MixUp",
                   "class_weights": "sqrt inverse frequency",
@@ -298,9 +398,15 @@ def package(model: Any, train_x: np.ndarray, val_windows: np.ndarray, mean: np.n
         metrics={})
     windows_path = args.out.parent / f"{args.out.name}-val-windows.npy"
     np.save(windows_path, val_windows)
-    checks = verify(args.out, args.out.parent / f"{args.out.name}-float.h5", val_windows,
-                    min_agreement=args.min_agreement)
+    float_path = args.from_float or args.out.parent / f"{args.out.name}-float.h5"
+    try:
+        checks = verify(args.out, float_path, val_windows, min_agreement=args.min_agreement)
+    except VerificationError:
+        for name in ("model.tflite", "manifest.json"):  # no half-made package left behind
+            (args.out / name).unlink(missing_ok=True)
+        raise
     log(f"verified: {checks}")
+    tune_threshold(args.out, val_events, log)
     return tflite, checks
 
 

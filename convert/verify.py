@@ -2,7 +2,8 @@
 
     python -m convert.verify MODEL_DIR [--float FLOAT.h5 --windows WINDOWS.npy]
 
-Checks: only int8 builtin ops (no Flex / Select-TF, no custom ops); int8 input and output; size;
+Checks: only int8 builtin ops (no Flex / Select-TF, no custom ops) and no float tensor anywhere in
+the graph; int8 input and output; size;
 the manifest loads and agrees with the tensors (the runner's own checks); latency per window in
 the interpreter installed here; and, given the float Keras model and real windows, top-1
 agreement between the int8 and float models (≥ 99%) and their largest probability difference.
@@ -49,6 +50,12 @@ def verify(package: Path, float_model: Path | None = None, windows: np.ndarray |
     m = runner.manifest
     if m.input.dtype != "int8" or m.output.dtype != "int8":
         failures.append("input and output must be int8")
+    dtypes = {t["index"]: t["dtype"] for t in runner.interpreter.get_tensor_details()}
+    floats = sorted({d["op_name"] for d in runner.interpreter._get_ops_details()
+                     if any(dtypes.get(i) == np.float32 for i in [*d["inputs"], *d["outputs"]])})
+    if floats:
+        failures.append(f"not full-integer: ops with float tensors {floats} (a quantizer fell "
+                        "back to float; see convert.package.to_int8_tflite)")
     x = np.zeros(m.input.shape, dtype=np.int8)
     interp = runner.interpreter
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]

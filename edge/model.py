@@ -23,6 +23,10 @@ from edge.dsp.mfcc import FrontendParams, FrontendParamsError
 log = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA_VERSION = 1
+# The one threshold a manifest may carry: the summed probability of the adventitious classes at
+# which a cycle is called adventitious. Chosen on validation, because the argmax's implicit
+# operating point is set by the training class balance, not by what screening needs.
+ADVENTITIOUS = "adventitious"
 
 
 class ModelError(ValueError):
@@ -122,6 +126,13 @@ class Manifest:
                             f"{len(self.labels)}] (one per label)")
         if not 1 <= self.window.hop_frames <= self.window.frames:
             problems.append("window.hop_frames must be in 1…window.frames")
+        unknown = sorted(set(self.thresholds) - {ADVENTITIOUS})
+        if unknown:
+            problems.append(f"thresholds: unknown key(s) {unknown}; only {ADVENTITIOUS!r}")
+        t = self.thresholds.get(ADVENTITIOUS)
+        if t is not None and (not 0 < t < 1 or "normal" not in self.labels):
+            problems.append(f"thresholds.{ADVENTITIOUS} must be in (0, 1) and the labels must "
+                            "include 'normal'")
         if problems:
             raise ModelError(f"{where}: " + "; ".join(problems))
 
@@ -176,6 +187,21 @@ def cycle_windows(features: np.ndarray, window: WindowSpec, mean: np.ndarray,
     if starts[-1] != n - window.frames:  # cover the cycle's end too
         starts.append(n - window.frames)
     return np.stack([x[s:s + window.frames] for s in starts]).astype(np.float32)
+
+
+def decide(probs: np.ndarray, labels: tuple[str, ...], thresholds: dict[str, float]
+           ) -> np.ndarray:
+    """Label indices for rows of class probabilities: the argmax, unless the manifest sets an
+    adventitious threshold; then normal vs adventitious is decided by it and the most probable
+    adventitious class names the cycle. The device and the threshold search both call this."""
+    probs = np.atleast_2d(probs)
+    t = thresholds.get(ADVENTITIOUS)
+    if t is None:
+        return probs.argmax(1)
+    normal = labels.index("normal")
+    rest = np.array(probs, dtype=np.float64)
+    rest[:, normal] = -1.0
+    return np.where(1.0 - probs[:, normal] >= t, rest.argmax(1), normal)
 
 
 @dataclass(frozen=True)
@@ -258,7 +284,7 @@ class ModelRunner:
             probs.append(self.dequantize(self.interpreter.get_tensor(self._out["index"])[0]))
         p = np.mean(probs, axis=0) if m.window.aggregate == "mean" else np.max(probs, axis=0)
         p = p / max(float(p.sum()), 1e-9)
-        best = int(np.argmax(p))
+        best = int(decide(p, m.labels, m.thresholds)[0])
         return Prediction(m.labels[best], {lab: round(float(v), 4)
                                            for lab, v in zip(m.labels, p, strict=True)},
                           float(p[best]), len(probs))
