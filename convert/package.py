@@ -61,14 +61,19 @@ def average(members: list[Any], batch_size: int | None = None) -> Any:
     return k.Model(inp, k.layers.Average()([m(inp) for m in members]), name="ensemble")
 
 
+def members_of(model: Any) -> list[Any]:
+    """The CNN-LSTMs an averaged model is made of; a single CNN-LSTM is its own member."""
+    return [layer for layer in model.layers if hasattr(layer, "layers")] or [model]
+
+
 def with_batch(model: Any, batch_size: int) -> Any:
     """A copy with a fixed batch size and the same weights (the device feeds batch 1)."""
-    members = [layer for layer in model.layers if hasattr(layer, "layers")]
-    if members:
+    members = members_of(model)
+    if members != [model]:
         return average([with_batch(m, batch_size) for m in members], batch_size)
     frames, n_features = model.input_shape[1], model.input_shape[2]
     copy = build_cnn_lstm(frames, n_features, model.output_shape[-1], batch_size=batch_size,
-                          **_arch_of(model))
+                          **arch_of(model))
     copy.set_weights(model.get_weights())
     return copy
 
@@ -94,7 +99,7 @@ def to_int8_tflite(model: Any, representative: np.ndarray) -> bytes:
     return conv.convert()
 
 
-def _arch_of(model: Any) -> dict[str, Any]:
+def arch_of(model: Any) -> dict[str, Any]:
     convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     lstm = next(layer for layer in model.layers if layer.__class__.__name__ == "LSTM")
     drop = next(layer for layer in model.layers if layer.__class__.__name__ == "Dropout")

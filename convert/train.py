@@ -25,7 +25,16 @@ import numpy as np
 from convert.datasets import LABELS, iter_annotated
 from convert.features import cached_event_features, normalisation, windows_of
 from convert.metrics import icbhi_score, sprsound_score
-from convert.package import average, build_cnn_lstm, keras, op_names, to_int8_tflite, write_package
+from convert.package import (
+    arch_of,
+    average,
+    build_cnn_lstm,
+    keras,
+    members_of,
+    op_names,
+    to_int8_tflite,
+    write_package,
+)
 from convert.verify import VerificationError, verify
 from edge.dsp.mfcc import FrontendParams
 from edge.model import WindowSpec
@@ -237,8 +246,7 @@ def run(args: argparse.Namespace) -> int:
         previous = json.loads((args.out / "training.json").read_text())
         report = {k: previous[k] for k in ("runs", "histories", "choice")}
         chosen = keras().models.load_model(str(args.from_float), compile=False)
-        members = [layer for layer in chosen.layers if hasattr(layer, "layers")] or [chosen]
-        models = dict(zip(report["choice"]["members"], members, strict=True))
+        models = dict(zip(report["choice"]["members"], members_of(chosen), strict=True))
         log(f"from {args.from_float}: seeds {list(models)}, no training")
     else:
         runs, models = [], {}
@@ -390,7 +398,8 @@ def package(model: Any, choice: dict[str, Any], train_x: np.ndarray, val_windows
                   "split": f"by patient, {args.val_fraction:.0%} of each set to validation, "
                            "seed 1234", "seeds": args.seeds,
                   "members": choice["members"],
-                  "architecture": {"filters": args.filters, "lstm_units": args.lstm_units},
+                  "architecture": {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in arch_of(members_of(model)[0]).items()},
                   "epochs_max": args.epochs, "mixup": args.mixup,
                   "augmentation": "time shift, gain, noise, time/frequency masks, MixUp",
                   "class_weights": "sqrt inverse frequency",
