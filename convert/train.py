@@ -4,9 +4,10 @@ it to int8, verify it, score it, and write the model package and its report.
     python -m convert.train --data ../shared/data --out models/lungedge-cnnlstm --epochs 20
 
 Every training folder is split by PATIENT (seeded) into train and validation; each seed's epoch,
-the best seed or the average of all seeds, and the adventitious threshold are chosen on
-validation, and nothing else. The test folders (SPRSound test_inter, test_intra)
-are only scored, after the choice, and the ICBHI official test split is not here at all.
+the package (the best on validation of the single seeds and their average whose int8 version
+passes verification), and the adventitious threshold are chosen on validation, and nothing else.
+The test folders (SPRSound test_inter, test_intra) are only scored, after the choice, and the
+ICBHI official test split is not here at all.
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ from convert.verify import VerificationError, verify
 from edge.dsp.mfcc import FrontendParams
 from edge.model import WindowSpec
 
-# 64 ms frames every 32 ms, 20 MFCC + deltas; a window is 2.05 s (64 frames), ICBHI's median
-# cycle is 2.5 s and SPRSound's median event 1.2 s.
-FRONTEND = FrontendParams(hop_length=128, deltas=1)
-WINDOW = WindowSpec(frames=64, hop_frames=32, pad="repeat", aggregate="mean")
+# A window is 2.05 s (8,192 samples at 4 kHz) whatever the frame hop: ICBHI's median cycle is
+# 2.5 s and SPRSound's median event 1.2 s. Windows over a long cycle overlap by half.
+WINDOW_SAMPLES = 8192
+
+
+def recipe(n_fft: int, hop_length: int) -> tuple[FrontendParams, WindowSpec]:
+    """The frontend (20 MFCC + deltas) and windowing for a frame length and hop in samples."""
+    frames = WINDOW_SAMPLES // hop_length
+    return (FrontendParams(n_fft=n_fft, hop_length=hop_length, deltas=1),
+            WindowSpec(frames=frames, hop_frames=frames // 2, pad="repeat", aggregate="mean"))
 
 
 @dataclass
@@ -54,9 +61,10 @@ class Split:
     owners: list[int]  # recording index of each event
 
 
-def load(data: Path, split: str, cache: Path) -> tuple[Split, list[Any]]:
+def load(data: Path, split: str, frontend: FrontendParams, cache: Path
+         ) -> tuple[Split, list[Any]]:
     recs = list(iter_annotated(data / split))
-    f, y, p, o = cached_event_features(split, recs, FRONTEND, cache)
+    f, y, p, o = cached_event_features(split, recs, frontend, cache)
     return Split(split, f, y, p, o), recs
 
 
@@ -76,7 +84,7 @@ def patient_split(s: Split, val_fraction: float, seed: int) -> tuple[Split, Spli
 
 # -- augmentation --------------------------------------------------------------------------------
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float,
-            enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            n_mfcc: int, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """On normalised MFCC windows: time shift, gain (the energy coefficient), noise, time and
     frequency masks, and MixUp; returns windows and soft labels."""
     n, frames, feats = x.shape
@@ -89,7 +97,7 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float
     x += rng.normal(0, 0.05, x.shape).astype(np.float32)
     t, f = np.arange(frames)[None, :], np.arange(feats)[None, :]
     t0, tw = rng.integers(0, frames, n)[:, None], rng.integers(0, frames // 10 + 1, n)[:, None]
-    f0, fw = rng.integers(1, FRONTEND.n_mfcc, n)[:, None], rng.integers(0, 4, n)[:, None]
+    f0, fw = rng.integers(1, n_mfcc, n)[:, None], rng.integers(0, 4, n)[:, None]
     x[(t >= t0) & (t < t0 + tw)] = 0
     x *= ~((f >= f0) & (f < f0 + fw))[:, None, :]
     if mixup > 0:
@@ -121,7 +129,7 @@ def validation_scores(model: Any, vals: list[tuple[str, Any]]) -> tuple[dict[str
 
 
 def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple[str, Any]],
-               epochs: int, mixup: float, log: Any, arch: dict[str, Any],
+               epochs: int, mixup: float, n_mfcc: int, log: Any, arch: dict[str, Any],
                augmentation: bool = True, class_weights: bool = True
                ) -> tuple[Any, dict[str, Any]]:
     import tensorflow as tf
@@ -136,7 +144,7 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
     class_w /= (class_w * counts).sum() / counts.sum()
     if not class_weights:
         class_w = np.ones(len(LABELS))
-    model = build_cnn_lstm(WINDOW.frames, FRONTEND.n_features, len(LABELS), **arch)
+    model = build_cnn_lstm(x.shape[1], x.shape[2], len(LABELS), **arch)
     model.compile(optimizer=k.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     rng = np.random.default_rng(seed)
     best: dict[str, Any] = {"score": -1.0}
@@ -148,7 +156,7 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
         losses = []
         for b in range(0, len(order), 64):
             idx = order[b:b + 64]
-            xb, yb = augment(x[idx], y[idx], rng, mixup, augmentation)
+            xb, yb = augment(x[idx], y[idx], rng, mixup, n_mfcc, augmentation)
             losses.append(model.train_on_batch(xb[..., None], yb, sample_weight=class_w[y[idx]]))
         scores, score = validation_scores(model, vals)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": scores,
@@ -182,12 +190,15 @@ def main() -> int:
                     help="channels of each conv block")
     ap.add_argument("--lstm-units", type=int, default=48)
     ap.add_argument("--no-ensemble", dest="ensemble", action="store_false",
-                    help="ship the best single seed even if the seeds' average scores higher")
+                    help="candidates are the single seeds only, not their average")
     ap.add_argument("--version", default="0.2.0", help="of the package written")
     ap.add_argument("--from-float", type=Path, metavar="H5",
                     help="no training: package (convert, verify, threshold, --seed-report) the "
                          "float model an earlier run of this command saved beside OUT, with the "
                          "runs recorded in OUT/training.json")
+    ap.add_argument("--n-fft", type=int, default=256, help="frame length, samples at 4 kHz")
+    ap.add_argument("--hop-length", type=int, default=128,
+                    help="frame hop, samples at 4 kHz; the window stays 2.05 s")
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--limit", type=int, default=None, help="events per set (smoke runs)")
     ap.add_argument("--no-augmentation", action="store_true", help="ablation")
@@ -202,6 +213,7 @@ def main() -> int:
     ap.add_argument("--ablation", action="store_true",
                     help="only train and report validation (no int8 package)")
     args = ap.parse_args()
+    args.frontend, args.window = recipe(args.n_fft, args.hop_length)
     try:
         return run(args)
     except VerificationError as exc:
@@ -219,8 +231,9 @@ def run(args: argparse.Namespace) -> int:
         logf.write(msg + "\n")
         logf.flush()
 
-    icbhi, _ = load(args.data, "icbhi/train", args.cache)
-    spr, _ = load(args.data, "sprsound/train", args.cache)
+    frontend, window = args.frontend, args.window
+    icbhi, _ = load(args.data, "icbhi/train", frontend, args.cache)
+    spr, _ = load(args.data, "sprsound/train", frontend, args.cache)
     parts = {}
     for s in (icbhi, spr):
         tr, va = patient_split(s, args.val_fraction, seed=1234)
@@ -234,24 +247,26 @@ def run(args: argparse.Namespace) -> int:
     train_feats = [f for tr, _ in parts.values() for f in tr.feats]
     train_labels = np.concatenate([tr.labels for tr, _ in parts.values()])
     mean, std = normalisation(train_feats)
-    x, y, _ = windows_of(train_feats, train_labels, WINDOW, mean, std)
+    x, y, _ = windows_of(train_feats, train_labels, window, mean, std)
     vals = []
     for name, (_, va) in parts.items():
-        vx, _, vowner = windows_of(va.feats, va.labels, WINDOW, mean, std)
+        vx, _, vowner = windows_of(va.feats, va.labels, window, mean, std)
         vals.append((name, (vx, vowner, va.labels)))
     log(f"train windows {len(x)} (events per label {np.bincount(train_labels).tolist()}); "
         + "; ".join(f"{n} val events {len(v[2])}" for n, v in vals))
 
     if args.from_float:
         previous = json.loads((args.out / "training.json").read_text())
-        report = {k: previous[k] for k in ("runs", "histories", "choice")}
+        report = {k: previous[k] for k in ("runs", "histories")}
         chosen = keras().models.load_model(str(args.from_float), compile=False)
-        models = dict(zip(report["choice"]["members"], members_of(chosen), strict=True))
+        models = dict(zip(previous["choice"]["members"], members_of(chosen), strict=True))
+        candidates = [(chosen, previous["choice"])]
         log(f"from {args.from_float}: seeds {list(models)}, no training")
     else:
         runs, models = [], {}
         for seed in args.seeds:
-            model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup, log,
+            model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup,
+                                    frontend.n_mfcc, log,
                                     {"filters": tuple(args.filters),
                                      "lstm_units": args.lstm_units},
                                     augmentation=not args.no_augmentation,
@@ -264,15 +279,27 @@ def run(args: argparse.Namespace) -> int:
                 "class_weights": not args.no_class_weights,
                 "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]}) + "\n")
             return 0
-        chosen, choice = choose(models, runs, vals, args.ensemble, log)
         report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
-                  "histories": {r["seed"]: r["history"] for r in runs}, "choice": choice}
-        chosen.save(str(args.out.parent / f"{args.out.name}-float.h5"))
-        # written now too, so that --from-float can pick up after a failed verification
-        (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+                  "histories": {r["seed"]: r["history"] for r in runs}}
+        candidates = ranked(models, runs, vals, args.ensemble, log)
     val_events = [(tr_va[1].name, tr_va[1].feats, tr_va[1].labels) for tr_va in parts.values()]
-    tflite, checks = package(chosen, report["choice"], x, np.concatenate([v[0] for _, v in vals]),
-                             val_events, mean, std, args, log)
+    rejected: list[dict[str, Any]] = []
+    for i, (chosen, choice) in enumerate(candidates):
+        report.update(choice=choice, rejected=rejected)
+        if not args.from_float:
+            chosen.save(str(args.out.parent / f"{args.out.name}-float.h5"))
+            # written now too, so that --from-float can pick up after a failed verification
+            (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+        try:
+            tflite, checks = package(chosen, choice, x, np.concatenate([v[0] for _, v in vals]),
+                                     val_events, mean, std, args, log)
+            break
+        except VerificationError as exc:
+            if i == len(candidates) - 1:
+                raise
+            rejected.append(choice | {"verification": str(exc)})
+            log(f"seeds {choice['members']} failed int8 verification ({exc}): the next "
+                "candidate on validation")
     report.update(ops=op_names(tflite), model_bytes=len(tflite), verify=checks)
     (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
     if args.seed_report:
@@ -280,22 +307,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def choose(models: dict[int, Any], runs: list[dict[str, Any]], vals: list[tuple[str, Any]],
-           ensemble: bool, log: Any) -> tuple[Any, dict[str, Any]]:
-    """The best seed, or the average of all seeds if that scores higher on validation."""
-    best = max(runs, key=lambda r: r["val_mean"])
-    choice: dict[str, Any] = {"members": [best["seed"]], "val_mean": best["val_mean"]}
-    chosen = models[best["seed"]]
+def ranked(models: dict[int, Any], runs: list[dict[str, Any]], vals: list[tuple[str, Any]],
+           ensemble: bool, log: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """Every seed alone and (unless `ensemble` is off) the seeds' average, best on validation
+    first: the package is the first of them whose int8 version passes verification."""
+    candidates = [(models[r["seed"]], {"members": [r["seed"]], "val_mean": r["val_mean"]})
+                  for r in runs]
     if ensemble and len(models) > 1:
         avg = average(list(models.values()))
         scores, score = validation_scores(avg, vals)
-        log(f"average of seeds {list(models)}: val {scores} mean {score:.3f} (best single seed "
-            f"{best['seed']}: {best['val_mean']:.3f})")
-        if score > best["val_mean"]:
-            choice = {"members": list(models), "val_mean": score}
-            chosen = avg
-    log(f"chosen: seeds {choice['members']}, validation {choice['val_mean']:.3f}")
-    return chosen, choice
+        log(f"average of seeds {list(models)}: val {scores} mean {score:.3f}")
+        candidates.append((avg, {"members": list(models), "val_mean": score}))
+    candidates.sort(key=lambda c: -c[1]["val_mean"])
+    log("candidates on validation: " + ", ".join(f"seeds {c['members']} {c['val_mean']:.3f}"
+                                                 for _, c in candidates))
+    return candidates
 
 
 def calibration_windows(train_x: np.ndarray, n: int) -> np.ndarray:
@@ -361,7 +387,7 @@ def seed_report(models: dict[int, Any], train_x: np.ndarray,
     for seed, model in models.items():
         with tempfile.TemporaryDirectory() as tmp:
             write_package(Path(tmp), to_int8_tflite(model, rep), name=f"seed-{seed}",
-                          version="0", labels=LABELS, frontend=FRONTEND, window=WINDOW,
+                          version="0", labels=LABELS, frontend=args.frontend, window=args.window,
                           mean=mean, std=std, training={}, metrics={})
             tune_threshold(Path(tmp), val_events, log)
             runner = ModelRunner(tmp)
@@ -392,7 +418,7 @@ def package(model: Any, choice: dict[str, Any], train_x: np.ndarray, val_windows
     tflite = to_int8_tflite(model, rep)
     write_package(
         args.out, tflite, name="lungedge-cnnlstm", version=args.version, labels=LABELS,
-        frontend=FRONTEND, window=WINDOW, mean=mean, std=std,
+        frontend=args.frontend, window=args.window, mean=mean, std=std,
         training={"data": ["ICBHI 2017 official train (526 recordings, 77 patients)",
                            "SPRSound train (1949 recordings, 251 patients)"],
                   "split": f"by patient, {args.val_fraction:.0%} of each set to validation, "

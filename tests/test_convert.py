@@ -56,9 +56,41 @@ def test_chain_train_quantize_verify_evaluate(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "confusion_roc.png").stat().st_size > 10_000
 
 
+def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
+    """int8 in and out is not enough: a converter that falls back to float for one op (here
+    FLOOR, which has no int8 kernel) leaves DEQUANTIZE → float → QUANTIZE inside the graph."""
+    needs_tensorflow()
+    import tensorflow as tf
+
+    from convert.package import keras, write_package
+    from convert.verify import VerificationError, verify
+    from edge.model import WindowSpec
+
+    k = keras()
+    inp = k.Input((8, 4, 1), batch_size=1)
+    x = k.layers.Lambda(lambda t: tf.math.floor(t * 3.0))(inp)
+    out = k.layers.Dense(4, activation="softmax")(k.layers.Flatten()(x))
+    conv = tf.lite.TFLiteConverter.from_keras_model(k.Model(inp, out))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.normal(size=(1, 8, 4, 1)).astype(np.float32)]
+                                           for _ in range(20))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # float fallback allowed
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    write_package(tmp_path, conv.convert(), name="float-inside", version="0",
+                  labels=("normal", "crackle", "wheeze", "both"),
+                  frontend=FrontendParams(n_mfcc=4), window=WindowSpec(8, 4, "repeat", "mean"),
+                  mean=np.zeros(4), std=np.ones(4), training={}, metrics={})
+    assert load_manifest(tmp_path).input.dtype == "int8"
+    with pytest.raises(VerificationError, match=r"not full-integer: ops with float tensors "
+                                                r"\[.*'FLOOR'"):
+        verify(tmp_path)
+
+
 def test_trainer_features_equal_device_features(sample_wavs: list[Path]) -> None:
-    """What the trainer computes for a stretch of audio is what the device computes for it."""
-    params = FrontendParams(hop_length=128, deltas=1)
+    """What the trainer computes for a stretch of audio is what the device computes for it,
+    with the shipped model's frontend."""
+    params = load_manifest(SHIPPED).frontend
     src = FileSource(sample_wavs[1], block_ms=37)  # odd blocks: the streaming path
     cycles = list(run_signal_path(src.blocks(), src.sample_rate, params, SegmenterConfig()))
     offline = at_model_rate(str(sample_wavs[1]), params.sample_rate)  # the trainer's path
@@ -69,9 +101,7 @@ def test_trainer_features_equal_device_features(sample_wavs: list[Path]) -> None
     # and the trainer's windows are the device's windows for the same features
     feats, labels, _ = event_features(iter_sprsound(SAMPLES), params)
     mean, std = np.zeros(params.n_features), np.ones(params.n_features)
-    from edge.model import WindowSpec
-
-    window = WindowSpec(64, 32, "repeat", "mean")
+    window = load_manifest(SHIPPED).window
     for f in feats:
         assert np.array_equal(cycle_windows(f, window, mean, std),
                               cycle_windows(f.copy(), window, mean, std))
@@ -125,3 +155,23 @@ def test_diagnosis_report_is_patient_disjoint(tmp_path: Path) -> None:
     for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(x, y,
                                                                                    patients):
         assert not set(patients[train]) & set(patients[test])
+
+
+def test_package_candidates_are_ranked_on_validation() -> None:
+    """Each seed and the seeds' average, best on validation first: if the best one's int8
+    version fails verification, the trainer packages the next (checked by hand on real data)."""
+    needs_tensorflow()
+    from convert.package import build_cnn_lstm
+    from convert.train import ranked
+
+    models = {s: build_cnn_lstm(8, 4, 4, filters=(4,), lstm_units=4) for s in (0, 1)}
+    runs = [{"seed": 0, "val_mean": 0.2}, {"seed": 1, "val_mean": 0.9}]
+    rng = np.random.default_rng(0)
+    vals = [("v", (rng.normal(size=(6, 8, 4)).astype(np.float32), np.arange(6) % 3,
+                   np.array([0, 1, 2])))]
+    got = ranked(models, runs, vals, True, print)
+    scores = [c["val_mean"] for _, c in got]
+    assert scores == sorted(scores, reverse=True) and len(got) == 3
+    assert got[[c["members"] for _, c in got].index([1])][0] is models[1]
+    assert [0, 1] in [c["members"] for _, c in got]
+    assert [c["members"] for _, c in ranked(models, runs, vals, False, print)] == [[1], [0]]
