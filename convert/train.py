@@ -259,6 +259,11 @@ def run(args: argparse.Namespace) -> int:
         previous = json.loads((args.out / "training.json").read_text())
         report = {k: previous[k] for k in ("runs", "histories")}
         chosen = keras().models.load_model(str(args.from_float), compile=False)
+        if tuple(chosen.input_shape[1:3]) != (window.frames, frontend.n_features):
+            raise SystemExit(f"{args.from_float} takes windows of {chosen.input_shape[1]} frames "
+                             f"× {chosen.input_shape[2]} features, not {window.frames} × "
+                             f"{frontend.n_features}: pass the --n-fft and --hop-length it "
+                             "was trained with")
         models = dict(zip(previous["choice"]["members"], members_of(chosen), strict=True))
         candidates = [(chosen, previous["choice"])]
         log(f"from {args.from_float}: seeds {list(models)}, no training")

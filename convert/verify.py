@@ -50,14 +50,14 @@ def verify(package: Path, float_model: Path | None = None, windows: np.ndarray |
     m = runner.manifest
     if m.input.dtype != "int8" or m.output.dtype != "int8":
         failures.append("input and output must be int8")
-    dtypes = {t["index"]: t["dtype"] for t in runner.interpreter.get_tensor_details()}
-    floats = sorted({d["op_name"] for d in runner.interpreter._get_ops_details()
+    interp = runner.interpreter
+    dtypes = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
+    floats = sorted({d["op_name"] for d in interp._get_ops_details()
                      if any(dtypes.get(i) == np.float32 for i in [*d["inputs"], *d["outputs"]])})
     if floats:
         failures.append(f"not full-integer: ops with float tensors {floats} (a quantizer fell "
                         "back to float; see convert.package.to_int8_tflite)")
     x = np.zeros(m.input.shape, dtype=np.int8)
-    interp = runner.interpreter
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     for _ in range(5):
         interp.set_tensor(inp["index"], x)
