@@ -26,12 +26,12 @@ import numpy as np
 from convert.datasets import LABELS, Recording, iter_annotated
 from convert.features import at_model_rate
 from convert.metrics import confusion, icbhi_score, sprsound_score
-from edge.config import SegmenterConfig
+from edge.config import SegmenterConfig, TrackerConfig
 from edge.dsp.mfcc import MfccFrontend
 from edge.dsp.segmenter import CycleSegmenter
-from edge.model import ModelRunner
+from edge.model import RECORD, ModelRunner
 from edge.plot import pyplot, save
-from edge.tracker import POOR_RECORD_FRACTION, RECORD_FRACTION, signal_quality
+from edge.tracker import record_label, signal_quality
 
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
 
@@ -45,9 +45,7 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
     y_true, y_event, p_event, y_stream, rec_true, rec_pred = [], [], [], [], [], []
     for rec in recs:
         audio = at_model_rate(str(rec.audio), m.sample_rate)
-        seg = CycleSegmenter(SegmenterConfig(), m.sample_rate)
-        cycles = seg.process(audio) + seg.flush()
-        preds = [runner.predict(fe(c.samples)) for c in cycles]
+        cycles, preds = stream(runner, audio)
         for ev in rec.events:
             a, b = (round(t * m.sample_rate) for t in (ev.start_s, ev.end_s))
             if b - a < m.frontend.n_fft:
@@ -62,7 +60,8 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
             y_stream.append(LABELS.index(preds[best].label) if best is not None else 0)
         if rec.record_label in RECORD_TRUTH:
             rec_true.append(RECORD_TRUTH[rec.record_label])
-            rec_pred.append(_record_label(cycles, preds, m.sample_rate))
+            rec_pred.append(record_class(cycles, preds, m.sample_rate,
+                                         m.thresholds.get(RECORD)))
     probs = np.asarray(p_event)
     y = np.asarray(y_true)
     yp = np.asarray(y_event)  # the device's decision, with the manifest's threshold
@@ -86,17 +85,23 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
     return out
 
 
-def _record_label(cycles: list[Any], preds: list[Any], rate: int) -> int:
-    """The tracker's record rules: mostly poor cycles (or none) → poor quality; enough
-    adventitious good cycles → adventitious; else normal."""
-    if not cycles:
-        return 2
-    quality = np.array([signal_quality(c.samples, rate) for c in cycles])
-    good = quality >= 0.3
-    if 1 - good.mean() >= POOR_RECORD_FRACTION:
-        return 2
-    abnormal = np.array([p.label != "normal" for p in preds])[good]
-    return 1 if abnormal.mean() >= RECORD_FRACTION else 0
+def stream(runner: ModelRunner, audio: np.ndarray) -> tuple[list[Any], list[Any]]:
+    """The device's segmenter and model over a whole recording at the model's rate: its cycles
+    and their predictions, no annotation used."""
+    m = runner.manifest
+    seg = CycleSegmenter(SegmenterConfig(), m.sample_rate)
+    cycles = seg.process(audio) + seg.flush()
+    fe = MfccFrontend(m.frontend)
+    return cycles, [runner.predict(fe(c.samples)) for c in cycles]
+
+
+def record_class(cycles: list[Any], preds: list[Any], rate: int, fraction: float | None
+                 ) -> int:
+    """Task 2-1's class of the label the device's session summary would give the recording."""
+    label = record_label([p.label for p in preds],
+                         [signal_quality(c.samples, rate) for c in cycles],
+                         TrackerConfig().poor_quality_below, fraction)
+    return {"normal": 0, "poor quality": 2}.get(label, 1)
 
 
 def _roc(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:

@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from convert.datasets import LABELS, iter_annotated
-from convert.features import cached_event_features, normalisation, windows_of
+from convert.datasets import LABELS, Recording, iter_annotated
+from convert.features import at_model_rate, cached_event_features, normalisation, windows_of
 from convert.metrics import icbhi_score, sprsound_score
 from convert.package import (
     arch_of,
     average,
     build_cnn_lstm,
-    keras,
+    load_float,
     members_of,
     op_names,
     to_int8_tflite,
@@ -38,18 +38,23 @@ from convert.package import (
 )
 from convert.verify import VerificationError, verify
 from edge.dsp.mfcc import FrontendParams
-from edge.model import WindowSpec
+from edge.model import ADVENTITIOUS, WindowSpec
 
 # A window is 2.05 s (8,192 samples at 4 kHz) whatever the frame hop: ICBHI's median cycle is
 # 2.5 s and SPRSound's median event 1.2 s. Windows over a long cycle overlap by half.
 WINDOW_SAMPLES = 8192
 
 
-def recipe(n_fft: int, hop_length: int) -> tuple[FrontendParams, WindowSpec]:
-    """The frontend (20 MFCC + deltas) and windowing for a frame length and hop in samples."""
+def recipe(n_fft: int, hop_length: int, n_mfcc: int = 20) -> tuple[FrontendParams, WindowSpec]:
+    """The frontend (MFCC + deltas) and windowing for a frame length and hop in samples."""
     frames = WINDOW_SAMPLES // hop_length
-    return (FrontendParams(n_fft=n_fft, hop_length=hop_length, deltas=1),
+    return (FrontendParams(n_fft=n_fft, hop_length=hop_length, n_mfcc=n_mfcc, deltas=1),
             WindowSpec(frames=frames, hop_frames=frames // 2, pad="repeat", aggregate="mean"))
+
+
+# What thresholds are chosen on: per validation set its (name, event features, labels), and
+# the validation recordings that carry a record label.
+Validation = tuple[list[tuple[str, list[np.ndarray], np.ndarray]], list[Recording]]
 
 
 @dataclass
@@ -189,6 +194,11 @@ def main() -> int:
     ap.add_argument("--filters", type=int, nargs="+", default=[16, 32, 48],
                     help="channels of each conv block")
     ap.add_argument("--lstm-units", type=int, default=48)
+    ap.add_argument("--cell-clip", type=float, default=None,
+                    help="clip the LSTM's cell state to ±this after every step (int8 precision)")
+    ap.add_argument("--time-pool", type=int, nargs="+", default=None,
+                    help="each conv block's pooling along time (default 2 each): the LSTM "
+                         "runs frames / their product steps")
     ap.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                     help="candidates are the single seeds only, not their average")
     ap.add_argument("--version", default="0.2.0", help="of the package written")
@@ -199,6 +209,7 @@ def main() -> int:
     ap.add_argument("--n-fft", type=int, default=256, help="frame length, samples at 4 kHz")
     ap.add_argument("--hop-length", type=int, default=128,
                     help="frame hop, samples at 4 kHz; the window stays 2.05 s")
+    ap.add_argument("--n-mfcc", type=int, default=20, help="cepstral coefficients (≤ 40)")
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--limit", type=int, default=None, help="events per set (smoke runs)")
     ap.add_argument("--no-augmentation", action="store_true", help="ablation")
@@ -213,7 +224,7 @@ def main() -> int:
     ap.add_argument("--ablation", action="store_true",
                     help="only train and report validation (no int8 package)")
     args = ap.parse_args()
-    args.frontend, args.window = recipe(args.n_fft, args.hop_length)
+    args.frontend, args.window = recipe(args.n_fft, args.hop_length, args.n_mfcc)
     try:
         return run(args)
     except VerificationError as exc:
@@ -233,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
 
     frontend, window = args.frontend, args.window
     icbhi, _ = load(args.data, "icbhi/train", frontend, args.cache)
-    spr, _ = load(args.data, "sprsound/train", frontend, args.cache)
+    spr, spr_recordings = load(args.data, "sprsound/train", frontend, args.cache)
     parts = {}
     for s in (icbhi, spr):
         tr, va = patient_split(s, args.val_fraction, seed=1234)
@@ -258,12 +269,12 @@ def run(args: argparse.Namespace) -> int:
     if args.from_float:
         previous = json.loads((args.out / "training.json").read_text())
         report = {k: previous[k] for k in ("runs", "histories")}
-        chosen = keras().models.load_model(str(args.from_float), compile=False)
+        chosen = load_float(args.from_float)
         if tuple(chosen.input_shape[1:3]) != (window.frames, frontend.n_features):
             raise SystemExit(f"{args.from_float} takes windows of {chosen.input_shape[1]} frames "
                              f"× {chosen.input_shape[2]} features, not {window.frames} × "
-                             f"{frontend.n_features}: pass the --n-fft and --hop-length it "
-                             "was trained with")
+                             f"{frontend.n_features}: pass the --n-fft, --hop-length and "
+                             "--n-mfcc it was trained with")
         models = dict(zip(previous["choice"]["members"], members_of(chosen), strict=True))
         candidates = [(chosen, previous["choice"])]
         log(f"from {args.from_float}: seeds {list(models)}, no training")
@@ -273,7 +284,9 @@ def run(args: argparse.Namespace) -> int:
             model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup,
                                     frontend.n_mfcc, log,
                                     {"filters": tuple(args.filters),
-                                     "lstm_units": args.lstm_units},
+                                     "lstm_units": args.lstm_units,
+                                     "time_pool": args.time_pool and tuple(args.time_pool),
+                                     "cell_clip": args.cell_clip},
                                     augmentation=not args.no_augmentation,
                                     class_weights=not args.no_class_weights)
             runs.append(run)
@@ -288,6 +301,9 @@ def run(args: argparse.Namespace) -> int:
                   "histories": {r["seed"]: r["history"] for r in runs}}
         candidates = ranked(models, runs, vals, args.ensemble, log)
     val_events = [(tr_va[1].name, tr_va[1].feats, tr_va[1].labels) for tr_va in parts.values()]
+    val_patients = set(parts[spr.name][1].patients)
+    val_recordings = [r for r in spr_recordings if r.patient in val_patients][:args.limit]
+    validation = (val_events, val_recordings)
     rejected: list[dict[str, Any]] = []
     for i, (chosen, choice) in enumerate(candidates):
         report.update(choice=choice, rejected=rejected)
@@ -297,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
             (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
         try:
             tflite, checks = package(chosen, choice, x, np.concatenate([v[0] for _, v in vals]),
-                                     val_events, mean, std, args, log)
+                                     validation, mean, std, args, log)
             break
         except VerificationError as exc:
             if i == len(candidates) - 1:
@@ -308,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     report.update(ops=op_names(tflite), model_bytes=len(tflite), verify=checks)
     (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
     if args.seed_report:
-        seed_report(models, x, val_events, mean, std, args, log)
+        seed_report(models, x, validation, mean, std, args, log)
     return 0
 
 
@@ -342,7 +358,7 @@ def tune_threshold(package_dir: Path, val_events: list[tuple[str, list[np.ndarra
     The objective is the mean over the validation sets of the 4-class ICBHI score and the binary
     SPRSound score, so the operating point serves both the alerts (which need the class) and
     screening (which needs normal vs not)."""
-    from edge.model import ADVENTITIOUS, ModelRunner, decide
+    from edge.model import ModelRunner, decide
 
     runner = ModelRunner(package_dir)
     labels = runner.manifest.labels
@@ -369,17 +385,65 @@ def tune_threshold(package_dir: Path, val_events: list[tuple[str, list[np.ndarra
               "validation_at_argmax": round(at_argmax, 4)}
     log(f"thresholds {chosen or 'none (argmax)'} on validation: {result['validation']} "
         f"(argmax {result['validation_at_argmax']})")
-    path = package_dir / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["thresholds"] = chosen
-    manifest["training"]["threshold"] = result
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_threshold(package_dir, ADVENTITIOUS, chosen.get(ADVENTITIOUS), "threshold", result)
     return result
 
 
-def seed_report(models: dict[int, Any], train_x: np.ndarray,
-                val_events: list[tuple[str, list[np.ndarray], np.ndarray]], mean: np.ndarray,
-                std: np.ndarray, args: argparse.Namespace, log: Any) -> None:
+def tune_record_fraction(package_dir: Path, recordings: list[Recording], log: Any
+                         ) -> dict[str, Any]:
+    """Choose the manifest's record fraction (edge.model.RECORD) for Task 2-1 on the validation
+    recordings, streamed through the device's segmenter and the int8 model with its event
+    threshold; tracker.RECORD_FRACTION stays unless a point of the grid beats it."""
+    from convert.evaluate import RECORD_TRUTH, record_class, stream
+    from edge.model import RECORD, ModelRunner
+    from edge.tracker import RECORD_FRACTION
+
+    runner = ModelRunner(package_dir)
+    rate = runner.manifest.sample_rate
+    streamed = [(RECORD_TRUTH[r.record_label], *stream(runner, at_model_rate(str(r.audio), rate)))
+                for r in recordings if r.record_label in RECORD_TRUTH]
+    truth = np.array([t for t, _, _ in streamed])
+
+    def task_2_1(fraction: float) -> float:
+        pred = np.array([record_class(c, p, rate, fraction) for _, c, p in streamed])
+        return sprsound_score(truth, pred, exact=True)["score"]
+
+    grid = np.round(np.arange(0.05, 0.61, 0.05), 2)
+    values = [task_2_1(float(f)) for f in grid]
+    at_default = task_2_1(RECORD_FRACTION)
+    best = int(np.argmax(values))
+    chosen = float(grid[best]) if values[best] > at_default else None
+    result = {"record_fraction": chosen, "objective": "Task 2-1 score on the validation "
+              "recordings, streamed", "recordings": len(streamed),
+              "validation": round(max(values[best], at_default), 4),
+              "validation_at_default": round(at_default, 4)}
+    log(f"record fraction {chosen or f'{RECORD_FRACTION} (default)'} on {len(streamed)} "
+        f"validation recordings: Task 2-1 {result['validation']} (default "
+        f"{result['validation_at_default']})")
+    _write_threshold(package_dir, RECORD, chosen, "record_threshold", result)
+    return result
+
+
+def tune_thresholds(package_dir: Path, validation: Validation, log: Any) -> None:
+    """The event threshold first: the record rule counts the cycles it labels."""
+    val_events, val_recordings = validation
+    tune_threshold(package_dir, val_events, log)
+    if val_recordings:
+        tune_record_fraction(package_dir, val_recordings, log)
+
+
+def _write_threshold(package_dir: Path, key: str, value: float | None, record_as: str,
+                     result: dict[str, Any]) -> None:
+    path = package_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["thresholds"] = {k: v for k, v in manifest.get("thresholds", {}).items()
+                              if k != key} | ({key: value} if value is not None else {})
+    manifest["training"][record_as] = result
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def seed_report(models: dict[int, Any], train_x: np.ndarray, validation: Validation,
+                mean: np.ndarray, std: np.ndarray, args: argparse.Namespace, log: Any) -> None:
     """Every seed's model alone, converted and thresholded like the shipped one, scored on the
     report folders: the spread a single training run has."""
     import tempfile
@@ -394,7 +458,7 @@ def seed_report(models: dict[int, Any], train_x: np.ndarray,
             write_package(Path(tmp), to_int8_tflite(model, rep), name=f"seed-{seed}",
                           version="0", labels=LABELS, frontend=args.frontend, window=args.window,
                           mean=mean, std=std, training={}, metrics={})
-            tune_threshold(Path(tmp), val_events, log)
+            tune_thresholds(Path(tmp), validation, log)
             runner = ModelRunner(tmp)
             per_seed[seed] = {str(f): evaluate_folder(runner, f) for f in args.seed_report}
         log(f"seed {seed}: " + "; ".join(
@@ -413,12 +477,11 @@ def seed_report(models: dict[int, Any], train_x: np.ndarray,
 
 
 def package(model: Any, choice: dict[str, Any], train_x: np.ndarray, val_windows: np.ndarray,
-            val_events: list[tuple[str, list[np.ndarray], np.ndarray]], mean: np.ndarray,
-            std: np.ndarray, args: argparse.Namespace, log: Any
-            ) -> tuple[bytes, dict[str, Any]]:
+            validation: Validation, mean: np.ndarray, std: np.ndarray,
+            args: argparse.Namespace, log: Any) -> tuple[bytes, dict[str, Any]]:
     """int8 conversion calibrated on real training windows, the package, its verification
     against the float model on the validation windows (raises below --min-agreement), and the
-    threshold chosen on validation."""
+    thresholds chosen on validation."""
     rep = calibration_windows(train_x, args.calibration_windows)
     tflite = to_int8_tflite(model, rep)
     write_package(
@@ -446,7 +509,7 @@ def package(model: Any, choice: dict[str, Any], train_x: np.ndarray, val_windows
             (args.out / name).unlink(missing_ok=True)
         raise
     log(f"verified: {checks}")
-    tune_threshold(args.out, val_events, log)
+    tune_thresholds(args.out, validation, log)
     return tflite, checks
 
 

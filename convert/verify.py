@@ -25,7 +25,8 @@ from edge.model import ModelError, ModelRunner
 ALLOWED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
                "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX", "STRIDED_SLICE", "MEAN", "ADD", "MUL",
                "UNIDIRECTIONAL_SEQUENCE_LSTM", "QUANTIZE", "DEQUANTIZE", "CONCATENATION",
-               "TRANSPOSE", "PACK", "UNPACK", "SPLIT", "TANH", "LOGISTIC", "RELU"}
+               "TRANSPOSE", "PACK", "UNPACK", "SPLIT", "TANH", "LOGISTIC", "RELU", "MINIMUM",
+               "MAXIMUM"}
 MAX_BYTES = 1_000_000
 MIN_AGREEMENT = 0.99
 
@@ -71,9 +72,9 @@ def verify(package: Path, float_model: Path | None = None, windows: np.ndarray |
     result: dict[str, Any] = {"ops": ops, "bytes": len(tflite), "runtime": runner.runtime,
                               "latency_ms_per_window": round(latency_ms, 3)}
     if float_model is not None and windows is not None:
-        from convert.package import keras
+        from convert.package import load_float
 
-        model = keras().models.load_model(str(float_model), compile=False)
+        model = load_float(float_model)
         p_float = model.predict(windows[..., None], batch_size=256, verbose=0)
         p_int8 = []
         for w in windows:

@@ -215,11 +215,13 @@ def _classify_source(label: str, source: AudioSource, frontend: FrontendParams, 
     is found (a live source shows them as they happen); stops at the source's end, after
     --seconds of audio, or at Ctrl-C. With a model, the session summary uses the tracker's own
     rules, so it says what the daemon's summary would."""
+    from edge.model import RECORD
     from edge.tracker import CycleResult, Tracker, signal_quality
 
     audio_s = 0.0
     rows: list[dict[str, Any]] = []
-    tracker = Tracker(cfg.tracker, _model_info(runner) or {})
+    tracker = Tracker(cfg.tracker, _model_info(runner) or {},
+                      runner.manifest.thresholds.get(RECORD) if runner else None)
     events: list[tuple[str, dict[str, Any]]] = []
     kept: list[np.ndarray] = []
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from edge.config import Config, ConfigError, load_config
 from edge.health import Notifier
-from edge.model import ModelRunner
+from edge.model import RECORD, ModelRunner
 from edge.payloads import iso_ms
 from edge.pipeline import CycleFeatures, SignalPath
 from edge.publisher import MqttPublisher
@@ -54,7 +54,7 @@ class Daemon:
         self.model_info = {"name": m.name, "version": m.version}
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages)
         self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.spool)
-        self.tracker = Tracker(cfg.tracker, self.model_info)
+        self.tracker = Tracker(cfg.tracker, self.model_info, m.thresholds.get(RECORD))
         self.notifier = Notifier()
         self.source = open_source(cfg.source)
         self.path = SignalPath(self.source.sample_rate, m.frontend, cfg.segmenter)
@@ -210,7 +210,8 @@ class Daemon:
             else None,
             "inference_ms_p99": round(float(np.percentile(ms, 99)), 3) if ms is not None
             else None,
-            "runtime": self.runner.runtime, "source": self.source.describe()}
+            "runtime": self.runner.runtime, "source": self.source.describe(),
+            "source_counters": self.source.counters()}
 
     @staticmethod
     def _cpu_seconds() -> float:

@@ -27,6 +27,10 @@ MANIFEST_SCHEMA_VERSION = 1
 # which a cycle is called adventitious. Chosen on validation, because the argmax's implicit
 # operating point is set by the training class balance, not by what screening needs.
 ADVENTITIOUS = "adventitious"
+# The share of a recording's good cycles that must be adventitious for the recording to be:
+# it depends on how often the model calls a normal cycle adventitious, so it is chosen on
+# validation recordings with the model and travels with it (default: edge.tracker's).
+RECORD = "record_fraction"
 
 
 class ModelError(ValueError):
@@ -126,13 +130,16 @@ class Manifest:
                             f"{len(self.labels)}] (one per label)")
         if not 1 <= self.window.hop_frames <= self.window.frames:
             problems.append("window.hop_frames must be in 1…window.frames")
-        unknown = sorted(set(self.thresholds) - {ADVENTITIOUS})
+        unknown = sorted(set(self.thresholds) - {ADVENTITIOUS, RECORD})
         if unknown:
-            problems.append(f"thresholds: unknown key(s) {unknown}; only {ADVENTITIOUS!r}")
-        t = self.thresholds.get(ADVENTITIOUS)
-        if t is not None and (not 0 < t < 1 or "normal" not in self.labels):
-            problems.append(f"thresholds.{ADVENTITIOUS} must be in (0, 1) and the labels must "
-                            "include 'normal'")
+            problems.append(f"thresholds: unknown key(s) {unknown}; only {ADVENTITIOUS!r} "
+                            f"and {RECORD!r}")
+        if "normal" not in self.labels and self.thresholds:
+            problems.append("thresholds need a 'normal' label")
+        for key in (ADVENTITIOUS, RECORD):
+            t = self.thresholds.get(key)
+            if t is not None and not 0 < t < 1:
+                problems.append(f"thresholds.{key} must be in (0, 1), got {t}")
         if problems:
             raise ModelError(f"{where}: " + "; ".join(problems))
 

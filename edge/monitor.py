@@ -22,8 +22,10 @@ def describe(kind: str, p: dict[str, Any]) -> str:
     if kind == "status":
         return f"{p['state']}" + (f" ({p['reason']})" if p.get("reason") else "")
     if kind == "stats":
+        troubles = {k: v for k, v in p.get("source_counters", {}).items() if v and k != "frames"}
         return (f"audio {p['audio_s']} s, {p['cycles']} cycles, spool {p['spool_depth']}, "
-                f"inference p50 {p['inference_ms_p50']} ms, rss {p['rss_mb']} MB")
+                f"inference p50 {p['inference_ms_p50']} ms, rss {p['rss_mb']} MB"
+                + (f", source {troubles}" if troubles else ""))
     return json.dumps(p)
 
 

@@ -22,7 +22,7 @@ from edge.config import AlertRule, TrackerConfig
 from edge.payloads import iso_ms
 
 ABNORMAL = {"wheeze": ("wheeze", "both"), "crackle": ("crackle", "both")}
-RECORD_FRACTION = 0.2  # share of good cycles that makes a record CAS or DAS
+RECORD_FRACTION = 0.2  # share of adventitious good cycles that makes a record adventitious
 POOR_RECORD_FRACTION = 0.5  # share of poor cycles that makes a record poor quality
 
 Message = tuple[str, dict[str, Any]]  # (topic kind, body)
@@ -54,6 +54,24 @@ def signal_quality(samples: np.ndarray, sample_rate: int) -> float:
     return round(float(np.clip((spread - 3) / 12, 0, 1)) * unclipped, 3)
 
 
+def record_label(labels: list[str], qualities: list[float], poor_below: float,
+                 fraction: float | None = None) -> str:
+    """A recording's label from its cycles: mostly poor cycles (or none) → poor quality;
+    adventitious when `fraction` of the good cycles are (a model's manifest may set it:
+    edge.model.RECORD), named CAS, DAS or CAS & DAS by the kinds (wheeze, crackle; `both` counts
+    for each) that make up at least half of that; else normal. The session summary and the
+    record-level evaluation both call this, so the Task 2-1 score is the device's."""
+    fraction = fraction or RECORD_FRACTION
+    good = [lab for lab, q in zip(labels, qualities, strict=True) if q >= poor_below]
+    if not labels or 1 - len(good) / len(labels) >= POOR_RECORD_FRACTION:
+        return "poor quality"
+    if sum(lab != "normal" for lab in good) < fraction * len(good):
+        return "normal"
+    cas, das = (sum(lab in ABNORMAL[kind] for lab in good) >= fraction / 2 * len(good)
+                for kind in ("wheeze", "crackle"))
+    return "CAS & DAS" if cas and das else "CAS" if cas else "DAS"
+
+
 @dataclass
 class _Alert:
     alert_id: str
@@ -72,9 +90,11 @@ class _Session:
 
 
 class Tracker:
-    def __init__(self, cfg: TrackerConfig, model: dict[str, str]) -> None:
+    def __init__(self, cfg: TrackerConfig, model: dict[str, str],
+                 record_fraction: float | None = None) -> None:
         self.cfg = cfg
         self.model = model
+        self.record_fraction = record_fraction
         self.recent: deque[CycleResult] = deque(maxlen=cfg.window_cycles)
         self.alerts: dict[str, _Alert] = {}
         self.session: _Session | None = None
@@ -195,18 +215,8 @@ class Tracker:
         by_label = Counter(r.label for r in cycles)
         good = [r for r in cycles if r.quality >= self.cfg.poor_quality_below]
         poor = 1 - len(good) / n if n else 0.0
-        cas = sum(r.label in ABNORMAL["wheeze"] for r in good) / max(len(good), 1)
-        das = sum(r.label in ABNORMAL["crackle"] for r in good) / max(len(good), 1)
-        if not n or poor >= POOR_RECORD_FRACTION:
-            record = "poor quality"
-        elif cas >= RECORD_FRACTION and das >= RECORD_FRACTION:
-            record = "CAS & DAS"
-        elif cas >= RECORD_FRACTION:
-            record = "CAS"
-        elif das >= RECORD_FRACTION:
-            record = "DAS"
-        else:
-            record = "normal"
+        record = record_label([r.label for r in cycles], [r.quality for r in cycles],
+                              self.cfg.poor_quality_below, self.record_fraction)
         span = s.last - s.start
         out.append(("summary", {
             "session_id": s.session_id, "start": iso_ms(s.start), "end": iso_ms(s.last),

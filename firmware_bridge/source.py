@@ -64,6 +64,13 @@ class SerialSource:
         dev = (f", firmware {'.'.join(map(str, info.firmware))} {info.name!r}" if info else "")
         return f"serial {self.port.path} ({self.sample_rate} Hz, {self.port.baud} baud{dev})"
 
+    def counters(self) -> dict[str, int]:
+        s = self.stats
+        return {"frames": s.frames, "bad_frames": s.bad_frames, "overlong": s.overlong,
+                "lost_frames": s.lost_frames, "duplicates": s.duplicates,
+                "gap_samples": s.gap_samples, "device_errors": self.device_errors,
+                "stalls": self.stalls, "reopens": self.reopens}
+
     # -- host → device --------------------------------------------------------------------
     def send(self, kind: FrameType, payload: bytes = b"") -> int:
         with self._lock:

@@ -175,3 +175,49 @@ def test_package_candidates_are_ranked_on_validation() -> None:
     assert got[[c["members"] for _, c in got].index([1])][0] is models[1]
     assert [0, 1] in [c["members"] for _, c in got]
     assert [c["members"] for _, c in ranked(models, runs, vals, False, print)] == [[1], [0]]
+
+
+def test_time_pooling_survives_the_batch_one_copy() -> None:
+    """The copy converted to int8 is rebuilt from arch_of(): a pooling it did not read back would
+    give the LSTM another number of steps, or fail to take the weights."""
+    needs_tensorflow()
+    from convert.package import arch_of, average, build_cnn_lstm, with_batch
+
+    model = build_cnn_lstm(32, 8, 4, filters=(4, 4), lstm_units=4, time_pool=(2, 4))
+    assert arch_of(model)["time_pool"] == (2, 4)
+    assert model.get_layer(index=-3).input_shape[1] == 32 // 8  # LSTM steps
+    x = np.random.default_rng(0).normal(size=(3, 32, 8, 1)).astype(np.float32)
+    for m in (model, average([model, model])):
+        copy = with_batch(m, 1)
+        assert np.allclose(copy.predict(x[:1], verbose=0), m.predict(x[:1], verbose=0))
+
+
+def cell_state_ranges(tflite: bytes) -> list[float]:
+    """The width (max − min) of the cell state's int8 range at each unrolled step: what TANH(c)
+    reads."""
+    from edge.model import _interpreter_class
+
+    it = _interpreter_class()[0](model_content=tflite)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    cells = [tensors[op["inputs"][0]] for op in it._get_ops_details() if op["op_name"] == "TANH"]
+    return [c["quantization"][0] * 255 for c in cells if "split" not in c["name"]]
+
+
+@pytest.mark.parametrize("clip", [None, 4.0])
+def test_cell_clip_bounds_the_int8_cell_state(clip: float | None) -> None:
+    """An LSTM whose units integrate (input, forget and candidate gates open) grows its cell
+    state by one per step; clipped, no step's int8 range is wider than the clip allows."""
+    needs_tensorflow()
+    from convert.package import build_cnn_lstm, to_int8_tflite
+
+    model = build_cnn_lstm(64, 8, 4, filters=(4,), lstm_units=4, cell_clip=clip)
+    rnn = next(layer for layer in model.layers if layer.__class__.__name__ == "RNN")
+    kernel, recurrent, bias = rnn.get_weights()
+    rnn.set_weights([kernel * 0, recurrent * 0, np.full_like(bias, 8.0)])
+    x = np.random.default_rng(0).normal(size=(20, 64, 8)).astype(np.float32)
+    ranges = cell_state_ranges(to_int8_tflite(model, x))
+    assert len(ranges) == 32
+    if clip is None:
+        assert ranges[-1] > 30  # one per step, as the unclipped 16-step candidate measured
+    else:
+        assert max(ranges) <= 2 * clip * 1.01

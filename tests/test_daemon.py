@@ -69,16 +69,20 @@ class Subscriber:
 
 def write_config(tmp: Path, port: int, *, source: str | None = None, realtime: bool = False,
                  loop: bool = False, model: Path = SMOKE_MODEL, extra: str = "",
-                 mqtt_extra: str = "", log_level: str = "info") -> Path:
+                 mqtt_extra: str = "", log_level: str = "info",
+                 serial_port: Path | None = None) -> Path:
     cfg = tmp / "lungedge.yaml"
-    cfg.write_text(f"""device_id: bed-7
-log_level: {log_level}
-source:
-  type: file
+    source_yaml = f"""  type: serial
+  serial:
+    port: {serial_port}""" if serial_port else f"""  type: file
   file:
     path: {source or SAMPLE}
     realtime: {str(realtime).lower()}
-    loop: {str(loop).lower()}
+    loop: {str(loop).lower()}"""
+    cfg.write_text(f"""device_id: bed-7
+log_level: {log_level}
+source:
+{source_yaml}
 model:
   path: {model}
 mqtt:
@@ -141,6 +145,37 @@ def test_end_to_end_every_message_arrives_valid_and_in_sequence(tmp_path: Path,
     assert summary["session_id"] == cycles[0]["session_id"]
     assert sub.of("stats") and sub.of("stats")[-1]["cycles"] == len(cycles)
     assert spool_depth(tmp_path) == 0
+    sub.close()
+
+
+def test_stats_carry_the_serial_links_own_counts(tmp_path: Path, broker: Broker) -> None:
+    """A stethoscope on a lossy serial line (the simulator on a pty, 5% of frames dropped):
+    the station sees the lost frames in `stats` while the daemon keeps classifying."""
+    link = tmp_path / "steth"
+    sim = subprocess.Popen([sys.executable, "-m", "firmware_bridge.simulate", str(SAMPLE),
+                            "--link", str(link), "--drop", "0.05", "--loop", "--seed", "1"],
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not link.exists():
+            assert time.monotonic() < deadline, "simulator did not create its link"
+            time.sleep(0.05)
+        sub = Subscriber(broker.port)
+        proc = start_daemon(write_config(tmp_path, broker.port, serial_port=link))
+        sub.wait_for(lambda: any(p["source_counters"].get("lost_frames", 0) > 0
+                                 for p in sub.of("stats")) and sub.of("cycle"), timeout=40)
+        proc.send_signal(signal.SIGTERM)
+        out = finish(proc)
+        assert proc.returncode == 0, out
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    stats = sub.of("stats")[-1]
+    for kind, payload, _ in sub.messages:
+        jsonschema.validate(payload, schema(kind))
+    counts = stats["source_counters"]
+    assert counts["frames"] > 0 and counts["bad_frames"] == 0 and counts["gap_samples"] > 0
+    assert stats["gaps"] > 0 and stats["source"].startswith(f"serial {link}")
     sub.close()
 
 

@@ -169,7 +169,7 @@ def test_overflow_is_counted_and_becomes_an_exact_gap() -> None:
     mod = fake_pyaudio([["data", "overflow", "overflow", "data", "data"]], 0)
     src = MicrophoneSource(device="steth", sample_rate=8000, block_ms=100, pyaudio_module=mod)
     blocks = collect(src)
-    assert src.overflows == 2
+    assert src.overflows == 2 and src.counters() == {"overflows": 2, "reopens": 0}
     assert [b.gap_s for b in blocks] == [0, pytest.approx(0.2), 0]
     assert blocks[1].gap_reason == "input overflowed"
     assert [b.start_s for b in blocks] == [0, pytest.approx(0.3), pytest.approx(0.4)]
@@ -184,6 +184,7 @@ def test_device_loss_reopens_with_backoff_and_reports_the_gap(monkeypatch: Any) 
     blocks = collect(src)
     assert sleeps == [0.5, 0.8]  # doubled, then capped
     assert src.reopens == 1 and src.state == "streaming"
+    assert src.counters() == {"overflows": 0, "reopens": 1}
     assert len(blocks) == 3
     assert blocks[1].gap_reason == "device reopened" and blocks[1].gap_s >= 0
     assert blocks[1].start_s == pytest.approx(0.1 + blocks[1].gap_s)

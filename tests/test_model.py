@@ -38,7 +38,8 @@ def _package_with(tmp_path: Path, thresholds: dict[str, float]) -> Path:
 
 
 @pytest.mark.parametrize("thresholds, message", [
-    ({"adventitious": 1.5}, "thresholds.adventitious must be in (0, 1)"),
+    ({"adventitious": 1.5}, "thresholds.adventitious must be in (0, 1), got 1.5"),
+    ({"record_fraction": 0.0}, "thresholds.record_fraction must be in (0, 1), got 0.0"),
     ({"crackle": 0.4}, "thresholds: unknown key(s) ['crackle']"),
 ])
 def test_a_bad_threshold_is_refused_with_its_key(tmp_path: Path, thresholds: dict[str, float],
@@ -83,3 +84,26 @@ def test_threshold_search_writes_a_threshold_the_device_reads(tmp_path: Path) ->
     manifest = load_manifest(pkg)
     assert manifest.thresholds == result["thresholds"]
     assert manifest.training["threshold"] == result
+
+
+def test_record_fraction_search_scores_what_the_device_would_say(tmp_path: Path) -> None:
+    """The record fraction is chosen by streaming recordings through the real segmenter and
+    int8 model; evaluating the package it writes gives back the score it was chosen for, so
+    the tuner, the evaluation and the tracker use one record rule."""
+    from convert.datasets import iter_sprsound
+    from convert.evaluate import evaluate_folder
+    from convert.train import tune_record_fraction
+
+    root = Path(__file__).resolve().parents[1]
+    pkg = tmp_path / "model"
+    shutil.copytree(root / "models" / "lungedge-cnnlstm", pkg, ignore=shutil.ignore_patterns(
+        "report"))
+    samples = root / "models" / "samples"
+    result = tune_record_fraction(pkg, list(iter_sprsound(samples)), lambda _msg: None)
+    assert result["recordings"] == 3
+    assert result["validation"] >= result["validation_at_default"]
+    manifest = load_manifest(pkg)
+    assert manifest.thresholds.get("record_fraction") == result["record_fraction"]
+    assert manifest.training["record_threshold"] == result
+    report = evaluate_folder(ModelRunner(pkg), samples)
+    assert report["record_task_2_1"]["score"] == result["validation"]

@@ -12,7 +12,7 @@ import pytest
 from edge.config import TrackerConfig, parse_config
 from edge.payloads import SCHEMA_VERSION, schema
 from edge.spool import Spool, SpoolError
-from edge.tracker import CycleResult, Tracker, signal_quality
+from edge.tracker import CycleResult, Tracker, record_label, signal_quality
 
 ENVELOPE = {"schema_version": SCHEMA_VERSION, "device_id": "bed-1",
             "ts": "2026-11-21T10:00:00.000Z"}
@@ -126,3 +126,19 @@ def test_quality_measure_separates_breathing_from_flat_noise() -> None:
     clipped = np.clip(breathing(4000, 3, [(0.5, 2.0)]) * 100, -1, 1)
     assert signal_quality(clipped, 4000) < signal_quality(breathing(4000, 3, [(0.5, 2.0)]),
                                                           4000)
+
+
+@pytest.mark.parametrize(("counts", "poor", "expected"), [
+    ({}, 0, "poor quality"),
+    ({"normal": 4}, 6, "poor quality"),  # most cycles poor
+    ({"normal": 18, "wheeze": 2}, 10, "normal"),  # 10% of the good cycles: under 20%
+    ({"normal": 15, "wheeze": 3, "crackle": 2}, 0, "CAS & DAS"),  # 25%: each kind ≥ 10%
+    ({"normal": 16, "wheeze": 3, "crackle": 1}, 0, "CAS"),  # neither kind alone reaches 20%
+    ({"normal": 16, "both": 4}, 0, "CAS & DAS"),
+    ({"normal": 15, "crackle": 5}, 2, "DAS"),  # the poor cycles do not count
+])
+def test_record_label_counts_good_cycles_of_any_adventitious_kind(
+        counts: dict[str, int], poor: int, expected: str) -> None:
+    labels = [lab for lab, n in counts.items() for _ in range(n)] + ["wheeze"] * poor
+    qualities = [0.9] * (len(labels) - poor) + [0.1] * poor
+    assert record_label(labels, qualities, poor_below=0.3) == expected

@@ -52,6 +52,12 @@ class AudioSource(Protocol):
 
     def describe(self) -> str: ...
 
+    def counters(self) -> dict[str, int]:
+        """What the source counted of its own troubles since it opened (overflows, reopens,
+        bad link frames…), published in `stats` so a station sees a failing cable or device
+        before the gaps it causes add up."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -26,6 +26,9 @@ class FileSource:
         return (f"file {a.path} ({a.sample_rate} Hz, {a.channels} ch, {a.duration_s:.1f} s"
                 f"{', real-time' if self.realtime else ''}{', looping' if self.loop else ''})")
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
     def blocks(self) -> Iterator[AudioBlock]:
         t0 = time.time()
         position = 0

@@ -114,6 +114,9 @@ class MicrophoneSource:
         return (f"pyaudio device {self.device_name!r} ({self.sample_rate} Hz, "
                 f"{self.channels} ch, {self.block_frames}-frame blocks)")
 
+    def counters(self) -> dict[str, int]:
+        return {"overflows": self.overflows, "reopens": self.reopens}
+
     def _open(self) -> None:
         self._pa = self.pyaudio.PyAudio()
         try:

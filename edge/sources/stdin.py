@@ -30,6 +30,9 @@ class StdinSource:
     def describe(self) -> str:
         return f"stdin (raw s16le, {self.sample_rate} Hz, {self.channels} ch)"
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
     def blocks(self) -> Iterator[AudioBlock]:
         frame_bytes = 2 * self.channels
         want = self.block_frames * frame_bytes
