@@ -37,11 +37,13 @@ def clipped_lstm_cell() -> type:
     """An LSTM cell whose cell state is clipped to ±cell_clip after every step (TFLite's own LSTM
     has the same `cell_clip`).
 
-    Why: int8 gives the cell state of each unrolled step its own range, and that range grows by
-    one per step (the forget gate lets some units integrate: |c| ≤ step count, and trained models
-    reach it). After 16 steps, 256 levels cover ±16, a resolution of 0.125 in tanh's steep part;
-    measured, that cost 2% of int8-vs-float agreement. Clipped at ±4 (tanh(4) = 0.9993) in
-    training and on the device alike, every step keeps a resolution of 0.03."""
+    Why: the int8 converter gives the cell state of each unrolled step its own range, and that
+    range grows by one per step (|c_t| ≤ t, and trained models reach it: some units integrate).
+    After 16 steps 256 levels cover ±16, a resolution of 0.125 where tanh is steepest. Measured
+    on one 16-step model (seed 0, 12 epochs): int8 agreed with float on 97.8% of validation
+    windows unclipped, 98.8% trained and converted clipped at ±4 (tanh(4) = 0.9993), at the
+    same validation score. The clip is part of the float model too, so both compute the same
+    function."""
     import tensorflow as tf
 
     class ClippedLSTMCell(keras().layers.LSTMCell):

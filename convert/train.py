@@ -1,11 +1,12 @@
 """Train the CNN-LSTM on ICBHI + SPRSound train, pick it on patient-disjoint validation, convert
 it to int8, verify it, score it, and write the model package and its report.
 
-    python -m convert.train --data ../shared/data --out models/lungedge-cnnlstm --epochs 20
+    python -m convert.train --data ../shared/data --out models/lungedge-cnnlstm
 
 Every training folder is split by PATIENT (seeded) into train and validation; each seed's epoch,
 the package (the best on validation of the single seeds and their average whose int8 version
-passes verification), and the adventitious threshold are chosen on validation, and nothing else.
+passes verification), the adventitious threshold and the record fraction are chosen on
+validation, and nothing else.
 The test folders (SPRSound test_inter, test_intra) are only scored, after the choice, and the
 ICBHI official test split is not here at all.
 """
@@ -194,20 +195,21 @@ def main() -> int:
     ap.add_argument("--filters", type=int, nargs="+", default=[16, 32, 48],
                     help="channels of each conv block")
     ap.add_argument("--lstm-units", type=int, default=48)
-    ap.add_argument("--cell-clip", type=float, default=None,
-                    help="clip the LSTM's cell state to ±this after every step (int8 precision)")
+    ap.add_argument("--cell-clip", type=float, default=4.0,
+                    help="clip the LSTM's cell state to ±this after every step, so its int8 "
+                         "range stays narrow (0: no clip)")
     ap.add_argument("--time-pool", type=int, nargs="+", default=None,
                     help="each conv block's pooling along time (default 2 each): the LSTM "
                          "runs frames / their product steps")
     ap.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                     help="candidates are the single seeds only, not their average")
-    ap.add_argument("--version", default="0.2.0", help="of the package written")
+    ap.add_argument("--version", default="0.3.0", help="of the package written")
     ap.add_argument("--from-float", type=Path, metavar="H5",
                     help="no training: package (convert, verify, threshold, --seed-report) the "
                          "float model an earlier run of this command saved beside OUT, with the "
                          "runs recorded in OUT/training.json")
-    ap.add_argument("--n-fft", type=int, default=256, help="frame length, samples at 4 kHz")
-    ap.add_argument("--hop-length", type=int, default=128,
+    ap.add_argument("--n-fft", type=int, default=128, help="frame length, samples at 4 kHz")
+    ap.add_argument("--hop-length", type=int, default=64,
                     help="frame hop, samples at 4 kHz; the window stays 2.05 s")
     ap.add_argument("--n-mfcc", type=int, default=20, help="cepstral coefficients (≤ 40)")
     ap.add_argument("--val-fraction", type=float, default=0.2)

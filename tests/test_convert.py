@@ -177,14 +177,16 @@ def test_package_candidates_are_ranked_on_validation() -> None:
     assert [c["members"] for _, c in ranked(models, runs, vals, False, print)] == [[1], [0]]
 
 
-def test_time_pooling_survives_the_batch_one_copy() -> None:
-    """The copy converted to int8 is rebuilt from arch_of(): a pooling it did not read back would
-    give the LSTM another number of steps, or fail to take the weights."""
+def test_pooling_and_cell_clip_survive_the_batch_one_copy() -> None:
+    """The copy converted to int8 is rebuilt from arch_of(): a pooling or clip it did not read
+    back would give the LSTM another number of steps or another cell, or fail to take the
+    weights."""
     needs_tensorflow()
     from convert.package import arch_of, average, build_cnn_lstm, with_batch
 
-    model = build_cnn_lstm(32, 8, 4, filters=(4, 4), lstm_units=4, time_pool=(2, 4))
-    assert arch_of(model)["time_pool"] == (2, 4)
+    model = build_cnn_lstm(32, 8, 4, filters=(4, 4), lstm_units=4, time_pool=(2, 4),
+                           cell_clip=0.5)
+    assert arch_of(model)["time_pool"] == (2, 4) and arch_of(model)["cell_clip"] == 0.5
     assert model.get_layer(index=-3).input_shape[1] == 32 // 8  # LSTM steps
     x = np.random.default_rng(0).normal(size=(3, 32, 8, 1)).astype(np.float32)
     for m in (model, average([model, model])):
