@@ -20,12 +20,13 @@ from edge.plot import pyplot, save
 
 def plot_training(training: dict[str, Any], out: Path) -> None:
     fig, (loss_ax, val_ax) = pyplot().subplots(1, 2, figsize=(11, 4))
-    for seed, hist in training["histories"].items():
+    for i, (seed, hist) in enumerate(training["histories"].items()):
         epochs = [h["epoch"] for h in hist]
-        loss_ax.plot(epochs, [h["loss"] for h in hist], label=f"seed {seed}")
-        val_ax.plot(epochs, [h["val_mean"] for h in hist], label=f"seed {seed} (mean)")
-        for name in hist[0]["val"]:
-            val_ax.plot(epochs, [h["val"][name] for h in hist], lw=0.7, ls=":",
+        colour = f"C{i}"  # one colour per seed in both panels
+        loss_ax.plot(epochs, [h["loss"] for h in hist], colour, label=f"seed {seed}")
+        val_ax.plot(epochs, [h["val_mean"] for h in hist], colour, label=f"seed {seed} (mean)")
+        for name, style in zip(hist[0]["val"], (":", "--"), strict=False):
+            val_ax.plot(epochs, [h["val"][name] for h in hist], colour, lw=0.7, ls=style,
                         label=f"seed {seed} {name.split('/')[0]}")
     loss_ax.set_title("training loss (augmented, weighted)")
     val_ax.set_title("validation ICBHI-style score (patient-disjoint)")
