@@ -277,9 +277,13 @@ def run(args: argparse.Namespace) -> int:
                              f"× {chosen.input_shape[2]} features, not {window.frames} × "
                              f"{frontend.n_features}: pass the --n-fft, --hop-length and "
                              "--n-mfcc it was trained with")
-        models = dict(zip(previous["choice"]["members"], members_of(chosen), strict=True))
+        every = seeds_path(args.out)  # every seed, for the seed report; else the chosen ones
+        models = (dict(zip([r["seed"] for r in previous["runs"]],
+                           members_of(load_float(every)), strict=True)) if every.exists()
+                  else dict(zip(previous["choice"]["members"], members_of(chosen), strict=True)))
         candidates = [(chosen, previous["choice"])]
-        log(f"from {args.from_float}: seeds {list(models)}, no training")
+        log(f"from {args.from_float}: seeds {previous['choice']['members']}, no training "
+            f"(seed report: seeds {list(models)})")
     else:
         runs, models = [], {}
         for seed in args.seeds:
@@ -301,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         report = {"runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
                   "histories": {r["seed"]: r["history"] for r in runs}}
+        every = list(models.values())
+        (average(every) if len(every) > 1 else every[0]).save(str(seeds_path(args.out)))
         candidates = ranked(models, runs, vals, args.ensemble, log)
     val_events = [(tr_va[1].name, tr_va[1].feats, tr_va[1].labels) for tr_va in parts.values()]
     val_patients = set(parts[spr.name][1].patients)
@@ -328,6 +334,12 @@ def run(args: argparse.Namespace) -> int:
     if args.seed_report:
         seed_report(models, x, validation, mean, std, args, log)
     return 0
+
+
+def seeds_path(out: Path) -> Path:
+    """Every seed's float model in one file (their average; its members in seed order), so that
+    --from-float can still report on every seed when a single one was chosen."""
+    return out.parent / f"{out.name}-float-seeds.h5"
 
 
 def ranked(models: dict[int, Any], runs: list[dict[str, Any]], vals: list[tuple[str, Any]],
