@@ -49,6 +49,9 @@ def clipped_lstm_cell() -> type:
     class ClippedLSTMCell(keras().layers.LSTMCell):
         def __init__(self, units: int, cell_clip: float | None = None, **kwargs: Any) -> None:
             super().__init__(units, **kwargs)
+            if self.dropout or self.recurrent_dropout:  # call() below would ignore them
+                raise ValueError("ClippedLSTMCell has no dropout inside the cell; the model's "
+                                 "Dropout follows the LSTM")
             self.cell_clip = cell_clip
 
         def call(self, inputs: Any, states: Any, training: Any = None) -> Any:
