@@ -4,8 +4,9 @@
         --out models/lungedge-cnnlstm/report
 
 Chronic = COPD, bronchiectasis, asthma; non-chronic = URTI, LRTI, pneumonia, bronchiolitis.
-Per recording: the mean and spread of its MFCC features (the device's frontend) and the mean of
-the cycle model's probabilities over its cycles; a class-balanced logistic regression on those,
+Per recording: the mean and spread of its features (the device's frontend, as the model's
+manifest sets it: log mel bands or MFCC) and the mean of the cycle model's probabilities over
+its cycles; a class-balanced logistic regression on those,
 scored by 5-fold cross-validation grouped by PATIENT (no patient in both a training and a test
 fold), repeated with 3 seeds. A patient's diagnosis averages the probabilities of their
 recordings. A research report, not a device feature: 77 patients are far too few to ship it.

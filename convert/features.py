@@ -1,4 +1,4 @@
-"""Annotated events → model-rate audio → MFCC features → windows, with the device's own code.
+"""Annotated events → model-rate audio → features → windows, with the device's own code.
 
 Everything here calls `edge`: the resampler, the frontend and `cycle_windows`, so what the
 trainer learns from is exactly what the device will compute (tests/test_convert.py checks it).

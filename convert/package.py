@@ -81,7 +81,7 @@ def build_cnn_lstm(frames: int, n_features: int, n_classes: int, *, filters: tup
                    batch_size: int | None = None, unroll: bool = True,
                    relu_max: float | None = 6.0, time_pool: tuple[int, ...] | None = None,
                    cell_clip: float | None = None) -> Any:
-    """Conv blocks over (time × MFCC) → a sequence over time → LSTM → softmax.
+    """Conv blocks over (time × features) → a sequence over time → LSTM → softmax.
 
     `time_pool` is each block's pooling along time (2 each by default; features always pool by
     2): it sets how many steps the LSTM runs, and every unrolled step is int8 rounding that

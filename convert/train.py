@@ -46,10 +46,12 @@ from edge.model import ADVENTITIOUS, WindowSpec
 WINDOW_SAMPLES = 8192
 
 
-def recipe(n_fft: int, hop_length: int, n_mfcc: int = 20) -> tuple[FrontendParams, WindowSpec]:
-    """The frontend (MFCC + deltas) and windowing for a frame length and hop in samples."""
+def recipe(n_fft: int, hop_length: int, n_mfcc: int, features: str, deltas: int,
+           n_mels: int) -> tuple[FrontendParams, WindowSpec]:
+    """The frontend and windowing for a frame length and hop in samples."""
     frames = WINDOW_SAMPLES // hop_length
-    return (FrontendParams(n_fft=n_fft, hop_length=hop_length, n_mfcc=n_mfcc, deltas=1),
+    return (FrontendParams(n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, n_mfcc=n_mfcc,
+                           deltas=deltas, features=features),  # type: ignore[arg-type]
             WindowSpec(frames=frames, hop_frames=frames // 2, pad="repeat", aggregate="mean"))
 
 
@@ -90,22 +92,27 @@ def patient_split(s: Split, val_fraction: float, seed: int) -> tuple[Split, Spli
 
 # -- augmentation --------------------------------------------------------------------------------
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float,
-            n_mfcc: int, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """On normalised MFCC windows: time shift, gain (the energy coefficient), noise, time and
-    frequency masks, and MixUp; returns windows and soft labels."""
+            frontend: FrontendParams, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """On normalised feature windows: time shift, gain, noise, time and frequency masks, and
+    MixUp; returns windows and soft labels. A gain moves the energy coefficient of MFCCs and
+    every band of a log-mel spectrum; a frequency mask hides a few cepstral coefficients (never
+    the energy) or a few bands."""
     n, frames, feats = x.shape
     onehot = np.eye(len(LABELS), dtype=np.float32)[y]
     if not enabled:
         return x, onehot
+    cepstral = frontend.features == "mfcc"
+    static = frontend.n_features // (1 + frontend.deltas)
     shifts = rng.integers(-frames // 8, frames // 8 + 1, n)
     x = x[np.arange(n)[:, None], (np.arange(frames)[None, :] - shifts[:, None]) % frames]
-    x[:, :, 0] += rng.normal(0, 0.3, (n, 1)).astype(np.float32)
+    x[:, :, :1 if cepstral else static] += rng.normal(0, 0.3, (n, 1, 1)).astype(np.float32)
     x += rng.normal(0, 0.05, x.shape).astype(np.float32)
     t, f = np.arange(frames)[None, :], np.arange(feats)[None, :]
     t0, tw = rng.integers(0, frames, n)[:, None], rng.integers(0, frames // 10 + 1, n)[:, None]
-    f0, fw = rng.integers(1, n_mfcc, n)[:, None], rng.integers(0, 4, n)[:, None]
+    f0 = rng.integers(1 if cepstral else 0, static, n)[:, None]
+    fw = rng.integers(0, 4 if cepstral else static // 8 + 1, n)[:, None]
     x[(t >= t0) & (t < t0 + tw)] = 0
-    x *= ~((f >= f0) & (f < f0 + fw))[:, None, :]
+    x *= ~((f >= f0) & (f < np.minimum(f0 + fw, static)))[:, None, :]
     if mixup > 0:
         lam = rng.beta(mixup, mixup, size=(n, 1, 1)).astype(np.float32)
         perm = rng.permutation(n)
@@ -135,9 +142,14 @@ def validation_scores(model: Any, vals: list[tuple[str, Any]]) -> tuple[dict[str
 
 
 def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple[str, Any]],
-               epochs: int, mixup: float, n_mfcc: int, log: Any, arch: dict[str, Any],
-               augmentation: bool = True, class_weights: bool = True
+               epochs: int, mixup: float, frontend: FrontendParams, log: Any,
+               arch: dict[str, Any],
+               augmentation: bool = True, class_weights: bool = True, ema: float = 0.0
                ) -> tuple[Any, dict[str, Any]]:
+    """One seed's model at its best epoch on validation. With `ema` > 0 the model validated and
+    kept is an exponential moving average of the weights (decay `ema` per batch): the raw
+    weights' validation score jumps by ±0.03 between epochs, so the best raw epoch is partly
+    luck, and an average of nearby weights is a smoother, usually better, model."""
     import tensorflow as tf
 
     from convert.package import keras
@@ -156,14 +168,24 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
     best: dict[str, Any] = {"score": -1.0}
     history = []
     patience, bad = 6, 0
+    averaged = model.get_weights()
+    steps = 0
     for epoch in range(epochs):
         t = time.time()
         order = rng.permutation(len(x))
         losses = []
         for b in range(0, len(order), 64):
             idx = order[b:b + 64]
-            xb, yb = augment(x[idx], y[idx], rng, mixup, n_mfcc, augmentation)
+            xb, yb = augment(x[idx], y[idx], rng, mixup, frontend, augmentation)
             losses.append(model.train_on_batch(xb[..., None], yb, sample_weight=class_w[y[idx]]))
+            if ema:
+                steps += 1
+                d = min(ema, (1 + steps) / (10 + steps))  # short memory while it starts
+                averaged = [d * a + (1 - d) * w for a, w in zip(averaged, model.get_weights(),
+                                                                 strict=True)]
+        if ema:
+            raw = model.get_weights()
+            model.set_weights(averaged)
         scores, score = validation_scores(model, vals)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": scores,
                         "val_mean": score})
@@ -174,8 +196,10 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
             bad = 0
         else:
             bad += 1
-            if bad >= patience:
-                break
+        if ema:
+            model.set_weights(raw)
+        if bad >= patience:
+            break
         if epoch == 8:
             model.optimizer.learning_rate.assign(3e-4)
     model.set_weights(best["weights"])
@@ -203,15 +227,23 @@ def main() -> int:
                          "runs frames / their product steps")
     ap.add_argument("--no-ensemble", dest="ensemble", action="store_false",
                     help="candidates are the single seeds only, not their average")
-    ap.add_argument("--version", default="0.3.0", help="of the package written")
+    ap.add_argument("--version", default="0.4.0", help="of the package written")
     ap.add_argument("--from-float", type=Path, metavar="H5",
                     help="no training: package (convert, verify, threshold, --seed-report) the "
                          "float model an earlier run of this command saved beside OUT, with the "
                          "runs recorded in OUT/training.json")
-    ap.add_argument("--n-fft", type=int, default=128, help="frame length, samples at 4 kHz")
+    ap.add_argument("--n-fft", type=int, default=256, help="frame length, samples at 4 kHz")
     ap.add_argument("--hop-length", type=int, default=64,
                     help="frame hop, samples at 4 kHz; the window stays 2.05 s")
     ap.add_argument("--n-mfcc", type=int, default=20, help="cepstral coefficients (≤ 40)")
+    ap.add_argument("--features", choices=("mfcc", "log_mel"), default="log_mel",
+                    help="the frontend's output: cepstra, or the log mel bands themselves")
+    ap.add_argument("--n-mels", type=int, default=40, help="mel bands over 80–2000 Hz")
+    ap.add_argument("--deltas", type=int, choices=(0, 1, 2), default=0,
+                    help="delta (1) and delta-delta (2) features appended")
+    ap.add_argument("--ema", type=float, default=0.998,
+                    help="validate and keep a moving average of the weights with this decay "
+                         "per batch (0: the raw weights)")
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--limit", type=int, default=None, help="events per set (smoke runs)")
     ap.add_argument("--no-augmentation", action="store_true", help="ablation")
@@ -226,7 +258,8 @@ def main() -> int:
     ap.add_argument("--ablation", action="store_true",
                     help="only train and report validation (no int8 package)")
     args = ap.parse_args()
-    args.frontend, args.window = recipe(args.n_fft, args.hop_length, args.n_mfcc)
+    args.frontend, args.window = recipe(args.n_fft, args.hop_length, args.n_mfcc, args.features,
+                                        args.deltas, args.n_mels)
     try:
         return run(args)
     except VerificationError as exc:
@@ -275,8 +308,8 @@ def run(args: argparse.Namespace) -> int:
         if tuple(chosen.input_shape[1:3]) != (window.frames, frontend.n_features):
             raise SystemExit(f"{args.from_float} takes windows of {chosen.input_shape[1]} frames "
                              f"× {chosen.input_shape[2]} features, not {window.frames} × "
-                             f"{frontend.n_features}: pass the --n-fft, --hop-length and "
-                             "--n-mfcc it was trained with")
+                             f"{frontend.n_features}: pass the --n-fft, --hop-length, "
+                             "--features, --n-mels, --n-mfcc and --deltas it was trained with")
         every = seeds_path(args.out)  # every seed, for the seed report; else the chosen ones
         models = (dict(zip([r["seed"] for r in previous["runs"]],
                            members_of(load_float(every)), strict=True)) if every.exists()
@@ -288,17 +321,18 @@ def run(args: argparse.Namespace) -> int:
         runs, models = [], {}
         for seed in args.seeds:
             model, run = train_seed(seed, (x, y), vals, args.epochs, args.mixup,
-                                    frontend.n_mfcc, log,
+                                    frontend, log,
                                     {"filters": tuple(args.filters),
                                      "lstm_units": args.lstm_units,
                                      "time_pool": args.time_pool and tuple(args.time_pool),
                                      "cell_clip": args.cell_clip},
                                     augmentation=not args.no_augmentation,
-                                    class_weights=not args.no_class_weights)
+                                    class_weights=not args.no_class_weights, ema=args.ema)
             runs.append(run)
             models[seed] = model
         if args.ablation:
             (args.out / "ablation.json").write_text(json.dumps({
+                "frontend": frontend.to_dict(), "ema": args.ema,
                 "augmentation": not args.no_augmentation, "mixup": args.mixup,
                 "class_weights": not args.no_class_weights,
                 "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]}) + "\n")
@@ -509,6 +543,8 @@ def package(model: Any, choice: dict[str, Any], train_x: np.ndarray, val_windows
                   "architecture": {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in arch_of(members_of(model)[0]).items()},
                   "epochs_max": args.epochs, "mixup": args.mixup,
+                  "weights": f"moving average, decay {args.ema} per batch" if args.ema
+                  else "raw",
                   "augmentation": "time shift, gain, noise, time/frequency masks, MixUp",
                   "class_weights": "sqrt inverse frequency",
                   "calibration_windows": len(rep), "min_agreement": args.min_agreement},

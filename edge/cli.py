@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("classify", help="segment and analyse recordings offline",
                        description="Run the device's signal path (resample → cycle segmenter "
-                                   "→ MFCC) over recordings and print one row per cycle.")
+                                   "→ features) over recordings and print one row per cycle.")
     c.add_argument("files", nargs="*", type=Path, metavar="FILE",
                    help="WAV or FLAC; '-' reads raw s16le from standard input (see --rate); "
                         "none: the source configured by --config (e.g. a live stethoscope)")

@@ -22,7 +22,10 @@ from edge.dsp.mfcc import FrontendParams, FrontendParamsError
 
 log = logging.getLogger(__name__)
 
-MANIFEST_SCHEMA_VERSION = 1
+# 2 added frontend.features (MFCC or log mel); a schema-1 manifest predates it, when every model
+# took MFCCs, so it still loads, as "mfcc": a software update must not strand a deployed model.
+MANIFEST_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 # The one threshold a manifest may carry: the summed probability of the adventitious classes at
 # which a cycle is called adventitious. Chosen on validation, because the argmax's implicit
 # operating point is set by the training class balance, not by what screening needs.
@@ -83,14 +86,18 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "manifest.json") -> Manifest:
         try:
-            if d.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+            if d.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
                 raise ModelError(f"{where}: schema_version {d.get('schema_version')!r}; this "
-                                 f"lungedge reads {MANIFEST_SCHEMA_VERSION}")
+                                 f"lungedge reads {list(READABLE_SCHEMA_VERSIONS)}: update "
+                                 "lungedge to run this model")
             known = {f.name for f in dataclasses.fields(cls)}
             unknown = sorted(set(d) - known)
             if unknown:
                 raise ModelError(f"{where}: unknown key(s) {unknown}")
-            frontend = FrontendParams.from_dict(d["frontend"], where=f"{where}: frontend")
+            frontend_d = d["frontend"]
+            if d["schema_version"] == 1 and isinstance(frontend_d, dict):
+                frontend_d = {"features": "mfcc"} | frontend_d
+            frontend = FrontendParams.from_dict(frontend_d, where=f"{where}: frontend")
             window = WindowSpec(**d["window"])
             tensors = {k: TensorSpec(tuple(d[k]["shape"]), d[k]["dtype"], float(d[k]["scale"]),
                                      int(d[k]["zero_point"])) for k in ("input", "output")}

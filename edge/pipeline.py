@@ -1,4 +1,4 @@
-"""The signal path, source blocks → resample → segment → MFCC, as one object.
+"""The signal path, source blocks → resample → segment → features (the frontend), as one object.
 
 `lungedge classify` and the daemon both drive this, so offline results are what the device would
 have produced from the same audio. Lost audio (a block's `gap_s`) is filled with silence when it

@@ -87,6 +87,45 @@ def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
         verify(tmp_path)
 
 
+@pytest.mark.parametrize("params", [FrontendParams(deltas=1), FrontendParams(features="log_mel")],
+                         ids=["mfcc", "log_mel"])
+def test_augment_masks_only_static_bands(params: FrontendParams) -> None:
+    """Frequency masks hide a few cepstral coefficients (never the energy, c0) or a few mel
+    bands, never a delta; without MixUp the labels stay one-hot."""
+    from convert.train import augment
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 1.0, size=(256, 32, params.n_features)).astype(np.float32)
+    y = rng.integers(0, 4, 256)
+    xa, ya = augment(x.copy(), y, np.random.default_rng(1), 0.0, params)
+    assert xa.shape == x.shape and np.array_equal(ya, np.eye(4)[y])
+    static = params.n_features // (1 + params.deltas)
+    masked = (xa == 0).all(axis=1)  # a feature zero in every frame: a frequency mask
+    assert masked[:, :static].sum() > 100
+    assert not masked[:, static:].any()
+    assert masked[:, 0].any() == (params.features == "log_mel")
+
+
+def test_train_seed_keeps_the_moving_average_it_validated() -> None:
+    """With --ema the model returned is the averaged one its best validation score was
+    measured on, not the raw weights training went on with."""
+    needs_tensorflow()
+    from convert.train import train_seed, validation_scores
+
+    rng = np.random.default_rng(0)
+    params = FrontendParams(n_fft=64, hop_length=32, n_mels=8, n_mfcc=8, features="log_mel")
+    y = np.arange(128) % 4
+    x = rng.normal(size=(128, 16, 8)).astype(np.float32) + y[:, None, None] * 0.5
+    vals = [("val", (x[:32], np.arange(32), y[:32]))]
+    arch = {"filters": (4,), "lstm_units": 4, "time_pool": None, "cell_clip": 4.0}
+    averaged, run = train_seed(0, (x, y), vals, 3, 0.0, params, lambda _: None, arch, ema=0.9)
+    assert validation_scores(averaged, vals)[1] == pytest.approx(run["val_mean"])
+    assert [h["val_mean"] for h in run["history"]][run["best_epoch"]] == run["val_mean"]
+    raw, _ = train_seed(0, (x, y), vals, 3, 0.0, params, lambda _: None, arch)
+    assert not all(np.allclose(a, b) for a, b in zip(averaged.get_weights(),
+                                                     raw.get_weights(), strict=True))
+
+
 def test_trainer_features_equal_device_features(sample_wavs: list[Path]) -> None:
     """What the trainer computes for a stretch of audio is what the device computes for it,
     with the shipped model's frontend."""
@@ -108,15 +147,14 @@ def test_trainer_features_equal_device_features(sample_wavs: list[Path]) -> None
     assert len(feats) == len(labels) == 22
 
 
-def _predictions(python: str) -> list[list[float]]:
+def _predictions(python: str, cycles: Path) -> dict[str, object]:
     code = f"""
 import json, numpy as np
 from edge.model import ModelRunner
 r = ModelRunner({str(SHIPPED)!r})
-rng = np.random.default_rng(0)
-out = [list(r.predict(rng.normal(size=(n, r.manifest.frontend.n_features)) * 20).probs.values())
-       for n in (10, 64, 150, 400)]
-print(json.dumps({{"runtime": r.runtime, "probs": out}}))
+cycles = np.load({str(cycles)!r})
+print(json.dumps({{"runtime": r.runtime,
+                  "probs": [list(r.predict(c).probs.values()) for c in cycles]}}))
 """
     proc = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
@@ -124,16 +162,34 @@ print(json.dumps({{"runtime": r.runtime, "probs": out}}))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_shipped_model_in_both_runtimes() -> None:
+def test_shipped_model_in_both_runtimes(sample_wavs: list[Path], tmp_path: Path) -> None:
+    """Both interpreters give the same probabilities, to within rounding, for real cycles.
+
+    They run the same int8 graph with different kernels (XNNPACK and the reference ones), whose
+    rounding differs by an output step here and there and compounds over the LSTM's steps:
+    measured on these cycles, at most 0.019 apart and 0.003 on average, for 0.3.0 and 0.4.0
+    alike. Only near-ties (top-2 margin under 0.02) may change label."""
     if not SHIPPED.exists():
         pytest.skip("no shipped model yet")
     if not TFLITE_PYTHON.exists():
         pytest.skip(f"{TFLITE_PYTHON} missing: `make test` builds it (tflite-runtime with "
                     "numpy<2)")
-    litert = _predictions(sys.executable)
-    tflite = _predictions(str(TFLITE_PYTHON))
+    params = load_manifest(SHIPPED).frontend
+    fe = MfccFrontend(params)
+    cycles = [fe(x[s:s + 6000]) for wav in sample_wavs
+              for x in [at_model_rate(str(wav), params.sample_rate)]
+              for s in range(0, len(x) - 6000 + 1, 2000)]  # 1.5 s stretches every 0.5 s
+    np.save(tmp_path / "cycles.npy", np.stack(cycles))
+    litert = _predictions(sys.executable, tmp_path / "cycles.npy")
+    tflite = _predictions(str(TFLITE_PYTHON), tmp_path / "cycles.npy")
     assert litert["runtime"] == "ai_edge_litert" and tflite["runtime"] == "tflite_runtime"
-    assert np.abs(np.array(litert["probs"]) - np.array(tflite["probs"])).max() <= 1 / 128
+    a, b = np.array(litert["probs"]), np.array(tflite["probs"])
+    assert a.shape == (len(cycles), 4) and len(cycles) > 80
+    diff = np.abs(a - b)
+    assert diff.max() <= 0.03 and diff.mean() <= 1 / 256
+    top2 = np.sort(a, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] >= 0.02
+    assert np.array_equal(a.argmax(1)[clear], b.argmax(1)[clear])
 
 
 @pytest.mark.shared_data

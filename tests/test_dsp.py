@@ -77,6 +77,24 @@ def test_mfcc_matches_librosa(deltas: int) -> None:
     assert np.abs(ours - ref).max() < 1e-4
 
 
+@pytest.mark.parametrize("deltas", [0, 1])
+def test_log_mel_matches_librosa(deltas: int) -> None:
+    """features="log_mel": the same spectrum and filterbank, logged, without the DCT."""
+    p = FrontendParams(n_fft=128, hop_length=64, features="log_mel", deltas=deltas)
+    x = np.random.default_rng(3).standard_normal(6000) * 0.1
+    mel = librosa.feature.melspectrogram(
+        y=x, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, window=p.window,
+        center=False, power=2.0, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax)
+    log_mel = np.log(np.maximum(mel, p.log_floor))
+    parts = [log_mel] + ([librosa.feature.delta(log_mel, width=p.delta_width, mode="nearest")]
+                         if deltas else [])
+    ref = np.concatenate(parts).T
+    ours = MfccFrontend(p)(x)
+    assert ours.shape == ref.shape == (p.n_frames(len(x)), p.n_mels * (1 + deltas))
+    assert p.n_features == p.n_mels * (1 + deltas)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
 def test_mel_filterbank_matches_librosa_at_other_settings() -> None:
     ours = mel_filterbank(8000, 512, 64, 50, 4000)
     ref = librosa.filters.mel(sr=8000, n_fft=512, n_mels=64, fmin=50, fmax=4000)
@@ -86,6 +104,8 @@ def test_mel_filterbank_matches_librosa_at_other_settings() -> None:
 def test_short_audio_is_padded_to_one_frame() -> None:
     p = FrontendParams()
     assert MfccFrontend(p)(np.ones(10)).shape == (1, p.n_mfcc)
+    p = FrontendParams(features="log_mel")
+    assert MfccFrontend(p)(np.ones(10)).shape == (1, p.n_mels)
 
 
 def test_frontend_params_round_trip_and_errors() -> None:
@@ -97,6 +117,10 @@ def test_frontend_params_round_trip_and_errors() -> None:
         FrontendParams.from_dict({"sample_rate": 4000})
     with pytest.raises(FrontendParamsError, match=r"frontend\.n_fft: invalid value '256'"):
         FrontendParams.from_dict({**p.to_dict(), "n_fft": "256"})
+    with pytest.raises(FrontendParamsError, match=r"frontend\.features: invalid value 'mel'"):
+        FrontendParams.from_dict({**p.to_dict(), "features": "mel"})
+    with pytest.raises(FrontendParamsError, match="features must be 'mfcc' or 'log_mel'"):
+        FrontendParams(features="mel")  # type: ignore[arg-type]
     with pytest.raises(FrontendParamsError, match="fmax"):
         FrontendParams(fmax=3000)
     with pytest.raises(FrontendParamsError, match="power of two"):

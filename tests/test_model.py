@@ -1,10 +1,13 @@
-"""The manifest's adventitious threshold: how the device decides normal vs adventitious."""
+"""The manifest: which schema versions load, and its adventitious threshold (how the device
+decides normal vs adventitious)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,13 +31,36 @@ def test_decide_with_a_threshold_names_the_likeliest_adventitious_class() -> Non
     assert decide(p[0], LABELS, {"adventitious": 0.36}).tolist() == [0]
 
 
-def _package_with(tmp_path: Path, thresholds: dict[str, float]) -> Path:
+def _package_edited(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the smoke package whose manifest `edit` changed in place."""
     pkg = tmp_path / "model"
     shutil.copytree(SMOKE, pkg)
     manifest = json.loads((pkg / "manifest.json").read_text())
-    manifest["thresholds"] = thresholds
+    edit(manifest)
     (pkg / "manifest.json").write_text(json.dumps(manifest))
     return pkg
+
+
+def _package_with(tmp_path: Path, thresholds: dict[str, float]) -> Path:
+    return _package_edited(tmp_path, lambda m: m.update(thresholds=thresholds))
+
+
+def test_a_schema_1_manifest_loads_as_the_mfcc_model_it_was(tmp_path: Path) -> None:
+    """Schema 1 predates frontend.features; every model then took MFCCs. The smoke model's
+    manifest is such a file, kept as written, so a deployed model survives an update."""
+    assert json.loads((SMOKE / "manifest.json").read_text())["schema_version"] == 1
+    m = ModelRunner(SMOKE).manifest
+    assert m.frontend.features == "mfcc" and m.schema_version == 2
+    assert m.frontend.n_features == m.input.shape[2]
+
+
+def test_manifest_schema_versions_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"schema_version 3; this lungedge reads \[1, 2\]: "
+                                         "update lungedge"):
+        load_manifest(_package_edited(tmp_path / "a", lambda m: m.update(schema_version=3)))
+    # schema 2 must pin the frontend's output, like every other frontend parameter
+    with pytest.raises(ModelError, match=r"frontend: missing key\(s\) \['features'\]"):
+        load_manifest(_package_edited(tmp_path / "b", lambda m: m.update(schema_version=2)))
 
 
 @pytest.mark.parametrize("thresholds, message", [

@@ -1,1 +1,1 @@
-"""Signal processing on the device: resampling, filtering, cycle segmentation, MFCC features."""
+"""Signal processing on the device: resampling, filtering, cycle segmentation, features."""

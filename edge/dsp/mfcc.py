@@ -1,4 +1,5 @@
-"""The one MFCC implementation: used by the device, the tests and the training toolchain.
+"""The one feature implementation (MFCC, or the log mel spectrum they are computed from): used
+by the device, the tests and the training toolchain.
 
 A model is only as good as the agreement between the features it was trained on and the ones it
 sees on the device, so the parameters are one frozen object that travels inside every model's
@@ -7,7 +8,8 @@ computing features its own way.
 
 Definitions (textbook, and what librosa computes with `center=False`): periodic window, power
 spectrum, Slaney-style mel filterbank with Slaney area normalisation, natural log with a floor,
-orthonormal DCT-II; deltas by linear regression over ±`delta_width // 2` frames, edges repeated.
+orthonormal DCT-II (skipped for `features="log_mel"`); deltas by linear regression over
+±`delta_width // 2` frames, edges repeated.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ class FrontendParams:
     log_floor: float = 1e-10
     deltas: int = 0  # 0: MFCC only; 1: + delta; 2: + delta and delta-delta
     delta_width: int = 9
+    # "log_mel": the n_mels log band energies themselves, without the DCT (n_mfcc unused). The
+    # cepstrum keeps a spectrum's envelope and smooths away narrow peaks, and a wheeze is a
+    # narrow peak; a convolution over neighbouring bands also means something, unlike one over
+    # neighbouring cepstral coefficients.
+    features: Literal["mfcc", "log_mel"] = "mfcc"
 
     def __post_init__(self) -> None:
         problems = []
@@ -59,6 +66,8 @@ class FrontendParams:
                             f"({self.n_fft // 2}): some mel bands would be empty")
         if not self.log_floor > 0:
             problems.append(f"log_floor must be > 0, got {self.log_floor}")
+        if self.features not in ("mfcc", "log_mel"):
+            problems.append(f"features must be 'mfcc' or 'log_mel', got {self.features!r}")
         if self.deltas not in (0, 1, 2):
             problems.append(f"deltas must be 0, 1 or 2, got {self.deltas}")
         if self.delta_width < 3 or self.delta_width % 2 == 0:
@@ -68,7 +77,7 @@ class FrontendParams:
 
     @property
     def n_features(self) -> int:
-        return self.n_mfcc * (1 + self.deltas)
+        return (self.n_mfcc if self.features == "mfcc" else self.n_mels) * (1 + self.deltas)
 
     def n_frames(self, n_samples: int) -> int:
         """Frames for a signal of n_samples (a short one is zero-padded to one frame)."""
@@ -172,10 +181,11 @@ class MfccFrontend:
         frames = np.lib.stride_tricks.sliding_window_view(x, p.n_fft)[::p.hop_length]
         spectrum = scipy.fft.rfft(frames * self.window, axis=1)
         power = spectrum.real ** 2 + spectrum.imag ** 2
-        log_mel = np.log(np.maximum(power @ self.mel_basis_t, np.float32(p.log_floor)))
-        mfcc = log_mel @ self.dct_t
+        feats = np.log(np.maximum(power @ self.mel_basis_t, np.float32(p.log_floor)))
+        if p.features == "mfcc":
+            feats = feats @ self.dct_t
         if p.deltas:
-            d1 = deltas(mfcc, p.delta_width)
-            parts = [mfcc, d1] if p.deltas == 1 else [mfcc, d1, deltas(d1, p.delta_width)]
-            mfcc = np.concatenate(parts, axis=1)
-        return mfcc.astype(np.float32)
+            d1 = deltas(feats, p.delta_width)
+            parts = [feats, d1] if p.deltas == 1 else [feats, d1, deltas(d1, p.delta_width)]
+            feats = np.concatenate(parts, axis=1)
+        return feats.astype(np.float32)
