@@ -102,7 +102,7 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float
     if not enabled:
         return x, onehot
     cepstral = frontend.features == "mfcc"
-    static = frontend.n_features // (1 + frontend.deltas)
+    static = frontend.n_static
     shifts = rng.integers(-frames // 8, frames // 8 + 1, n)
     x = x[np.arange(n)[:, None], (np.arange(frames)[None, :] - shifts[:, None]) % frames]
     x[:, :, :1 if cepstral else static] += rng.normal(0, 0.3, (n, 1, 1)).astype(np.float32)
@@ -168,7 +168,7 @@ def train_seed(seed: int, train: tuple[np.ndarray, np.ndarray], vals: list[tuple
     best: dict[str, Any] = {"score": -1.0}
     history = []
     patience, bad = 6, 0
-    averaged = model.get_weights()
+    averaged = model.get_weights() if ema else []
     steps = 0
     for epoch in range(epochs):
         t = time.time()

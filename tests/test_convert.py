@@ -99,7 +99,7 @@ def test_augment_masks_only_static_bands(params: FrontendParams) -> None:
     y = rng.integers(0, 4, 256)
     xa, ya = augment(x.copy(), y, np.random.default_rng(1), 0.0, params)
     assert xa.shape == x.shape and np.array_equal(ya, np.eye(4)[y])
-    static = params.n_features // (1 + params.deltas)
+    static = params.n_static
     masked = (xa == 0).all(axis=1)  # a feature zero in every frame: a frequency mask
     assert masked[:, :static].sum() > 100
     assert not masked[:, static:].any()

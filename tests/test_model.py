@@ -45,7 +45,7 @@ def _package_with(tmp_path: Path, thresholds: dict[str, float]) -> Path:
     return _package_edited(tmp_path, lambda m: m.update(thresholds=thresholds))
 
 
-def test_a_schema_1_manifest_loads_as_the_mfcc_model_it_was(tmp_path: Path) -> None:
+def test_a_schema_1_manifest_loads_as_the_mfcc_model_it_was() -> None:
     """Schema 1 predates frontend.features; every model then took MFCCs. The smoke model's
     manifest is such a file, kept as written, so a deployed model survives an update."""
     assert json.loads((SMOKE / "manifest.json").read_text())["schema_version"] == 1

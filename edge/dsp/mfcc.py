@@ -39,12 +39,12 @@ class FrontendParams:
     fmax: float = 2000.0
     n_mfcc: int = 20
     log_floor: float = 1e-10
-    deltas: int = 0  # 0: MFCC only; 1: + delta; 2: + delta and delta-delta
+    deltas: int = 0  # 0: the static features only; 1: + delta; 2: + delta and delta-delta
     delta_width: int = 9
-    # "log_mel": the n_mels log band energies themselves, without the DCT (n_mfcc unused). The
-    # cepstrum keeps a spectrum's envelope and smooths away narrow peaks, and a wheeze is a
-    # narrow peak; a convolution over neighbouring bands also means something, unlike one over
-    # neighbouring cepstral coefficients.
+    # "log_mel": the n_mels log band energies themselves, without the DCT (n_mfcc unused). A
+    # convolution over neighbouring bands sees a local spectral shape, where one over
+    # neighbouring cepstral coefficients sees little; measured on validation, the log mel bands
+    # train a clearly better CNN-LSTM (models/lungedge-cnnlstm/MODEL_CARD.md).
     features: Literal["mfcc", "log_mel"] = "mfcc"
 
     def __post_init__(self) -> None:
@@ -76,8 +76,13 @@ class FrontendParams:
             raise FrontendParamsError("; ".join(problems))
 
     @property
+    def n_static(self) -> int:
+        """Features per frame before any deltas: cepstral coefficients or mel bands."""
+        return self.n_mfcc if self.features == "mfcc" else self.n_mels
+
+    @property
     def n_features(self) -> int:
-        return (self.n_mfcc if self.features == "mfcc" else self.n_mels) * (1 + self.deltas)
+        return self.n_static * (1 + self.deltas)
 
     def n_frames(self, n_samples: int) -> int:
         """Frames for a signal of n_samples (a short one is zero-padded to one frame)."""
