@@ -50,7 +50,7 @@ test: $(VENV)/.test .venv-tflite/.installed
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 bench: $(VENV)/.test
-	$(BIN)/python bench/mfcc_speed.py
+	$(BIN)/python bench/frontend_speed.py
 	$(BIN)/python bench/serial_decode.py
 	$(BIN)/python bench/segmentation.py
 	$(BIN)/python bench/daemon_latency.py

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convert.datasets import iter_annotated
 from edge.config import SegmenterConfig
-from edge.dsp.mfcc import FrontendParams
+from edge.dsp.frontend import FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.dsp.segmenter import CycleSegmenter
 from edge.sources.audio_file import read_audio

@@ -1,4 +1,4 @@
 """The workstation toolchain (dataset, training, int8 conversion, verification, reports): issue #3.
 
-It imports the device's frontend (`edge.dsp.mfcc`) so training and device features are one code.
+It imports the device's frontend (`edge.dsp.frontend`) so training and device features are one code.
 """

@@ -23,7 +23,7 @@ import numpy as np
 from convert.datasets import LABELS, iter_icbhi
 from convert.features import at_model_rate
 from convert.metrics import confusion
-from edge.dsp.mfcc import MfccFrontend
+from edge.dsp.frontend import Frontend
 from edge.model import ModelRunner
 
 GROUPS = {"Healthy": "healthy", "COPD": "chronic", "Bronchiectasis": "chronic",
@@ -36,7 +36,7 @@ def recording_features(data: Path, runner: ModelRunner) -> tuple[np.ndarray, np.
                                                                  np.ndarray]:
     diagnosis = dict(line.split("\t")[:2] for line in
                      (data / "icbhi" / "patient_diagnosis.tsv").read_text().splitlines()[1:])
-    fe = MfccFrontend(runner.manifest.frontend)
+    fe = Frontend(runner.manifest.frontend)
     rate = runner.manifest.sample_rate
     xs, ys, patients = [], [], []
     for rec in iter_icbhi(data / "icbhi" / "train"):

@@ -27,7 +27,7 @@ from convert.datasets import LABELS, Recording, iter_annotated
 from convert.features import at_model_rate
 from convert.metrics import confusion, icbhi_score, sprsound_score
 from edge.config import SegmenterConfig, TrackerConfig
-from edge.dsp.mfcc import MfccFrontend
+from edge.dsp.frontend import Frontend
 from edge.dsp.segmenter import CycleSegmenter
 from edge.model import RECORD, ModelRunner
 from edge.plot import pyplot, save
@@ -39,7 +39,7 @@ RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality":
 def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
                     patients: set[str] | None = None) -> dict[str, Any]:
     m = runner.manifest
-    fe = MfccFrontend(m.frontend)
+    fe = Frontend(m.frontend)
     recs: list[Recording] = [r for r in iter_annotated(folder)
                              if patients is None or r.patient in patients][:limit]
     y_true, y_event, p_event, y_stream, rec_true, rec_pred = [], [], [], [], [], []
@@ -91,7 +91,7 @@ def stream(runner: ModelRunner, audio: np.ndarray) -> tuple[list[Any], list[Any]
     m = runner.manifest
     seg = CycleSegmenter(SegmenterConfig(), m.sample_rate)
     cycles = seg.process(audio) + seg.flush()
-    fe = MfccFrontend(m.frontend)
+    fe = Frontend(m.frontend)
     return cycles, [runner.predict(fe(c.samples)) for c in cycles]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.datasets import LABELS, Recording
-from edge.dsp.mfcc import FrontendParams, MfccFrontend
+from edge.dsp.frontend import Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.model import WindowSpec, cycle_windows
 from edge.sources.audio_file import read_audio
@@ -27,7 +27,7 @@ def at_model_rate(path: str, rate: int) -> np.ndarray:
 def event_features(recordings: Iterable[Recording], frontend: FrontendParams
                    ) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     """Per annotated event: its (frames, features) matrix, label index and patient."""
-    fe = MfccFrontend(frontend)
+    fe = Frontend(frontend)
     feats, labels, patients = [], [], []
     for rec in recordings:
         audio = at_model_rate(str(rec.audio), frontend.sample_rate)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.dsp.mfcc import FrontendParams
+from edge.dsp.frontend import FrontendParams
 from edge.model import MANIFEST_SCHEMA_VERSION, Manifest, TensorSpec, WindowSpec, sha256_of
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

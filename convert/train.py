@@ -38,7 +38,7 @@ from convert.package import (
     write_package,
 )
 from convert.verify import VerificationError, verify
-from edge.dsp.mfcc import FrontendParams
+from edge.dsp.frontend import FrontendParams
 from edge.model import ADVENTITIOUS, WindowSpec
 
 # A window is 2.05 s (8,192 samples at 4 kHz) whatever the frame hop: ICBHI's median cycle is

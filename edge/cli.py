@@ -19,7 +19,7 @@ import numpy as np
 
 from edge import __version__
 from edge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from edge.dsp.mfcc import FrontendParams
+from edge.dsp.frontend import FrontendParams
 from edge.pipeline import run_signal_path
 from edge.plot import PlotError
 from edge.sources import open_source

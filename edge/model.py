@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge.dsp.mfcc import FrontendParams, FrontendParamsError
+from edge.dsp.frontend import FrontendParams, FrontendParamsError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.config import SegmenterConfig
-from edge.dsp.mfcc import FrontendParams, MfccFrontend
+from edge.dsp.frontend import Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.dsp.segmenter import Cycle, CycleSegmenter
 from edge.sources.base import AudioBlock
@@ -55,7 +55,7 @@ class SignalPath:
         self.source_rate = source_rate
         self.model_rate = frontend.sample_rate
         self.segmenter_cfg = segmenter
-        self.frontend = MfccFrontend(frontend)
+        self.frontend = Frontend(frontend)
         self.stats = PathStats()
         self._origin_s = 0.0  # source time of the current segmenter's sample 0
         self._anchor = (0.0, 0.0)  # (source time, wall time) of the latest block

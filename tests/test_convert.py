@@ -14,7 +14,7 @@ import pytest
 from convert.datasets import iter_sprsound
 from convert.features import at_model_rate, event_features
 from edge.config import SegmenterConfig
-from edge.dsp.mfcc import FrontendParams, MfccFrontend
+from edge.dsp.frontend import Frontend, FrontendParams
 from edge.model import Manifest, ModelRunner, cycle_windows, load_manifest
 from edge.pipeline import run_signal_path
 from edge.sources.file import FileSource
@@ -79,7 +79,8 @@ def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
     conv.inference_input_type = conv.inference_output_type = tf.int8
     write_package(tmp_path, conv.convert(), name="float-inside", version="0",
                   labels=("normal", "crackle", "wheeze", "both"),
-                  frontend=FrontendParams(n_mfcc=4), window=WindowSpec(8, 4, "repeat", "mean"),
+                  frontend=FrontendParams(features="mfcc", n_mfcc=4),
+                  window=WindowSpec(8, 4, "repeat", "mean"),
                   mean=np.zeros(4), std=np.ones(4), training={}, metrics={})
     assert load_manifest(tmp_path).input.dtype == "int8"
     with pytest.raises(VerificationError, match=r"not full-integer: ops with float tensors "
@@ -87,7 +88,7 @@ def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
         verify(tmp_path)
 
 
-@pytest.mark.parametrize("params", [FrontendParams(deltas=1), FrontendParams(features="log_mel")],
+@pytest.mark.parametrize("params", [FrontendParams(features="mfcc", deltas=1), FrontendParams()],
                          ids=["mfcc", "log_mel"])
 def test_augment_masks_only_static_bands(params: FrontendParams) -> None:
     """Frequency masks hide a few cepstral coefficients (never the energy, c0) or a few mel
@@ -133,7 +134,7 @@ def test_trainer_features_equal_device_features(sample_wavs: list[Path]) -> None
     src = FileSource(sample_wavs[1], block_ms=37)  # odd blocks: the streaming path
     cycles = list(run_signal_path(src.blocks(), src.sample_rate, params, SegmenterConfig()))
     offline = at_model_rate(str(sample_wavs[1]), params.sample_rate)  # the trainer's path
-    fe = MfccFrontend(params)
+    fe = Frontend(params)
     for c in cycles:
         trainer = fe(offline[c.cycle.start:c.cycle.end])
         assert np.abs(trainer - c.features).max() < 1e-3
@@ -175,7 +176,7 @@ def test_shipped_model_in_both_runtimes(sample_wavs: list[Path], tmp_path: Path)
         pytest.skip(f"{TFLITE_PYTHON} missing: `make test` builds it (tflite-runtime with "
                     "numpy<2)")
     params = load_manifest(SHIPPED).frontend
-    fe = MfccFrontend(params)
+    fe = Frontend(params)
     cycles = [fe(x[s:s + 6000]) for wav in sample_wavs
               for x in [at_model_rate(str(wav), params.sample_rate)]
               for s in range(0, len(x) - 6000 + 1, 2000)]  # 1.5 s stretches every 0.5 s

@@ -14,7 +14,7 @@ import pytest
 
 from edge.cli import main
 from edge.config import SegmenterConfig
-from edge.dsp.mfcc import FrontendParams
+from edge.dsp.frontend import FrontendParams
 from edge.pipeline import SignalPath, run_signal_path
 from edge.sources.audio_file import read_audio
 from edge.sources.base import AudioBlock

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.config import SegmenterConfig
-from edge.dsp.mfcc import FrontendParams
+from edge.dsp.frontend import FrontendParams
 from edge.dsp.segmenter import CycleSegmenter
 from edge.pipeline import run_signal_path
 from edge.sources.base import AudioBlock

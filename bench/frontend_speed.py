@@ -5,7 +5,7 @@ Both compute the same features (tests/test_dsp.py checks they agree to 1e-4); th
 the device pays per breathing cycle. Ratios are taken in one run, so a noisy machine affects both
 sides alike. Needs librosa (the `test` extra); it is never a runtime dependency.
 
-    python bench/mfcc_speed.py
+    python bench/frontend_speed.py
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.dsp.mfcc import FrontendParams, MfccFrontend
+from edge.dsp.frontend import Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.model import load_manifest
 from edge.sources.audio_file import read_audio
@@ -42,7 +42,7 @@ def best_of(fn, repeat: int = 5, number: int = 20) -> float:
 
 
 def librosa_features(y: np.ndarray, p: FrontendParams) -> np.ndarray:
-    """What MfccFrontend(p) computes, the librosa way (features × frames)."""
+    """What Frontend(p) computes, the librosa way (features × frames)."""
     import librosa
 
     mel = librosa.feature.melspectrogram(y=y, sr=p.sample_rate, n_fft=p.n_fft,
@@ -71,7 +71,7 @@ def main() -> int:
             (f"shipped ({shipped.features}) whole sample", shipped, 15.36),
             ("MFCC one cycle", p, 1.5), ("MFCC+Δ+ΔΔ one cycle", replace(p, deltas=2), 1.5)]:
         y = audio[:int(seconds * p.sample_rate)]
-        ours = MfccFrontend(params)
+        ours = Frontend(params)
         t_ours = best_of(lambda y=y, ours=ours: ours(y))
         t_lib = best_of(lambda y=y, params=params: librosa_features(y, params), number=5)
         rows.append((f"{name} ({seconds:g} s)", t_ours, t_lib, seconds))

@@ -1,5 +1,5 @@
-"""The one feature implementation (MFCC, or the log mel spectrum they are computed from): used
-by the device, the tests and the training toolchain.
+"""The one feature implementation (log mel bands, or MFCCs computed from them): used by the
+device, the tests and the training toolchain.
 
 A model is only as good as the agreement between the features it was trained on and the ones it
 sees on the device, so the parameters are one frozen object that travels inside every model's
@@ -45,7 +45,7 @@ class FrontendParams:
     # convolution over neighbouring bands sees a local spectral shape, where one over
     # neighbouring cepstral coefficients sees little; measured on validation, the log mel bands
     # train a clearly better CNN-LSTM (models/lungedge-cnnlstm/MODEL_CARD.md).
-    features: Literal["mfcc", "log_mel"] = "mfcc"
+    features: Literal["mfcc", "log_mel"] = "log_mel"
 
     def __post_init__(self) -> None:
         problems = []
@@ -161,7 +161,7 @@ def deltas(features: np.ndarray, width: int = 9) -> np.ndarray:
     return out / (2 * sum(k * k for k in range(1, half + 1)))
 
 
-class MfccFrontend:
+class Frontend:
     """Features of one stretch of audio (a breathing cycle) at the model's sample rate."""
 
     def __init__(self, params: FrontendParams) -> None:
