@@ -35,12 +35,17 @@ class Event:
     label: str  # one of LABELS
 
 
+# SPRSound was recorded with one stethoscope (its README); ICBHI names it in each file name.
+SPRSOUND_DEVICE = "Yunting II"
+
+
 @dataclass(frozen=True)
 class Recording:
     audio: Path
     patient: str
     events: tuple[Event, ...]
     record_label: str  # SPRSound record annotation, or "" for ICBHI
+    device: str = ""  # the stethoscope, where the dataset says
 
 
 ICBHI_CLASSES = {(0, 0): "normal", (1, 0): "crackle", (0, 1): "wheeze", (1, 1): "both"}
@@ -75,9 +80,11 @@ def _annotation_files(folder: Path, suffix: str, dataset: str) -> list[Path]:
 
 def iter_icbhi(folder: str | Path) -> Iterator[Recording]:
     """Recordings of an ICBHI-format folder (NAME.flac or NAME.wav beside NAME.txt), sorted.
-    The patient is the first field of NAME."""
+    The patient is the first field of NAME, the stethoscope the fifth (when there is one)."""
     for t in _annotation_files(Path(folder), ".txt", "ICBHI"):
-        yield Recording(_audio_beside(t), t.stem.split("_")[0], read_icbhi_txt(t), "")
+        fields = t.stem.split("_")
+        yield Recording(_audio_beside(t), fields[0], read_icbhi_txt(t), "",
+                        fields[4] if len(fields) > 4 else "")
 
 
 def iter_annotated(folder: str | Path) -> Iterator[Recording]:
@@ -120,4 +127,4 @@ def iter_sprsound(folder: str | Path) -> Iterator[Recording]:
     The patient is the first field of NAME."""
     for j in _annotation_files(Path(folder), ".json", "SPRSound"):
         record, events = read_sprsound_json(j)
-        yield Recording(_audio_beside(j), j.stem.split("_")[0], events, record)
+        yield Recording(_audio_beside(j), j.stem.split("_")[0], events, record, SPRSOUND_DEVICE)

@@ -25,12 +25,14 @@ import numpy as np
 
 from convert.datasets import LABELS, Recording, iter_annotated
 from convert.features import at_model_rate
-from convert.metrics import confusion, icbhi_score, sprsound_score
+from convert.metrics import confusion, icbhi_score, roc, roc_auc, sprsound_score
 from edge.config import SegmenterConfig, TrackerConfig
-from edge.dsp.frontend import Frontend
-from edge.dsp.segmenter import CycleSegmenter
+from edge.dsp.frontend import BandNormaliser, Frontend
 from edge.model import RECORD, ModelRunner
+from edge.pipeline import SignalPath
 from edge.plot import pyplot, save
+from edge.sources.audio_file import read_audio
+from edge.sources.base import AudioBlock
 from edge.tracker import record_label, signal_quality
 
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
@@ -40,17 +42,19 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
                     patients: set[str] | None = None) -> dict[str, Any]:
     m = runner.manifest
     fe = Frontend(m.frontend)
+    norm = BandNormaliser(m.frontend)
     recs: list[Recording] = [r for r in iter_annotated(folder)
                              if patients is None or r.patient in patients][:limit]
     y_true, y_event, p_event, y_stream, rec_true, rec_pred = [], [], [], [], [], []
     for rec in recs:
         audio = at_model_rate(str(rec.audio), m.sample_rate)
-        cycles, preds = stream(runner, audio)
+        cycles, preds = stream(runner, rec.audio)
+        norm.reset()
         for ev in rec.events:
             a, b = (round(t * m.sample_rate) for t in (ev.start_s, ev.end_s))
             if b - a < m.frontend.n_fft:
                 continue
-            pred = runner.predict(fe(audio[a:b]))
+            pred = runner.predict(norm(fe(audio[a:b])))
             y_true.append(LABELS.index(ev.label))
             y_event.append(LABELS.index(pred.label))
             p_event.append([pred.probs[lab] for lab in LABELS])
@@ -60,8 +64,7 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
             y_stream.append(LABELS.index(preds[best].label) if best is not None else 0)
         if rec.record_label in RECORD_TRUTH:
             rec_true.append(RECORD_TRUTH[rec.record_label])
-            rec_pred.append(record_class(cycles, preds, m.sample_rate,
-                                         m.thresholds.get(RECORD)))
+            rec_pred.append(record_class(cycles, preds, m.thresholds.get(RECORD)))
     probs = np.asarray(p_event)
     y = np.asarray(y_true)
     yp = np.asarray(y_event)  # the device's decision, with the manifest's threshold
@@ -85,33 +88,28 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
     return out
 
 
-def stream(runner: ModelRunner, audio: np.ndarray) -> tuple[list[Any], list[Any]]:
-    """The device's segmenter and model over a whole recording at the model's rate: its cycles
-    and their predictions, no annotation used."""
+def stream(runner: ModelRunner, recording: Path) -> tuple[list[Any], list[Any]]:
+    """The device's signal path and model over a whole recording, no annotation used: its
+    cycles and their predictions."""
     m = runner.manifest
-    seg = CycleSegmenter(SegmenterConfig(), m.sample_rate)
-    cycles = seg.process(audio) + seg.flush()
-    fe = Frontend(m.frontend)
-    return cycles, [runner.predict(fe(c.samples)) for c in cycles]
+    x, rate = read_audio(recording)
+    path = SignalPath(rate, m.frontend, SegmenterConfig())
+    cycles = path.process(AudioBlock(x, rate, 0.0, 0.0)) + path.flush()
+    return cycles, [runner.predict(c.features) for c in cycles]
 
 
-def record_class(cycles: list[Any], preds: list[Any], rate: int, fraction: float | None
-                 ) -> int:
+def record_class(cycles: list[Any], preds: list[Any], fraction: float | None) -> int:
     """Task 2-1's class of the label the device's session summary would give the recording."""
     label = record_label([p.label for p in preds],
-                         [signal_quality(c.samples, rate) for c in cycles],
+                         [signal_quality(c.cycle.samples, c.cycle.sample_rate) for c in cycles],
                          TrackerConfig().poor_quality_below, fraction)
     return {"normal": 0, "poor quality": 2}.get(label, 1)
 
 
 def _roc(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
-    order = np.argsort(-score)
-    ys = y[order]
-    tps, fps = np.cumsum(ys), np.cumsum(1 - ys)
-    tpr = np.concatenate([[0], tps / max(ys.sum(), 1)])
-    fpr = np.concatenate([[0], fps / max((1 - ys).sum(), 1)])
-    return {"auc": round(float(np.trapezoid(tpr, fpr)), 4), "fpr": fpr[::max(1, len(fpr) // 200)]
-            .round(4).tolist(), "tpr": tpr[::max(1, len(tpr) // 200)].round(4).tolist()}
+    fpr, tpr = roc(y, score)
+    return {"auc": roc_auc(y, score), "fpr": fpr[::max(1, len(fpr) // 200)].round(4).tolist(),
+            "tpr": tpr[::max(1, len(tpr) // 200)].round(4).tolist()}
 
 
 def plot(results: list[dict[str, Any]], out: Path) -> None:
@@ -138,7 +136,7 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
     save(fig, out)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
     ap.add_argument("folders", type=Path, nargs="+")
@@ -146,7 +144,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="recordings per folder")
     ap.add_argument("--patients", help="only these patients (comma-separated), e.g. a "
                                        "validation split")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     runner = ModelRunner(args.model)
     results = []
     for folder in args.folders:

@@ -1,18 +1,24 @@
 """Annotated events → model-rate audio → features → windows, with the device's own code.
 
-Everything here calls `edge`: the resampler, the frontend and `cycle_windows`, so what the
-trainer learns from is exactly what the device will compute (tests/test_convert.py checks it).
+Everything here calls `edge`: the resampler, the frontend, the band normaliser and
+`cycle_windows`, so what the trainer learns from is exactly what the device will compute
+(tests/test_convert.py checks it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import pickle
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from convert.datasets import LABELS, Recording
-from edge.dsp.frontend import Frontend, FrontendParams
+from edge.dsp import resample
+from edge.dsp.frontend import BandNormaliser, Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.model import WindowSpec, cycle_windows
 from edge.sources.audio_file import read_audio
@@ -24,12 +30,65 @@ def at_model_rate(path: str, rate: int) -> np.ndarray:
     return np.concatenate([rs.process(x), rs.flush()])
 
 
+@dataclass(frozen=True)
+class Events:
+    """Annotated events of one or more folders, one row each, in recording order and, within a
+    recording, in time order (the order a band normaliser must see them in)."""
+
+    feats: list[np.ndarray]  # (frames, features): the frontend's output, before band_norm
+    labels: np.ndarray  # index into LABELS
+    patients: np.ndarray  # "icbhi:101", "sprsound:65121853": unique across datasets
+    devices: np.ndarray  # the stethoscope
+    datasets: np.ndarray  # the folder each came from, e.g. "icbhi/train"
+    recordings: np.ndarray  # index of the recording in its folder's (sorted) recordings
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def take(self, index: np.ndarray | list[int]) -> Events:
+        index = np.asarray(index, dtype=int)
+        return Events([self.feats[i] for i in index], self.labels[index], self.patients[index],
+                      self.devices[index], self.datasets[index], self.recordings[index])
+
+    @staticmethod
+    def join(parts: list[Events]) -> Events:
+        return Events([f for p in parts for f in p.feats],
+                      *(np.concatenate([getattr(p, f.name) for p in parts])
+                        for f in fields(Events)[1:]))
+
+
 def event_features(recordings: Iterable[Recording], frontend: FrontendParams
                    ) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Per annotated event: its (frames, features) matrix, label index and patient."""
+    """Per annotated event: the features the model sees (band-normalised over the events of its
+    recording, in order, as the device normalises a stream's cycles), label and patient."""
+    events = recording_events("", list(recordings), frontend)
+    return band_normalised(events, frontend)[0], events.labels, list(events.patients)
+
+
+def band_normalised(events: Events, frontend: FrontendParams
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each event's features after the frontend's band normalisation, and the level that was
+    subtracted from its static features: a BandNormaliser per recording, fed its events in
+    order, as the device feeds one its cycles."""
+    norm = BandNormaliser(frontend)
+    out, levels = [], np.zeros((len(events), frontend.n_static), dtype=np.float32)
+    previous = None
+    for i, (f, *rec) in enumerate(zip(events.feats, events.datasets, events.recordings,
+                                      strict=True)):
+        if rec != previous:
+            norm.reset()
+            previous = rec
+        g = norm(f)
+        out.append(g)
+        levels[i] = (f[:1, :frontend.n_static] - g[:1, :frontend.n_static])[0]
+    return out, levels
+
+
+def recording_events(name: str, recordings: list[Recording], frontend: FrontendParams
+                     ) -> Events:
     fe = Frontend(frontend)
-    feats, labels, patients = [], [], []
-    for rec in recordings:
+    feats, labels, patients, devices, owners = [], [], [], [], []
+    for i, rec in enumerate(recordings):
         audio = at_model_rate(str(rec.audio), frontend.sample_rate)
         for ev in rec.events:
             a, b = (round(t * frontend.sample_rate) for t in (ev.start_s, ev.end_s))
@@ -37,8 +96,34 @@ def event_features(recordings: Iterable[Recording], frontend: FrontendParams
                 continue
             feats.append(fe(audio[a:b]))
             labels.append(LABELS.index(ev.label))
-            patients.append(rec.patient)
-    return feats, np.asarray(labels), patients
+            patients.append(f"{name.split('/')[0]}:{rec.patient}" if name else rec.patient)
+            devices.append(rec.device)
+            owners.append(i)
+    return Events(feats, np.asarray(labels, dtype=int), np.asarray(patients, dtype=str),
+                  np.asarray(devices, dtype=str), np.full(len(feats), name, dtype=object)
+                  .astype(str), np.asarray(owners, dtype=int))
+
+
+def cached_events(name: str, recordings: list[Recording], frontend: FrontendParams,
+                  cache_dir: Path | None) -> Events:
+    """recording_events for a dataset folder, cached on disk keyed by everything that decides
+    the features: the frontend parameters (band normalisation comes after), the resampler and
+    the recordings."""
+    params = {k: v for k, v in frontend.to_dict().items() if not k.startswith("band_norm")}
+    key = hashlib.sha256(json.dumps([
+        name, params, f"soxr-{resample.soxr.__version__}-{resample.QUALITY}",
+        [(Path(r.audio).name, Path(r.audio).stat().st_size) for r in recordings]]).encode())
+    path = cache_dir / f"{name.replace('/', '_')}-{key.hexdigest()[:12]}.pkl" if cache_dir \
+        else None
+    if path is not None and path.exists():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    events = recording_events(name, recordings, frontend)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            pickle.dump(events, f)
+    return events
 
 
 def normalisation(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +133,7 @@ def normalisation(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def windows_of(feats: list[np.ndarray], labels: np.ndarray, window: WindowSpec,
                mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training windows, their labels and the index of the event each came from."""
+    """Model windows, their labels and the index of the event each came from."""
     xs, ys, owner = [], [], []
     for i, (f, y) in enumerate(zip(feats, labels, strict=True)):
         w = cycle_windows(f, window, mean, std)
@@ -56,34 +141,3 @@ def windows_of(feats: list[np.ndarray], labels: np.ndarray, window: WindowSpec,
         ys += [y] * len(w)
         owner += [i] * len(w)
     return np.concatenate(xs), np.asarray(ys), np.asarray(owner)
-
-
-def cached_event_features(name: str, recordings: list[Recording], frontend: FrontendParams,
-                          cache_dir: Path | None) -> tuple[list[np.ndarray], np.ndarray,
-                                                           list[str], list[int]]:
-    """event_features for a dataset split, cached on disk keyed by the frontend parameters
-    (features, labels, patients, index of each event's recording)."""
-    import hashlib
-    import json
-    import pickle
-
-    key = hashlib.sha256(json.dumps([name, frontend.to_dict(), [str(r.audio) for r in
-                                                                 recordings]]).encode())
-    path = cache_dir / f"{name.replace('/', '_')}-{key.hexdigest()[:12]}.pkl" if cache_dir \
-        else None
-    if path is not None and path.exists():
-        with path.open("rb") as f:
-            return pickle.load(f)
-    feats, labels, patients, owners = [], [], [], []
-    for i, rec in enumerate(recordings):
-        f, y, p = event_features([rec], frontend)
-        feats += f
-        labels += list(y)
-        patients += p
-        owners += [i] * len(f)
-    result = (feats, np.asarray(labels, dtype=int), patients, owners)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as f:
-            pickle.dump(result, f)
-    return result

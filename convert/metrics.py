@@ -39,3 +39,20 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> list[list[int]]
     for t, p in zip(y_true, y_pred, strict=True):
         m[t, p] += 1
     return m.tolist()
+
+
+def roc(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold (ties move together)."""
+    y, score = np.asarray(y), np.asarray(score, dtype=float)
+    order = np.argsort(-score, kind="stable")
+    ys, s = y[order], score[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the end of each run of equal scores
+    tps, fps = np.cumsum(ys)[last], np.cumsum(1 - ys)[last]
+    tpr = np.concatenate([[0], tps / max(ys.sum(), 1)])
+    fpr = np.concatenate([[0], fps / max((1 - ys).sum(), 1)])
+    return fpr, tpr
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    fpr, tpr = roc(y, score)
+    return round(float(np.trapezoid(tpr, fpr)), 4)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,6 @@ import numpy as np
 
 from edge.dsp.frontend import FrontendParams
 from edge.model import MANIFEST_SCHEMA_VERSION, Manifest, TensorSpec, WindowSpec, sha256_of
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def keras() -> Any:

@@ -22,10 +22,13 @@ from edge.dsp.frontend import FrontendParams, FrontendParamsError
 
 log = logging.getLogger(__name__)
 
-# 2 added frontend.features (MFCC or log mel); a schema-1 manifest predates it, when every model
-# took MFCCs, so it still loads, as "mfcc": a software update must not strand a deployed model.
-MANIFEST_SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+# 2 added frontend.features (MFCC or log mel), 3 frontend.band_norm and band_norm_s. An older
+# manifest predates them and still loads, with what its models took (MFCC; no band
+# normalisation): a software update must not strand a deployed model.
+MANIFEST_SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+FRONTEND_BEFORE_SCHEMA = {2: {"band_norm": "none", "band_norm_s": 10.0},
+                          1: {"features": "mfcc", "band_norm": "none", "band_norm_s": 10.0}}
 # The one threshold a manifest may carry: the summed probability of the adventitious classes at
 # which a cycle is called adventitious. Chosen on validation, because the argmax's implicit
 # operating point is set by the training class balance, not by what screening needs.
@@ -95,8 +98,8 @@ class Manifest:
             if unknown:
                 raise ModelError(f"{where}: unknown key(s) {unknown}")
             frontend_d = d["frontend"]
-            if d["schema_version"] == 1 and isinstance(frontend_d, dict):
-                frontend_d = {"features": "mfcc"} | frontend_d
+            if isinstance(frontend_d, dict):
+                frontend_d = FRONTEND_BEFORE_SCHEMA.get(d["schema_version"], {}) | frontend_d
             frontend = FrontendParams.from_dict(frontend_d, where=f"{where}: frontend")
             window = WindowSpec(**d["window"])
             tensors = {k: TensorSpec(tuple(d[k]["shape"]), d[k]["dtype"], float(d[k]["scale"]),

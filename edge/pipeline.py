@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.config import SegmenterConfig
-from edge.dsp.frontend import Frontend, FrontendParams
+from edge.dsp.frontend import BandNormaliser, Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.dsp.segmenter import Cycle, CycleSegmenter
 from edge.sources.base import AudioBlock
@@ -56,6 +56,7 @@ class SignalPath:
         self.model_rate = frontend.sample_rate
         self.segmenter_cfg = segmenter
         self.frontend = Frontend(frontend)
+        self.normaliser = BandNormaliser(frontend)
         self.stats = PathStats()
         self._origin_s = 0.0  # source time of the current segmenter's sample 0
         self._anchor = (0.0, 0.0)  # (source time, wall time) of the latest block
@@ -64,6 +65,7 @@ class SignalPath:
     def _start_chain(self) -> None:
         self.resampler = StreamingResampler(self.source_rate, self.model_rate)
         self.segmenter = CycleSegmenter(self.segmenter_cfg, self.model_rate)
+        self.normaliser.reset()  # after a long gap the chest (or the patient) may be another
 
     @property
     def latency_s(self) -> float:
@@ -109,7 +111,7 @@ class SignalPath:
             start_s = self._origin_s + c.start_s
             wall = self._anchor[1] + (start_s - self._anchor[0])
             out.append(CycleFeatures(start_s, self._origin_s + c.end_s, wall,
-                                     self.frontend(c.samples), c))
+                                     self.normaliser(self.frontend(c.samples)), c))
             self.stats.cycles += 1
             self.stats.forced_cuts += c.forced_cut
         return out

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.datasets import iter_sprsound
-from convert.features import at_model_rate, event_features
+from convert.datasets import LABELS
+from convert.features import Events, at_model_rate
 from edge.config import SegmenterConfig
 from edge.dsp.frontend import Frontend, FrontendParams
-from edge.model import Manifest, ModelRunner, cycle_windows, load_manifest
+from edge.model import Manifest, ModelRunner, load_manifest
 from edge.pipeline import run_signal_path
 from edge.sources.file import FileSource
 
@@ -49,8 +49,7 @@ def test_chain_train_quantize_verify_evaluate(tmp_path: Path) -> None:
     assert manifest.input.dtype == manifest.output.dtype == "int8"
     runner = ModelRunner(pkg)
     assert runner.predict(np.zeros((10, manifest.frontend.n_features))).label in manifest.labels
-    sys.argv = ["evaluate", str(pkg), str(SAMPLES), "--out", str(tmp_path / "report")]
-    assert evaluate_main() == 0
+    assert evaluate_main([str(pkg), str(SAMPLES), "--out", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "evaluation.json").read_text())
     assert report[0]["events"] == 22 and "record_task_2_1" in report[0]
     assert (tmp_path / "report" / "confusion_roc.png").stat().st_size > 10_000
@@ -93,7 +92,7 @@ def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
 def test_augment_masks_only_static_bands(params: FrontendParams) -> None:
     """Frequency masks hide a few cepstral coefficients (never the energy, c0) or a few mel
     bands, never a delta; without MixUp the labels stay one-hot."""
-    from convert.train import augment
+    from convert.fit import augment
 
     rng = np.random.default_rng(0)
     x = rng.normal(5.0, 1.0, size=(256, 32, params.n_features)).astype(np.float32)
@@ -107,45 +106,180 @@ def test_augment_masks_only_static_bands(params: FrontendParams) -> None:
     assert masked[:, 0].any() == (params.features == "log_mel")
 
 
-def test_train_seed_keeps_the_moving_average_it_validated() -> None:
-    """With --ema the model returned is the averaged one its best validation score was
-    measured on, not the raw weights training went on with."""
-    needs_tensorflow()
-    from convert.train import train_seed, validation_scores
+def _events(rng: np.random.Generator, n: int = 400) -> Events:
+    """Synthetic events: two datasets, stethoscopes tied to patients, labels tied to
+    stethoscopes (as in ICBHI)."""
+    patients = rng.integers(0, 40, n)
+    devices = np.array(["AKGC417L", "LittC2SE", "Meditron", "Yunting II"])[patients % 4]
+    datasets = np.where(devices == "Yunting II", "sprsound/train", "icbhi/train")
+    labels = np.where(devices == "AKGC417L", rng.integers(0, 4, n),
+                      rng.choice(4, n, p=[0.7, 0.1, 0.15, 0.05]))
+    return Events([rng.normal(size=(20, 8)).astype(np.float32) for _ in range(n)], labels,
+                  np.array([f"p{p}" for p in patients]), devices, datasets, patients)
+
+
+def test_protocol_folds_group_patients_and_leave_stethoscopes_out() -> None:
+    """cv: every patient is validated exactly once and never trained on in the same fold; loso:
+    no recording of a held-out stethoscope, nor of any patient it recorded, is trained on."""
+    from convert.crossval import folds
+
+    events = _events(np.random.default_rng(0))
+    cv = [f for f in folds(events, k=5) if f.kind == "cv"]
+    loso = [f for f in folds(events, k=5) if f.kind == "loso"]
+    assert len(cv) == 5 and [f.name for f in loso] == ["loso-AKGC417L", "loso-LittC2SE",
+                                                       "loso-Meditron"]
+    validated = np.concatenate([f.val for f in cv])
+    assert sorted(validated) == list(range(len(events)))  # each event once
+    for f in cv:
+        assert not set(events.patients[f.train]) & set(events.patients[f.val])
+        for dataset in ("icbhi/train", "sprsound/train"):  # both sets in every fold
+            assert (events.datasets[f.val] == dataset).any()
+    for f in loso:
+        device = f.name.removeprefix("loso-")
+        assert set(events.devices[f.val]) == {device}
+        assert device not in set(events.devices[f.train])
+        assert not set(events.patients[f.train]) & set(events.patients[f.val])
+
+
+def test_device_class_weights_make_every_stethoscope_predict_nothing() -> None:
+    """With balance "device_class" every stethoscope's weighted class mix is the same, so the
+    sound of a stethoscope says nothing about the label; with "class" they differ."""
+    from convert.fit import event_weights
+
+    events = _events(np.random.default_rng(1), 4000)
+
+    def mixes(balance: str) -> np.ndarray:
+        w = event_weights(events, balance)
+        assert w.mean() == pytest.approx(1.0) and w.max() <= 10.0 + 1e-6
+        out = []
+        for d in np.unique(events.devices):
+            inside = events.devices == d
+            mix = np.bincount(events.labels[inside], w[inside], minlength=4)
+            out.append(mix / mix.sum())
+        return np.array(out)
+
+    assert np.ptp(mixes("device_class"), axis=0).max() < 0.02
+    assert np.ptp(mixes("class"), axis=0).max() > 0.2
+
+
+def test_other_stethoscope_keeps_windows_normalised_as_the_device_would() -> None:
+    """A simulated stethoscope changes the band powers; the band normalisation is redone after
+    it: a "cycle" window still has zero mean per band, and a static frequency response with no
+    noise or band limits would be removed entirely."""
+    from convert.fit import other_stethoscope
 
     rng = np.random.default_rng(0)
-    params = FrontendParams(n_fft=64, hop_length=32, n_mels=8, n_mfcc=8, features="log_mel")
+    for mode in ("none", "cycle", "running"):
+        params = FrontendParams(band_norm=mode)  # type: ignore[arg-type]
+        raw = rng.normal(-12, 2, size=(64, 32, params.n_mels))
+        levels = raw.mean(axis=1) if mode != "none" else np.zeros((64, params.n_mels))
+        x = (raw - levels[:, None, :]).astype(np.float32)
+        y = other_stethoscope(x, levels.astype(np.float32), np.random.default_rng(2), params)
+        assert y.shape == x.shape and np.isfinite(y).all()
+        assert not np.allclose(y, x)
+        if mode == "cycle":
+            assert np.abs(y.mean(axis=1)).max() < 1e-4
+    with pytest.raises(ValueError, match="log mel features without deltas"):
+        other_stethoscope(x, levels, rng, FrontendParams(deltas=1))
+
+
+def test_fit_returns_the_moving_average() -> None:
+    """With `ema` the model returned, and the one each epoch is validated on, is the moving
+    average of the weights, not the raw weights training went on with."""
+    needs_tensorflow()
+    from convert.fit import Windows, fit
+    from convert.recipe import Recipe
+
+    rng = np.random.default_rng(0)
+    recipe = Recipe(n_fft=64, hop_length=32, n_mels=8, filters=(4,), lstm_units=4, epochs=3,
+                    mixup=0.0, ema=0.9)
     y = np.arange(128) % 4
     x = rng.normal(size=(128, 16, 8)).astype(np.float32) + y[:, None, None] * 0.5
-    vals = [("val", (x[:32], np.arange(32), y[:32]))]
-    arch = {"filters": (4,), "lstm_units": 4, "time_pool": None, "cell_clip": 4.0}
-    averaged, run = train_seed(0, (x, y), vals, 3, 0.0, params, lambda _: None, arch, ema=0.9)
-    assert validation_scores(averaged, vals)[1] == pytest.approx(run["val_mean"])
-    assert [h["val_mean"] for h in run["history"]][run["best_epoch"]] == run["val_mean"]
-    raw, _ = train_seed(0, (x, y), vals, 3, 0.0, params, lambda _: None, arch)
+    w = Windows(x, np.zeros((128, 8), np.float32), y, np.ones(128, np.float32), np.arange(128),
+                np.zeros(8, np.float32), np.ones(8, np.float32))
+    seen: list[list[np.ndarray]] = []
+    averaged, history = fit(recipe, w, 0, lambda _: None,
+                            lambda e, m: seen.append(m.get_weights()) or {})
+    assert len(history) == len(seen) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(averaged.get_weights(), seen[-1],
+                                                    strict=True))
+    from dataclasses import replace
+
+    raw, _ = fit(replace(recipe, ema=0.0), w, 0, lambda _: None)
     assert not all(np.allclose(a, b) for a, b in zip(averaged.get_weights(),
                                                      raw.get_weights(), strict=True))
 
 
-def test_trainer_features_equal_device_features(sample_wavs: list[Path]) -> None:
-    """What the trainer computes for a stretch of audio is what the device computes for it,
-    with the shipped model's frontend."""
-    params = load_manifest(SHIPPED).frontend
+@pytest.mark.parametrize("band_norm", ["none", "cycle", "running"])
+def test_trainer_features_and_windows_equal_the_device_ones(sample_wavs: list[Path],
+                                                           band_norm: str) -> None:
+    """The trainer's path (whole recording at the model rate, the frontend, a band normaliser
+    fed a recording's events in order, its windows and normalisation) gives, for the device's
+    own cycles, the features and model inputs the device computes while streaming."""
+    from dataclasses import replace
+
+    from convert.features import Events, band_normalised
+    from convert.fit import windows
+    from convert.recipe import Recipe
+
+    recipe = replace(Recipe(), band_norm=band_norm, band_norm_s=3.0)
+    params = recipe.frontend
     src = FileSource(sample_wavs[1], block_ms=37)  # odd blocks: the streaming path
-    cycles = list(run_signal_path(src.blocks(), src.sample_rate, params, SegmenterConfig()))
+    device = list(run_signal_path(src.blocks(), src.sample_rate, params, SegmenterConfig()))
     offline = at_model_rate(str(sample_wavs[1]), params.sample_rate)  # the trainer's path
     fe = Frontend(params)
-    for c in cycles:
-        trainer = fe(offline[c.cycle.start:c.cycle.end])
-        assert np.abs(trainer - c.features).max() < 1e-3
-    # and the trainer's windows are the device's windows for the same features
-    feats, labels, _ = event_features(iter_sprsound(SAMPLES), params)
-    mean, std = np.zeros(params.n_features), np.ones(params.n_features)
-    window = load_manifest(SHIPPED).window
-    for f in feats:
-        assert np.array_equal(cycle_windows(f, window, mean, std),
-                              cycle_windows(f.copy(), window, mean, std))
-    assert len(feats) == len(labels) == 22
+    n = len(device)
+    events = Events([fe(offline[c.cycle.start:c.cycle.end]) for c in device],
+                    np.zeros(n, int), np.full(n, "p"), np.full(n, "d"), np.full(n, "s"),
+                    np.zeros(n, int))
+    trainer, _ = band_normalised(events, params)
+    for t, c in zip(trainer, device, strict=True):
+        assert np.abs(t - c.features).max() < 1e-3
+    if band_norm != "none":  # the normalisation did something
+        assert np.abs(trainer[-1] - events.feats[-1]).max() > 0.1
+    # the windows the model is trained on are the inputs the device's runner feeds it
+    w = windows(events, recipe)
+    runner = ModelRunner(SHIPPED)
+    manifest = replace(runner.manifest, feature_mean=tuple(w.mean), feature_std=tuple(w.std),
+                       window=recipe.window)
+    runner.manifest = manifest
+    runner._mean, runner._std = w.mean, w.std
+    device_windows = np.concatenate([runner.windows(c.features) for c in device])
+    assert np.abs((w.x - w.mean) / w.std - device_windows).max() < 1e-3
+
+
+@pytest.mark.shared_data
+def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
+    """The toolchain's own chain, end to end on a few recordings (artefacts, not accuracy):
+    the protocol's folds, then the trainer taking its thresholds from their out-of-fold
+    predictions, converting to int8, verifying and writing a package the device loads."""
+    needs_tensorflow()
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "icbhi" / "train").is_dir():
+        pytest.skip(f"ICBHI/SPRSound not found at {SHARED_DATA}; CI has it")
+    from convert import crossval, train
+
+    tiny = ["--limit", "24", "--epochs", "1", "--filters", "4", "8", "--lstm-units", "8",
+            "--band-norm", "running", "--cache", str(tmp_path / "cache"),
+            "--data", str(SHARED_DATA)]
+    assert crossval.main(["--out", str(tmp_path / "cv"), *tiny]) == 0
+    report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert {"icbhi", "sprsound", "icbhi_by_stethoscope"} <= set(report["cv"])
+    assert report["objective"] is not None and len(report["curve"]) == 1
+    assert (tmp_path / "cv" / "crossval.md").read_text().startswith("# Validation protocol")
+    # the trainer refuses a protocol run of another recipe…
+    with pytest.raises(SystemExit, match="validated another recipe"):
+        train.main(["--out", str(tmp_path / "pkg"), "--crossval", str(tmp_path / "cv"),
+                    *tiny, "--mixup", "0.3"])
+    # …and packages this one
+    assert train.main(["--out", str(tmp_path / "pkg"), "--crossval", str(tmp_path / "cv"),
+                       "--seeds", "0", "--min-agreement", "0", "--check-windows", "50",
+                       "--calibration-windows", "50", *tiny]) == 0
+    runner = ModelRunner(tmp_path / "pkg")
+    assert runner.manifest.frontend.band_norm == "running"
+    assert runner.manifest.training["recipe"]["epochs"] == 1
+    assert runner.predict(np.zeros((40, runner.manifest.frontend.n_features))).label in LABELS
 
 
 def _predictions(python: str, cycles: Path) -> dict[str, object]:
@@ -212,26 +346,6 @@ def test_diagnosis_report_is_patient_disjoint(tmp_path: Path) -> None:
     for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(x, y,
                                                                                    patients):
         assert not set(patients[train]) & set(patients[test])
-
-
-def test_package_candidates_are_ranked_on_validation() -> None:
-    """Each seed and the seeds' average, best on validation first: if the best one's int8
-    version fails verification, the trainer packages the next (checked by hand on real data)."""
-    needs_tensorflow()
-    from convert.package import build_cnn_lstm
-    from convert.train import ranked
-
-    models = {s: build_cnn_lstm(8, 4, 4, filters=(4,), lstm_units=4) for s in (0, 1)}
-    runs = [{"seed": 0, "val_mean": 0.2}, {"seed": 1, "val_mean": 0.9}]
-    rng = np.random.default_rng(0)
-    vals = [("v", (rng.normal(size=(6, 8, 4)).astype(np.float32), np.arange(6) % 3,
-                   np.array([0, 1, 2])))]
-    got = ranked(models, runs, vals, True, print)
-    scores = [c["val_mean"] for _, c in got]
-    assert scores == sorted(scores, reverse=True) and len(got) == 3
-    assert got[[c["members"] for _, c in got].index([1])][0] is models[1]
-    assert [0, 1] in [c["members"] for _, c in got]
-    assert [c["members"] for _, c in ranked(models, runs, vals, False, print)] == [[1], [0]]
 
 
 def test_pooling_and_cell_clip_survive_the_batch_one_copy() -> None:

@@ -50,17 +50,20 @@ def test_a_schema_1_manifest_loads_as_the_mfcc_model_it_was() -> None:
     manifest is such a file, kept as written, so a deployed model survives an update."""
     assert json.loads((SMOKE / "manifest.json").read_text())["schema_version"] == 1
     m = ModelRunner(SMOKE).manifest
-    assert m.frontend.features == "mfcc" and m.schema_version == 2
-    assert m.frontend.n_features == m.input.shape[2]
+    assert m.frontend.features == "mfcc" and m.frontend.band_norm == "none"
+    assert m.schema_version == 3 and m.frontend.n_features == m.input.shape[2]
 
 
 def test_manifest_schema_versions_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"schema_version 3; this lungedge reads \[1, 2\]: "
+    with pytest.raises(ModelError, match=r"schema_version 4; this lungedge reads \[1, 2, 3\]: "
                                          "update lungedge"):
-        load_manifest(_package_edited(tmp_path / "a", lambda m: m.update(schema_version=3)))
+        load_manifest(_package_edited(tmp_path / "a", lambda m: m.update(schema_version=4)))
     # schema 2 must pin the frontend's output, like every other frontend parameter
     with pytest.raises(ModelError, match=r"frontend: missing key\(s\) \['features'\]"):
         load_manifest(_package_edited(tmp_path / "b", lambda m: m.update(schema_version=2)))
+    # and schema 3 its band normalisation
+    with pytest.raises(ModelError, match=r"missing key\(s\) \[.*'band_norm', 'band_norm_s'\]"):
+        load_manifest(_package_edited(tmp_path / "c", lambda m: m.update(schema_version=3)))
 
 
 @pytest.mark.parametrize("thresholds, message", [
@@ -93,43 +96,60 @@ def test_the_runner_applies_the_threshold(tmp_path: Path) -> None:
         assert e.confidence == pytest.approx(e.probs[e.label], abs=1e-4)
 
 
-def test_threshold_search_writes_a_threshold_the_device_reads(tmp_path: Path) -> None:
-    """The trainer's search runs the int8 package on validation events, keeps the best point
-    of its grid (or none, if the argmax does better), and the manifest it writes loads on the
-    device."""
-    from convert.datasets import iter_sprsound
-    from convert.features import event_features
-    from convert.train import tune_threshold
+def _out_of_fold(rng: np.random.Generator, n: int = 600) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Events of 60 SPRSound-like and ICBHI-like recordings, and probabilities that lean
+    normal: the argmax misses adventitious events a lower threshold catches."""
+    from convert.features import Events
 
-    pkg = _package_with(tmp_path, {})
-    params = load_manifest(pkg).frontend
-    samples = Path(__file__).resolve().parents[1] / "models" / "samples"
-    feats, labels, _ = event_features(iter_sprsound(samples), params)
-    result = tune_threshold(pkg, [("samples", feats, labels)], lambda _msg: None)
-    assert result["validation"] >= result["validation_at_argmax"]
-    manifest = load_manifest(pkg)
+    y = rng.choice(4, n, p=[0.6, 0.2, 0.15, 0.05])
+    probs = np.full((n, 4), 0.1)
+    probs[np.arange(n), y] += 0.25
+    probs[:, 0] += 0.3  # a bias towards normal
+    probs /= probs.sum(1, keepdims=True)
+    recordings = np.arange(n) // 10
+    datasets = np.where(recordings % 2, "sprsound/train", "icbhi/train")
+    events = Events([np.zeros((4, 2), np.float32)] * n, y, np.array([f"p{r}" for r in
+                    recordings]), np.full(n, "d"), datasets, recordings)
+    return events, np.arange(n), probs
+
+
+def test_threshold_choice_writes_a_threshold_the_device_applies(tmp_path: Path) -> None:
+    """The trainer's search over the out-of-fold predictions keeps the best point of its grid
+    (none if the argmax does better), and the device's decision with it is the one scored."""
+    from convert.train import choose_threshold
+    from edge.model import decide
+
+    events, index, probs = _out_of_fold(np.random.default_rng(0))
+    result = choose_threshold(events, index, probs, lambda _msg: None)
+    assert result["thresholds"] and result["value"] > result["at_argmax"]
+    manifest = load_manifest(_package_with(tmp_path, result["thresholds"]))
     assert manifest.thresholds == result["thresholds"]
-    assert manifest.training["threshold"] == result
+    labels = decide(probs, manifest.labels, manifest.thresholds)
+    assert (labels != 0).sum() > (probs.argmax(1) != 0).sum()  # it calls more adventitious
+    # a model already at its best operating point gets no threshold
+    sharp = np.eye(4)[events.labels] * 0.9 + 0.025
+    assert choose_threshold(events, index, sharp, lambda _msg: None)["thresholds"] == {}
 
 
-def test_record_fraction_search_scores_what_the_device_would_say(tmp_path: Path) -> None:
-    """The record fraction is chosen by streaming recordings through the real segmenter and
-    int8 model; evaluating the package it writes gives back the score it was chosen for, so
-    the tuner, the evaluation and the tracker use one record rule."""
-    from convert.datasets import iter_sprsound
-    from convert.evaluate import evaluate_folder
-    from convert.train import tune_record_fraction
+def test_record_fraction_choice_uses_the_device_record_rule() -> None:
+    """The record fraction is chosen on the SPRSound recordings' out-of-fold event labels,
+    through edge.tracker.record_label, the rule the device's session summary applies."""
+    from convert.train import choose_record_fraction
+    from edge.tracker import record_label
 
-    root = Path(__file__).resolve().parents[1]
-    pkg = tmp_path / "model"
-    shutil.copytree(root / "models" / "lungedge-cnnlstm", pkg, ignore=shutil.ignore_patterns(
-        "report"))
-    samples = root / "models" / "samples"
-    result = tune_record_fraction(pkg, list(iter_sprsound(samples)), lambda _msg: None)
-    assert result["recordings"] == 3
-    assert result["validation"] >= result["validation_at_default"]
-    manifest = load_manifest(pkg)
-    assert manifest.thresholds.get("record_fraction") == result["record_fraction"]
-    assert manifest.training["record_threshold"] == result
-    report = evaluate_folder(ModelRunner(pkg), samples)
-    assert report["record_task_2_1"]["score"] == result["validation"]
+    events, index, _ = _out_of_fold(np.random.default_rng(1))
+    n_recordings = int(events.recordings.max()) + 1
+    # a recording is adventitious when a third of its events are
+    truth = ["CAS" if (events.labels[events.recordings == r] != 0).mean() > 0.33 else "Normal"
+             for r in range(n_recordings)]
+    truth[1] = "Poor Quality"  # no events to decide by: left out
+    result = choose_record_fraction(truth, events, index, np.eye(4)[events.labels], {},
+                                    lambda _msg: None)
+    assert result["recordings"] == n_recordings // 2 - 1
+    fraction = result["record_fraction"]
+    assert fraction is not None and result["value"] == 1.0
+    for r in range(3, n_recordings, 2):
+        labels = [("normal", "crackle", "wheeze", "both")[i]
+                  for i in events.labels[events.recordings == r]]
+        said = record_label(labels, [1.0] * len(labels), 0.0, fraction)
+        assert (said != "normal") == (truth[r] == "CAS")

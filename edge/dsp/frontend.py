@@ -46,6 +46,14 @@ class FrontendParams:
     # neighbouring cepstral coefficients sees little; measured on validation, the log mel bands
     # train a clearly better CNN-LSTM (models/lungedge-cnnlstm/MODEL_CARD.md).
     features: Literal["mfcc", "log_mel"] = "log_mel"
+    # Each band's level over the recent past of the stream is subtracted from it (the static
+    # features only): a stethoscope's frequency response and gain are a fixed gain per band,
+    # which this removes, so the model sees how a cycle differs from the chest's own recent
+    # sound. "cycle": the cycle's own mean; "running": an exponential moving average over the
+    # cycles so far (time constant band_norm_s of cycle audio), causal, so the device does it
+    # live (BandNormaliser). "none": the features as they are.
+    band_norm: Literal["none", "cycle", "running"] = "none"
+    band_norm_s: float = 10.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -59,7 +67,7 @@ class FrontendParams:
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             problems.append(f"need 0 ≤ fmin < fmax ≤ sample_rate/2 ({self.sample_rate / 2}), "
                             f"got fmin={self.fmin}, fmax={self.fmax}")
-        if not 1 <= self.n_mfcc <= self.n_mels:
+        if self.features == "mfcc" and not 1 <= self.n_mfcc <= self.n_mels:
             problems.append(f"n_mfcc must be in 1…n_mels ({self.n_mels}), got {self.n_mfcc}")
         if self.n_mels > self.n_fft // 2:
             problems.append(f"n_mels ({self.n_mels}) must not exceed n_fft/2 "
@@ -68,6 +76,11 @@ class FrontendParams:
             problems.append(f"log_floor must be > 0, got {self.log_floor}")
         if self.features not in ("mfcc", "log_mel"):
             problems.append(f"features must be 'mfcc' or 'log_mel', got {self.features!r}")
+        if self.band_norm not in ("none", "cycle", "running"):
+            problems.append(f"band_norm must be 'none', 'cycle' or 'running', got "
+                            f"{self.band_norm!r}")
+        if not self.band_norm_s > 0:
+            problems.append(f"band_norm_s must be > 0, got {self.band_norm_s}")
         if self.deltas not in (0, 1, 2):
             problems.append(f"deltas must be 0, 1 or 2, got {self.deltas}")
         if self.delta_width < 3 or self.delta_width % 2 == 0:
@@ -194,3 +207,37 @@ class Frontend:
             parts = [feats, d1] if p.deltas == 1 else [feats, d1, deltas(d1, p.delta_width)]
             feats = np.concatenate(parts, axis=1)
         return feats.astype(np.float32)
+
+
+class BandNormaliser:
+    """The band normalisation of FrontendParams.band_norm, with its state: one per stream.
+
+    The device feeds it every cycle in order; the trainer feeds it the annotated events of one
+    recording in order, after `reset()`. The level subtracted includes the cycle itself, so the
+    first cycle of a stream is normalised by its own mean."""
+
+    def __init__(self, params: FrontendParams) -> None:
+        self.mode = params.band_norm
+        self.n = params.n_static
+        # per-frame decay of the running level: its time constant is band_norm_s of frames
+        self.decay = float(np.exp(-params.hop_length / (params.band_norm_s * params.sample_rate)))
+        self.level: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.level = None
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        if self.mode == "none" or len(features) == 0:
+            return features
+        static = features[:, :self.n].astype(np.float64)
+        level = static.mean(axis=0) if self.mode == "cycle" or self.level is None \
+            else self.level
+        if self.mode == "running":
+            # the EMA after this cycle's frames, in closed form: a^n·L + (1 − a)·Σ a^(n−1−i)·x_i
+            n = len(static)
+            weights = (1 - self.decay) * self.decay ** np.arange(n - 1, -1, -1)
+            level = self.decay ** n * level + weights @ static
+            self.level = level
+        out = features.copy()
+        out[:, :self.n] -= level.astype(np.float32)
+        return out

@@ -1,0 +1,236 @@
+"""Training one CNN-LSTM on a set of events with a recipe: windows, sample weights, augmentation
+(including simulated stethoscopes), the loss, and the loop with a moving average of the
+weights. The validation protocol and the shipping run both call `fit`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from convert.datasets import LABELS
+from convert.features import Events, band_normalised, normalisation
+from convert.recipe import Recipe
+from edge.dsp.frontend import FrontendParams
+from edge.model import cycle_windows
+
+DB = np.log(10) / 10  # one decibel of power in natural-log units (the frontend's log)
+MAX_WEIGHT = 10.0  # no handful of events may dominate a batch
+
+
+@dataclass
+class Windows:
+    """Training windows before the global normalisation, so that a simulated stethoscope can
+    be applied to what a stethoscope changes (the band powers) and normalised again."""
+
+    x: np.ndarray  # (n, frames, features): band-normalised features
+    levels: np.ndarray  # (n, n_static): the band level the band normalisation subtracted
+    y: np.ndarray
+    weight: np.ndarray  # per window
+    owner: np.ndarray  # index of the event each window came from
+    mean: np.ndarray  # the global per-feature normalisation (of these events)
+    std: np.ndarray
+
+
+def windows(events: Events, recipe: Recipe, mean: np.ndarray | None = None,
+            std: np.ndarray | None = None) -> Windows:
+    """The events' windows as the device cuts a cycle; `mean`/`std` default to these events'
+    own (training), or are given (validation: the training set's)."""
+    frontend = recipe.frontend
+    feats, levels = band_normalised(events, frontend)
+    if mean is None or std is None:
+        mean, std = normalisation(feats)
+    zero, one = np.zeros(frontend.n_features), np.ones(frontend.n_features)
+    xs, owner = [], []
+    for i, f in enumerate(feats):
+        w = cycle_windows(f, recipe.window, zero, one)
+        xs.append(w)
+        owner += [i] * len(w)
+    owner_a = np.asarray(owner, dtype=int)
+    weight = event_weights(events, recipe.balance)[owner_a]
+    return Windows(np.concatenate(xs), levels[owner_a], events.labels[owner_a], weight, owner_a,
+                   mean.astype(np.float32), std.astype(np.float32))
+
+
+def event_weights(events: Events, balance: str) -> np.ndarray:
+    """Sample weights, mean 1. Both modes aim at the same class mix, each class in proportion to
+    the square root of its count (rare classes count more, but not so much that their few
+    events dominate). "class" reaches it over all events; "device_class" within every
+    stethoscope, so that a stethoscope's sound no longer predicts the label (in ICBHI, 40% of
+    the AKG C417L cycles are crackles and 75% of the Meditron ones normal)."""
+    y = events.labels
+    if len(y) == 0:
+        return np.zeros(0, dtype=np.float32)
+    counts = np.bincount(y, minlength=len(LABELS)).astype(float)
+    target = np.sqrt(counts) / np.sqrt(counts).sum()
+    if balance == "class":
+        w = target[y] / (counts[y] / counts.sum())
+    else:
+        w = np.zeros(len(y))
+        for d in np.unique(events.devices):
+            inside = events.devices == d
+            local = np.bincount(y[inside], minlength=len(LABELS)) / inside.sum()
+            w[inside] = target[y[inside]] / local[y[inside]]
+    w = np.minimum(w / w.mean(), MAX_WEIGHT)
+    return (w / w.mean()).astype(np.float32)
+
+
+# -- augmentation --------------------------------------------------------------------------------
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float,
+            frontend: FrontendParams, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """On normalised feature windows: time shift, gain, noise, time and frequency masks, and
+    MixUp; returns windows and soft labels. A gain moves the energy coefficient of MFCCs and
+    every band of a log-mel spectrum; a frequency mask hides a few cepstral coefficients (never
+    the energy) or a few bands."""
+    n, frames, feats = x.shape
+    onehot = np.eye(len(LABELS), dtype=np.float32)[y]
+    if not enabled:
+        return x, onehot
+    cepstral = frontend.features == "mfcc"
+    static = frontend.n_static
+    shifts = rng.integers(-frames // 8, frames // 8 + 1, n)
+    x = x[np.arange(n)[:, None], (np.arange(frames)[None, :] - shifts[:, None]) % frames]
+    x[:, :, :1 if cepstral else static] += rng.normal(0, 0.3, (n, 1, 1)).astype(np.float32)
+    x += rng.normal(0, 0.05, x.shape).astype(np.float32)
+    t, f = np.arange(frames)[None, :], np.arange(feats)[None, :]
+    t0, tw = rng.integers(0, frames, n)[:, None], rng.integers(0, frames // 10 + 1, n)[:, None]
+    f0 = rng.integers(1 if cepstral else 0, static, n)[:, None]
+    fw = rng.integers(0, 4 if cepstral else static // 8 + 1, n)[:, None]
+    x[(t >= t0) & (t < t0 + tw)] = 0
+    x *= ~((f >= f0) & (f < np.minimum(f0 + fw, static)))[:, None, :]
+    if mixup > 0:
+        lam = rng.beta(mixup, mixup, size=(n, 1, 1)).astype(np.float32)
+        perm = rng.permutation(n)
+        x = lam * x + (1 - lam) * x[perm]
+        onehot = lam[:, :, 0] * onehot + (1 - lam[:, :, 0]) * onehot[perm]
+    return x, onehot
+
+
+def other_stethoscope(x: np.ndarray, levels: np.ndarray, rng: np.random.Generator,
+                      frontend: FrontendParams) -> np.ndarray:
+    """Band-normalised log mel windows as another stethoscope and room would have given them.
+
+    In band power (the log is undone): a level change of ±10 dB; a frequency response, as a
+    tilt of ±8 dB across the band and one resonance or notch of ±6 dB; with probability 0.3 a
+    narrower band (above 1–1.9 kHz or below 100–250 Hz, 30 dB down, as a cheaper chest piece
+    or a different filter); with probability 0.5 background noise 5–30 dB below the window's
+    mean power, white to pink. Then the band normalisation is redone: exactly over the window
+    for "cycle"; for "running" the same transform applied to the running level (the recording
+    as a whole went through that stethoscope)."""
+    if frontend.features != "log_mel" or frontend.deltas:
+        raise ValueError("simulated stethoscopes need log mel features without deltas")
+    n, _, bands = x.shape
+    centres = np.linspace(0, 1, bands)[None, :]  # position of each band, 0 (fmin) … 1 (fmax)
+    hz = frontend.fmin + centres * (frontend.fmax - frontend.fmin)
+    u = rng.uniform
+    eq = (u(-10, 10, (n, 1)) + u(-8, 8, (n, 1)) * (centres - 0.5)
+          + u(-6, 6, (n, 1)) * np.exp(-0.5 * ((centres - u(0, 1, (n, 1))) / u(0.05, 0.3, (n, 1)))
+                                       ** 2))
+    high = np.where(u(0, 1, (n, 1)) < 0.3, u(1000, 1900, (n, 1)), np.inf)
+    low = np.where(u(0, 1, (n, 1)) < 0.3, u(100, 250, (n, 1)), 0.0)
+    eq -= 30 / (1 + np.exp(-(hz - high) / 40)) + 30 / (1 + np.exp((hz - low) / 15))
+    eq *= DB
+    noisy = u(0, 1, (n, 1)) < 0.5
+    snr = u(5, 30, (n, 1))
+    colour = (hz / hz[0, 0]) ** -u(0, 1, (n, 1))  # 1/f^k shape, k in 0 (white) … 1 (pink)
+    raw = x.astype(np.float64) + levels[:, None, :]
+    power = np.exp(raw).mean(axis=(1, 2))[:, None]
+    noise = np.where(noisy, power * 10 ** (-snr / 10) * colour / colour.mean(1, keepdims=True),
+                     0.0)
+    floor = frontend.log_floor
+
+    def through(v: np.ndarray) -> np.ndarray:  # (n, ..., bands)
+        shape = (n,) + (1,) * (v.ndim - 2) + (bands,)
+        return np.log(np.maximum(np.exp(v + eq.reshape(shape)) + noise.reshape(shape), floor))
+
+    heard = through(raw)
+    if frontend.band_norm == "none":
+        level = np.zeros((n, 1, bands))
+    elif frontend.band_norm == "cycle":
+        level = heard.mean(axis=1, keepdims=True)
+    else:
+        level = through(levels.astype(np.float64)[:, None, :])
+    return (heard - level).astype(np.float32)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def focal_loss(gamma: float = 2.0) -> Callable[[Any, Any], Any]:
+    """Cross-entropy that weighs down the examples already classified with confidence."""
+    import tensorflow as tf
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        p = tf.clip_by_value(y_pred, 1e-7, 1 - 1e-7)
+        return -tf.reduce_sum(y_true * (1 - p) ** gamma * tf.math.log(p), axis=-1)
+
+    return loss
+
+
+def event_predictions(probs: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndarray:
+    """Mean window probabilities per event, as the device aggregates them."""
+    sums = np.zeros((n_events, probs.shape[1]))
+    np.add.at(sums, owner, probs)
+    counts = np.bincount(owner, minlength=n_events)[:, None]
+    return sums / np.maximum(counts, 1)
+
+
+def predict_events(model: Any, w: Windows) -> np.ndarray:
+    """Per event, the probabilities of a float model (windows normalised as the device does)."""
+    x = (w.x - w.mean) / w.std
+    p = model.predict(x[..., None], batch_size=256, verbose=0)
+    return event_predictions(p, w.owner, int(w.owner.max()) + 1 if len(w.owner) else 0)
+
+
+def fit(recipe: Recipe, train: Windows, seed: int, log: Callable[[str], None],
+        on_epoch: Callable[[int, Any], dict[str, Any]] | None = None) -> tuple[Any, list[Any]]:
+    """One seed's model after `recipe.epochs` epochs (its moving-average weights, with `ema`).
+    `on_epoch(epoch, model)` sees the model that would be returned after each epoch and may
+    return numbers to log; the history of losses and those numbers is returned too."""
+    import tensorflow as tf
+
+    from convert.package import build_cnn_lstm, keras
+
+    tf.keras.utils.set_random_seed(seed)
+    k = keras()
+    frontend = recipe.frontend
+    x, y = train.x, train.y
+    model = build_cnn_lstm(x.shape[1], x.shape[2], len(LABELS), **recipe.arch)
+    model.compile(optimizer=k.optimizers.Adam(1e-3),
+                  loss=focal_loss() if recipe.loss == "focal" else "categorical_crossentropy")
+    rng = np.random.default_rng(seed)
+    averaged = model.get_weights() if recipe.ema else []
+    steps = 0
+    history = []
+    for epoch in range(recipe.epochs):
+        t = time.time()
+        order = rng.permutation(len(x))
+        losses = []
+        for b in range(0, len(order), 64):
+            idx = order[b:b + 64]
+            xb = x[idx]
+            if recipe.device_augmentation:
+                xb = other_stethoscope(xb, train.levels[idx], rng, frontend)
+            xb = (xb - train.mean) / train.std
+            xb, yb = augment(xb, y[idx], rng, recipe.mixup, frontend, recipe.augmentation)
+            losses.append(model.train_on_batch(xb[..., None], yb,
+                                               sample_weight=train.weight[idx]))
+            if recipe.ema:
+                steps += 1
+                d = min(recipe.ema, (1 + steps) / (10 + steps))  # short memory while it starts
+                averaged = [d * a + (1 - d) * w for a, w in zip(averaged, model.get_weights(),
+                                                                 strict=True)]
+        if recipe.ema:
+            raw = model.get_weights()
+            model.set_weights(averaged)
+        numbers = on_epoch(epoch, model) if on_epoch else {}
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **numbers})
+        log(f"seed {seed} epoch {epoch:2d} loss {np.mean(losses):.3f} "
+            + " ".join(f"{k} {v}" for k, v in numbers.items()) + f" ({time.time() - t:.0f} s)")
+        if recipe.ema and epoch < recipe.epochs - 1:
+            model.set_weights(raw)
+        if epoch == 8:
+            model.optimizer.learning_rate.assign(3e-4)
+    return model, history
