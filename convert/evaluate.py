@@ -26,14 +26,14 @@ import numpy as np
 from convert.datasets import LABELS, Recording, iter_annotated
 from convert.features import at_model_rate
 from convert.metrics import confusion, icbhi_score, roc, roc_auc, sprsound_score
-from edge.config import SegmenterConfig, TrackerConfig
 from edge.dsp.frontend import BandNormaliser, Frontend
+from edge.dsp.segmenter import SegmenterConfig
 from edge.model import RECORD, ModelRunner
 from edge.pipeline import SignalPath
 from edge.plot import pyplot, save
 from edge.sources.audio_file import read_audio
 from edge.sources.base import AudioBlock
-from edge.tracker import record_label, signal_quality
+from edge.tracker import TrackerConfig, record_label, signal_quality
 
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
 

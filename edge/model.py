@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge.dsp.frontend import FrontendParams, FrontendParamsError
+from edge.dsp.frontend import FrontendParams
+from edge.typed import ValidationError, build, complete
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Manifest:
     version: str
     labels: tuple[str, ...]
     sample_rate: int
-    frontend: FrontendParams
+    frontend: FrontendParams = complete(FrontendParams, "every frontend parameter, pinned")
     window: WindowSpec
     input: TensorSpec
     output: TensorSpec
@@ -88,35 +89,20 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "manifest.json") -> Manifest:
+        """A manifest from its parsed JSON; every problem names the key path under `where`."""
+        if not isinstance(d, dict):
+            raise ModelError(f"{where}: expected a JSON object")
+        version = d.get("schema_version")
+        if version not in READABLE_SCHEMA_VERSIONS:
+            raise ModelError(f"{where}: schema_version {version!r}; this lungedge reads "
+                             f"{list(READABLE_SCHEMA_VERSIONS)}: update lungedge to run this "
+                             "model")
+        if isinstance(d.get("frontend"), dict):
+            d = d | {"frontend": FRONTEND_BEFORE_SCHEMA.get(version, {}) | d["frontend"]}
         try:
-            if d.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
-                raise ModelError(f"{where}: schema_version {d.get('schema_version')!r}; this "
-                                 f"lungedge reads {list(READABLE_SCHEMA_VERSIONS)}: update "
-                                 "lungedge to run this model")
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(d) - known)
-            if unknown:
-                raise ModelError(f"{where}: unknown key(s) {unknown}")
-            frontend_d = d["frontend"]
-            if isinstance(frontend_d, dict):
-                frontend_d = FRONTEND_BEFORE_SCHEMA.get(d["schema_version"], {}) | frontend_d
-            frontend = FrontendParams.from_dict(frontend_d, where=f"{where}: frontend")
-            window = WindowSpec(**d["window"])
-            tensors = {k: TensorSpec(tuple(d[k]["shape"]), d[k]["dtype"], float(d[k]["scale"]),
-                                     int(d[k]["zero_point"])) for k in ("input", "output")}
-            m = cls(name=str(d["name"]), version=str(d["version"]),
-                    labels=tuple(d["labels"]), sample_rate=int(d["sample_rate"]),
-                    frontend=frontend, window=window, input=tensors["input"],
-                    output=tensors["output"], feature_mean=tuple(map(float, d["feature_mean"])),
-                    feature_std=tuple(map(float, d["feature_std"])), sha256=str(d["sha256"]),
-                    training=dict(d.get("training", {})), metrics=dict(d.get("metrics", {})),
-                    thresholds=dict(d.get("thresholds", {})))
-        except KeyError as exc:
-            raise ModelError(f"{where}: missing key {exc}") from None
-        except (TypeError, ValueError, FrontendParamsError) as exc:
-            if isinstance(exc, ModelError):
-                raise
-            raise ModelError(f"{where}: {exc}") from None
+            m = build(cls, d | {"schema_version": MANIFEST_SCHEMA_VERSION}, source=where)
+        except ValidationError as exc:
+            raise ModelError(str(exc)) from None
         m.check_consistent(where)
         return m
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.config import SegmenterConfig
 from edge.dsp.frontend import BandNormaliser, Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
-from edge.dsp.segmenter import Cycle, CycleSegmenter
+from edge.dsp.segmenter import Cycle, CycleSegmenter, SegmenterConfig
 from edge.sources.base import AudioBlock
 
 log = logging.getLogger(__name__)

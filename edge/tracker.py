@@ -18,14 +18,47 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import AlertRule, TrackerConfig
 from edge.payloads import iso_ms
+from edge.typed import Invalid, section, setting
 
 ABNORMAL = {"wheeze": ("wheeze", "both"), "crackle": ("crackle", "both")}
 RECORD_FRACTION = 0.2  # share of adventitious good cycles that makes a record adventitious
 POOR_RECORD_FRACTION = 0.5  # share of poor cycles that makes a record poor quality
 
 Message = tuple[str, dict[str, Any]]  # (topic kind, body)
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    on_fraction: float = setting(0.4, "Raise when this share of recent cycles shows it.",
+                                 gt=0, le=1)
+    off_fraction: float = setting(0.15, "End when the share falls to this or below.",
+                                  ge=0, le=1)
+    min_cycles: int = setting(3, "…and at least this many recent cycles show it (debounce).",
+                              ge=1)
+
+    def validate(self) -> None:
+        if self.off_fraction >= self.on_fraction:
+            raise Invalid("off_fraction", "must be below on_fraction (hysteresis)")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    window_cycles: int = setting(8, "Recent cycles the alert rules look at.", ge=1, le=100)
+    min_confidence: float = setting(0.5, "A cycle counts as abnormal only this confident.",
+                                    ge=0, le=1)
+    wheeze: AlertRule = section(AlertRule, "Wheeze (CAS) alerts.")
+    crackle: AlertRule = section(AlertRule, "Crackle (DAS) alerts.")
+    poor_signal: AlertRule = section(AlertRule, "Poor-signal alerts (low cycle quality).")
+    poor_quality_below: float = setting(0.3, "A cycle's quality below this is poor.", ge=0,
+                                        le=1)
+    no_audio_s: float = setting(10.0, "No audio (or only silence) for this long raises "
+                                      "no_audio, s.", gt=0)
+    session_silence_s: float = setting(30.0, "A session ends after this long without "
+                                             "cycles, s.", gt=0)
+    session_max_s: float = setting(600.0, "…or after this long, s.", gt=0)
+
+
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import pytest
 
 from convert.datasets import LABELS
 from convert.features import Events, at_model_rate
-from edge.config import SegmenterConfig
 from edge.dsp.frontend import Frontend, FrontendParams
+from edge.dsp.segmenter import SegmenterConfig
 from edge.model import Manifest, ModelRunner, load_manifest
 from edge.pipeline import run_signal_path
 from edge.sources.file import FileSource

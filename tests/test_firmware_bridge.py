@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.config import SegmenterConfig
 from edge.dsp.frontend import FrontendParams
+from edge.dsp.segmenter import SegmenterConfig
 from edge.pipeline import run_signal_path
 from edge.sources.audio_file import read_audio
 from edge.sources.file import FileSource

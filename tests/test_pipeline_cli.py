@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.config import SegmenterConfig
 from edge.dsp.frontend import FrontendParams
+from edge.dsp.segmenter import SegmenterConfig
 from edge.pipeline import SignalPath, run_signal_path
 from edge.sources.audio_file import read_audio
 from edge.sources.base import AudioBlock

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import segmentation as bench
 
 from convert.datasets import DatasetError, iter_annotated, iter_sprsound
-from edge.config import SegmenterConfig
+from edge.dsp.segmenter import SegmenterConfig
 
 
 def test_iou_and_one_to_one_matching() -> None:

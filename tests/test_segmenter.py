@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.config import SegmenterConfig
 from edge.dsp.frontend import FrontendParams
-from edge.dsp.segmenter import CycleSegmenter
+from edge.dsp.segmenter import CycleSegmenter, SegmenterConfig
 from edge.pipeline import run_signal_path
 from edge.sources.base import AudioBlock
 from tests.conftest import breathing

@@ -9,10 +9,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge.config import TrackerConfig, parse_config
+from edge.config import parse_config
 from edge.payloads import SCHEMA_VERSION, schema
 from edge.spool import Spool, SpoolError
-from edge.tracker import CycleResult, Tracker, record_label, signal_quality
+from edge.tracker import CycleResult, Tracker, TrackerConfig, record_label, signal_quality
 
 ENVELOPE = {"schema_version": SCHEMA_VERSION, "device_id": "bed-1",
             "ts": "2026-11-21T10:00:00.000Z"}

@@ -15,7 +15,6 @@ orthonormal DCT-II (skipped for `features="log_mel"`); deltas by linear regressi
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,35 +105,14 @@ class FrontendParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "frontend") -> FrontendParams:
-        """Parameters from a manifest section; every problem names the key under `where`."""
-        if not isinstance(data, dict):
-            raise FrontendParamsError(f"{where}: expected an object, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise FrontendParamsError(f"{where}: unknown key(s) {unknown}; known: {names}")
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise FrontendParamsError(f"{where}: missing key(s) {missing}: a manifest must "
-                                      "pin every frontend parameter")
-        values = {}
-        for name in names:
-            value, tp = data[name], hints[name]
-            if typing.get_origin(tp) is Literal:
-                ok = value in typing.get_args(tp)
-            elif tp is int:
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                value = float(value) if ok else value
-            if not ok:
-                raise FrontendParamsError(f"{where}.{name}: invalid value {value!r}")
-            values[name] = value
+        """Parameters from a manifest section: every key must be given (a default would
+        silently describe another model), and every problem names its key under `where`."""
+        from edge.typed import ValidationError, build
+
         try:
-            return cls(**values)
-        except FrontendParamsError as exc:
-            raise FrontendParamsError(f"{where}: {exc}") from None
+            return build(cls, data, source=where, complete=True)
+        except ValidationError as exc:
+            raise FrontendParamsError(str(exc)) from None
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:

@@ -23,8 +23,48 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.config import SegmenterConfig
 from edge.dsp.filters import StreamingSos, bandpass_sos
+from edge.typed import Invalid, setting
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Breathing-cycle segmentation; defaults were tuned on SPRSound train (bench/)."""
+
+    band_low_hz: float = setting(195.0, "Low edge of the band whose energy marks breath "
+                                        "sound, Hz.", gt=0)
+    band_high_hz: float = setting(1010.0, "High edge of that band, Hz.", gt=0)
+    frame_ms: float = setting(10.0, "Envelope frame length, ms.", ge=2, le=50)
+    smooth_ms: float = setting(300.0, "Envelope smoothing (moving average), ms.", ge=0, le=1000)
+    floor_window_s: float = setting(6.6, "Window of the running noise-floor estimate, s.",
+                                    ge=0.5, le=60)
+    floor_quantile: float = setting(0.34, "Quantile of the recent envelope taken as the noise "
+                                         "floor.", gt=0, le=0.9)
+    on_db: float = setting(4.9, "A cycle starts when the envelope rises this far above the "
+                                "floor, dB.", gt=0, le=40)
+    off_db: float = setting(4.9, "…and ends when it falls back below floor + this, dB.",
+                            ge=0, le=40)
+    min_cycle_s: float = setting(0.1, "Breath sounds shorter than this are ignored, "
+                                      "s.", gt=0, le=5)
+    max_cycle_s: float = setting(3.35, "Longer cycles are cut here (forced cut), s.",
+                                 gt=0, le=30)
+    merge_gap_s: float = setting(0.48, "Breath sound must stay quiet this long to end, s.",
+                                 ge=0, le=2)
+    pad_s: float = setting(0.22, "A cycle starts this long before its breath's onset, s.",
+                           ge=0, le=1)
+    tail_s: float = setting(2.57, "A cycle ends this long after its breath's sound (or at "
+                                  "the next breath, if sooner), s.", ge=0, le=5)
+
+    def validate(self) -> None:
+        if self.band_high_hz <= self.band_low_hz:
+            raise Invalid("band_high_hz", f"must be above band_low_hz "
+                                           f"({self.band_low_hz}), got {self.band_high_hz}")
+        if self.off_db > self.on_db:
+            raise Invalid("off_db", f"must not exceed on_db ({self.on_db}), got "
+                                     f"{self.off_db}")
+        if self.max_cycle_s < 2 * self.min_cycle_s:
+            raise Invalid("max_cycle_s", f"must be at least twice min_cycle_s "
+                                          f"({self.min_cycle_s}), got {self.max_cycle_s}")
 
 
 @dataclass(frozen=True)

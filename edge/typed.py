@@ -1,0 +1,221 @@
+"""The one validating loader: frozen dataclasses from YAML or JSON, every error with its key path.
+
+The config file, a model's frontend parameters and its manifest are all read through
+`build()`, so they share one set of rules: unknown keys are errors (with the closest known key),
+values must have the field's type (an int is not a bool, "256" is not a number), numeric bounds
+come from the field (`setting(..., ge=…)`), a section may check itself (`validate()`), and every
+error says where: file, line (for YAML), key path, what is wrong, what is allowed. The same field
+metadata documents the config (`lungedge.example.yaml` is generated from it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import field
+from typing import Any, Literal
+
+import yaml
+
+
+class ValidationError(ValueError):
+    """Data that does not fit its dataclass: where it is and what is allowed."""
+
+    def __init__(self, message: str, *, source: str = "", line: int | None = None,
+                 key_path: str = "") -> None:
+        self.message, self.source, self.line, self.key_path = message, source, line, key_path
+        where = source or "<input>"
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {key_path}: {message}" if key_path else f"{where}: {message}")
+
+
+class Invalid(ValueError):
+    """Raised by a dataclass's `validate()`: `key` (relative to it) and what is wrong."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None) -> Any:
+    """A field with its one-line documentation and numeric bounds."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, doc: str) -> Any:
+    """A nested dataclass field (a config section), defaulting to its defaults."""
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+def complete(cls: type, doc: str = "") -> Any:
+    """A nested dataclass whose every key must be given (a manifest pins every frontend
+    parameter: a default there would silently describe another model)."""
+    return field(metadata={"doc": doc, "complete": True})
+
+
+def from_yaml(cls: type, text: str, source: str) -> Any:
+    """Parse YAML text and build `cls`; errors carry the YAML line of the offending key."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValidationError(f"not valid YAML: {problem}", source=source,
+                              line=mark.line + 1 if mark else None) from None
+    if node is None:
+        return build(cls, {}, source=source)
+    lines: dict[str, int] = {}
+    data = _plain(node, "", lines, source)
+    return build(cls, data, source=source, lines=lines)
+
+
+def _plain(node: yaml.Node, path: str, lines: dict[str, int], source: str) -> Any:
+    """A YAML node as plain Python, remembering the line of every key path."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for knode, vnode in node.value:
+            key = str(knode.value)
+            child = f"{path}.{key}" if path else key
+            if key in out:
+                raise ValidationError("key given twice", source=source,
+                                      line=knode.start_mark.line + 1, key_path=child)
+            out[key] = _plain(vnode, child, lines, source)
+            lines[child] = knode.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(v, f"{path}[{i}]", lines, source) for i, v in enumerate(node.value)]
+    return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def build(cls: type, data: Any, *, source: str = "", lines: dict[str, int] | None = None,
+          complete: bool = False) -> Any:
+    """An instance of dataclass `cls` from plain data (parsed JSON or YAML); with `complete`,
+    every key must be given, defaults or not."""
+    return _Builder(source, lines or {}).dataclass(cls, data, "", complete=complete)
+
+
+class _Builder:
+    def __init__(self, source: str, lines: dict[str, int]) -> None:
+        self.source, self.lines = source, lines
+
+    def fail(self, path: str, message: str) -> typing.NoReturn:
+        line = None
+        probe = path
+        while line is None and probe:  # the line of the key, or of the nearest enclosing one
+            line = self.lines.get(probe)
+            probe = probe.rpartition(".")[0]
+        raise ValidationError(message, source=self.source, line=line if self.lines else None,
+                              key_path=path or "(top level)")
+
+    def dataclass(self, cls: type, data: Any, path: str, complete: bool) -> Any:
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a mapping of keys to values, got {_kind(data)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            key = str(key)
+            key_path = f"{path}.{key}" if path else key
+            if key not in fields:
+                close = difflib.get_close_matches(key, list(fields), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.fail(key_path, f"unknown key{hint}; allowed here: {', '.join(fields)}")
+            f = fields[key]
+            values[key] = self.value(hints[key], value, key_path, f.metadata)
+        required = [n for n, f in fields.items() if n not in values and (
+            complete or (f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING))]
+        if required:
+            self.fail(path, f"missing key(s) {required}" + (
+                ": every one must be given here" if complete else ""))
+        try:
+            obj = cls(**values)
+        except (TypeError, ValueError) as exc:  # a __post_init__ that checks its fields
+            self.fail(path, str(exc))
+        validate = getattr(obj, "validate", None)
+        if validate is not None:
+            try:
+                validate()
+            except Invalid as exc:
+                self.fail(f"{path}.{exc.key}" if path else exc.key, str(exc))
+        return obj
+
+    def value(self, tp: Any, value: Any, path: str, meta: Any) -> Any:
+        if dataclasses.is_dataclass(tp):
+            return self.dataclass(tp, value, path, complete=bool(meta.get("complete")))
+        origin = typing.get_origin(tp)
+        if tp is Any:
+            return value
+        if origin in (tuple, list):
+            if not isinstance(value, list | tuple):
+                self.fail(path, f"expected a list, got {_kind(value)}")
+            args = typing.get_args(tp)
+            item = args[0] if args else Any
+            items = [self.value(item, v, f"{path}[{i}]", {}) for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.fail(path, f"expected a mapping, got {_kind(value)}")
+            item = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+            return {str(k): self.value(item, v, f"{path}.{k}", {}) for k, v in value.items()}
+        for option in typing.get_args(tp) if _is_union(tp) else (tp,):
+            ok, converted = _coerce(option, value)
+            if ok:
+                self.check_bounds(converted, path, meta)
+                return converted
+        self.fail(path, f"expected {describe(tp)}, got {_kind(value)}")
+
+    def check_bounds(self, value: Any, path: str, meta: Any) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return
+        ge, gt, le = meta.get("ge"), meta.get("gt"), meta.get("le")
+        if ge is not None and value < ge:
+            self.fail(path, f"must be ≥ {ge}, got {value}")
+        if gt is not None and value <= gt:
+            self.fail(path, f"must be > {gt}, got {value}")
+        if le is not None and value > le:
+            self.fail(path, f"must be ≤ {le}, got {value}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", tuple: "a list"}.get(type(value),
+                                                                   repr(value))
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
+    if tp is type(None):
+        return value is None, None
+    if typing.get_origin(tp) is Literal:
+        return value in typing.get_args(tp) and not isinstance(value, bool), value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if tp is str:
+        return isinstance(value, str), value
+    raise TypeError(f"type {tp} is not supported by the loader")
+
+
+def describe(tp: Any) -> str:
+    if _is_union(tp):
+        return " or ".join(describe(t) for t in typing.get_args(tp))
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             type(None): "null"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
