@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.local_broker import LocalBroker  # noqa: E402
+from edge.dev.local_broker import LocalBroker  # noqa: E402
 
 
 def parse_ts(text: str) -> float:

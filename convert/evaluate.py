@@ -26,14 +26,14 @@ import numpy as np
 from convert.datasets import LABELS, Recording, iter_annotated
 from convert.features import at_model_rate
 from convert.metrics import confusion, icbhi_score, roc, roc_auc, sprsound_score
+from edge.analysis import Analysis, ClassifiedCycle
+from edge.audio_file import read_audio
 from edge.dsp.frontend import BandNormaliser, Frontend
 from edge.dsp.segmenter import SegmenterConfig
-from edge.model import RECORD, ModelRunner
-from edge.pipeline import SignalPath
+from edge.model import RECORD, Manifest, ModelRunner
 from edge.plot import pyplot, save
-from edge.sources.audio_file import read_audio
 from edge.sources.base import AudioBlock
-from edge.tracker import TrackerConfig, record_label, signal_quality
+from edge.tracker import TrackerConfig, record_label
 
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
 
@@ -48,7 +48,7 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
     y_true, y_event, p_event, y_stream, rec_true, rec_pred = [], [], [], [], [], []
     for rec in recs:
         audio = at_model_rate(str(rec.audio), m.sample_rate)
-        cycles, preds = stream(runner, rec.audio)
+        cycles = stream(runner, rec.audio)
         norm.reset()
         for ev in rec.events:
             a, b = (round(t * m.sample_rate) for t in (ev.start_s, ev.end_s))
@@ -58,13 +58,14 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
             y_true.append(LABELS.index(ev.label))
             y_event.append(LABELS.index(pred.label))
             p_event.append([pred.probs[lab] for lab in LABELS])
-            overlap = [max(0.0, min(c.end_s, ev.end_s) - max(c.start_s, ev.start_s))
+            overlap = [max(0.0, min(c.end, ev.end_s) - max(c.start, ev.start_s))
                        for c in cycles]
             best = int(np.argmax(overlap)) if overlap and max(overlap) > 0 else None
-            y_stream.append(LABELS.index(preds[best].label) if best is not None else 0)
+            y_stream.append(LABELS.index(cycles[best].prediction.label)  # type: ignore[union-attr]
+                            if best is not None else 0)
         if rec.record_label in RECORD_TRUTH:
             rec_true.append(RECORD_TRUTH[rec.record_label])
-            rec_pred.append(record_class(cycles, preds, m.thresholds.get(RECORD)))
+            rec_pred.append(record_class(cycles, m))
     probs = np.asarray(p_event)
     y = np.asarray(y_true)
     yp = np.asarray(y_event)  # the device's decision, with the manifest's threshold
@@ -88,21 +89,19 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
     return out
 
 
-def stream(runner: ModelRunner, recording: Path) -> tuple[list[Any], list[Any]]:
-    """The device's signal path and model over a whole recording, no annotation used: its
-    cycles and their predictions."""
-    m = runner.manifest
+def stream(runner: ModelRunner, recording: Path) -> list[ClassifiedCycle]:
+    """The device's analysis path over a whole recording, no annotation used: its cycles."""
     x, rate = read_audio(recording)
-    path = SignalPath(rate, m.frontend, SegmenterConfig())
-    cycles = path.process(AudioBlock(x, rate, 0.0, 0.0)) + path.flush()
-    return cycles, [runner.predict(c.features) for c in cycles]
+    analysis = Analysis(rate, runner, SegmenterConfig(), TrackerConfig())
+    events = analysis.process(AudioBlock(x, rate, 0.0, 0.0)) + analysis.finish()
+    return [e for e in events if isinstance(e, ClassifiedCycle)]
 
 
-def record_class(cycles: list[Any], preds: list[Any], fraction: float | None) -> int:
+def record_class(cycles: list[ClassifiedCycle], manifest: Manifest) -> int:
     """Task 2-1's class of the label the device's session summary would give the recording."""
-    label = record_label([p.label for p in preds],
-                         [signal_quality(c.cycle.samples, c.cycle.sample_rate) for c in cycles],
-                         TrackerConfig().poor_quality_below, fraction)
+    label = record_label([c.prediction.label for c in cycles if c.prediction],
+                         [c.quality for c in cycles], TrackerConfig().poor_quality_below,
+                         manifest.thresholds.get(RECORD), manifest.findings)
     return {"normal": 0, "poor quality": 2}.get(label, 1)
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from convert.datasets import LABELS, Recording
+from edge.audio_file import read_audio
 from edge.dsp import resample
 from edge.dsp.frontend import BandNormaliser, Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.model import WindowSpec, cycle_windows
-from edge.sources.audio_file import read_audio
 
 
 def at_model_rate(path: str, rate: int) -> np.ndarray:

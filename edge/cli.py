@@ -11,19 +11,15 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edge import __version__
 from edge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from edge.dsp.frontend import FrontendParams
-from edge.pipeline import run_signal_path
 from edge.plot import PlotError
 from edge.sources import open_source
-from edge.sources.base import AudioBlock, AudioSource, SourceError
+from edge.sources.base import SourceError
 from edge.sources.file import FileSource
 from edge.sources.stdin import StdinSource
 
@@ -55,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     c = sub.add_parser("classify", help="segment and analyse recordings offline",
-                       description="Run the device's signal path (resample → cycle segmenter "
-                                   "→ features) over recordings and print one row per cycle.")
+                       description="Run the device's analysis path (resample → cycle segmenter "
+                                   "→ features → model → alerts and sessions) over recordings "
+                                   "and print one row per cycle and every session's summary.")
     c.add_argument("files", nargs="*", type=Path, metavar="FILE",
                    help="WAV or FLAC; '-' reads raw s16le from standard input (see --rate); "
                         "none: the source configured by --config (e.g. a live stethoscope)")
@@ -70,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="take the source (when no FILE is given) and segmenter from this config")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("--model", type=Path, help="model package folder (default: the config's "
-                                              "model.path; none: segmentation only)")
+                                              "model.path, else the shipped model)")
+    c.add_argument("--segments-only", action="store_true",
+                   help="only cut the audio into breathing cycles; no model")
     c.add_argument("--plot", type=Path, metavar="PNG",
                    help="waveform and spectrogram with cycles shaded by label")
     c.set_defaults(func=cmd_classify)
@@ -131,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge import demo
+    from edge.dev import demo
 
     return demo.demo(args.sample or demo.DEFAULT_SAMPLE, args.model or demo.DEFAULT_MODEL,
                      fast=args.fast)
@@ -166,21 +165,24 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from edge.classify import JSON_SCHEMA_VERSION, classify_source, default_model
+    from edge.model import ModelError, ModelRunner
+
     cfg = load_config(args.config) if args.config else Config()
     if not args.files and not args.config:
         raise SourceError("give recordings to classify, '-' for raw audio on standard input, "
                           "or --config FILE to read the source it configures")
-    model_path = args.model or cfg.model.path
     runner = None
-    if model_path:
-        from edge.model import ModelError, ModelRunner
-
+    if not args.segments_only:
+        model_path = args.model or cfg.model.path or default_model()
+        if model_path is None:
+            raise SourceError("no model package found: pass --model DIR (a folder with "
+                              "model.tflite and manifest.json), or --segments-only")
         try:
             runner = ModelRunner(model_path, cfg.model.num_threads)
         except ModelError as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    frontend = runner.manifest.frontend if runner else FrontendParams()
     reports: list[dict[str, Any]] = []
     failed = 0
     for name in args.files or [None]:
@@ -193,128 +195,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
             else:
                 source = FileSource(name, block_ms=cfg.source.block_ms)
             label = str(name) if name is not None else source.describe()
-            reports.append(_classify_source(label, source, frontend, runner, cfg, args))
+            plot = None
+            if args.plot:
+                plot = args.plot if len(args.files) <= 1 else args.plot.with_name(
+                    f"{args.plot.stem}-{Path(label).stem}{args.plot.suffix}")
+            reports.append(classify_source(label, source, runner, cfg, seconds=args.seconds,
+                                           plot=plot, quiet=args.json))
         except (SourceError, ValueError, PlotError) as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)
             failed += 1
     if args.json:
-        json.dump({"schema_version": JSON_SCHEMA_VERSION, "frontend": frontend.to_dict(),
-                   "model": _model_info(runner), "files": reports}, sys.stdout, indent=2)
+        m = runner.manifest if runner else None
+        json.dump({"schema_version": JSON_SCHEMA_VERSION,
+                   "frontend": (m.frontend if m else FrontendParams()).to_dict(),
+                   "model": {"name": m.name, "version": m.version} if m else None,
+                   "files": reports}, sys.stdout, indent=2)
         print()
     return 1 if failed else 0
-
-
-def _model_info(runner: Any) -> dict[str, str] | None:
-    return ({"name": runner.manifest.name, "version": runner.manifest.version}
-            if runner else None)
-
-
-def _classify_source(label: str, source: AudioSource, frontend: FrontendParams, runner: Any,
-                     cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the signal path (and the model, if any) over one source, printing each cycle as it
-    is found (a live source shows them as they happen); stops at the source's end, after
-    --seconds of audio, or at Ctrl-C. With a model, the session summary uses the tracker's own
-    rules, so it says what the daemon's summary would."""
-    from edge.model import RECORD
-    from edge.tracker import CycleResult, Tracker, signal_quality
-
-    audio_s = 0.0
-    rows: list[dict[str, Any]] = []
-    tracker = Tracker(cfg.tracker, _model_info(runner) or {},
-                      runner.manifest.thresholds.get(RECORD) if runner else None)
-    events: list[tuple[str, dict[str, Any]]] = []
-    kept: list[np.ndarray] = []
-
-    def blocks() -> Iterator[AudioBlock]:
-        nonlocal audio_s
-        for block in source.blocks():
-            audio_s = block.start_s + block.duration_s
-            if args.plot:
-                kept.append(block.samples)
-            yield block
-            if args.seconds is not None and audio_s >= args.seconds:
-                return
-
-    if not args.json:
-        print(f"{label}  ({source.sample_rate} Hz)")
-        print(f"  {'#':>3}  {'start s':>8}  {'end s':>8}  {'dur s':>6}  {'features':>9}  "
-              + ("label     conf  quality  " if runner else "") + "note")
-    try:
-        for c in run_signal_path(blocks(), source.sample_rate, frontend, cfg.segmenter):
-            row = {"index": len(rows), "start_s": round(c.start_s, 3),
-                   "end_s": round(c.end_s, 3), "duration_s": round(c.duration_s, 3),
-                   "features_shape": list(c.features.shape), "forced_cut": c.cycle.forced_cut}
-            if runner is not None:
-                pred = runner.predict(c.features)
-                quality = signal_quality(c.cycle.samples, c.cycle.sample_rate)
-                row.update(label=pred.label, probs=pred.probs,
-                           confidence=round(pred.confidence, 4), quality=quality)
-                before, after = tracker.on_cycle(CycleResult(
-                    c.start_s, c.end_s, pred.label, pred.confidence, quality))
-                events += before + after
-            rows.append(row)
-            if not args.json:
-                _print_row(row)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        source.close()
-    if audio_s == 0:
-        raise SourceError(f"{label}: no audio arrived (for a pipe: is the recorder writing raw "
-                          "s16le to it?)")
-    durations = [r["duration_s"] for r in rows]
-    report: dict[str, Any] = {
-        "file": label, "sample_rate": source.sample_rate, "duration_s": round(audio_s, 3),
-        "cycles": rows,
-        "summary": {
-            "cycles": len(rows),
-            "mean_cycle_s": round(sum(durations) / len(durations), 3) if durations else None,
-            "cycles_per_min": round(60 * len(rows) / audio_s, 1) if audio_s else None,
-            "covered_fraction": round(sum(durations) / audio_s, 3) if audio_s else None,
-        },
-    }
-    if runner is not None:
-        events += tracker.close(audio_s)
-        session = next((b for k, b in events if k == "summary"), None)
-        if session:
-            report["summary"].update({k: session[k] for k in (
-                "cycles_by_label", "abnormal_burden", "poor_quality_fraction", "record_label")})
-        report["alerts"] = [{k: b[k] for k in ("event", "kind", "evidence")}
-                            for k, b in events if k == "alert"]
-    if not args.json:
-        _print_summary(report, audio_s)
-    if args.plot:
-        from edge.plot import plot_cycles
-
-        out = args.plot if len(args.files) <= 1 else args.plot.with_name(
-            f"{args.plot.stem}-{Path(label).stem}{args.plot.suffix}")
-        plot_cycles(np.concatenate(kept), source.sample_rate, rows, out, title=label)
-        if not args.json:
-            print(f"  plot: {out}\n")
-    return report
-
-
-def _print_row(r: dict[str, Any]) -> None:
-    shape = "×".join(str(n) for n in r["features_shape"])
-    note = "forced cut" if r["forced_cut"] else ""
-    model = (f"{r['label']:<8} {r['confidence']:>5.2f}  {r['quality']:>7.2f}  "
-             if "label" in r else "")
-    print(f"  {r['index']:>3}  {r['start_s']:>8.2f}  {r['end_s']:>8.2f}  "
-          f"{r['duration_s']:>6.2f}  {shape:>9}  {model}{note}", flush=True)
-
-
-def _print_summary(report: dict[str, Any], audio_s: float) -> None:
-    s = report["summary"]
-    if not s["cycles"]:
-        print("  no breathing cycles found (silence, or the stethoscope was not on the chest)\n")
-        return
-    print(f"  {s['cycles']} cycles in {audio_s:.1f} s, mean {s['mean_cycle_s']:.2f} s, "
-          f"{s['cycles_per_min']:.1f} per minute, {100 * s['covered_fraction']:.0f}% of the "
-          "audio")
-    if "record_label" in s:
-        by = ", ".join(f"{k} {v}" for k, v in s["cycles_by_label"].items() if v)
-        print(f"  session: {s['record_label']} ({by}; abnormal burden "
-              f"{s['abnormal_burden']:.0%}, poor quality {s['poor_quality_fraction']:.0%})")
-        for a in report.get("alerts", []):
-            print(f"  alert {a['event']}: {a['kind']} {a['evidence']}")
-    print()

@@ -1,62 +1,98 @@
-"""systemd's notify protocol (READY, STATUS, WATCHDOG, STOPPING) without libsystemd.
+"""The daemon's health as an explicit state machine: what it tells systemd, the log and the
+retained status topic, and why.
 
-The watchdog is pinged only by the processing loop, and only after it has processed audio: a
-pipeline that stalls stops the pings and systemd restarts it, whereas a ping from a side thread
-would keep a dead daemon "alive". Without NOTIFY_SOCKET (not under systemd) every call is a
-no-op, so the daemon runs the same from a shell.
+    starting ──► online ⇄ degraded ──► stopping        (any state ──► stopping)
+
+`degraded` always carries its reasons, most important first; a reason is there while its
+condition is observed and leaves when it clears, and the state follows. The machine only
+decides; the daemon observes (once a second) and reports what changed. Reasons the broker can
+never hear (it is unreachable) stay local: the log and systemd's STATUS= show them, the
+retained status does not.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import time
-
-log = logging.getLogger(__name__)
+import enum
+from dataclasses import dataclass
 
 
-class Notifier:
-    def __init__(self) -> None:
-        address = os.environ.get("NOTIFY_SOCKET", "")
-        self.address = "\0" + address[1:] if address.startswith("@") else address
-        self.sock: socket.socket | None = None
-        if self.address:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        pid = os.environ.get("WATCHDOG_PID")
-        if pid and pid != str(os.getpid()):
-            usec = 0  # the watchdog is meant for another process
-        self.watchdog_s = usec / 1e6
-        self._last_ping = 0.0
+class State(enum.StrEnum):
+    STARTING = "starting"
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    STOPPING = "stopping"
+
+
+ALLOWED = {State.STARTING: {State.ONLINE, State.DEGRADED, State.STOPPING},
+           State.ONLINE: {State.DEGRADED, State.STOPPING},
+           State.DEGRADED: {State.ONLINE, State.STOPPING},
+           State.STOPPING: set()}
+BROKER_UNREACHABLE = "broker unreachable"
+
+
+@dataclass(frozen=True)
+class Observation:
+    source_error: str = ""  # the audio source failed: why
+    no_audio: bool = False  # the no_audio alert is open
+    poor_signal: bool = False  # the poor_signal alert is open
+    broker_unreachable: bool = False
+    spool_dropped: int = 0  # messages the full spool had to drop, ever
+    storage: str = ""  # the spool's storage is failing: why
+
+    def reasons(self) -> tuple[str, ...]:
+        """In order of importance: nothing is classified, then data is being lost, then the
+        result may be wrong, then delivery is late."""
+        out = []
+        if self.source_error or self.no_audio:
+            out.append(self.source_error or "no audio")
+        if self.storage:
+            out.append(self.storage)
+        if self.spool_dropped:
+            out.append(f"spool full: {self.spool_dropped} message(s) dropped")
+        if self.poor_signal:
+            out.append("poor signal")
+        if self.broker_unreachable:
+            out.append(BROKER_UNREACHABLE)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Change:
+    state: State
+    reasons: tuple[str, ...]
 
     @property
-    def enabled(self) -> bool:
-        return self.sock is not None
+    def published(self) -> tuple[str, list[str]]:
+        """(state, reasons) for the retained status topic: what a broker can hear."""
+        remote = [r for r in self.reasons if r != BROKER_UNREACHABLE]
+        if self.state == State.STOPPING:
+            return "offline", ["shutdown"]
+        return ("degraded" if remote else "online"), remote
 
-    def send(self, **fields: str) -> None:
-        if self.sock is None:
-            return
-        message = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
-        try:
-            self.sock.sendto(message, self.address)
-        except OSError as exc:
-            log.warning("cannot notify systemd at %s: %s", self.address, exc)
+    def __str__(self) -> str:
+        return self.state.value + (f": {'; '.join(self.reasons)}" if self.reasons else "")
 
-    def ready(self, status: str) -> None:
-        self.send(READY="1", STATUS=status)
 
-    def status(self, text: str) -> None:
-        self.send(STATUS=text)
+class Health:
+    def __init__(self) -> None:
+        self.state = State.STARTING
+        self.reasons: tuple[str, ...] = ()
 
-    def watchdog(self) -> None:
-        """Called after audio was processed; pings at most every half watchdog interval."""
-        if not self.watchdog_s:
-            return
-        now = time.monotonic()
-        if now - self._last_ping >= self.watchdog_s / 2:
-            self._last_ping = now
-            self.send(WATCHDOG="1")
+    def observe(self, o: Observation) -> Change | None:
+        """The change this observation makes, if any."""
+        if self.state == State.STOPPING:
+            return None
+        reasons = o.reasons()
+        state = State.DEGRADED if reasons else State.ONLINE
+        if (state, reasons) == (self.state, self.reasons):
+            return None
+        return self._go(state, reasons)
 
-    def stopping(self) -> None:
-        self.send(STOPPING="1")
+    def stop(self) -> Change:
+        return self._go(State.STOPPING, ())
+
+    def _go(self, state: State, reasons: tuple[str, ...]) -> Change:
+        if state != self.state and state not in ALLOWED[self.state]:
+            raise RuntimeError(f"health cannot go from {self.state} to {state}")
+        self.state, self.reasons = state, reasons
+        return Change(state, reasons)

@@ -38,6 +38,10 @@ ADVENTITIOUS = "adventitious"
 # it depends on how often the model calls a normal cycle adventitious, so it is chosen on
 # validation recordings with the model and travels with it (default: edge.tracker's).
 RECORD = "record_fraction"
+# Which labels show which finding (the alert kinds and the record label's CAS/DAS), for a
+# manifest that does not say: the four-class models' convention.
+DEFAULT_FINDINGS: dict[str, tuple[str, ...]] = {"wheeze": ("wheeze", "both"),
+                                                "crackle": ("crackle", "both")}
 
 
 class ModelError(ValueError):
@@ -76,6 +80,7 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)  # data, split, seeds: provenance
     metrics: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    findings: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_FINDINGS))
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +141,14 @@ class Manifest:
             t = self.thresholds.get(key)
             if t is not None and not 0 < t < 1:
                 problems.append(f"thresholds.{key} must be in (0, 1), got {t}")
+        unknown_kinds = sorted(set(self.findings) - set(DEFAULT_FINDINGS))
+        if unknown_kinds:
+            problems.append(f"findings: unknown kind(s) {unknown_kinds}; the device alerts on "
+                            f"{sorted(DEFAULT_FINDINGS)}")
+        for kind, labels in self.findings.items():
+            if set(labels) - set(self.labels):
+                problems.append(f"findings.{kind}: {sorted(set(labels) - set(self.labels))} "
+                                f"not among the labels {list(self.labels)}")
         if problems:
             raise ModelError(f"{where}: " + "; ".join(problems))
 

@@ -1,21 +1,41 @@
-"""What lungedge publishes: topic kinds, their delivery settings, and the JSON Schemas.
+"""What lungedge publishes: one frozen dataclass per message body, the envelope every message
+carries, the topic kinds with their delivery settings, and the JSON Schemas.
 
-Payload shapes are defined by the schemas in `edge/schemas/` (shipped with the package, so a
-subscriber can validate against the same files); the daemon builds payloads as plain dicts and
-the tests validate real messages against these schemas.
+The dataclasses are the definition. The JSON Schemas in `edge/schemas/` (shipped, so a station
+in any language validates against the same files) are generated from them
+(`python -m edge.payloads`), and a test keeps the committed files equal to what the dataclasses
+generate; other tests validate real messages against them. Keys are snake_case; labels are
+whatever the model's manifest says, so they are strings here, not an enumeration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+# 2: labels are the model's (no fixed enumeration); stats carry forced cuts, restarts and gap
+# reasons; timestamps say whether the wall clock was synchronised.
+SCHEMA_VERSION = 2
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
+ISO_MS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+
+
+def wire(**schema: Any) -> Any:
+    """A required field with JSON Schema constraints (minimum, maximum, pattern, minLength)."""
+    return field(metadata={"schema": schema})
+
+
+def iso_ms(t: float) -> str:
+    """UNIX time → ISO-8601 UTC with milliseconds, e.g. 2026-11-21T14:43:51.123Z."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass(frozen=True)
@@ -35,15 +55,175 @@ KINDS = {k.name: k for k in (
 )}
 
 
-def iso_ms(t: float) -> str:
-    """UNIX time → ISO-8601 UTC with milliseconds, e.g. 2026-11-21T14:43:51.123Z."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def topic(prefix: str, device_id: str, kind: str) -> str:
+    return f"{prefix}/{device_id}/{kind}"
+
+
+# -- the bodies -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Envelope:
+    """In every message, before its body's keys."""
+
+    schema_version: int = wire(const=SCHEMA_VERSION)
+    device_id: str = wire(minLength=1)
+    seq: int = wire(minimum=0)  # per topic, increasing across restarts: gaps and repeats show
+    ts: str = wire(pattern=ISO_MS)  # when the message was made (wall clock, UTC)
+    clock_synced: bool = wire()  # false: the wall clock had not been set (NTP) yet
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Status:
+    state: Literal["online", "degraded", "offline"]
+    reason: str | None  # the first of `reasons`
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Cycle:
+    session_id: str
+    start: str = wire(pattern=ISO_MS)
+    end: str = wire(pattern=ISO_MS)
+    duration_s: float = wire(minimum=0)
+    label: str = wire(minLength=1)
+    probs: dict[str, float]
+    confidence: float = wire(minimum=0, maximum=1)
+    quality: float = wire(minimum=0, maximum=1)
+    forced_cut: bool
+    model: ModelRef
+    latency_ms: float = wire(minimum=0)
+
+
+@dataclass(frozen=True)
+class CycleEvidence:
+    """A finding in the recent cycles: how many show it, of how many."""
+
+    cycles: int = wire(minimum=0)
+    window_cycles: int = wire(minimum=0)
+    fraction: float = wire(minimum=0, maximum=1)
+    total_cycles: int = wire(minimum=0)  # since the alert opened
+
+
+@dataclass(frozen=True)
+class SilenceEvidence:
+    silent_s: float = wire(minimum=0)
+
+
+@dataclass(frozen=True)
+class Alert:
+    alert_id: str
+    event: Literal["new", "update", "end"]
+    kind: Literal["wheeze", "crackle", "poor_signal", "no_audio"]
+    session_id: str | None
+    evidence: CycleEvidence | SilenceEvidence
+    first_cycle: str | None = wire(pattern=ISO_MS)
+    last_cycle: str | None = wire(pattern=ISO_MS)
+
+
+@dataclass(frozen=True)
+class Summary:
+    session_id: str
+    start: str = wire(pattern=ISO_MS)
+    end: str = wire(pattern=ISO_MS)
+    duration_s: float = wire(minimum=0)
+    cycles: int = wire(minimum=0)
+    cycles_by_label: dict[str, int]
+    abnormal_burden: float = wire(minimum=0, maximum=1)
+    poor_quality_fraction: float = wire(minimum=0, maximum=1)
+    record_label: Literal["normal", "CAS", "DAS", "CAS & DAS", "poor quality"]
+    breathing_rate_per_min: float | None = wire(minimum=0)
+    ended_by: Literal["silence", "max_length", "shutdown", "end_of_stream"]
+    model: ModelRef
+
+
+@dataclass(frozen=True)
+class Stats:
+    uptime_s: float = wire(minimum=0)
+    audio_s: float = wire(minimum=0)
+    cycles: int = wire(minimum=0)
+    forced_cuts: int = wire(minimum=0)  # cycles cut at max_cycle_s: sound that did not stop
+    gaps: int = wire(minimum=0)  # audio lost, as the source reported it
+    gap_s: float = wire(minimum=0)
+    gap_reasons: dict[str, int]
+    restarts: int = wire(minimum=0)  # gaps too long to bridge: the segmenter started afresh
+    dropped_blocks: int = wire(minimum=0)  # capture outran processing
+    queue_depth: int = wire(minimum=0)
+    spool_depth: int = wire(minimum=0)
+    spool_dropped: int = wire(minimum=0)
+    cpu_percent: float = wire(minimum=0)
+    rss_mb: float = wire(minimum=0)
+    inference_ms_p50: float | None = wire(minimum=0)
+    inference_ms_p99: float | None = wire(minimum=0)
+    runtime: str
+    source: str
+    source_counters: dict[str, int]
+
+
+BODIES: dict[str, type] = {"status": Status, "cycle": Cycle, "alert": Alert,
+                           "summary": Summary, "stats": Stats}
+
+
+def body_dict(body: Any) -> dict[str, Any]:
+    return dataclasses.asdict(body)
+
+
+# -- JSON Schema from the dataclasses ------------------------------------------------------
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a `kind` message: the envelope's keys, then the body's."""
+    body = BODIES[kind]
+    props = _properties(Envelope) | _properties(body)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"lungedge/{kind}.json", "title": (body.__doc__ or kind).split("\n")[0]
+            if body.__doc__ and not body.__doc__.startswith(body.__name__) else kind,
+            "type": "object", "additionalProperties": False, "properties": props,
+            "required": list(props)}
+
+
+def _properties(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _schema(hints[f.name]) | f.metadata.get("schema", {})
+            for f in dataclasses.fields(cls)}
+
+
+def _schema(tp: Any) -> dict[str, Any]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1 and type(None) in args:
+            inner = _schema(options[0])
+            if "type" in inner and isinstance(inner["type"], str):
+                return inner | {"type": [inner["type"], "null"]}
+            return {"oneOf": [inner, {"type": "null"}]}
+        return {"oneOf": [_schema(a) for a in args]}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema(args[1])}
+    if origin is list:
+        return {"type": "array", "items": _schema(args[0])}
+    if dataclasses.is_dataclass(tp):
+        props = _properties(tp)
+        return {"type": "object", "additionalProperties": False, "properties": props,
+                "required": list(props)}
+    return {"type": {str: "string", int: "integer", float: "number", bool: "boolean"}[tp]}
 
 
 @cache
 def schema(kind: str) -> dict[str, Any]:
+    """The shipped schema file of a kind."""
     return json.loads((SCHEMAS / f"{kind}.json").read_text())
 
 
-def topic(prefix: str, device_id: str, kind: str) -> str:
-    return f"{prefix}/{device_id}/{kind}"
+def write_schemas() -> None:
+    for kind in BODIES:
+        (SCHEMAS / f"{kind}.json").write_text(json.dumps(json_schema(kind), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    write_schemas()
+    sys.stdout.write(f"wrote {', '.join(BODIES)} to {SCHEMAS}\n")

@@ -32,22 +32,31 @@ def save(fig: Any, out: Path, dpi: int = 90) -> None:
     fig.savefig(out, dpi=dpi)
     pyplot().close(fig)
 
-COLOURS = {"normal": "#4caf50", "crackle": "#ff9800", "wheeze": "#2196f3", "both": "#e91e63",
-           None: "#9e9e9e"}
+# The four-class models' labels keep their colours from plot to plot; a model with other
+# labels (its manifest says) gets the next colours of this palette, in its label order.
+KNOWN = {"normal": "#4caf50", "crackle": "#ff9800", "wheeze": "#2196f3", "both": "#e91e63"}
+PALETTE = ("#9c27b0", "#795548", "#00bcd4", "#cddc39", "#607d8b")
+UNLABELLED = "#9e9e9e"
+
+
+def colours(labels: tuple[str, ...]) -> dict[str | None, str]:
+    others = iter(PALETTE * (1 + len(labels) // len(PALETTE)))
+    return {**{lab: KNOWN.get(lab) or next(others) for lab in labels}, None: UNLABELLED}
 
 
 def plot_cycles(samples: np.ndarray, rate: int, cycles: list[dict[str, Any]], out: Path,
-                title: str = "") -> None:
+                title: str = "", labels: tuple[str, ...] = ()) -> None:
     plt = pyplot()
     from matplotlib.patches import Patch
 
+    palette = colours(labels)
     t = np.arange(len(samples)) / rate
     fig, (wave, spec) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
     wave.plot(t, samples, lw=0.4, color="black")
     spec.specgram(samples, NFFT=256, Fs=rate, noverlap=192, cmap="magma")
     spec.set_ylim(0, min(2000, rate / 2))
     for c in cycles:
-        colour = COLOURS.get(c.get("label"), COLOURS[None])
+        colour = palette.get(c.get("label"), UNLABELLED)
         for ax in (wave, spec):
             ax.axvspan(c["start_s"], c["end_s"], color=colour, alpha=0.25, lw=0)
             ax.axvline(c["start_s"], color=colour, lw=0.8)
@@ -55,7 +64,7 @@ def plot_cycles(samples: np.ndarray, rate: int, cycles: list[dict[str, Any]], ou
                   f"{c.get('label', '')}\n{c['confidence']:.2f}" if "label" in c
                   else str(c["index"]), ha="center", va="top", fontsize=7)
     labels = sorted({c.get("label") for c in cycles}, key=str)
-    wave.legend(handles=[Patch(color=COLOURS.get(lab, COLOURS[None]), alpha=0.4,
+    wave.legend(handles=[Patch(color=palette.get(lab, UNLABELLED), alpha=0.4,
                                label=lab or "cycle") for lab in labels],
                 loc="lower right", fontsize=8)
     wave.set_title(title, fontsize=10)

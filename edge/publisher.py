@@ -1,6 +1,7 @@
 """MQTT delivery of the spool, in order, at least once; the rest of the daemon never sees paho.
 
-The pipeline calls `publish(kind, body)`: the message is written to the spool (and given its
+The daemon depends on the small `Publisher` interface only (so its wiring can be tested without
+a broker). It calls `publish(kind, body)`: the message is written to the spool (and given its
 seq) before anything else, and a sender thread moves the spool to the broker in order with a
 bounded window of unacknowledged messages, deleting each only when its PUBACK arrives. Each
 connection gets a fresh paho client, so after a reconnect nothing paho kept from the old
@@ -18,15 +19,43 @@ import queue
 import random
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
+from edge.clock import wall_clock_synced
 from edge.config import MqttConfig
-from edge.payloads import KINDS, SCHEMA_VERSION, iso_ms, topic
+from edge.payloads import KINDS, SCHEMA_VERSION, Envelope, body_dict, iso_ms, topic
 from edge.spool import Spool
 
 log = logging.getLogger(__name__)
 
 INFLIGHT = 20
+
+
+class Publisher(Protocol):
+    """What the daemon needs of delivery."""
+
+    def start(self) -> None: ...
+
+    def publish(self, kind: str, body: Any) -> int:
+        """Stores a message body (a payload dataclass) for delivery; returns its seq."""
+        ...
+
+    def set_status(self, state: str, reasons: list[str]) -> None: ...
+
+    def unreachable(self) -> str:
+        """Why the broker cannot be reached now ("" while delivery works or is starting)."""
+        ...
+
+    def flush(self, timeout_s: float) -> bool:
+        """True once everything stored is delivered (or False after timeout_s)."""
+        ...
+
+    def close(self, final_state: str = "offline", reason: str = "shutdown") -> None: ...
+
+
+def envelope(device_id: str, seq: int) -> dict[str, Any]:
+    return body_dict(Envelope(SCHEMA_VERSION, device_id, seq, iso_ms(time.time()),
+                              wall_clock_synced()))
 
 
 class MqttPublisher:
@@ -35,7 +64,7 @@ class MqttPublisher:
         self.device_id = device_id
         self.spool = spool
         self.password = cfg.password()  # read once at start; never logged
-        self.connected = threading.Event()
+        self._connected = threading.Event()
         self.last_error = ""
         self._status: tuple[str, list[str]] = ("online", [])
         self._wake = threading.Event()
@@ -51,12 +80,11 @@ class MqttPublisher:
         self._thread.start()
 
     # -- what the daemon calls --------------------------------------------------------------
-    def envelope(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "device_id": self.device_id,
-                "ts": iso_ms(time.time())}
+    def unreachable(self) -> str:
+        return "" if self._connected.is_set() else self.last_error
 
-    def publish(self, kind: str, body: dict[str, Any]) -> int:
-        seq = self.spool.put(kind, self.envelope(), body)
+    def publish(self, kind: str, body: Any) -> int:
+        seq = self.spool.put(kind, lambda seq: envelope(self.device_id, seq), body_dict(body))
         self._wake.set()
         return seq
 
@@ -65,7 +93,7 @@ class MqttPublisher:
             return
         self._status = (state, list(reasons))
         client = self._client
-        if client is not None and self.connected.is_set():
+        if client is not None and self._connected.is_set():
             self._publish_status(client)
 
     def flush(self, timeout_s: float) -> bool:
@@ -81,7 +109,7 @@ class MqttPublisher:
     def close(self, final_state: str = "offline", reason: str = "shutdown") -> None:
         """Publishes the final status (retained) and disconnects cleanly."""
         client = self._client
-        if client is not None and self.connected.is_set():
+        if client is not None and self._connected.is_set():
             info = client.publish(topic(self.cfg.topic_prefix, self.device_id, "status"),
                                   self._status_payload(final_state, [reason]), qos=1,
                                   retain=True)
@@ -93,7 +121,7 @@ class MqttPublisher:
 
     # -- the sender thread -------------------------------------------------------------------
     def _status_payload(self, state: str, reasons: list[str]) -> bytes:
-        body = {**self.envelope(), "seq": self.spool.next_seq("status"), "state": state,
+        body = {**envelope(self.device_id, self.spool.next_seq("status")), "state": state,
                 "reason": reasons[0] if reasons else None, "reasons": reasons}
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -129,15 +157,15 @@ class MqttPublisher:
         self.last_error = ""
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
         self._publish_status(client)
-        self.connected.set()
+        self._connected.set()
         self._wake.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        if self.connected.is_set():
+        if self._connected.is_set():
             log.log(logging.INFO if self._stop.is_set() else logging.WARNING,
                     "disconnected from the broker (%s)", reason)
-        self.connected.clear()
+        self._connected.clear()
         self._wake.set()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
@@ -162,13 +190,13 @@ class MqttPublisher:
                 continue
             self._client = client
             client.loop_start()
-            if self.connected.wait(timeout=10):
+            if self._connected.wait(timeout=10):
                 attempt = 0
                 self._send(client)
             client.loop_stop()
             client.disconnect()
             self._client = None
-            self.connected.clear()
+            self._connected.clear()
             if not self._stop.is_set():
                 attempt += 1
                 self._stop.wait(min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s
@@ -179,7 +207,7 @@ class MqttPublisher:
             self._acks.get_nowait()
         inflight: dict[int, int] = {}  # paho mid → spool id, on this connection
         last = 0  # spool id sent last on this connection: always resume from the oldest
-        while self.connected.is_set() and not self._stop.is_set():
+        while self._connected.is_set() and not self._stop.is_set():
             self._wake.clear()
             while not self._acks.empty():
                 spool_id = inflight.pop(self._acks.get_nowait(), None)

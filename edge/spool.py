@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,16 @@ class Spool:
             raise SpoolError(f"cannot open the spool {self.path}: {exc} (set spool.path to a "
                              "writable location)") from None
 
-    def put(self, kind: str, envelope: dict[str, Any], body: dict[str, Any]) -> int:
-        """Stores a message; assigns and returns its seq (envelope gets `seq` added)."""
+    def put(self, kind: str, envelope: Callable[[int], dict[str, Any]],
+            body: dict[str, Any]) -> int:
+        """Stores a message; assigns and returns its seq (`envelope(seq)` heads it)."""
         keep = KINDS[kind].keep
         with self._lock:
             cur = self.db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
                 seq = self._next_seq(cur, kind)
-                payload = json.dumps({**envelope, "seq": seq, **body},
+                payload = json.dumps({**envelope(seq), **body},
                                      separators=(",", ":")).encode()
                 (depth,) = cur.execute("SELECT COUNT(*) FROM messages").fetchone()
                 if depth >= self.max_messages:

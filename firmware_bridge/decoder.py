@@ -5,7 +5,7 @@ after garbage it is back in step at the next delimiter; it never holds more than
 frame, whatever arrives. Every frame that fails a check is counted, never passed on: a sample
 reaches the pipeline only inside a frame whose CRC matched.
 
-`AudioTimeline` turns audio frames into `AudioBlock`s on a true timeline. Each audio frame
+`AudioTimeline` turns audio frames into `TimedAudio` on a true timeline. Each audio frame
 carries the index of its first sample on the device's sample clock, so a lost frame becomes a
 gap of exactly its length (the pipeline fills it with silence and reports it), and a duplicated
 or late frame is recognised and dropped.
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.sources.base import AudioBlock
 from firmware_bridge.protocol import (
     MAX_ENCODED,
     Audio,
@@ -30,6 +29,18 @@ from firmware_bridge.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TimedAudio:
+    """Samples on the host's timeline of the stream: `start_s` counts lost audio too, and the
+    loss just before them is `gap_s` (why: `gap_reason`)."""
+
+    samples: np.ndarray  # float32 in [-1, 1)
+    start_s: float
+    wall_time: float  # UNIX time of the first sample, as received
+    gap_s: float
+    gap_reason: str
 
 
 @dataclass
@@ -111,7 +122,7 @@ class AudioTimeline:
         self._away += round(away_s * self.sample_rate)
         self._expected = None
 
-    def add(self, frame: Frame) -> AudioBlock | None:
+    def add(self, frame: Frame) -> TimedAudio | None:
         audio = Audio.unpack(frame.payload)
         if audio.sample_rate != self.sample_rate:
             self.stats.count_error(f"rate: frame at {audio.sample_rate} Hz on a "
@@ -146,6 +157,6 @@ class AudioTimeline:
             self._away = 0
         start = self._position + gap
         self._position = start + len(samples)
-        return AudioBlock(samples, self.sample_rate, start / self.sample_rate,
+        return TimedAudio(samples, start / self.sample_rate,
                           time.time() - len(samples) / self.sample_rate,
                           gap / self.sample_rate, reason)

@@ -13,9 +13,6 @@ import os
 import select
 import termios
 import tty
-from pathlib import Path
-
-from edge.sources.base import SourceError
 
 BAUD_RATES = {
     9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400, 57600: termios.B57600,
@@ -24,7 +21,7 @@ BAUD_RATES = {
 }
 
 
-class PortError(SourceError):
+class PortError(RuntimeError):
     """The port cannot be opened or used; the message says why and what to do."""
 
 
@@ -122,6 +119,3 @@ class SerialPort:
                 os.close(self.fd)
             finally:
                 self.fd = None
-
-    def exists(self) -> bool:
-        return Path(self.path).exists()

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.sources.audio_file import read_audio
 from firmware_bridge.decoder import FrameDecoder
 from firmware_bridge.protocol import (
     ACK,
@@ -222,6 +221,20 @@ class SimulatedStethoscope:
             self.poll_commands(0.2)
 
 
+def read_pcm(path: Path) -> tuple[np.ndarray, int]:
+    """A recording as the 16-bit mono samples a stethoscope's ADC would give."""
+    try:
+        import soundfile
+    except ImportError:
+        raise SystemExit("the simulator reads recordings with soundfile: "
+                         "`pip install soundfile`") from None
+    try:
+        data, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        raise SystemExit(f"{path}: not a readable recording ({exc})") from None
+    return data.mean(axis=1).astype("<i2"), int(rate)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m firmware_bridge.simulate",
                                  description=__doc__.splitlines()[0])
@@ -241,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replug-after", type=float, default=None, metavar="S")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    samples, rate = read_audio(args.recording)
-    pcm = np.clip(np.round(samples * 32768), -32768, 32767).astype("<i2")
+    pcm, rate = read_pcm(args.recording)
     sim = SimulatedStethoscope(
         pcm, rate, args.link, frame_samples=args.frame_samples, realtime=not args.fast,
         loop=args.loop, corrupt=args.corrupt, drop=args.drop, stall_every_s=args.stall_every,

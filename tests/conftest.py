@@ -48,7 +48,7 @@ def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A real Mosquitto the test may stop and start. Persistence is on, so a subscriber's
     session and queued QoS 1 messages survive a restart: what a subscriber then misses is the
     publisher's fault, not the test's."""
-    from edge.local_broker import LocalBroker, find_mosquitto
+    from edge.dev.local_broker import LocalBroker, find_mosquitto
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto not installed (`apt-get install mosquitto`; `make test` "

@@ -9,7 +9,7 @@ import pytest
 import scipy.io.wavfile
 import soundfile
 
-from edge.sources.audio_file import AudioFileError, open_audio, read_audio
+from edge.audio_file import AudioFileError, open_audio, read_audio
 
 RATE = 8000
 

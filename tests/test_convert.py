@@ -16,7 +16,7 @@ from convert.features import Events, at_model_rate
 from edge.dsp.frontend import Frontend, FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
 from edge.model import Manifest, ModelRunner, load_manifest
-from edge.pipeline import run_signal_path
+from edge.signal_path import run_signal_path
 from edge.sources.file import FileSource
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge.local_broker import LocalBroker as Broker
+from edge.dev.local_broker import LocalBroker as Broker
 from edge.payloads import schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,29 +141,34 @@ def test_end_to_end_every_message_arrives_valid_and_in_sequence(tmp_path: Path,
     assert cycle_seqs(sub) == list(range(len(cycles)))
     assert {c["model"]["name"] for c in cycles} == {"lungedge-smoke"}
     (summary,) = sub.of("summary")
-    assert summary["cycles"] == len(cycles) and summary["ended_by"] == "shutdown"
+    assert summary["cycles"] == len(cycles) and summary["ended_by"] == "end_of_stream"
     assert summary["session_id"] == cycles[0]["session_id"]
     assert sub.of("stats") and sub.of("stats")[-1]["cycles"] == len(cycles)
     assert spool_depth(tmp_path) == 0
     sub.close()
 
 
-def test_stats_carry_the_serial_links_own_counts(tmp_path: Path, broker: Broker) -> None:
+def test_serial_stethoscope_counts_and_alert_light(tmp_path: Path, broker: Broker) -> None:
     """A stethoscope on a lossy serial line (the simulator on a pty, 5% of frames dropped):
-    the station sees the lost frames in `stats` while the daemon keeps classifying."""
+    the station sees the lost frames in `stats` while the daemon keeps classifying, and when a
+    clinical alert opens the stethoscope is told to blink its LED."""
     link = tmp_path / "steth"
+    sim_log = (tmp_path / "sim.log").open("w")
     sim = subprocess.Popen([sys.executable, "-m", "firmware_bridge.simulate", str(SAMPLE),
                             "--link", str(link), "--drop", "0.05", "--loop", "--seed", "1"],
-                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           cwd=ROOT, stdout=sim_log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while not link.exists():
             assert time.monotonic() < deadline, "simulator did not create its link"
             time.sleep(0.05)
         sub = Subscriber(broker.port)
-        proc = start_daemon(write_config(tmp_path, broker.port, serial_port=link))
+        proc = start_daemon(write_config(tmp_path, broker.port, serial_port=link,
+                                         model=ROOT / "models" / "lungedge-cnnlstm"))
         sub.wait_for(lambda: any(p["source_counters"].get("lost_frames", 0) > 0
-                                 for p in sub.of("stats")) and sub.of("cycle"), timeout=40)
+                                 for p in sub.of("stats")) and sub.of("cycle")
+                     and any(a["event"] == "new" and a["kind"] in ("wheeze", "crackle")
+                             for a in sub.of("alert")), timeout=60)
         proc.send_signal(signal.SIGTERM)
         out = finish(proc)
         assert proc.returncode == 0, out
@@ -175,7 +180,10 @@ def test_stats_carry_the_serial_links_own_counts(tmp_path: Path, broker: Broker)
         jsonschema.validate(payload, schema(kind))
     counts = stats["source_counters"]
     assert counts["frames"] > 0 and counts["bad_frames"] == 0 and counts["gap_samples"] > 0
+    assert counts["heartbeats"] > 0
     assert stats["gaps"] > 0 and stats["source"].startswith(f"serial {link}")
+    sim_log.close()
+    assert "ALERT pattern 2 for 3000 ms" in (tmp_path / "sim.log").read_text()
     sub.close()
 
 
@@ -315,38 +323,43 @@ def test_notify_ready_status_and_watchdog_only_while_audio_flows(tmp_path: Path,
                             env={**os.environ, "NOTIFY_SOCKET": str(sock_path),
                                  "WATCHDOG_USEC": "400000"})
     received: list[tuple[float, str]] = []
+    done = threading.Event()
 
-    def collect(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+    def collect() -> None:
+        while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 received.append((time.monotonic(), sock.recv(4096).decode()))
 
     import numpy as np
 
-    from edge.sources.audio_file import read_audio
+    from edge.audio_file import read_audio
 
     x, _ = read_audio(SAMPLE)
     pcm = (np.clip(x * 32768, -32768, 32767)).astype("<i2").tobytes()
     assert proc.stdin is not None
-    feeding_until = time.monotonic() + 3
-    t = threading.Thread(target=collect, args=(6,))
+    t = threading.Thread(target=collect)
     t.start()
+    deadline = time.monotonic() + 30  # the clock starts once the daemon says it is ready
+    while not any("READY=1" in m for _, m in received):
+        assert time.monotonic() < deadline, "no READY=1 from the daemon"
+        time.sleep(0.02)
+    feeding_until = time.monotonic() + 3
     for i in range(0, 8000 * 2 * 3, 1600):  # 3 s of audio in real time
         proc.stdin.write(pcm[i:i + 1600])
         proc.stdin.flush()
         time.sleep(0.1)
-    # Then the source stalls (the pipe stays open, nothing arrives) for 3 s.
-    t.join()
+    time.sleep(3)  # then the source stalls (the pipe stays open, nothing arrives) for 3 s
     proc.stdin.close()
     proc.wait(timeout=30)
+    time.sleep(0.3)  # the last datagrams
+    done.set()
+    t.join()
     text = [m for _, m in received]
-    assert any("READY=1" in m for m in text)
     assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in text)
     pings = [ts for ts, m in received if "WATCHDOG=1" in m]
     assert len([p for p in pings if p < feeding_until]) >= 3  # while audio is processed
     assert not [p for p in pings if p > feeding_until + 0.5]  # a stalled loop stops pinging
-    assert any("STOPPING=1" in m for m in text) or proc.returncode == 0
+    assert any("STOPPING=1" in m for m in text) and proc.returncode == 0
 
 
 def test_sighup_rejects_a_bad_config_and_restarts_cleanly_on_a_good_one(

@@ -18,11 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge.audio_file import read_audio
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
-from edge.pipeline import run_signal_path
-from edge.sources.audio_file import read_audio
+from edge.signal_path import run_signal_path
+from edge.sources.base import SourceError
 from edge.sources.file import FileSource
+from edge.sources.serial import SerialSource
 from firmware_bridge.decoder import AudioTimeline, FrameDecoder, LinkStats
 from firmware_bridge.protocol import (
     MAX_ENCODED,
@@ -34,9 +36,8 @@ from firmware_bridge.protocol import (
     cobs_encode,
     crc32,
 )
-from firmware_bridge.serial_port import PortError, describe_open_error
+from firmware_bridge.serial_port import describe_open_error
 from firmware_bridge.simulate import SimulatedStethoscope
-from firmware_bridge.source import SerialSource
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware_bridge" / "firmware"
@@ -238,17 +239,17 @@ def test_damaged_streams_deliver_only_true_samples_and_report_every_loss(
 
 # -- ports -----------------------------------------------------------------------------------------
 def test_port_errors_say_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(PortError, match="does not exist: is the stethoscope plugged in"):
+    with pytest.raises(SourceError, match="does not exist: is the stethoscope plugged in"):
         SerialSource(str(tmp_path / "ttyACM9"), sample_rate=8000)
     plain = tmp_path / "file"
     plain.write_text("")
-    with pytest.raises(PortError, match="is not a serial port"):
+    with pytest.raises(SourceError, match="is not a serial port"):
         SerialSource(str(plain), sample_rate=8000)
     denied = describe_open_error(str(plain), OSError(errno.EACCES, "Permission denied"))
     assert "usermod -aG" in denied and "log in again" in denied
     busy = describe_open_error("/dev/ttyACM0", OSError(errno.EBUSY, "busy"))
     assert "another program" in busy and "fuser" in busy
-    with pytest.raises(PortError, match="carries"):
+    with pytest.raises(SourceError, match="carries"):
         SerialSource(str(plain), sample_rate=11025)
 
 
@@ -325,7 +326,9 @@ def test_unplug_and_replug_reopens_and_reports_the_time_away(tmp_path: Path,
 
 def test_stall_restarts_the_stream_without_reopening(tmp_path: Path,
                                                      sample_wavs: list[Path]) -> None:
-    Simulator(sample_wavs[0], tmp_path / "steth", stall_every_s=0.5, stall_for_s=1.2)
-    source = SerialSource(str(tmp_path / "steth"), sample_rate=8000, stall_timeout_s=0.5)
+    """A stall of 2 s: past the stall timeout (1 s) by a second, short of the reopen (3 s) by a
+    second, so a busy machine cannot tip it either way."""
+    Simulator(sample_wavs[0], tmp_path / "steth", stall_every_s=0.5, stall_for_s=2.0)
+    source = SerialSource(str(tmp_path / "steth"), sample_rate=8000, stall_timeout_s=1.0)
     read_until(source, 2.0)
     assert source.stalls >= 1 and source.reopens == 0

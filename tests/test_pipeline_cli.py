@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge.analysis import Analysis, ClassifiedCycle
+from edge.audio_file import read_audio
 from edge.cli import main
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
-from edge.pipeline import SignalPath, run_signal_path
-from edge.sources.audio_file import read_audio
+from edge.signal_path import SignalPath, run_signal_path
 from edge.sources.base import AudioBlock
 from edge.sources.file import FileSource
+from edge.tracker import TrackerConfig
 from tests.conftest import breathing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +41,12 @@ def test_short_gap_becomes_silence_and_keeps_the_timeline() -> None:
     got = [c for b in blocks for c in path.process(b)] + path.flush()
     assert path.stats.gaps == 1 and path.stats.gap_reasons == {"input overflowed": 1}
     assert [round(c.start_s, 3) for c in got] == [round(c.start_s, 3) for c in whole]
-    assert got[-1].wall_start == pytest.approx(100 + got[-1].start_s)
+    # the analysis path's one time base: stream seconds (lost audio included) ↔ wall clock
+    analysis = Analysis(8000, None, SegmenterConfig(), TrackerConfig(), FrontendParams())
+    events = [e for b in blocks for e in analysis.process(b)] + analysis.finish()
+    cycles = [e for e in events if isinstance(e, ClassifiedCycle)]
+    assert [c.start for c in cycles] == [c.start_s for c in got]
+    assert analysis.clock.wall(cycles[-1].start) == pytest.approx(100 + cycles[-1].start)
 
 
 def test_long_gap_restarts_on_a_new_origin() -> None:
@@ -112,10 +119,42 @@ def test_classify_table_and_json(sample_wavs: list[Path],
     assert out.count(" per minute") == 3 and "features" in out
     assert main(["classify", "--json", str(sample_wavs[0])]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     report = data["files"][0]
     assert report["sample_rate"] == 8000 and report["summary"]["cycles"] > 3
     assert report["cycles"][0]["features_shape"][1] == FrontendParams().n_features
+    # with no --model, the shipped model labels every cycle and summarises the session
+    assert data["model"]["name"] == "lungedge-cnnlstm"
+    assert all(c["label"] in ("normal", "crackle", "wheeze", "both") for c in report["cycles"])
+    assert len(report["sessions"]) == 1 and report["sessions"][0]["ended_by"] == "end_of_stream"
+    assert main(["classify", "--json", "--segments-only", str(sample_wavs[0])]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"] is None and "label" not in data["files"][0]["cycles"][0]
+
+
+def test_classify_summarises_every_session_of_a_recording(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    """A recording with a pause longer than session_silence_s holds two sessions: both are
+    summarised (with their own times), and the pause raises and ends no_audio on the
+    recording's own timeline."""
+    import scipy.io.wavfile
+
+    x, rate = read_audio(ROOT / "models" / "samples" / "normal_41209060_4.4_1_p4_4143.wav")
+    pause = np.zeros(rate * 40, dtype=np.float32)
+    wav = tmp_path / "two.wav"
+    scipy.io.wavfile.write(wav, rate, np.concatenate([x, pause, x]))
+    assert main(["classify", "--json", str(wav)]) == 0
+    report = json.loads(capsys.readouterr().out)["files"][0]
+    first, second = report["sessions"]
+    assert first["ended_by"] == "silence" and second["ended_by"] == "end_of_stream"
+    assert first["end_s"] < 20 < 54 < second["start_s"]  # a cycle may end in the pause
+    assert first["cycles"] + second["cycles"] == len(report["cycles"])
+    assert [(a["kind"], a["event"]) for a in report["alerts"] if a["kind"] == "no_audio"] \
+        == [("no_audio", "new"), ("no_audio", "end")]
+    assert main(["classify", str(wav)]) == 0
+    out = capsys.readouterr().out
+    assert "session 1 (" in out and "session 2 (" in out
 
 
 def test_classify_bad_file_is_a_clear_error(tmp_path: Path, sample_wavs: list[Path],

@@ -9,13 +9,28 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from edge.clock import StreamClock
 from edge.config import parse_config
-from edge.payloads import SCHEMA_VERSION, schema
+from edge.dsp.quality import signal_quality
+from edge.messages import alert_body, summary_body
+from edge.payloads import ModelRef, body_dict, schema
+from edge.publisher import envelope
 from edge.spool import Spool, SpoolError
-from edge.tracker import CycleResult, Tracker, TrackerConfig, record_label, signal_quality
+from edge.tracker import (
+    AlertChanged,
+    CycleResult,
+    SessionEnded,
+    Tracker,
+    TrackerConfig,
+    TrackerEvent,
+    record_label,
+)
 
-ENVELOPE = {"schema_version": SCHEMA_VERSION, "device_id": "bed-1",
-            "ts": "2026-11-21T10:00:00.000Z"}
+LABELS = ("normal", "crackle", "wheeze", "both")
+
+
+def ENVELOPE(seq: int) -> dict[str, object]:
+    return envelope("bed-1", seq)
 
 
 def test_spool_evicts_stats_then_oldest_cycles_and_counts(tmp_path: Path) -> None:
@@ -59,26 +74,35 @@ def cycle(t: float, label: str, conf: float = 0.9, quality: float = 1.0) -> Cycl
     return CycleResult(t, t + 1.5, label, conf, quality)
 
 
-def bodies(messages: list[tuple[str, dict]], kind: str) -> list[dict]:
-    return [b for k, b in messages if k == kind]
+def alerts(events: list[TrackerEvent]) -> list[AlertChanged]:
+    return [e for e in events if isinstance(e, AlertChanged)]
 
 
-def validate(messages: list[tuple[str, dict]]) -> None:
-    for kind, body in messages:
-        jsonschema.validate({**ENVELOPE, "seq": 0, **body}, schema(kind))
+def summaries(events: list[TrackerEvent]) -> list[SessionEnded]:
+    return [e for e in events if isinstance(e, SessionEnded)]
+
+
+def validate(events: list[TrackerEvent]) -> None:
+    """As published: stream seconds on a wall clock, then the shipped JSON Schemas."""
+    clock = StreamClock()
+    clock.anchor(0.0, 1.79e9)
+    for e in events:
+        kind, body = (("alert", alert_body(e, clock)) if isinstance(e, AlertChanged)
+                      else ("summary", summary_body(e, clock, ModelRef("m", "1"))))
+        jsonschema.validate({**ENVELOPE(0), **body_dict(body)}, schema(kind))
 
 
 def test_wheeze_alert_lifecycle_with_debounce_and_hysteresis() -> None:
     cfg = parse_config("tracker:\n  window_cycles: 6\n  wheeze:\n    on_fraction: 0.5\n"
                        "    off_fraction: 0.2\n    min_cycles: 3\n").tracker
-    tr = Tracker(cfg, {"name": "m", "version": "1"})
+    tr = Tracker(cfg, LABELS)
     labels = ["normal", "wheeze", "wheeze", "normal", "wheeze", "wheeze", "both", "normal",
               "normal", "normal", "normal", "normal", "normal"]
     events = []
     for i, label in enumerate(labels):
         before, after = tr.on_cycle(cycle(100 + 2 * i, label))
         validate(before + after)
-        events += [(i, b["event"], b["evidence"]["cycles"]) for b in bodies(after, "alert")]
+        events += [(i, a.event, a.evidence.cycles) for a in alerts(after)]  # type: ignore
     # no alert at 2 of 3 (debounce: min 3 cycles); raised at the 3rd wheeze
     assert events[0] == (4, "new", 3)
     assert [e[1] for e in events].count("new") == 1
@@ -88,31 +112,47 @@ def test_wheeze_alert_lifecycle_with_debounce_and_hysteresis() -> None:
 
 
 def test_low_confidence_and_poor_cycles_do_not_count_as_findings() -> None:
-    tr = Tracker(TrackerConfig(), {"name": "m", "version": "1"})
-    msgs = []
+    tr = Tracker(TrackerConfig(), LABELS)
+    events: list[TrackerEvent] = []
     for i in range(8):
-        msgs += tr.on_cycle(cycle(10 * i, "crackle", conf=0.3))[1]
-        msgs += tr.on_cycle(cycle(10 * i + 5, "wheeze", quality=0.1))[1]
-    kinds = {b["kind"] for b in bodies(msgs, "alert")}
+        events += tr.on_cycle(cycle(10 * i, "crackle", conf=0.3))[1]
+        events += tr.on_cycle(cycle(10 * i + 5, "wheeze", quality=0.1))[1]
+    kinds = {a.kind for a in alerts(events)}
     assert kinds == {"poor_signal"}  # the poor cycles raise poor_signal, not wheeze
 
 
 def test_no_audio_alert_and_sessions_end_on_silence_with_a_summary() -> None:
     cfg = parse_config("tracker:\n  no_audio_s: 5\n  session_silence_s: 20\n").tracker
-    tr = Tracker(cfg, {"name": "m", "version": "1"})
+    tr = Tracker(cfg, LABELS)
     for i in range(10):
         tr.on_cycle(cycle(1000 + 2 * i, "normal" if i % 3 else "crackle"))
     new = tr.on_tick(now=1030, last_audio=1020)  # 10 s without audio; the session waits
-    assert [(b["kind"], b["event"]) for b in bodies(new, "alert")] == [("no_audio", "new")]
-    assert not bodies(new, "summary")
+    assert [(a.kind, a.event) for a in alerts(new)] == [("no_audio", "new")]
+    assert not summaries(new)
     ended = tr.on_tick(now=1045, last_audio=1020)  # 25.5 s after the last cycle ended
-    (summary,) = bodies(ended, "summary")
-    assert summary["cycles"] == 10 and summary["ended_by"] == "silence"
-    assert summary["cycles_by_label"] == {"normal": 6, "crackle": 4, "wheeze": 0, "both": 0}
-    assert summary["record_label"] == "DAS" and summary["breathing_rate_per_min"] == 30.8
+    (summary,) = summaries(ended)
+    assert summary.cycles == 10 and summary.ended_by == "silence"
+    assert summary.cycles_by_label == {"normal": 6, "crackle": 4, "wheeze": 0, "both": 0}
+    assert summary.record_label == "DAS" and summary.breathing_rate_per_min == 30.8
     validate(new + ended)
     back = tr.on_tick(now=1031, last_audio=1031)
-    assert [(b["kind"], b["event"]) for b in bodies(back, "alert")] == [("no_audio", "end")]
+    assert [(a.kind, a.event) for a in alerts(back)] == [("no_audio", "end")]
+
+
+def test_labels_and_findings_come_from_the_model() -> None:
+    """A model with other labels: the summary counts its labels, and its manifest's findings
+    say which of them raise a crackle alert."""
+    labels = ("normal", "fine crackle", "coarse crackle")
+    tr = Tracker(TrackerConfig(), labels,
+                 findings={"crackle": ("fine crackle", "coarse crackle")})
+    events: list[TrackerEvent] = []
+    for i in range(6):
+        before, after = tr.on_cycle(cycle(2 * i, labels[1 + i % 2]))
+        events += before + after
+    assert next((a.kind, a.event) for a in alerts(events)) == ("crackle", "new")
+    (summary,) = summaries(tr.close("end_of_stream"))
+    assert summary.cycles_by_label == {"normal": 0, "fine crackle": 3, "coarse crackle": 3}
+    assert summary.record_label == "DAS" and summary.ended_by == "end_of_stream"
 
 
 def test_quality_measure_separates_breathing_from_flat_noise() -> None:

@@ -22,7 +22,7 @@ def open_source(cfg: SourceConfig) -> AudioSource:
         return StdinSource(cfg.stdin.sample_rate, channels=cfg.stdin.channels,
                            block_ms=cfg.block_ms)
     if cfg.type == "serial":
-        from firmware_bridge.source import SerialSource
+        from edge.sources.serial import SerialSource
 
         sc = cfg.serial
         assert sc.port is not None  # guaranteed by SourceConfig.validate

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge.sources.audio_file import open_audio
+from edge.audio_file import open_audio
 from edge.sources.base import AudioBlock
 
 

@@ -1,9 +1,11 @@
 """The stethoscope's serial link as an audio source (`source: {type: serial}` in the config).
 
-On open it configures the device (rate, gain) and starts it; then it reads frames, turns audio
-frames into blocks on a true timeline, and keeps the device's info, heartbeats and errors. A
-silent link is restarted; an unplugged device is reopened with capped backoff, and the time it
-was away is reported as a gap. None of these ends the stream.
+The link itself (protocol, decoder, port) is `firmware_bridge`, which knows nothing of lungedge.
+On open this source configures the device (rate, gain) and starts it; then it reads frames,
+turns audio frames into blocks on a true timeline, and keeps the device's info, heartbeats and
+errors. A silent link is restarted; an unplugged device is reopened with capped backoff, and the
+time it was away is reported as a gap. None of these ends the stream. `alert()` lights the
+stethoscope's LED (or buzzer) when the daemon opens a clinical alert.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import threading
 import time
 from collections.abc import Iterator
 
-from edge.sources.base import AudioBlock, reopen_with_backoff
-from firmware_bridge.decoder import AudioTimeline, FrameDecoder, LinkStats
+from edge.sources.base import AudioBlock, SourceError, reopen_with_backoff
+from firmware_bridge.decoder import AudioTimeline, FrameDecoder, LinkStats, TimedAudio
 from firmware_bridge.protocol import (
     ACK,
     ACK_STATUS,
@@ -38,13 +40,16 @@ class SerialSource:
                  gain_db: int | None = None, stall_timeout_s: float = 2.0,
                  reopen_backoff_max_s: float = 30.0) -> None:
         if sample_rate not in RATE_CODES:
-            raise PortError(f"the link carries {sorted(RATE_CODES)} Hz, not {sample_rate} Hz")
+            raise SourceError(f"the link carries {sorted(RATE_CODES)} Hz, not {sample_rate} Hz")
         self.sample_rate = sample_rate
         self.live = True
         self.gain_db = gain_db
         self.stall_timeout_s = stall_timeout_s
         self.backoff_max_s = reopen_backoff_max_s
-        self.port = SerialPort(port, baud)
+        try:
+            self.port = SerialPort(port, baud)
+        except PortError as exc:
+            raise SourceError(str(exc)) from None
         self.stats = LinkStats()
         self.timeline = AudioTimeline(sample_rate, self.stats)
         self.state = "closed"  # closed → streaming ⇄ stalled / reopening
@@ -52,12 +57,16 @@ class SerialSource:
         self.device_errors = 0
         self.reopens = 0
         self.stalls = 0
-        self.last_heartbeat: tuple[int, int, int] | None = None
+        self.heartbeats = 0
+        self.device_buffer_pct = 0  # the device's own buffer fill, from its latest heartbeat
         self._seq = 0
         self._unacked: dict[int, FrameType] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()  # commands may come from another thread (alerts)
-        self._connect()  # the first open fails loudly: a wrong port is a config error
+        try:
+            self._connect()  # the first open fails loudly: a wrong port is a config error
+        except PortError as exc:
+            raise SourceError(str(exc)) from None
 
     def describe(self) -> str:
         info = self.device_info
@@ -69,7 +78,9 @@ class SerialSource:
         return {"frames": s.frames, "bad_frames": s.bad_frames, "overlong": s.overlong,
                 "lost_frames": s.lost_frames, "duplicates": s.duplicates,
                 "gap_samples": s.gap_samples, "device_errors": self.device_errors,
-                "stalls": self.stalls, "reopens": self.reopens}
+                "stalls": self.stalls, "reopens": self.reopens, "heartbeats": self.heartbeats,
+                "device_buffer_pct": self.device_buffer_pct,
+                **{f"bad_{kind}": n for kind, n in s.errors.items()}}
 
     # -- host → device --------------------------------------------------------------------
     def send(self, kind: FrameType, payload: bytes = b"") -> int:
@@ -80,8 +91,9 @@ class SerialSource:
             self.port.write(Frame(kind, seq, payload).encode())
         return seq
 
-    def alert(self, pattern: int, duration_ms: int) -> None:
-        """Show an alert on the stethoscope (LED/buzzer), if it is connected."""
+    def alert(self, pattern: int = 2, duration_ms: int = 3000) -> None:
+        """Show an alert on the stethoscope (by default the LED blinks for 3 s), if it is
+        connected: the person holding it learns at once that lungedge heard something."""
         if self.port.is_open:
             try:
                 self.send(FrameType.ALERT, ALERT.pack(pattern, duration_ms))
@@ -133,11 +145,12 @@ class SerialSource:
             last_data = now
             self.state = "streaming"
             for frame in self.decoder.feed(data):
-                block = self._handle(frame)
-                if block is not None:
-                    yield block
+                audio = self._handle(frame)
+                if audio is not None:
+                    yield AudioBlock(audio.samples, self.sample_rate, audio.start_s,
+                                     audio.wall_time, audio.gap_s, audio.gap_reason)
 
-    def _handle(self, frame: Frame) -> AudioBlock | None:
+    def _handle(self, frame: Frame) -> TimedAudio | None:
         try:
             if frame.type == FrameType.AUDIO:
                 return self.timeline.add(frame)
@@ -149,7 +162,8 @@ class SerialSource:
                               sent.name if sent else f"type 0x{kind:02x}", seq,
                               ACK_STATUS.get(status, f"status {status}"))
             elif frame.type == FrameType.HEARTBEAT:
-                self.last_heartbeat = HEARTBEAT.unpack(frame.payload)
+                self.heartbeats += 1
+                self.device_buffer_pct = HEARTBEAT.unpack(frame.payload)[2]
             elif frame.type == FrameType.INFO:
                 self.device_info = Info.unpack(frame.payload)
                 log.info("device: %s", self.describe())

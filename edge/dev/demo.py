@@ -14,9 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from edge.local_broker import LocalBroker, find_mosquitto
+from edge.dev.local_broker import LocalBroker, find_mosquitto
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "lungedge-cnnlstm"
 DEFAULT_SAMPLE = ROOT / "models" / "samples" / "wheeze_65121853_1.5_0_p1_4228.wav"
 
@@ -25,9 +25,13 @@ def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool 
     if find_mosquitto() is None:
         print("No MQTT broker here: install Mosquitto (`sudo apt-get install mosquitto`) to "
               "see the daemon publish. Meanwhile, the same recording classified offline:\n")
-        from edge.cli import main
+        from edge.classify import classify_source
+        from edge.config import Config
+        from edge.model import ModelRunner
+        from edge.sources.file import FileSource
 
-        return main(["classify", str(sample), "--model", str(model)])
+        classify_source(str(sample), FileSource(sample), ModelRunner(model), Config())
+        return 0
     with tempfile.TemporaryDirectory(prefix="lungedge-demo-") as tmp:
         work = Path(tmp)
         with LocalBroker(work) as broker:

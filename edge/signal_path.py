@@ -1,9 +1,8 @@
 """The signal path, source blocks → resample → segment → features (the frontend), as one object.
 
-`lungedge classify` and the daemon both drive this, so offline results are what the device would
-have produced from the same audio. Lost audio (a block's `gap_s`) is filled with silence when it
-is short, keeping every later timestamp true; a gap longer than a cycle can be restarts the
-segmenter on a new time origin instead of pushing minutes of zeros through it.
+The analysis path (edge.analysis) drives it. Lost audio (a block's `gap_s`) is filled with
+silence when it is short, keeping every later timestamp true; a gap longer than a cycle can be
+restarts the segmenter on a new time origin instead of pushing minutes of zeros through it.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ class CycleFeatures:
 
     start_s: float  # seconds on the source's audio timeline
     end_s: float
-    wall_start: float  # UNIX time of the cycle's first sample
     features: np.ndarray  # (n_frames, n_features) float32
     cycle: Cycle  # the samples at the model rate
 
@@ -58,7 +56,6 @@ class SignalPath:
         self.normaliser = BandNormaliser(frontend)
         self.stats = PathStats()
         self._origin_s = 0.0  # source time of the current segmenter's sample 0
-        self._anchor = (0.0, 0.0)  # (source time, wall time) of the latest block
         self._start_chain()
 
     def _start_chain(self) -> None:
@@ -78,7 +75,6 @@ class SignalPath:
         out: list[CycleFeatures] = []
         if block.gap_s > 0:
             out += self._gap(block)
-        self._anchor = (block.start_s, block.wall_time)
         self.stats.audio_s += block.duration_s
         out += self._features(self.segmenter.process(self.resampler.process(block.samples)))
         return out
@@ -107,9 +103,7 @@ class SignalPath:
     def _features(self, cycles: list[Cycle]) -> list[CycleFeatures]:
         out = []
         for c in cycles:
-            start_s = self._origin_s + c.start_s
-            wall = self._anchor[1] + (start_s - self._anchor[0])
-            out.append(CycleFeatures(start_s, self._origin_s + c.end_s, wall,
+            out.append(CycleFeatures(self._origin_s + c.start_s, self._origin_s + c.end_s,
                                      self.normaliser(self.frontend(c.samples)), c))
             self.stats.cycles += 1
             self.stats.forced_cuts += c.forced_cut

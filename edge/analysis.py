@@ -1,0 +1,129 @@
+"""The one analysis path: source blocks → features → classification → tracker, as one object.
+
+The daemon, `lungedge classify`, the toolchain's streaming evaluation and the benchmarks all
+drive this, so a recording gives the same cycles, labels, alerts and sessions whichever of them
+reads it. It runs on the stream's own timeline (seconds of audio, lost audio included): the
+tracker's time rules (no audio, a session gone quiet) tick after every block with the block's
+end, and a caller whose source has gone silent (a live device that delivers nothing) lets time
+pass with `idle()`. `clock` maps stream seconds to wall-clock time for whoever publishes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from edge.clock import StreamClock
+from edge.dsp.frontend import FrontendParams
+from edge.dsp.quality import signal_quality
+from edge.dsp.segmenter import Cycle, SegmenterConfig
+from edge.model import RECORD, ModelRunner, Prediction
+from edge.signal_path import CycleFeatures, PathStats, SignalPath
+from edge.sources.base import AudioBlock
+from edge.tracker import AlertChanged, CycleResult, SessionEnded, Tracker, TrackerConfig
+
+SILENCE_RMS = 10 ** (-70 / 20)  # a block this quiet counts as no audio
+
+
+@dataclass(frozen=True)
+class ClassifiedCycle:
+    index: int  # since the stream started
+    start: float  # stream seconds
+    end: float
+    cycle: Cycle  # its samples at the model rate
+    features: np.ndarray
+    quality: float
+    prediction: Prediction | None  # None: segmentation only, no model
+    inference_ms: float
+    session_id: str | None
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+
+Event = ClassifiedCycle | AlertChanged | SessionEnded
+
+
+class Analysis:
+    def __init__(self, source_rate: int, runner: ModelRunner | None,
+                 segmenter: SegmenterConfig, tracker: TrackerConfig,
+                 frontend: FrontendParams | None = None) -> None:
+        """With no runner, cycles are only segmented (and `frontend` says which features)."""
+        if runner is None and frontend is None:
+            raise ValueError("segmentation only needs the frontend parameters")
+        self.runner = runner
+        m = runner.manifest if runner else None
+        self.path = SignalPath(source_rate, m.frontend if m else frontend, segmenter)
+        self.tracker = Tracker(tracker, m.labels, m.thresholds.get(RECORD), m.findings) \
+            if m else None
+        self.clock = StreamClock()
+        self.position = 0.0  # stream seconds heard so far
+        self.last_audio = 0.0  # stream second at which the latest non-silent block ended
+        self._index = 0
+
+    @property
+    def stats(self) -> PathStats:
+        return self.path.stats
+
+    def process(self, block: AudioBlock) -> list[Event]:
+        self.clock.anchor(block.start_s, block.wall_time)
+        events: list[Event] = []
+        for c in self.path.process(block):
+            events += self._classify(c)
+        end = block.start_s + block.duration_s
+        if len(block.samples) and float(np.sqrt(np.mean(block.samples ** 2))) > SILENCE_RMS:
+            self.last_audio = end
+        self.position = end
+        return events + self._tick(end)
+
+    def idle(self, seconds: float) -> list[Event]:
+        """No block for `seconds` (a live source that went quiet): the time rules still run."""
+        return self._tick(self.position + seconds)
+
+    def finish(self, reason: Literal["shutdown", "end_of_stream"] = "end_of_stream"
+               ) -> list[Event]:
+        """The stream ends: the cycles in flight, then every open alert and the session end."""
+        events: list[Event] = []
+        for c in self.path.flush():
+            events += self._classify(c)
+        if self.tracker is not None:
+            events += self.tracker.close(reason)
+        return events
+
+    def _tick(self, now: float) -> list[Event]:
+        if self.tracker is None:
+            return []
+        return list(self.tracker.on_tick(now, self.last_audio))
+
+    def _classify(self, c: CycleFeatures) -> list[Event]:
+        quality = signal_quality(c.cycle.samples, c.cycle.sample_rate)
+        prediction, ms = None, 0.0
+        if self.runner is not None:
+            t = time.perf_counter()
+            prediction = self.runner.predict(c.features)
+            ms = (time.perf_counter() - t) * 1000
+        before: list[Event] = []
+        after: list[Event] = []
+        if self.tracker is not None and prediction is not None:
+            b, a = self.tracker.on_cycle(CycleResult(c.start_s, c.end_s, prediction.label,
+                                                     prediction.confidence, quality))
+            before, after = list(b), list(a)
+        cycle = ClassifiedCycle(self._index, c.start_s, c.end_s, c.cycle, c.features, quality,
+                                prediction, ms, self.tracker.session_id if self.tracker else None)
+        self._index += 1
+        return [*before, cycle, *after]
+
+
+def analyse(blocks: Iterable[AudioBlock], source_rate: int, runner: ModelRunner | None,
+            segmenter: SegmenterConfig, tracker: TrackerConfig,
+            frontend: FrontendParams | None = None) -> Iterator[Event]:
+    """Every event of a finite stream, in order, ending it with `end_of_stream`."""
+    a = Analysis(source_rate, runner, segmenter, tracker, frontend)
+    for block in blocks:
+        yield from a.process(block)
+    yield from a.finish()

@@ -1,0 +1,161 @@
+"""`lungedge classify`: the analysis path over recordings (or a live source), as a table or JSON.
+
+It drives the same `edge.analysis.Analysis` as the daemon, so its cycles, labels, alerts and
+sessions are what the device would publish for the same audio: every session of a recording is
+summarised (a pause longer than `tracker.session_silence_s`, or a recording longer than
+`session_max_s`, makes several), and time rules such as no_audio run on the recording's own
+timeline.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.analysis import Analysis, ClassifiedCycle, Event
+from edge.config import Config
+from edge.dsp.frontend import FrontendParams
+from edge.model import ModelRunner
+from edge.sources.base import AudioBlock, AudioSource, SourceError
+from edge.tracker import AlertChanged, SessionEnded
+
+JSON_SCHEMA_VERSION = 2  # 2: every session's summary, alerts with their times
+
+
+def classify_source(label: str, source: AudioSource, runner: ModelRunner | None, cfg: Config,
+                    *, seconds: float | None = None, plot: Path | None = None,
+                    quiet: bool = False) -> dict[str, Any]:
+    """One recording or live source through the analysis path: its report. Prints each cycle
+    as it is found unless `quiet` (a live source shows them as they happen); stops at the
+    source's end, after `seconds` of audio, or at Ctrl-C."""
+    analysis = Analysis(source.sample_rate, runner, cfg.segmenter, cfg.tracker,
+                        None if runner else FrontendParams())
+    kept: list[np.ndarray] = []
+    audio_s = 0.0
+
+    def blocks() -> Iterator[AudioBlock]:
+        nonlocal audio_s
+        for block in source.blocks():
+            audio_s = block.start_s + block.duration_s
+            if plot:
+                kept.append(block.samples)
+            yield block
+            if seconds is not None and audio_s >= seconds:
+                return
+
+    rows: list[dict[str, Any]] = []
+    sessions: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
+
+    def take(events: list[Event]) -> None:
+        for e in events:
+            if isinstance(e, ClassifiedCycle):
+                rows.append(cycle_row(e))
+                if not quiet:
+                    print_row(rows[-1])
+            elif isinstance(e, AlertChanged):
+                alerts.append({"event": e.event, "kind": e.kind, "session_id": e.session_id,
+                               "first_cycle_s": e.first_cycle, "last_cycle_s": e.last_cycle,
+                               "evidence": vars(e.evidence)})
+            elif isinstance(e, SessionEnded):
+                sessions.append(session_summary(e))
+
+    if not quiet:
+        print(f"{label}  ({source.sample_rate} Hz)")
+        print(f"  {'#':>3}  {'start s':>8}  {'end s':>8}  {'dur s':>6}  {'features':>9}  "
+              + ("label     conf  quality  " if runner else "") + "note")
+    try:
+        for block in blocks():
+            take(analysis.process(block))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        source.close()
+    take(analysis.finish())
+    if audio_s == 0:
+        raise SourceError(f"{label}: no audio arrived (for a pipe: is the recorder writing raw "
+                          "s16le to it?)")
+    durations = [r["duration_s"] for r in rows]
+    report: dict[str, Any] = {
+        "file": label, "sample_rate": source.sample_rate, "duration_s": round(audio_s, 3),
+        "cycles": rows,
+        "summary": {
+            "cycles": len(rows),
+            "mean_cycle_s": round(sum(durations) / len(durations), 3) if durations else None,
+            "cycles_per_min": round(60 * len(rows) / audio_s, 1),
+            "covered_fraction": round(sum(durations) / audio_s, 3),
+        },
+    }
+    if runner is not None:
+        report |= {"sessions": sessions, "alerts": alerts}
+    if not quiet:
+        print_summary(report)
+    if plot:
+        from edge.plot import plot_cycles
+
+        plot_cycles(np.concatenate(kept), source.sample_rate, rows, plot, title=label,
+                    labels=runner.manifest.labels if runner else ())
+        if not quiet:
+            print(f"  plot: {plot}\n")
+    return report
+
+
+def cycle_row(c: ClassifiedCycle) -> dict[str, Any]:
+    row: dict[str, Any] = {"index": c.index, "start_s": round(c.start, 3),
+                           "end_s": round(c.end, 3), "duration_s": round(c.duration_s, 3),
+                           "features_shape": list(c.features.shape),
+                           "forced_cut": c.cycle.forced_cut, "quality": c.quality}
+    if c.prediction is not None:
+        row |= {"label": c.prediction.label, "probs": c.prediction.probs,
+                "confidence": round(c.prediction.confidence, 4), "session_id": c.session_id}
+    return row
+
+
+def session_summary(s: SessionEnded) -> dict[str, Any]:
+    return {"session_id": s.session_id, "start_s": round(s.start, 3), "end_s": round(s.end, 3),
+            "cycles": s.cycles, "cycles_by_label": s.cycles_by_label,
+            "abnormal_burden": s.abnormal_burden,
+            "poor_quality_fraction": s.poor_quality_fraction, "record_label": s.record_label,
+            "breathing_rate_per_min": s.breathing_rate_per_min, "ended_by": s.ended_by}
+
+
+def print_row(r: dict[str, Any]) -> None:
+    shape = "×".join(str(n) for n in r["features_shape"])
+    note = "forced cut" if r["forced_cut"] else ""
+    model = (f"{r['label']:<8} {r['confidence']:>5.2f}  {r['quality']:>7.2f}  "
+             if "label" in r else "")
+    print(f"  {r['index']:>3}  {r['start_s']:>8.2f}  {r['end_s']:>8.2f}  "
+          f"{r['duration_s']:>6.2f}  {shape:>9}  {model}{note}", flush=True)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    s = report["summary"]
+    if not s["cycles"]:
+        print("  no breathing cycles found (silence, or the stethoscope was not on the chest)\n")
+        return
+    print(f"  {s['cycles']} cycles in {report['duration_s']:.1f} s, mean "
+          f"{s['mean_cycle_s']:.2f} s, {s['cycles_per_min']:.1f} per minute, "
+          f"{100 * s['covered_fraction']:.0f}% of the audio")
+    for i, session in enumerate(report.get("sessions", []), 1):
+        by = ", ".join(f"{k} {v}" for k, v in session["cycles_by_label"].items() if v)
+        print(f"  session {i} ({session['start_s']:.1f}–{session['end_s']:.1f} s): "
+              f"{session['record_label']} ({by}; abnormal burden "
+              f"{session['abnormal_burden']:.0%}, poor quality "
+              f"{session['poor_quality_fraction']:.0%})")
+    for a in report.get("alerts", []):
+        evidence = ", ".join(f"{k} {v}" for k, v in a["evidence"].items())
+        print(f"  alert {a['event']}: {a['kind']} ({evidence})")
+    print()
+
+
+def default_model() -> Path | None:
+    """The shipped model: beside the source tree, or where install.sh puts it."""
+    for candidate in (Path(__file__).resolve().parents[1] / "models" / "lungedge-cnnlstm",
+                      Path(sys.prefix).parent / "models" / "lungedge-cnnlstm"):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    return None

@@ -1,0 +1,36 @@
+"""Domain events of the analysis path → the typed message bodies the publisher sends.
+
+This is where stream seconds become wall-clock timestamps (edge.clock.StreamClock) and a
+classified cycle becomes what a station reads.
+"""
+
+from __future__ import annotations
+
+import time
+
+from edge.analysis import ClassifiedCycle
+from edge.clock import StreamClock
+from edge.payloads import Alert, Cycle, ModelRef, Summary, iso_ms
+from edge.tracker import AlertChanged, SessionEnded
+
+
+def cycle_body(c: ClassifiedCycle, clock: StreamClock, model: ModelRef) -> Cycle:
+    assert c.prediction is not None and c.session_id is not None
+    p = c.prediction
+    end = clock.wall(c.end)
+    return Cycle(c.session_id, iso_ms(clock.wall(c.start)), iso_ms(end),
+                 round(c.duration_s, 3), p.label, p.probs, round(p.confidence, 4), c.quality,
+                 c.cycle.forced_cut, model, round(max(0.0, time.time() - end) * 1000, 1))
+
+
+def alert_body(a: AlertChanged, clock: StreamClock) -> Alert:
+    return Alert(a.alert_id, a.event, a.kind, a.session_id, a.evidence,
+                 None if a.first_cycle is None else iso_ms(clock.wall(a.first_cycle)),
+                 None if a.last_cycle is None else iso_ms(clock.wall(a.last_cycle)))
+
+
+def summary_body(s: SessionEnded, clock: StreamClock, model: ModelRef) -> Summary:
+    return Summary(s.session_id, iso_ms(clock.wall(s.start)), iso_ms(clock.wall(s.end)),
+                   round(s.end - s.start, 3), s.cycles, s.cycles_by_label, s.abnormal_burden,
+                   s.poor_quality_fraction, s.record_label,  # type: ignore[arg-type]
+                   s.breathing_rate_per_min, s.ended_by, model)

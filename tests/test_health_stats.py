@@ -1,0 +1,57 @@
+"""The daemon's health state machine and its bounded statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.health import Health, Observation, State
+from edge.stats import InferenceTimes
+
+
+def test_health_goes_online_degraded_and_back_with_its_reasons() -> None:
+    h = Health()
+    assert h.state == State.STARTING
+    first = h.observe(Observation())
+    assert first is not None and first.state == State.ONLINE
+    assert first.published == ("online", [])
+    assert h.observe(Observation()) is None  # nothing changed: nothing to report
+    bad = h.observe(Observation(no_audio=True, poor_signal=True, spool_dropped=3))
+    assert bad is not None and bad.state == State.DEGRADED
+    # most important first: nothing is heard, then data is lost, then results may be wrong
+    assert bad.reasons == ("no audio", "spool full: 3 message(s) dropped", "poor signal")
+    assert str(bad) == "degraded: no audio; spool full: 3 message(s) dropped; poor signal"
+    fewer = h.observe(Observation(spool_dropped=3))
+    assert fewer is not None and fewer.reasons == ("spool full: 3 message(s) dropped",)
+    assert h.observe(Observation()).state == State.ONLINE  # type: ignore[union-attr]
+
+
+def test_an_unreachable_broker_is_a_local_reason_only() -> None:
+    """The broker cannot hear that it is unreachable: the log and systemd say degraded, the
+    retained status (sent once it is back) says online."""
+    h = Health()
+    change = h.observe(Observation(broker_unreachable=True))
+    assert change is not None and change.state == State.DEGRADED
+    assert change.reasons == ("broker unreachable",) and change.published == ("online", [])
+    both = h.observe(Observation(broker_unreachable=True, source_error="device gone"))
+    assert both is not None and both.published == ("degraded", ["device gone"])
+
+
+def test_stopping_is_final() -> None:
+    h = Health()
+    h.observe(Observation(no_audio=True))
+    stop = h.stop()
+    assert stop.state == State.STOPPING and stop.published == ("offline", ["shutdown"])
+    assert h.observe(Observation()) is None
+    with pytest.raises(RuntimeError, match="cannot go from stopping to"):
+        h._go(State.ONLINE, ())
+
+
+def test_inference_times_keep_a_bounded_recent_window() -> None:
+    times = InferenceTimes(size=1000)
+    assert times.percentile(50) is None
+    for i in range(100_000):  # months of cycles: the memory stays the ring's
+        times.add(1.0 if i < 99_000 else 5.0)
+    assert times._ms.nbytes == 1000 * 8
+    assert times.percentile(50) == 5.0  # the last 1,000 only
+    assert np.isfinite(times.percentile(99))  # type: ignore[arg-type]
