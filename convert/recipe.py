@@ -21,18 +21,7 @@ WINDOW_SAMPLES = 8192
 
 @dataclass(frozen=True)
 class Recipe:
-    # frontend
-    n_fft: int = 256
-    hop_length: int = 64
-    n_mels: int = 40
-    n_mfcc: int = 20
-    features: Literal["mfcc", "log_mel"] = "log_mel"
-    deltas: int = 0
-    fmin: float = 80.0
-    fmax: float = 2000.0
-    log_floor: float = 1e-10
-    band_norm: Literal["none", "cycle", "running"] = "none"
-    band_norm_s: float = 10.0
+    frontend: FrontendParams = field(default_factory=FrontendParams)
     # network
     filters: tuple[int, ...] = (16, 32, 48)
     lstm_units: int = 48
@@ -49,15 +38,8 @@ class Recipe:
     seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4))
 
     @property
-    def frontend(self) -> FrontendParams:
-        return FrontendParams(n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels,
-                              n_mfcc=self.n_mfcc, features=self.features, deltas=self.deltas,
-                              fmin=self.fmin, fmax=self.fmax, log_floor=self.log_floor,
-                              band_norm=self.band_norm, band_norm_s=self.band_norm_s)
-
-    @property
     def window(self) -> WindowSpec:
-        frames = WINDOW_SAMPLES // self.hop_length
+        frames = WINDOW_SAMPLES // self.frontend.hop_length
         return WindowSpec(frames=frames, hop_frames=frames // 2, pad="repeat",
                           aggregate="mean")
 
@@ -67,10 +49,16 @@ class Recipe:
                 "time_pool": self.time_pool, "cell_clip": self.cell_clip}
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        """Flat, as the flags are: the frontend's parameters, then the rest."""
+        rest = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "frontend"}
+        return self.frontend.to_dict() | {k: list(v) if isinstance(v, tuple) else v
+                                          for k, v in rest.items()}
 
 
+# The frontend's flags: everything but what a 4 kHz model with Hann windows fixes.
+FRONTEND_FLAGS = ("n_fft", "hop_length", "n_mels", "n_mfcc", "features", "deltas", "fmin",
+                  "fmax", "log_floor", "band_norm", "band_norm_s")
 HELP = {
     "n_fft": "frame length, samples at 4 kHz",
     "hop_length": "frame hop, samples at 4 kHz; the window stays 2.05 s",
@@ -103,30 +91,35 @@ HELP = {
 }
 
 
+def _flags() -> list[tuple[str, Any, Any]]:
+    """(name, default, type hint) of every flag: the frontend's, then the recipe's own."""
+    frontend, recipe = typing.get_type_hints(FrontendParams), typing.get_type_hints(Recipe)
+    return ([(n, getattr(FrontendParams(), n), frontend[n]) for n in FRONTEND_FLAGS]
+            + [(f.name, getattr(Recipe(), f.name), recipe[f.name])
+               for f in dataclasses.fields(Recipe) if f.name != "frontend"])
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """One flag per Recipe field, its default the recipe's."""
+    """One flag per recipe setting, its default the recipe's."""
     g = ap.add_argument_group("recipe")
-    defaults = Recipe()
-    hints = typing.get_type_hints(Recipe)
-    for f in dataclasses.fields(Recipe):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
+    for name, default, hint in _flags():
+        flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                           help=HELP[f.name])
-        elif f.name in ("filters", "time_pool", "seeds"):
-            g.add_argument(flag, type=int, nargs="+", default=default, help=HELP[f.name])
+                           help=HELP[name])
+        elif name in ("filters", "time_pool", "seeds"):
+            g.add_argument(flag, type=int, nargs="+", default=default, help=HELP[name])
         else:
-            hint = hints[f.name]
             choices = list(typing.get_args(hint)) if typing.get_origin(hint) is Literal \
                 else None
-            g.add_argument(flag, type=type(default), default=default, help=HELP[f.name],
+            g.add_argument(flag, type=type(default), default=default, help=HELP[name],
                            choices=choices)
 
 
 def from_arguments(args: argparse.Namespace) -> Recipe:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)}
+    values = {name: getattr(args, name) for name, _, _ in _flags()}
     for name in ("filters", "time_pool", "seeds"):
         if values[name] is not None:
             values[name] = tuple(values[name])
-    return Recipe(**values)
+    frontend = FrontendParams(**{n: values.pop(n) for n in FRONTEND_FLAGS})
+    return Recipe(frontend=frontend, **values)

@@ -50,8 +50,9 @@ from edge.tracker import RECORD_FRACTION, record_label
 def out_of_fold(crossval: Path, recipe: Recipe, events: Events) -> tuple[np.ndarray, np.ndarray]:
     """Every event's probabilities from the cross-validation fold that did not train on it, at
     the epoch the recipe trains for; the trainer and the protocol must share the recipe."""
-    run = json.loads((crossval / "recipe.json").read_text())
     mine = recipe.to_dict()
+    # a setting the protocol run does not record was, then, at its default
+    run = Recipe().to_dict() | json.loads((crossval / "recipe.json").read_text())
     differ = sorted(k for k in mine if k != "seeds" and run.get(k) != mine[k])
     if differ:
         raise SystemExit(f"{crossval} validated another recipe ({', '.join(differ)} differ): "
