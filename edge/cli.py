@@ -7,6 +7,7 @@ in one line on stderr saying what and where, and a non-zero exit; tracebacks are
 from __future__ import annotations
 
 import argparse
+from importlib.metadata import entry_points
 import json
 import logging
 import os
@@ -103,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--until-offline", action="store_true",
                    help="exit when a device publishes status offline")
     m.set_defaults(func=cmd_monitor)
+    for command in entry_points(group="lungedge.commands"):  # e.g. `station`, when installed
+        command.load()(sub)
     return p
 
 

@@ -115,7 +115,9 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
-class MqttConfig:
+class BrokerConfig:
+    """How to reach the MQTT broker: the device's settings, and the station's."""
+
     host: str = setting("localhost", "Broker host.")
     port: int = setting(1883, "Broker port.", ge=1, le=65535)
     topic_prefix: str = setting("lungedge", "First topic level: PREFIX/DEVICE/cycle, ….")
@@ -127,7 +129,6 @@ class MqttConfig:
     reconnect_min_s: float = setting(0.5, "First reconnect delay, s (doubles, with jitter).",
                                      gt=0, le=60)
     reconnect_max_s: float = setting(30.0, "Longest reconnect delay, s.", gt=0, le=600)
-    stats_interval_s: float = setting(60.0, "Interval of stats messages, s.", ge=1, le=3600)
 
     def validate(self) -> None:
         if self.password_file and self.password_env:
@@ -150,6 +151,11 @@ class MqttConfig:
                 raise ConfigError(f"cannot read password file {self.password_file}: {exc}",
                                   key_path="mqtt.password_file") from None
         return None
+
+
+@dataclass(frozen=True)
+class MqttConfig(BrokerConfig):
+    stats_interval_s: float = setting(60.0, "Interval of stats messages, s.", ge=1, le=3600)
 
 
 @dataclass(frozen=True)
@@ -217,12 +223,19 @@ EXAMPLE_HEADER = """\
 
 def example_yaml() -> str:
     """The documented example config: every section and key, with its doc line and bounds."""
-    out = [EXAMPLE_HEADER]
-    _example(Config, "", 0, out)
+    return example_of(Config, EXAMPLE_HEADER, EXAMPLE_VALUES)
+
+
+def example_of(cls: type, header: str, values: dict[str, Any]) -> str:
+    """A documented YAML example of a config dataclass: `values` (by key path) where it is
+    not to show the defaults."""
+    out = [header]
+    _example(cls, "", 0, out, values)
     return "".join(out)
 
 
-def _example(cls: type, path: str, indent: int, out: list[str]) -> None:
+def _example(cls: type, path: str, indent: int, out: list[str],
+             values: dict[str, Any]) -> None:
     hints = typing.get_type_hints(cls)
     pad = " " * indent
     for f in dataclasses.fields(cls):
@@ -230,13 +243,13 @@ def _example(cls: type, path: str, indent: int, out: list[str]) -> None:
         doc = f.metadata.get("doc", "") + _bounds(hints[f.name], f.metadata)
         if not indent and dataclasses.is_dataclass(hints[f.name]):
             out.append("\n")
-        out += [f"{pad}# {line}\n" for line in textwrap.wrap(doc, 98 - indent)]
+        out += [f"{pad}# {line}\n" for line in textwrap.wrap(doc, 96 - indent)]
         if dataclasses.is_dataclass(hints[f.name]):
             out.append(f"{pad}{f.name}:\n")
-            _example(hints[f.name], key_path, indent + 2, out)
+            _example(hints[f.name], key_path, indent + 2, out, values)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        value = EXAMPLE_VALUES.get(key_path, default)
+        value = values.get(key_path, default)
         out.append(pad + yaml.safe_dump({f.name: value}, default_flow_style=True,
                                         allow_unicode=True, width=1000).strip()[1:-1] + "\n")
 

@@ -55,3 +55,77 @@ def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
                     "installs it)")
     with LocalBroker(tmp_path, persistence=True) as b:
         yield b
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A private PostgreSQL on a free port (initdb + pg_ctl, as an unprivileged user when run
+    as root: initdb refuses root); yields its SQLAlchemy URL, stops it afterwards."""
+    import glob
+    import shutil
+    import subprocess
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL is not installed (`apt-get install postgresql`; `make test` "
+                    "installs it)")
+    bindir = Path(bins[-1]).parent
+    root = tmp_path_factory.mktemp("pg")
+    data = root / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        user = "postgres" if _has_user("postgres") else "nobody"
+        run_as = ["runuser", "-u", user, "--"]
+        shutil.chown(root, user=user)
+        os.chmod(root, 0o700)
+        for parent in root.parents:  # the user must reach it
+            if parent == Path("/"):
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    port = _free_port()
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust",
+                    "-U", "station", "--no-sync"], check=True, capture_output=True)
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l",
+                    str(root / "log"), "-w", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                        "-U", "station", "station"], check=True, capture_output=True)
+        yield f"postgresql+psycopg://station@127.0.0.1:{port}/station"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast",
+                        "stop"], capture_output=True)
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each station test that takes this runs on both databases (a fresh one each time)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'station.db'}"
+    url = request.getfixturevalue("postgres")
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:  # a fresh schema per test
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return url

@@ -1,0 +1,70 @@
+"""Charts as SVG geometry, drawn by the templates: no chart library to vendor (the network is
+closed) and nothing a device sent ever reaches the page but through the templates' escaping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edge.plot import colours
+
+WIDTH, HEIGHT = 900, 60
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    width: float
+    colour: str
+    label: str
+    title: str
+
+
+def timeline(cycles: list[dict[str, Any]], since: float, until: float,
+             labels: tuple[str, ...]) -> list[Bar]:
+    """Each cycle as a bar on [since, until], coloured by its label."""
+    span = max(until - since, 1e-9)
+    palette = colours(labels)
+    out = []
+    for c in cycles:
+        x0 = max(0.0, (c["start"] - since) / span * WIDTH)
+        x1 = min(WIDTH, (c["end"] - since) / span * WIDTH)
+        if x1 > x0:
+            out.append(Bar(round(x0, 1), round(max(x1 - x0, 1.0), 1),
+                           palette.get(c["label"], palette[None]), c["label"],
+                           f"{c['label']} {c['confidence']:.2f}, quality {c['quality']:.2f}"))
+    return out
+
+
+@dataclass(frozen=True)
+class Series:
+    line: str  # SVG polyline points
+    dots: list[tuple[float, float]]  # the same points, so a lone one shows too
+
+
+def series(values: list[float | None], top: float, height: int = HEIGHT) -> Series:
+    """Values on 0…top, one per slot across the width (empty slots skipped)."""
+    n = len(values)
+    dots = [(round((i + 0.5) / n * WIDTH, 1),
+             round(height - min(v, top) / top * (height - 6) - 3, 1))
+            for i, v in enumerate(values) if v is not None]
+    return Series(" ".join(f"{x},{y}" for x, y in dots), dots)
+
+
+def trends(buckets: list[dict[str, Any]], first: int, n: int) -> dict[str, Any]:
+    """Per bucket: abnormal burden (0…1), breathing rate (cycles per minute heard), quality."""
+    by_bucket = {int(r["bucket"]): r for r in buckets}
+    burden, rate, quality = [], [], []
+    for h in range(first, first + n):
+        r = by_bucket.get(h)
+        burden.append(r["abnormal"] / r["good"] if r and r["good"] else None)
+        rate.append(r["cycles"] / r["minutes"] if r and r["minutes"] else None)
+        quality.append(r["quality_sum"] / r["cycles"] if r and r["cycles"] else None)
+    top_rate = max([v for v in rate if v is not None] + [30.0])
+    return {"burden": series(burden, 1.0), "rate": series(rate, top_rate),
+            "quality": series(quality, 1.0), "top_rate": round(top_rate),
+            "latest": {"burden": next((v for v in reversed(burden) if v is not None), None),
+                       "rate": next((v for v in reversed(rate) if v is not None), None),
+                       "quality": next((v for v in reversed(quality) if v is not None),
+                                       None)}}

@@ -1,0 +1,177 @@
+"""Ingest: every device's messages from the broker into the store, written before acknowledged.
+
+The MQTT session is persistent (MQTT 5, clean start off, a long session expiry) and messages
+are QoS 1 with manual acknowledgement: paho's thread only queues what arrives; this loop
+validates a batch, stores it in one transaction, and only then acknowledges each message. A
+station killed between the two is sent the same messages again when it comes back, and the
+store keeps each once. Acknowledgements belong to a connection: a message received on an
+earlier connection is never acknowledged on a later one (its id may mean another message
+there); the broker sends it again instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from station.config import StationConfig
+from station.store import Refusal, Store
+from station.validate import Message, Refused, excerpt, parse
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # messages per transaction at most
+SWEEP_S = 5.0  # silent devices and spool backlogs are looked at this often
+PURGE_S = 3600.0
+SESSION_EXPIRY_S = 7 * 86400  # how long the broker keeps messages for a station that is down
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    connection: int  # which connection it came on
+
+
+class Ingest:
+    def __init__(self, cfg: StationConfig, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.queue: queue.Queue[Received] = queue.Queue()
+        self.connected = threading.Event()
+        self.connection = 0
+        self._lock = threading.Lock()  # the connection number, against acknowledgements
+        self.stored = self.repeats = self.refused = 0
+        self._refusal_log = (0.0, 0)  # (when we last logged one, how many since)
+        self.client = self._client()
+
+    def _client(self) -> Any:
+        import paho.mqtt.client as mqtt
+
+        c = self.cfg.mqtt
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if c.username:
+            client.username_pw_set(c.username, c.password())
+        if c.tls.enabled:
+            client.tls_set(ca_certs=c.tls.ca_file, certfile=c.tls.cert_file,
+                           keyfile=c.tls.key_file)
+        client.reconnect_delay_set(max(1, round(c.reconnect_min_s)), round(c.reconnect_max_s))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    @property
+    def subscription(self) -> str:
+        topic = f"{self.cfg.mqtt.topic_prefix}/+/#"
+        group = self.cfg.mqtt.shared_group
+        return f"$share/{group}/{topic}" if group else topic
+
+    # -- paho's thread ----------------------------------------------------------------------
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the station: %s", reason)
+            return
+        with self._lock:
+            self.connection += 1
+        log.info("connected to %s:%d (session %s), subscribing to %s", self.cfg.mqtt.host,
+                 self.cfg.mqtt.port, "resumed" if flags.session_present else "new",
+                 self.subscription)
+        client.subscribe(self.subscription, qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected.clear()
+        log.warning("disconnected from the broker (%s); paho reconnects", reason)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self.queue.put(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos,
+                                self.connection))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def start(self) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        c = self.cfg.mqtt
+        self.client.connect_async(c.host, c.port, c.keepalive_s, clean_start=False,
+                                  properties=props)
+        self.client.loop_start()
+
+    def run(self, stop: threading.Event) -> None:
+        """Store and acknowledge until `stop` is set."""
+        self.start()
+        next_sweep = next_purge = time.monotonic()
+        try:
+            while not stop.is_set():
+                batch = self._batch(timeout=0.2)
+                if batch:
+                    self.handle(batch)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + SWEEP_S
+                    a = self.cfg.alarms
+                    self.store.sweep(time.time(), a.offline_after_s, a.spool_backlog)
+                if now >= next_purge:
+                    next_purge = now + PURGE_S
+                    d = self.cfg.database
+                    self.store.purge(time.time(), d.retention_days, d.alert_retention_days)
+        finally:
+            self.client.loop_stop()
+            self.client.disconnect()
+
+    def _batch(self, timeout: float) -> list[Received]:
+        try:
+            batch = [self.queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def handle(self, batch: list[Received]) -> None:
+        messages: list[Message] = []
+        refusals: list[Refusal] = []
+        for r in batch:
+            try:
+                messages.append(parse(r.topic, r.payload, self.cfg.mqtt.topic_prefix))
+            except Refused as exc:
+                refusals.append(Refusal(r.topic, str(exc), excerpt(r.payload)))
+        new = self.store.ingest(messages, refusals)  # committed: now they may be acknowledged
+        self.stored += new
+        self.repeats += len(messages) - new
+        self.refused += len(refusals)
+        if refusals:
+            self._log_refusals(refusals)
+        with self._lock:
+            for r in batch:
+                if r.qos and r.connection == self.connection:
+                    self.client.ack(r.mid, r.qos)
+
+    def _log_refusals(self, refusals: list[Refusal]) -> None:
+        """The first refusal, then at most one line a minute: a device gone wrong must not
+        flood the log."""
+        last, since = self._refusal_log
+        since += len(refusals)
+        now = time.monotonic()
+        if now - last >= 60:
+            r = refusals[-1]
+            log.warning("refused %d message(s)%s, e.g. on %r: %s", since,
+                        " in the last minute" if last else "", r.topic[:100], r.reason)
+            self._refusal_log = (now, 0)
+        else:
+            self._refusal_log = (last, since)

@@ -1,0 +1,162 @@
+"""The station's tables (SQLAlchemy Core): the same on SQLite and PostgreSQL.
+
+Times are UNIX seconds (double precision): what devices send as ISO-8601, parsed once. Every
+message a device sends is keyed by (device, topic kind, seq), so a message the broker delivers
+twice (after a station restart) is stored once. The migrations in `station/migrations` create
+these tables; a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+devices = Table(
+    "devices", metadata,
+    Column("device_id", String(200), primary_key=True),
+    Column("label", String(200)),  # the bed or place, edited in the UI
+    Column("state", String(20), nullable=False, default="unknown"),  # online/degraded/offline
+    Column("reasons", JSON, nullable=False, default=list),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),  # any message
+    Column("status_at", Float),  # the latest status message's own time
+    Column("clock_synced", Boolean),
+    Column("model", String(200)),
+    Column("spool_depth", Integer),
+    Column("stats", JSON),  # the latest stats message
+)
+
+# Every message stored, by its identity: deduplication and gap detection.
+received = Table(
+    "received", metadata,
+    Column("device_id", String(200), primary_key=True),
+    Column("kind", String(20), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("at", Float, nullable=False),
+)
+
+cycles = Table(
+    "cycles", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(200), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("session_id", String(64)),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("quality", Float, nullable=False),
+    Column("probs", JSON, nullable=False),
+    Column("forced_cut", Boolean, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Index("cycles_device_start", "device_id", "start"),
+)
+
+# Per device and minute: what the overview's burden and rate, and the trends, are made of.
+minutes = Table(
+    "minutes", metadata,
+    Column("device_id", String(200), primary_key=True),
+    Column("minute", Integer, primary_key=True),  # UNIX time // 60
+    Column("cycles", Integer, nullable=False),
+    Column("good", Integer, nullable=False),  # quality at or above the device's poor bound
+    Column("abnormal", Integer, nullable=False),  # good and not normal
+    Column("quality_sum", Float, nullable=False),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("alert_id", String(100), primary_key=True),
+    Column("device_id", String(200), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("category", String(20), nullable=False),  # clinical or technical
+    Column("priority", Integer, nullable=False),  # 1 high … 3 low
+    Column("source", String(20), nullable=False),  # device, or station (offline, gaps …)
+    Column("state", String(20), nullable=False),  # open, ended, resolved
+    Column("opened_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("version", Integer, nullable=False, default=1),  # +1 each time it changes
+    Column("evidence", JSON, nullable=False),
+    Column("session_id", String(64)),
+    Column("detail", Text),
+    Column("acked_by", String(200)),
+    Column("acked_at", Float),
+    Column("ack_note", Text),
+    Column("acked_version", Integer),  # attention again once version > acked_version
+    Column("resolved_by", String(200)),
+    Column("resolved_at", Float),
+    Index("alerts_state", "state", "priority"),
+    Index("alerts_device", "device_id", "opened_at"),
+)
+
+# What happened to each alert, and who did what: the alert history.
+alert_log = Table(
+    "alert_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", String(100), nullable=False),
+    Column("device_id", String(200), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("event", String(20), nullable=False),  # new update end ack resolve reopen
+    Column("actor", String(200)),  # the device, the station, or the user
+    Column("detail", JSON),
+    Index("alert_log_alert", "alert_id", "at"),
+)
+
+summaries = Table(
+    "summaries", metadata,
+    Column("device_id", String(200), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("session_id", String(64), nullable=False),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("cycles", Integer, nullable=False),
+    Column("cycles_by_label", JSON, nullable=False),
+    Column("abnormal_burden", Float, nullable=False),
+    Column("poor_quality_fraction", Float, nullable=False),
+    Column("record_label", String(40), nullable=False),
+    Column("breathing_rate_per_min", Float),
+    Column("ended_by", String(20), nullable=False),
+    Index("summaries_device_end", "device_id", "end"),
+)
+
+gaps = Table(
+    "gaps", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("first_missing", Integer, nullable=False),
+    Column("last_missing", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+# Messages that were refused: counted, kept short, never trusted.
+invalid = Table(
+    "invalid", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("topic", String(300), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("excerpt", Text, nullable=False),
+)
+
+# Every stored change, in order: the web UI (any worker) follows this to update live.
+changes = Table(
+    "changes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("device_id", String(200)),
+    Column("what", String(20), nullable=False),
+)

@@ -1,0 +1,492 @@
+"""The station's storage: what devices said, what the station made of it, and what people did.
+
+One `Store` per process, on SQLAlchemy Core: an SQLite file (WAL) by default, PostgreSQL by URL
+for sites with several ingest workers. `ingest()` writes a batch of messages in one
+transaction and returns only after the commit, so the ingest loop acknowledges a message to the
+broker only once it is on disk: a station killed at any moment loses nothing it acknowledged,
+and a message the broker delivers again is recognised by its (device, kind, seq) and stored
+once. Every change is appended to `changes`, which the web UI follows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from station import alarms
+from station.schema import (
+    alert_log,
+    alerts,
+    changes,
+    cycles,
+    devices,
+    gaps,
+    invalid,
+    minutes,
+    received,
+    summaries,
+)
+from station.validate import Message, unix
+
+log = logging.getLogger(__name__)
+
+POOR_QUALITY_BELOW = 0.3  # the device's default (tracker.poor_quality_below)
+GAP_KINDS = ("cycle", "alert", "summary")  # seq gaps worth an alarm (stats are QoS 0)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    topic: str
+    reason: str
+    excerpt: str
+
+
+def connect(url: str) -> Engine:
+    """An engine, with SQLite set up for one writer and many readers."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi: Any, record: Any) -> None:
+            cur = dbapi.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a batch is on the disk before its messages are acknowledged, even across
+            # a power cut (NORMAL would survive a killed process only).
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the current schema (Alembic), one process at a time."""
+    from alembic import command
+    from alembic.config import Config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # several workers may start together
+            conn.execute(text("SELECT pg_advisory_xact_lock(7453921)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def _upsert(conn: Connection, table: Any) -> Any:
+    return (postgresql.insert(table) if conn.dialect.name == "postgresql"
+            else sqlite.insert(table))
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.engine = connect(url)
+        migrate(self.engine)
+
+    # -- ingest ---------------------------------------------------------------------------
+    def ingest(self, messages: Iterable[Message], refused: Iterable[Refusal] = (),
+               now: float | None = None) -> int:
+        """Store a batch in one transaction; returns how many were new (not repeats)."""
+        now = time.time() if now is None else now
+        stored = 0
+        with self.engine.begin() as conn:
+            for r in refused:
+                conn.execute(insert(invalid).values(at=now, topic=r.topic[:300],
+                                                    reason=r.reason[:1000],
+                                                    excerpt=r.excerpt[:1000]))
+                conn.execute(insert(changes).values(at=now, device_id=None, what="invalid"))
+            for m in messages:
+                if self._first_time(conn, m, now):
+                    self._store(conn, m, now)
+                    stored += 1
+        return stored
+
+    def _first_time(self, conn: Connection, m: Message, now: float) -> bool:
+        """Records the message's identity; False if it was stored before (a redelivery)."""
+        new = conn.execute(_upsert(conn, received).values(
+            device_id=m.device_id, kind=m.kind, seq=m.seq, at=now).on_conflict_do_nothing()
+            .returning(received.c.seq)).first()  # (rowcount is -1 here on psycopg)
+        if new is None:
+            return False
+        if m.kind in GAP_KINDS:
+            self._gap(conn, m, now)
+        return True
+
+    def _gap(self, conn: Connection, m: Message, now: float) -> None:
+        """A seq beyond the highest before it by more than one: messages lost on the way."""
+        before = conn.execute(select(func.max(received.c.seq)).where(
+            received.c.device_id == m.device_id, received.c.kind == m.kind,
+            received.c.seq < m.seq)).scalar()
+        if before is not None and m.seq > before + 1:
+            conn.execute(insert(gaps).values(device_id=m.device_id, kind=m.kind,
+                                             first_missing=before + 1,
+                                             last_missing=m.seq - 1, at=now))
+            self._station_alarm(conn, m.device_id, "seq_gap", now, {
+                "kind": m.kind, "first_missing": before + 1, "last_missing": m.seq - 1})
+
+    def _store(self, conn: Connection, m: Message, now: float) -> None:
+        b = m.body
+        self._device_seen(conn, m, now)
+        if m.kind == "cycle":
+            start = unix(b["start"])
+            conn.execute(insert(cycles).values(
+                device_id=m.device_id, seq=m.seq, session_id=b["session_id"], start=start,
+                end=unix(b["end"]), label=b["label"], confidence=b["confidence"],
+                quality=b["quality"], probs=b["probs"], forced_cut=b["forced_cut"],
+                model=f"{b['model']['name']} {b['model']['version']}",
+                latency_ms=b["latency_ms"]))
+            good = b["quality"] >= POOR_QUALITY_BELOW
+            row = {"device_id": m.device_id, "minute": int(start // 60), "cycles": 1,
+                   "good": int(good), "abnormal": int(good and b["label"] != "normal"),
+                   "quality_sum": b["quality"]}
+            ins = _upsert(conn, minutes).values(**row)
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=["device_id", "minute"],
+                set_={k: getattr(minutes.c, k) + getattr(ins.excluded, k)
+                      for k in ("cycles", "good", "abnormal", "quality_sum")}))
+        elif m.kind == "alert":
+            self._device_alert(conn, m, now)
+        elif m.kind == "summary":
+            conn.execute(insert(summaries).values(
+                device_id=m.device_id, seq=m.seq, session_id=b["session_id"],
+                start=unix(b["start"]), end=unix(b["end"]), cycles=b["cycles"],
+                cycles_by_label=b["cycles_by_label"], abnormal_burden=b["abnormal_burden"],
+                poor_quality_fraction=b["poor_quality_fraction"],
+                record_label=b["record_label"],
+                breathing_rate_per_min=b["breathing_rate_per_min"], ended_by=b["ended_by"]))
+        elif m.kind == "status":
+            self._status(conn, m, now)
+        elif m.kind == "stats":
+            conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
+                stats=b, spool_depth=b["spool_depth"]))
+        conn.execute(insert(changes).values(at=now, device_id=m.device_id, what=m.kind))
+
+    def _device_seen(self, conn: Connection, m: Message, now: float) -> None:
+        ins = _upsert(conn, devices).values(
+            device_id=m.device_id, state="online", reasons=[], first_seen=now, last_seen=now,
+            clock_synced=m.body["clock_synced"])
+        conn.execute(ins.on_conflict_do_update(
+            index_elements=["device_id"],
+            set_={"last_seen": ins.excluded.last_seen,
+                  "clock_synced": ins.excluded.clock_synced}))
+        state = conn.execute(select(devices.c.state).where(
+            devices.c.device_id == m.device_id)).scalar()
+        if state == "offline" and m.kind != "status":  # heard from again: it is back
+            conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
+                state="online", reasons=[]))
+            self._end_station_alarm(conn, m.device_id, "offline", now)
+        if m.kind == "cycle":
+            model = m.body["model"]
+            conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
+                model=f"{model['name']} {model['version']}"))
+
+    def _status(self, conn: Connection, m: Message, now: float) -> None:
+        b = m.body
+        at = unix(b["ts"])
+        latest = conn.execute(select(devices.c.status_at).where(
+            devices.c.device_id == m.device_id)).scalar()
+        if latest is not None and at < latest:
+            return  # an older status delivered late (a retained copy): the newer one stands
+        conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
+            state=b["state"], reasons=b["reasons"], status_at=at))
+        if b["state"] == "offline":
+            self._station_alarm(conn, m.device_id, "offline", now, {"reason": b["reason"]})
+        else:
+            self._end_station_alarm(conn, m.device_id, "offline", now)
+
+    # -- alerts ---------------------------------------------------------------------------
+    def _device_alert(self, conn: Connection, m: Message, now: float) -> None:
+        b = m.body
+        kind = alarms.of(b["kind"])
+        existing = conn.execute(select(alerts.c.state, alerts.c.version).where(
+            alerts.c.alert_id == b["alert_id"])).first()
+        evidence = b["evidence"]
+        if existing is None:
+            conn.execute(insert(alerts).values(
+                alert_id=b["alert_id"], device_id=m.device_id, kind=kind.kind,
+                category=kind.category, priority=kind.priority, source="device",
+                state="ended" if b["event"] == "end" else "open", opened_at=unix(b["ts"]),
+                updated_at=now, ended_at=now if b["event"] == "end" else None, version=1,
+                evidence=evidence, session_id=b["session_id"]))
+        else:
+            values: dict[str, Any] = {"updated_at": now, "evidence": evidence}
+            if b["event"] == "end":  # good news: no reason to call anyone again
+                values |= {"state": "ended", "ended_at": now}
+            else:
+                values["version"] = existing.version + 1
+                if existing.state == "resolved":  # resolved, but the device still hears it
+                    values |= {"state": "open", "resolved_by": None, "resolved_at": None}
+            conn.execute(update(alerts).where(alerts.c.alert_id == b["alert_id"])
+                         .values(**values))
+        conn.execute(insert(alert_log).values(alert_id=b["alert_id"], device_id=m.device_id,
+                                              at=now, event=b["event"], actor=m.device_id,
+                                              detail=evidence))
+
+    def _station_alarm(self, conn: Connection, device_id: str, kind: str, now: float,
+                       detail: dict[str, Any]) -> None:
+        """Open a technical alarm the station raises itself (one open per device and kind), or
+        update the open one."""
+        open_one = conn.execute(select(alerts.c.alert_id, alerts.c.version).where(
+            alerts.c.device_id == device_id, alerts.c.kind == kind,
+            alerts.c.source == "station", alerts.c.state == "open")).first()
+        if open_one is None:
+            k = alarms.of(kind)
+            alert_id = f"station-{kind}-{device_id[:60]}-{now:.3f}"
+            conn.execute(insert(alerts).values(
+                alert_id=alert_id, device_id=device_id, kind=kind, category=k.category,
+                priority=k.priority, source="station", state="open", opened_at=now,
+                updated_at=now, version=1, evidence=detail))
+            event_name = "new"
+        else:
+            alert_id = open_one.alert_id
+            conn.execute(update(alerts).where(alerts.c.alert_id == alert_id).values(
+                updated_at=now, version=open_one.version + 1, evidence=detail))
+            event_name = "update"
+        conn.execute(insert(alert_log).values(alert_id=alert_id, device_id=device_id, at=now,
+                                              event=event_name, actor="station", detail=detail))
+
+    def _end_station_alarm(self, conn: Connection, device_id: str, kind: str,
+                           now: float) -> None:
+        ids = conn.execute(select(alerts.c.alert_id).where(
+            alerts.c.device_id == device_id, alerts.c.kind == kind,
+            alerts.c.source == "station", alerts.c.state == "open")).scalars().all()
+        for alert_id in ids:
+            conn.execute(update(alerts).where(alerts.c.alert_id == alert_id).values(
+                state="ended", ended_at=now, updated_at=now))
+            conn.execute(insert(alert_log).values(alert_id=alert_id, device_id=device_id,
+                                                  at=now, event="end", actor="station"))
+
+    def sweep(self, now: float, offline_after_s: float, spool_backlog: int) -> None:
+        """Time- and state-driven station alarms: silent devices, spool backlogs."""
+        with self.engine.begin() as conn:
+            silent = conn.execute(select(devices.c.device_id).where(
+                devices.c.last_seen < now - offline_after_s,
+                devices.c.state != "offline")).scalars().all()
+            for device_id in silent:
+                conn.execute(update(devices).where(devices.c.device_id == device_id).values(
+                    state="offline", reasons=["not heard from"]))
+                self._station_alarm(conn, device_id, "offline", now,
+                                    {"reason": f"silent for more than {offline_after_s:.0f} s"})
+                conn.execute(insert(changes).values(at=now, device_id=device_id,
+                                                    what="status"))
+            rows = conn.execute(select(devices.c.device_id, devices.c.spool_depth)).all()
+            for device_id, depth in rows:
+                backlog = conn.execute(select(alerts.c.alert_id).where(
+                    alerts.c.device_id == device_id, alerts.c.kind == "spool_backlog",
+                    alerts.c.state == "open")).first()
+                if depth is not None and depth >= spool_backlog and backlog is None:
+                    self._station_alarm(conn, device_id, "spool_backlog", now,
+                                        {"spool_depth": depth})
+                    conn.execute(insert(changes).values(at=now, device_id=device_id,
+                                                        what="alert"))
+                elif backlog is not None and (depth or 0) < spool_backlog // 2:
+                    self._end_station_alarm(conn, device_id, "spool_backlog", now)
+                    conn.execute(insert(changes).values(at=now, device_id=device_id,
+                                                        what="alert"))
+
+    # -- what people do -------------------------------------------------------------------
+    def acknowledge(self, alert_id: str, user: str, note: str, now: float | None = None
+                    ) -> bool:
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            row = conn.execute(select(alerts.c.device_id, alerts.c.version).where(
+                alerts.c.alert_id == alert_id)).first()
+            if row is None:
+                return False
+            conn.execute(update(alerts).where(alerts.c.alert_id == alert_id).values(
+                acked_by=user, acked_at=now, ack_note=note or None,
+                acked_version=row.version))
+            conn.execute(insert(alert_log).values(alert_id=alert_id, device_id=row.device_id,
+                                                  at=now, event="ack", actor=user,
+                                                  detail={"note": note} if note else None))
+            conn.execute(insert(changes).values(at=now, device_id=row.device_id, what="alert"))
+        return True
+
+    def resolve(self, alert_id: str, user: str, note: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            row = conn.execute(select(alerts.c.device_id).where(
+                alerts.c.alert_id == alert_id)).first()
+            if row is None:
+                return False
+            conn.execute(update(alerts).where(alerts.c.alert_id == alert_id).values(
+                state="resolved", resolved_by=user, resolved_at=now))
+            conn.execute(insert(alert_log).values(alert_id=alert_id, device_id=row.device_id,
+                                                  at=now, event="resolve", actor=user,
+                                                  detail={"note": note} if note else None))
+            conn.execute(insert(changes).values(at=now, device_id=row.device_id, what="alert"))
+        return True
+
+    def set_label(self, device_id: str, label: str, user: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(update(devices).where(devices.c.device_id == device_id)
+                                  .values(label=label.strip()[:200] or None))
+            if result.rowcount:
+                conn.execute(insert(changes).values(at=time.time(), device_id=device_id,
+                                                    what="label"))
+                log.info("%s labelled device %r %r", user, device_id, label)
+        return bool(result.rowcount)
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def purge(self, now: float, retention_days: float, alert_retention_days: float) -> None:
+        data_before = now - retention_days * 86400
+        alerts_before = now - alert_retention_days * 86400
+        with self.engine.begin() as conn:
+            conn.execute(delete(cycles).where(cycles.c.start < data_before))
+            conn.execute(delete(minutes).where(minutes.c.minute < data_before // 60))
+            conn.execute(delete(summaries).where(summaries.c.end < data_before))
+            conn.execute(delete(gaps).where(gaps.c.at < data_before))
+            conn.execute(delete(invalid).where(invalid.c.at < data_before))
+            conn.execute(delete(changes).where(changes.c.at < now - 3600))
+            # the identities must outlive any redelivery: keep them as long as the data
+            conn.execute(delete(received).where(received.c.at < data_before))
+            old = select(alerts.c.alert_id).where(alerts.c.state != "open",
+                                                  alerts.c.updated_at < alerts_before)
+            conn.execute(delete(alert_log).where(alert_log.c.alert_id.in_(old)))
+            conn.execute(delete(alerts).where(alerts.c.alert_id.in_(old)))
+
+    # -- what the UI reads ------------------------------------------------------------------
+    def latest_change(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.coalesce(func.max(changes.c.id), 0))).scalar_one()
+
+    def changes_since(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(changes).where(changes.c.id > after)
+                                .order_by(changes.c.id).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def overview(self, now: float) -> list[dict[str, Any]]:
+        """One row per device: identity, state, open alerts (clinical and technical apart),
+        abnormal burden over the last hour, breathing rate over the last two minutes."""
+        hour, recent = int(now // 60) - 60, int(now // 60) - 2
+        with self.engine.connect() as conn:
+            devs = conn.execute(select(devices).order_by(
+                func.coalesce(devices.c.label, devices.c.device_id))).mappings().all()
+            sums = {r.device_id: r for r in conn.execute(
+                select(minutes.c.device_id, func.sum(minutes.c.good).label("good"),
+                       func.sum(minutes.c.abnormal).label("abnormal"))
+                .where(minutes.c.minute >= hour).group_by(minutes.c.device_id))}
+            rates = {r.device_id: r.cycles for r in conn.execute(
+                select(minutes.c.device_id, func.sum(minutes.c.cycles).label("cycles"))
+                .where(minutes.c.minute >= recent, minutes.c.minute < recent + 2)
+                .group_by(minutes.c.device_id))}
+            open_alerts = conn.execute(select(alerts).where(alerts.c.state == "open")
+                                       .order_by(alerts.c.priority, alerts.c.opened_at)
+                                       ).mappings().all()
+            gap_counts = {r.device_id: r.n for r in conn.execute(
+                select(gaps.c.device_id, func.count().label("n"))
+                .where(gaps.c.at >= now - 3600).group_by(gaps.c.device_id))}
+        out = []
+        for d in devs:
+            mine = [dict(a) for a in open_alerts if a["device_id"] == d["device_id"]]
+            s = sums.get(d["device_id"])
+            out.append(dict(d) | {
+                "clinical": [a for a in mine if a["category"] == "clinical"],
+                "technical": [a for a in mine if a["category"] == "technical"],
+                "attention": any(needs_attention(a) for a in mine),
+                "burden": (s.abnormal / s.good) if s and s.good else None,
+                "rate": rates[d["device_id"]] / 2 if d["device_id"] in rates else None,
+                "gaps_last_hour": gap_counts.get(d["device_id"], 0)})
+        return out
+
+    def device(self, device_id: str, now: float, minutes_back: int = 15,
+               hours_back: int = 24, bucket_minutes: int = 15) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            d = conn.execute(select(devices).where(devices.c.device_id == device_id)
+                             ).mappings().first()
+            if d is None:
+                return None
+            timeline = conn.execute(
+                select(cycles.c.start, cycles.c.end, cycles.c.label, cycles.c.confidence,
+                       cycles.c.quality)
+                .where(cycles.c.device_id == device_id,
+                       cycles.c.start >= now - minutes_back * 60)
+                .order_by(cycles.c.start)).mappings().all()
+            n_buckets = hours_back * 60 // bucket_minutes
+            first_bucket = int(now // 60) // bucket_minutes - n_buckets + 1
+            trend = conn.execute(
+                select((minutes.c.minute // bucket_minutes).label("bucket"),
+                       func.sum(minutes.c.cycles).label("cycles"),
+                       func.sum(minutes.c.good).label("good"),
+                       func.sum(minutes.c.abnormal).label("abnormal"),
+                       func.sum(minutes.c.quality_sum).label("quality_sum"),
+                       func.count().label("minutes"))
+                .where(minutes.c.device_id == device_id,
+                       minutes.c.minute >= first_bucket * bucket_minutes)
+                .group_by(text("bucket")).order_by(text("bucket"))).mappings().all()
+            sessions = conn.execute(select(summaries).where(summaries.c.device_id == device_id)
+                                    .order_by(summaries.c.end.desc()).limit(20)
+                                    ).mappings().all()
+            history = conn.execute(select(alerts).where(alerts.c.device_id == device_id)
+                                   .order_by(alerts.c.opened_at.desc()).limit(50)
+                                   ).mappings().all()
+        return {"device": dict(d), "timeline": [dict(r) for r in timeline],
+                "buckets": [dict(r) for r in trend], "first_bucket": first_bucket,
+                "n_buckets": n_buckets, "sessions": [dict(r) for r in sessions],
+                "alerts": [dict(r) for r in history], "since": now - minutes_back * 60}
+
+    def inbox(self) -> list[dict[str, Any]]:
+        """Alerts that need someone: every open one, and ended ones that changed since anyone
+        saw them (or were never seen); attention first, then priority, then the oldest."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(alerts, devices.c.label).join(
+                    devices, devices.c.device_id == alerts.c.device_id, isouter=True)
+                .where(alerts.c.state.in_(("open", "ended")))).mappings().all()
+        out = [dict(r) | {"attention": needs_attention(r)} for r in rows
+               if r["state"] == "open" or needs_attention(r)]
+        return sorted(out, key=lambda a: (not a["attention"], a["priority"], a["opened_at"]))
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(alerts).where(alerts.c.alert_id == alert_id)
+                               ).mappings().first()
+            if row is None:
+                return None
+            history = conn.execute(select(alert_log).where(alert_log.c.alert_id == alert_id)
+                                   .order_by(alert_log.c.at)).mappings().all()
+        return dict(row) | {"history": [dict(h) for h in history],
+                            "attention": needs_attention(row)}
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {"invalid": conn.execute(select(func.count()).select_from(invalid))
+                    .scalar_one(),
+                    "messages": conn.execute(select(func.count()).select_from(received))
+                    .scalar_one(),
+                    "gaps": conn.execute(select(func.count()).select_from(gaps)).scalar_one()}
+
+    def refused(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(invalid).order_by(invalid.c.id.desc())
+                                                  .limit(limit)).mappings()]
+
+
+def needs_attention(alert: Any) -> bool:
+    """Open (or ended unseen) and not acknowledged since it last changed."""
+    if alert["state"] == "resolved":
+        return False
+    return alert["acked_version"] is None or alert["version"] > alert["acked_version"]
+

@@ -1,0 +1,72 @@
+"""Is it a lungedge message? Topic, size, JSON, the shipped schema, and the device it claims.
+
+Anything a device (or anyone who can publish to the broker) sends is untrusted: a message that
+fails here is counted and kept short for a technician to look at, never stored as data, never
+rendered unescaped, and never stops ingest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import jsonschema
+
+from edge.payloads import BODIES, schema
+
+MAX_BYTES = 64 * 1024  # the largest real message (stats of a serial source) is under 2 KB
+
+
+@dataclass(frozen=True)
+class Message:
+    device_id: str
+    kind: str
+    seq: int
+    body: dict[str, Any]  # the whole payload, envelope included
+
+
+class Refused(ValueError):
+    """Why a message is not a lungedge message."""
+
+
+@cache
+def _validator(kind: str) -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema(kind))
+    return cls(schema(kind))
+
+
+def parse(topic: str, payload: bytes, prefix: str) -> Message:
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != prefix:
+        raise Refused(f"not a {prefix}/DEVICE/KIND topic")
+    _, device, kind = parts
+    if kind not in BODIES:
+        raise Refused(f"unknown message kind {kind!r}")
+    if len(payload) > MAX_BYTES:
+        raise Refused(f"{len(payload)} bytes, over {MAX_BYTES}")
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Refused(f"not JSON: {exc}") from None
+    errors = sorted(_validator(kind).iter_errors(body), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = "/".join(map(str, e.path)) or "(top level)"
+        raise Refused(f"{kind} schema: {where}: {e.message[:200]}")
+    if body["device_id"] != device:
+        raise Refused(f"device_id {body['device_id'][:60]!r} is not the topic's {device!r}")
+    return Message(device, kind, body["seq"], body)
+
+
+def unix(iso: str) -> float:
+    """A message's ISO-8601 UTC time (the schema checked its shape) as UNIX seconds."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def excerpt(payload: bytes, n: int = 300) -> str:
+    """A refused payload, short and printable, for the technician's list."""
+    text = payload[:n].decode("utf-8", "backslashreplace")
+    return text + ("…" if len(payload) > n else "")

@@ -1,0 +1,57 @@
+"""A device: its timeline of cycles, trends, sessions, alert history; its bed label."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from station import charts
+from station.web.app import Forbidden, quote_path
+
+MINUTES, HOURS = 15, 24
+
+
+def routes(site: Any) -> list[Route]:
+    async def context(device_id: str) -> dict[str, Any] | None:
+        now = time.time()
+        data = await run_in_threadpool(site.store.device, device_id, now, MINUTES, HOURS)
+        if data is None:
+            return None
+        labels = tuple(sorted({c["label"] for c in data["timeline"]} | {
+            "normal", "crackle", "wheeze", "both"}))
+        return data | {
+            "bars": charts.timeline(data["timeline"], data["since"], now, labels),
+            "trends": charts.trends(data["buckets"], data["first_bucket"], data["n_buckets"]),
+            "minutes": MINUTES, "hours": HOURS, "width": charts.WIDTH,
+            "height": charts.HEIGHT}
+
+    async def page(request: Request) -> Response:
+        ctx = await context(request.path_params["device_id"])
+        if ctx is None:
+            return site.render(request, "missing.html", {
+                "what": f"device {request.path_params['device_id']!r}"}, 404)
+        return site.render(request, "device.html", ctx)
+
+    async def fragment(request: Request) -> Response:
+        ctx = await context(request.path_params["device_id"])
+        if ctx is None:
+            return Response(status_code=404)
+        return site.render(request, "_device.html", ctx)
+
+    async def label(request: Request) -> Response:
+        form, user = await site.check_form(request)
+        if user is None:
+            raise Forbidden("log in to change a device's label")
+        device_id = request.path_params["device_id"]
+        await run_in_threadpool(site.store.set_label, device_id, str(form.get("label", "")),
+                                user)
+        return RedirectResponse(f"/devices/{quote_path(device_id)}", 303)
+
+    return [Route("/devices/{device_id}", page),
+            Route("/fragments/devices/{device_id}", fragment),
+            Route("/devices/{device_id}/label", label, methods=["POST"])]

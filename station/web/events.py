@@ -1,0 +1,36 @@
+"""`/events`: server-sent events, one per stored change, for pages to update themselves.
+
+It follows the store's `changes` table, not the ingest loop, so a web worker shows what every
+ingest worker stored (several may share one PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.routing import Route
+
+POLL_S = 0.25
+
+
+def routes(site: Any) -> list[Route]:
+    async def stream(request: Request) -> EventSourceResponse:
+        async def changes() -> AsyncIterator[dict[str, str]]:
+            last = await run_in_threadpool(site.store.latest_change)
+            while not await request.is_disconnected():
+                new = await run_in_threadpool(site.store.changes_since, last)
+                if new:
+                    last = new[-1]["id"]
+                    yield {"event": "change", "data": json.dumps(
+                        [{"device_id": c["device_id"], "what": c["what"]} for c in new])}
+                await asyncio.sleep(POLL_S)
+
+        return EventSourceResponse(changes(), ping=15)
+
+    return [Route("/events", stream)]

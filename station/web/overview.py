@@ -1,0 +1,26 @@
+"""The ward: one tile per device, clinical alerts apart from technical problems."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+def routes(site: Any) -> list[Route]:
+    async def context() -> dict[str, Any]:
+        now = time.time()
+        tiles = await run_in_threadpool(site.store.overview, now)
+        return {"tiles": tiles, "now": now}
+
+    async def page(request: Request) -> Response:
+        return site.render(request, "ward.html", await context())
+
+    async def fragment(request: Request) -> Response:
+        return site.render(request, "_ward.html", await context())
+
+    return [Route("/ward", page), Route("/fragments/ward", fragment)]

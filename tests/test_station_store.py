@@ -1,0 +1,168 @@
+"""The station's storage on SQLite and PostgreSQL: migrations, ingest of real device messages,
+deduplication, gaps, the alarm lifecycle with acknowledgements, and refusals."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("sqlalchemy", reason="the station extra: pip install 'lungedge[station]'")
+
+from station.store import Refusal, Store
+from station.validate import Message, Refused, parse
+from tests.test_daemon_wiring import SAMPLES, run_daemon
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def device_messages(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, dict]]:
+    """What the real daemon publishes for the crackle sample (shipped model)."""
+    tmp = tmp_path_factory.mktemp("daemon")
+    return run_daemon(tmp, SAMPLES / "crackle_65121853_1.5_0_p4_4225.wav").messages
+
+
+def as_messages(raw: list[tuple[str, dict]], device: str = "bed-1") -> list[Message]:
+    out = []
+    for kind, body in raw:
+        body = copy.deepcopy(body) | {"device_id": device}
+        out.append(parse(f"lungedge/{device}/{kind}", json.dumps(body).encode(), "lungedge"))
+    return out
+
+
+def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from station.schema import metadata
+
+    store = Store(database_url)
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    Store(database_url)  # a second start finds it current and changes nothing
+
+
+def test_real_messages_stored_once_with_their_numbers(database_url: str,
+                                                      device_messages: list) -> None:
+    store = Store(database_url)
+    messages = as_messages(device_messages)
+    now = time.time()
+    assert store.ingest(messages, now=now) == len(messages)
+    assert store.ingest(messages, now=now) == 0  # redelivered after a restart: nothing twice
+    (tile,) = store.overview(now)
+    n_cycles = sum(k == "cycle" for k, _ in device_messages)
+    assert store.counts()["messages"] == len(messages)
+    device = store.device("bed-1", now + 60)
+    assert device is not None and len(device["timeline"]) == n_cycles
+    assert len(device["sessions"]) == 1 and device["sessions"][0]["cycles"] == n_cycles
+    assert tile["clinical"] == [] and tile["burden"] is not None  # the alert ended with it
+    history = device["alerts"]
+    assert {a["kind"] for a in history} >= {"crackle"} and all(a["state"] == "ended"
+                                                                for a in history)
+
+
+def test_a_gap_in_seq_is_recorded_and_raises_a_technical_alarm(database_url: str,
+                                                               device_messages: list) -> None:
+    store = Store(database_url)
+    messages = [m for m in as_messages(device_messages)
+                if not (m.kind == "cycle" and m.seq in (3, 4))]
+    store.ingest(messages)
+    (tile,) = store.overview(time.time())
+    assert tile["gaps_last_hour"] == 1
+    assert [a["kind"] for a in tile["technical"]] == ["seq_gap"]
+    assert tile["technical"][0]["evidence"] == {"kind": "cycle", "first_missing": 3,
+                                                "last_missing": 4}
+
+
+def alert_message(device: str, seq: int, event: str, alert_id: str = "a1",
+                  kind: str = "wheeze") -> Message:
+    from edge.publisher import envelope
+
+    body: dict[str, Any] = envelope(device, seq) | {
+        "alert_id": alert_id, "event": event, "kind": kind, "session_id": "s1",
+        "evidence": {"cycles": 3 + seq, "window_cycles": 8, "fraction": 0.5,
+                     "total_cycles": 3 + seq},
+        "first_cycle": "2026-12-03T10:00:00.000Z", "last_cycle": "2026-12-03T10:00:09.000Z"}
+    return parse(f"lungedge/{device}/alert", json.dumps(body).encode(), "lungedge")
+
+
+def test_acknowledged_alert_stops_calling_attention_until_it_changes(database_url: str) -> None:
+    store = Store(database_url)
+    store.ingest([alert_message("bed-2", 0, "new")])
+    (inbox,) = store.inbox()
+    assert inbox["attention"] and inbox["category"] == "clinical" and inbox["priority"] == 1
+    assert store.acknowledge("a1", "nurse.ana", "listened again")
+    (inbox,) = store.inbox()
+    assert not inbox["attention"] and inbox["acked_by"] == "nurse.ana"
+    store.ingest([alert_message("bed-2", 1, "update")])  # more evidence: attention again
+    (inbox,) = store.inbox()
+    assert inbox["attention"] and inbox["ack_note"] == "listened again"
+    store.ingest([alert_message("bed-2", 2, "end")])
+    assert store.inbox()[0]["state"] == "ended"  # ended, but changed since it was seen
+    assert store.resolve("a1", "dr.bo", "reviewed")
+    assert store.inbox() == []
+    events = [h["event"] for h in store.alert("a1")["history"]]  # type: ignore[index]
+    assert events == ["new", "ack", "update", "end", "resolve"]
+    assert not store.acknowledge("no-such-alert", "x", "")
+
+
+def test_offline_and_spool_backlog_are_station_alarms(database_url: str,
+                                                      device_messages: list) -> None:
+    store = Store(database_url)
+    now = time.time()
+    store.ingest(as_messages(device_messages), now=now)
+    store.sweep(now + 10, offline_after_s=180, spool_backlog=1)  # stats said spool_depth ≥ 0
+    store.sweep(now + 400, offline_after_s=180, spool_backlog=10**6)
+    (tile,) = store.overview(now + 400)
+    assert tile["state"] == "offline"
+    assert [a["kind"] for a in tile["technical"]] == ["offline"]
+    store.ingest(as_messages(device_messages[:1]), now=now + 401)  # a repeat: still offline
+    next_alert = sum(k == "alert" for k, _ in device_messages)
+    store.ingest([alert_message("bed-1", next_alert, "new", "a9")], now=now + 402)  # back
+    (tile,) = store.overview(now + 402)
+    assert tile["state"] == "online" and tile["technical"] == []
+    assert [a["alert_id"] for a in tile["clinical"]] == ["a9"]
+
+
+HOSTILE = "<img src=x onerror=\"window.pwned=1\">&amp;<b>bed"  # no '/': a topic level
+
+
+@pytest.mark.parametrize(("topic", "payload", "why"), [
+    ("lungedge/bed-1/cycle", b"\xff\xfe\x00garbage", "not JSON"),
+    ("lungedge/bed-1/cycle", b'{"schema_version": 2}', "cycle schema"),
+    ("lungedge/bed-1/telemetry", b"{}", "unknown message kind"),
+    ("lungedge/bed-1/cycle/extra", b"{}", "not a lungedge/DEVICE/KIND topic"),
+    ("lungedge/bed-1/cycle", b"x" * 70000, "over"),
+    ("lungedge/bed-1/status", json.dumps({
+        "schema_version": 2, "device_id": "bed-2", "seq": 1, "ts": "2026-12-03T10:00:00.000Z",
+        "clock_synced": True, "state": "online", "reason": None, "reasons": []}).encode(),
+     "is not the topic's"),
+    ("lungedge/bed-1/status", json.dumps({
+        "schema_version": 2, "device_id": "bed-1", "seq": "1", "ts": "now",
+        "clock_synced": True, "state": "online", "reason": None, "reasons": []}).encode(),
+     "status schema"),
+])
+def test_malformed_messages_are_refused_with_a_reason(topic: str, payload: bytes,
+                                                      why: str) -> None:
+    with pytest.raises(Refused, match=why):
+        parse(topic, payload, "lungedge")
+
+
+def test_hostile_strings_are_stored_as_text_and_refusals_counted(database_url: str) -> None:
+    from edge.publisher import envelope
+
+    store = Store(database_url)
+    script = "<script>window.pwned=1</script>"
+    status = envelope(HOSTILE, 0) | {"state": "degraded", "reason": script,
+                                     "reasons": [script, "x" * 5000]}
+    m = parse(f"lungedge/{HOSTILE}/status", json.dumps(status).encode(), "lungedge")
+    store.ingest([m], [Refusal("lungedge/x/cycle", "not JSON", "\\xff")])
+    (tile,) = store.overview(time.time())
+    assert tile["device_id"] == HOSTILE and tile["reasons"][0] == script
+    assert store.counts()["invalid"] == 1 and store.refused()[0]["reason"] == "not JSON"
