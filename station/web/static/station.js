@@ -34,7 +34,7 @@
     setTimeout(() => { waiting.forEach((el) => { waiting.delete(el); refresh(el); }); }, 0);
   });
 
-  if (!parts.length || !window.EventSource) return;
+  if (!parts.length || !window.EventSource) { state.hidden = true; return; }
   const source = new EventSource("/events");
   source.addEventListener("open", () => { state.textContent = "live"; state.className = "live-state on"; });
   source.addEventListener("error", () => { state.textContent = "reconnecting…"; state.className = "live-state off"; });
