@@ -5,10 +5,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto systemd
+APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto systemd postgresql chromium
 PKGS ?= $(APT_PACKAGES)
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo station test lint bench system-deps clean
 
 $(VENV)/.runtime: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.runtime: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime system-deps
-	$(BIN)/pip install -q -e ".[flac,litert,audio,test,convert]"
+	$(BIN)/pip install -q -e ".[flac,litert,audio,test,convert,station]"
 	$(BIN)/pip install -q --no-deps "tf-keras>=2.16"
 	touch $@
 
@@ -42,6 +42,15 @@ system-deps:
 demo: $(VENV)/.runtime
 	@$(MAKE) --no-print-directory system-deps PKGS=mosquitto
 	$(BIN)/lungedge demo
+
+$(VENV)/.station: $(VENV)/.runtime
+	$(BIN)/pip install -q -e ".[flac,litert,station]"
+	touch $@
+
+## The station's web UI on the demo's broker, the sample looping into it, until Ctrl-C.
+station: $(VENV)/.station
+	@$(MAKE) --no-print-directory system-deps PKGS=mosquitto
+	$(BIN)/lungedge demo --station
 
 ## Lint, then the whole test suite. pytest's exit code 5 (no test ran) is a failure.
 test: $(VENV)/.test .venv-tflite/.installed

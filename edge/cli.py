@@ -7,11 +7,11 @@ in one line on stderr saying what and where, and a non-zero exit; tracebacks are
 from __future__ import annotations
 
 import argparse
-from importlib.metadata import entry_points
 import json
 import logging
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--sample", type=Path, help="recording to play (default: a shipped one)")
     e.add_argument("--model", type=Path, help="model package (default: the shipped one)")
     e.add_argument("--fast", action="store_true", help="do not pace the recording")
+    e.add_argument("--station", action="store_true",
+                   help="also run the station (web UI) on the demo's broker until Ctrl-C; "
+                        "needs lungedge[station]")
     e.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("monitor", help="the station side: print what devices publish",
@@ -136,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edge.dev import demo
 
     return demo.demo(args.sample or demo.DEFAULT_SAMPLE, args.model or demo.DEFAULT_MODEL,
-                     fast=args.fast)
+                     fast=args.fast, station=args.station)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:

@@ -24,10 +24,12 @@ def analyze() -> str:
     return exe
 
 
-def test_exposure_score_is_at_most_2(capsys: pytest.CaptureFixture[str]) -> None:
-    out = subprocess.run([analyze(), "security", "--offline=yes", str(UNIT)],
+@pytest.mark.parametrize("unit", [UNIT, ROOT / "systemd" / "lungedge-station.service"],
+                         ids=["device", "station"])
+def test_exposure_score_is_at_most_2(unit: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = subprocess.run([analyze(), "security", "--offline=yes", str(unit)],
                          capture_output=True, text=True).stdout
-    score = float(re.search(r"Overall exposure level for lungedge.service: ([\d.]+)",
+    score = float(re.search(rf"Overall exposure level for {unit.name}: ([\d.]+)",
                             out).group(1))
     with capsys.disabled():
         print(f"\nsystemd-analyze security exposure: {score}")

@@ -21,7 +21,8 @@ DEFAULT_MODEL = ROOT / "models" / "lungedge-cnnlstm"
 DEFAULT_SAMPLE = ROOT / "models" / "samples" / "wheeze_65121853_1.5_0_p1_4228.wav"
 
 
-def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool = False) -> int:
+def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool = False,
+         station: bool = False) -> int:
     if find_mosquitto() is None:
         print("No MQTT broker here: install Mosquitto (`sudo apt-get install mosquitto`) to "
               "see the daemon publish. Meanwhile, the same recording classified offline:\n")
@@ -43,6 +44,7 @@ source:
   file:
     path: {sample}
     realtime: {str(not fast).lower()}
+    loop: {str(station).lower()}
 model:
   path: {model}
 mqtt:
@@ -51,6 +53,8 @@ mqtt:
 spool:
   path: {work / 'spool.db'}
 """)
+            if station:
+                return with_station(work, port)
             print(f"broker: private Mosquitto on 127.0.0.1:{port}\n"
                   f"daemon: lungedge run on {sample.name} "
                   f"({'as fast as possible' if fast else 'played in real time, 15 s'})\n"
@@ -65,3 +69,47 @@ spool:
                                   str(work / "lungedge.yaml")], cwd=ROOT)
             station.join(timeout=10)
             return run.returncode
+
+
+def with_station(work: Path, port: int) -> int:
+    """The station on the private broker, the daemon looping the sample into it, until Ctrl-C;
+    a demo nurse may log in and acknowledge."""
+    import secrets
+    import socket
+
+    from station.auth import hash_password
+
+    with socket.socket() as s:
+        web = 8080 if s.connect_ex(("127.0.0.1", 8080)) else 0
+    if not web:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            web = s.getsockname()[1]
+    password = secrets.token_urlsafe(8)
+    (work / "station.yaml").write_text(f"""log_level: warning
+mqtt: {{port: {port}}}
+database: {{url: "sqlite:///{work / 'station.db'}"}}
+web:
+  port: {web}
+  auth: users
+  secret_file: {work / 'secret'}
+  users: [{{name: demo, password_hash: "{hash_password(password)}"}}]
+""")
+    # Their own sessions: Ctrl-C reaches the demo only, which stops the device first (it
+    # publishes `offline`), then the station, then the broker.
+    station = subprocess.Popen([sys.executable, "-m", "edge", "station", "--config",
+                                str(work / "station.yaml")], cwd=ROOT, start_new_session=True)
+    device = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config",
+                               str(work / "lungedge.yaml")], cwd=ROOT, start_new_session=True)
+    print(f"\nstation: http://127.0.0.1:{web}/  (log in as demo / {password} to acknowledge)"
+          f"\ndevice:  demo-bed-1, the sample looping in real time\nCtrl-C stops both.\n",
+          flush=True)
+    try:
+        device.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in (device, station):
+            p.terminate()
+            p.wait(20)
+    return 0

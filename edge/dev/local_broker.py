@@ -46,7 +46,8 @@ class LocalBroker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)  # a Ctrl-C is for its owner
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as s:

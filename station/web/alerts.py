@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from station.web.app import Forbidden
+from station.web.site import Forbidden
 
 NOTE_MAX = 500
 

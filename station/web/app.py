@@ -1,116 +1,33 @@
-"""The station's web UI (Starlette): the app, its security, and what every page shares.
+"""The station's web UI (Starlette): the routes of every resource, joined, and the security
+around them.
 
-Pages are rendered on the server with Jinja2, whose autoescaping is the one path anything a
-device sent takes to the page; the only script is our own static file (the Content Security
-Policy forbids inline scripts, so an injected `<script>` could not run even if escaping
-failed). Pages update themselves live: the script follows `/events` (server-sent events) and
-re-fetches the page's fragments when something they show has changed.
+The only script is our own static file: the Content Security Policy forbids inline scripts, so
+an injected `<script>` could not run even if escaping failed. Pages update themselves live:
+the script follows `/events` (server-sent events) and re-fetches the page's fragments when
+something they show has changed.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
-from station import alarms, auth
+from station import auth
 from station.config import StationConfig
 from station.store import Store
+from station.web import alerts, analyse, devices, events, overview, session
+from station.web.site import HERE, Forbidden, Site
 
-HERE = Path(__file__).parent
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-
-
-class Site:
-    """What the routes share: the config, the store, the templates."""
-
-    def __init__(self, cfg: StationConfig, store: Store) -> None:
-        self.cfg = cfg
-        self.store = store
-        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
-        env = self.templates.env
-        env.filters |= {"clock": clock, "ago": ago, "pct": pct, "q": quote_path,
-                        "evidence": evidence}
-        env.globals |= {"alarms": alarms}
-        self._runner: Any = None
-
-    def user(self, request: Request) -> str | None:
-        return auth.current_user(self.cfg.web, request.session, request.headers)
-
-    def render(self, request: Request, name: str, context: dict[str, Any],
-               status: int = 200) -> Response:
-        now = time.time()
-        return self.templates.TemplateResponse(request, name, {
-            "now": now, "user": self.user(request), "auth": self.cfg.web.auth,
-            "csrf": auth.csrf_token(request.session), **context}, status_code=status)
-
-    async def check_form(self, request: Request) -> tuple[Any, str | None]:
-        """The form of a state-changing request, once its CSRF token is checked; and who sent
-        it (None: nobody is logged in)."""
-        form = await request.form()
-        token = form.get("csrf") or request.headers.get("x-csrf-token")
-        if not auth.csrf_ok(request.session, str(token) if token else None):
-            raise Forbidden("the page was stale or came from elsewhere: reload it and try "
-                            "again")
-        return form, self.user(request)
-
-    def runner(self) -> Any:
-        """The model for `analyse a recording`, loaded on first use."""
-        if self._runner is None:
-            from edge.classify import default_model
-            from edge.model import ModelRunner
-
-            path = self.cfg.model or default_model()
-            if path is None:
-                raise Forbidden("no model package: set `model:` in the station config")
-            self._runner = ModelRunner(path)
-        return self._runner
-
-
-class Forbidden(Exception):
-    """A request the station refuses, with what to do about it."""
-
-
-def clock(t: float | None) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t)) if t else "–"
-
-
-def ago(t: float | None, now: float) -> str:
-    if not t:
-        return "never"
-    s = max(0, int(now - t))
-    return (f"{s} s ago" if s < 90 else f"{s // 60} min ago" if s < 5400
-            else f"{s // 3600} h ago" if s < 172800 else f"{s // 86400} days ago")
-
-
-def evidence(e: dict[str, Any]) -> str:
-    """An alert's evidence as a person reads it."""
-    if {"cycles", "window_cycles", "fraction"} <= set(e):
-        return (f"{e['cycles']} of the last {e['window_cycles']} cycles ({pct(e['fraction'])})"
-                + (f", {e['total_cycles']} in all" if "total_cycles" in e else ""))
-    if "silent_s" in e:
-        return f"silent for {e['silent_s']:.0f} s" if e["silent_s"] else "audio again"
-    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in e.items())
-
-
-def pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.0f}%"
-
-
-def quote_path(s: str) -> str:
-    """A device or alert id inside a URL path (it may hold any character but '/')."""
-    return quote(s, safe="")
 
 
 async def security_headers(request: Request, call_next: Any) -> Response:
@@ -123,10 +40,6 @@ async def security_headers(request: Request, call_next: Any) -> Response:
 
 
 def create_app(cfg: StationConfig, store: Store) -> Starlette:
-    from starlette.middleware.base import BaseHTTPMiddleware
-
-    from station.web import alerts, analyse, devices, events, overview, session
-
     site = Site(cfg, store)
 
     async def forbidden(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from station import charts
-from station.web.app import Forbidden, quote_path
+from station.web.site import Forbidden, quote_path
 
 MINUTES, HOURS = 15, 24
 
