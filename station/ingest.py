@@ -151,7 +151,10 @@ class Ingest:
                 messages.append(parse(r.topic, r.payload, self.cfg.mqtt.topic_prefix))
             except Refused as exc:
                 refusals.append(Refusal(r.topic, str(exc), excerpt(r.payload)))
-        new = self.store.ingest(messages, refusals)  # committed: now they may be acknowledged
+        # Every worker takes the rows of a batch in the same order (devices sorted), so two
+        # workers sharing a PostgreSQL do not deadlock on each other's devices.
+        messages.sort(key=lambda m: (m.device_id, m.kind, m.seq))
+        new = self._store(messages, refusals)  # committed: now they may be acknowledged
         self.stored += new
         self.repeats += len(messages) - new
         self.refused += len(refusals)
@@ -161,6 +164,33 @@ class Ingest:
             for r in batch:
                 if r.qos and r.connection == self.connection:
                     self.client.ack(r.mid, r.qos)
+
+    def _store(self, messages: list[Message], refusals: list[Refusal]) -> int:
+        """The batch into the store, come what may: a transient fault (a deadlock between
+        workers, the database restarting) is retried, with backoff, for as long as it lasts
+        (nothing was acknowledged, so nothing is lost meanwhile); a batch that fails for
+        another reason is stored message by message, and a message that fails alone is kept
+        as a refusal, so one bad message cannot stop the ward's monitoring."""
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        delay = 0.2
+        while True:
+            try:
+                return self.store.ingest(messages, refusals)
+            except OperationalError as exc:  # includes deadlocks, lost connections, locks
+                log.warning("storing a batch of %d failed (%s); retrying in %.1f s",
+                            len(messages), str(exc.orig).splitlines()[0][:200], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except DBAPIError as exc:
+                if len(messages) + len(refusals) <= 1:
+                    m = messages[0] if messages else None
+                    log.error("message refused by the database: %s", exc.orig)
+                    return self._store([], [Refusal(
+                        f"{self.cfg.mqtt.topic_prefix}/{m.device_id}/{m.kind}" if m else "?",
+                        f"database: {str(exc.orig)[:300]}", "")])
+                stored = self._store([], refusals)
+                return stored + sum(self._store([m], []) for m in messages)
 
     def _log_refusals(self, refusals: list[Refusal]) -> None:
         """The first refusal, then at most one line a minute: a device gone wrong must not

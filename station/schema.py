@@ -44,7 +44,9 @@ received = Table(
     Column("device_id", String(200), primary_key=True),
     Column("kind", String(20), primary_key=True),
     Column("seq", Integer, primary_key=True),
-    Column("at", Float, nullable=False),
+    Column("sent", Float, nullable=False),  # the message's own time (`ts`): ingest lag
+    Column("at", Float, nullable=False),  # stored
+    Index("received_at", "at"),
 )
 
 cycles = Table(
@@ -132,12 +134,13 @@ summaries = Table(
     Index("summaries_device_end", "device_id", "end"),
 )
 
+# Seqs that never arrived (once the rest had settled: messages may arrive out of order, e.g.
+# split over several ingest workers).
 gaps = Table(
     "gaps", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("device_id", String(200), nullable=False),
-    Column("kind", String(20), nullable=False),
-    Column("first_missing", Integer, nullable=False),
+    Column("device_id", String(200), primary_key=True),
+    Column("kind", String(20), primary_key=True),
+    Column("first_missing", Integer, primary_key=True),
     Column("last_missing", Integer, nullable=False),
     Column("at", Float, nullable=False),
 )

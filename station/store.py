@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    and_,
     create_engine,
     delete,
     event,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 POOR_QUALITY_BELOW = 0.3  # the device's default (tracker.poor_quality_below)
 GAP_KINDS = ("cycle", "alert", "summary")  # seq gaps worth an alarm (stats are QoS 0)
+SETTLE_S = 30.0  # a missing seq is a gap once it is this late (workers may reorder messages)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class Store:
     def __init__(self, url: str) -> None:
         self.engine = connect(url)
         migrate(self.engine)
+        # messages stored before this were checked for gaps (by an earlier run, say; an hour
+        # back is checked again, the table's key keeps each gap once)
+        self._gaps_checked_until = time.time() - 3600
 
     # -- ingest ---------------------------------------------------------------------------
     def ingest(self, messages: Iterable[Message], refused: Iterable[Refusal] = (),
@@ -125,25 +130,37 @@ class Store:
     def _first_time(self, conn: Connection, m: Message, now: float) -> bool:
         """Records the message's identity; False if it was stored before (a redelivery)."""
         new = conn.execute(_upsert(conn, received).values(
-            device_id=m.device_id, kind=m.kind, seq=m.seq, at=now).on_conflict_do_nothing()
+            device_id=m.device_id, kind=m.kind, seq=m.seq, sent=unix(m.body["ts"]),
+            at=now).on_conflict_do_nothing()
             .returning(received.c.seq)).first()  # (rowcount is -1 here on psycopg)
-        if new is None:
-            return False
-        if m.kind in GAP_KINDS:
-            self._gap(conn, m, now)
-        return True
+        return new is not None
 
-    def _gap(self, conn: Connection, m: Message, now: float) -> None:
-        """A seq beyond the highest before it by more than one: messages lost on the way."""
-        before = conn.execute(select(func.max(received.c.seq)).where(
-            received.c.device_id == m.device_id, received.c.kind == m.kind,
-            received.c.seq < m.seq)).scalar()
-        if before is not None and m.seq > before + 1:
-            conn.execute(insert(gaps).values(device_id=m.device_id, kind=m.kind,
-                                             first_missing=before + 1,
-                                             last_missing=m.seq - 1, at=now))
-            self._station_alarm(conn, m.device_id, "seq_gap", now, {
-                "kind": m.kind, "first_missing": before + 1, "last_missing": m.seq - 1})
+    def _gaps(self, conn: Connection, since: float, until: float, now: float) -> None:
+        """Seqs still missing among the messages stored in [since, until): a stored message
+        whose next seq never came, though a later one did. Recorded once each (the table's
+        key), with a technical alarm."""
+        r, nxt, later = received.alias("r"), received.alias("nxt"), received.alias("later")
+        same = lambda other: and_(other.c.device_id == r.c.device_id,  # noqa: E731
+                                  other.c.kind == r.c.kind)
+        holes = conn.execute(
+            select(r.c.device_id, r.c.kind, r.c.seq,
+                   select(func.min(later.c.seq)).where(same(later), later.c.seq > r.c.seq)
+                   .scalar_subquery().label("resumes"))
+            .where(r.c.kind.in_(GAP_KINDS), r.c.at >= since, r.c.at < until,
+                   ~select(nxt.c.seq).where(same(nxt), nxt.c.seq == r.c.seq + 1).exists())
+        ).all()
+        for device_id, kind, seq, resumes in holes:
+            if resumes is None:
+                continue  # the latest message: nothing is missing after it (yet)
+            new = conn.execute(_upsert(conn, gaps).values(
+                device_id=device_id, kind=kind, first_missing=seq + 1,
+                last_missing=resumes - 1, at=now).on_conflict_do_nothing()
+                .returning(gaps.c.at)).first()
+            if new is not None:
+                self._station_alarm(conn, device_id, "seq_gap", now, {
+                    "kind": kind, "first_missing": seq + 1, "last_missing": resumes - 1})
+                conn.execute(insert(changes).values(at=now, device_id=device_id,
+                                                    what="alert"))
 
     def _store(self, conn: Connection, m: Message, now: float) -> None:
         b = m.body
@@ -278,8 +295,15 @@ class Store:
                                                   at=now, event="end", actor="station"))
 
     def sweep(self, now: float, offline_after_s: float, spool_backlog: int) -> None:
-        """Time- and state-driven station alarms: silent devices, spool backlogs."""
+        """Time- and state-driven station alarms: silent devices, spool backlogs, and the gaps
+        among messages that have had time to settle. One worker at a time."""
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql" and not conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(7453922)")).scalar():
+                return  # another worker is sweeping
+            checked = self._gaps_checked_until
+            self._gaps_checked_until = now - SETTLE_S
+            self._gaps(conn, checked - SETTLE_S, now - SETTLE_S, now)
             silent = conn.execute(select(devices.c.device_id).where(
                 devices.c.last_seen < now - offline_after_s,
                 devices.c.state != "offline")).scalars().all()

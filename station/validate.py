@@ -43,6 +43,8 @@ def parse(topic: str, payload: bytes, prefix: str) -> Message:
     if len(parts) != 3 or parts[0] != prefix:
         raise Refused(f"not a {prefix}/DEVICE/KIND topic")
     _, device, kind = parts
+    if not 0 < len(device) <= 200:
+        raise Refused(f"device id of {len(device)} characters (1–200)")
     if kind not in BODIES:
         raise Refused(f"unknown message kind {kind!r}")
     if len(payload) > MAX_BYTES:

@@ -67,53 +67,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A private PostgreSQL on a free port (initdb + pg_ctl, as an unprivileged user when run
-    as root: initdb refuses root); yields its SQLAlchemy URL, stops it afterwards."""
-    import glob
-    import shutil
-    import subprocess
+    """A private PostgreSQL on a free port; yields its SQLAlchemy URL, stops it afterwards."""
+    from station.private_postgres import PrivatePostgres, find_bin
 
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
+    if find_bin() is None:
         pytest.skip("PostgreSQL is not installed (`apt-get install postgresql`; `make test` "
                     "installs it)")
-    bindir = Path(bins[-1]).parent
-    root = tmp_path_factory.mktemp("pg")
-    data = root / "data"
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        user = "postgres" if _has_user("postgres") else "nobody"
-        run_as = ["runuser", "-u", user, "--"]
-        shutil.chown(root, user=user)
-        os.chmod(root, 0o700)
-        for parent in root.parents:  # the user must reach it
-            if parent == Path("/"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)
-    port = _free_port()
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust",
-                    "-U", "station", "--no-sync"], check=True, capture_output=True)
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l",
-                    str(root / "log"), "-w", "-o",
-                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-                    "start"], check=True, capture_output=True)
-    try:
-        subprocess.run([*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                        "-U", "station", "station"], check=True, capture_output=True)
-        yield f"postgresql+psycopg://station@127.0.0.1:{port}/station"
-    finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast",
-                        "stop"], capture_output=True)
-
-
-def _has_user(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
+    with PrivatePostgres(tmp_path_factory.mktemp("pg")) as pg:
+        yield pg.url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -72,8 +72,13 @@ def test_a_gap_in_seq_is_recorded_and_raises_a_technical_alarm(database_url: str
     store = Store(database_url)
     messages = [m for m in as_messages(device_messages)
                 if not (m.kind == "cycle" and m.seq in (3, 4))]
-    store.ingest(messages)
-    (tile,) = store.overview(time.time())
+    now = time.time()
+    store.ingest(messages[::-1], now=now)  # in any order: a gap is what never arrives
+    store.sweep(now + 10, offline_after_s=1e9, spool_backlog=10**6)
+    assert store.overview(now + 10)[0]["technical"] == []  # not yet settled
+    store.sweep(now + 60, offline_after_s=1e9, spool_backlog=10**6)
+    store.sweep(now + 65, offline_after_s=1e9, spool_backlog=10**6)  # recorded once
+    (tile,) = store.overview(now + 65)
     assert tile["gaps_last_hour"] == 1
     assert [a["kind"] for a in tile["technical"]] == ["seq_gap"]
     assert tile["technical"][0]["evidence"] == {"kind": "cycle", "first_missing": 3,

@@ -96,13 +96,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('device_id')
     )
     op.create_table('gaps',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('device_id', sa.String(length=200), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('first_missing', sa.Integer(), nullable=False),
     sa.Column('last_missing', sa.Integer(), nullable=False),
     sa.Column('at', sa.Float(), nullable=False),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('device_id', 'kind', 'first_missing')
     )
     op.create_table('invalid',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -125,9 +124,13 @@ def upgrade() -> None:
     sa.Column('device_id', sa.String(length=200), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('sent', sa.Float(), nullable=False),
     sa.Column('at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('device_id', 'kind', 'seq')
     )
+    with op.batch_alter_table('received', schema=None) as batch_op:
+        batch_op.create_index('received_at', ['at'], unique=False)
+
     op.create_table('summaries',
     sa.Column('device_id', sa.String(length=200), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
@@ -155,6 +158,9 @@ def downgrade() -> None:
         batch_op.drop_index('summaries_device_end')
 
     op.drop_table('summaries')
+    with op.batch_alter_table('received', schema=None) as batch_op:
+        batch_op.drop_index('received_at')
+
     op.drop_table('received')
     op.drop_table('minutes')
     op.drop_table('invalid')
