@@ -183,14 +183,19 @@ class Ingest:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
             except DBAPIError as exc:
-                if len(messages) + len(refusals) <= 1:
-                    m = messages[0] if messages else None
-                    log.error("message refused by the database: %s", exc.orig)
-                    return self._store([], [Refusal(
-                        f"{self.cfg.mqtt.topic_prefix}/{m.device_id}/{m.kind}" if m else "?",
-                        f"database: {str(exc.orig)[:300]}", "")])
-                stored = self._store([], refusals)
-                return stored + sum(self._store([m], []) for m in messages)
+                if len(messages) + len(refusals) > 1:  # find the one: each on its own
+                    return (sum(self._store([], [r]) for r in refusals)
+                            + sum(self._store([m], []) for m in messages))
+                if messages:  # this message cannot be stored: keep it as a refusal
+                    m = messages[0]
+                    log.error("a %s message from %r refused by the database: %s", m.kind,
+                              m.device_id[:60], str(exc.orig)[:200])
+                    self._store([], [Refusal(f"{self.cfg.mqtt.topic_prefix}/{m.device_id}/"
+                                             f"{m.kind}", f"database: {str(exc.orig)[:300]}",
+                                             "")])
+                else:
+                    log.error("a refusal could not be recorded either: %s", exc.orig)
+                return 0
 
     def _log_refusals(self, refusals: list[Refusal]) -> None:
         """The first refusal, then at most one line a minute: a device gone wrong must not

@@ -69,6 +69,8 @@ def unix(iso: str) -> float:
 
 
 def excerpt(payload: bytes, n: int = 300) -> str:
-    """A refused payload, short and printable, for the technician's list."""
+    """A refused payload, short and printable (control characters escaped: a NUL byte is not
+    even storable in PostgreSQL text), for the technician's list."""
     text = payload[:n].decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
     return text + ("…" if len(payload) > n else "")

@@ -89,7 +89,7 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
         wait(ingest.connected.is_set, 10, "the station connects")
         hostile = publisher(broker.port)
         script = "<script>window.pwned=1</script>"
-        bad = [("lungedge/bed-x/cycle", os.urandom(200)),
+        bad = [("lungedge/bed-x/cycle", b"\x00" + os.urandom(200)),  # NUL: unstorable as is
                ("lungedge/bed-x/cycle", b'{"schema_version": 2, "seq": "one"}'),
                ("lungedge/bed-x/stats", json.dumps({"cpu_percent": "lots"}).encode()),
                ("lungedge/bed-x/telemetry", b"{}"),
