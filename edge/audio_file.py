@@ -8,6 +8,7 @@ it, so an hours-long recording is not loaded whole.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,8 +103,10 @@ def _open_wav(path: Path) -> AudioFile:
                 if "mmap" not in str(exc):  # e.g. 24-bit PCM cannot be memory-mapped
                     raise
                 rate, data = scipy.io.wavfile.read(path)
-        for w in caught:  # e.g. a recording cut short by a full disk: use what is there
-            log.warning("%s: %s", path, w.message)
+        truncated = [w for w in caught if "prematurely" in str(w.message)]
+        for w in caught:
+            if w not in truncated:
+                log.warning("%s: %s", path, w.message)
     except Exception as exc:  # scipy's parser fails in many ways on garbage; all mean "bad file"
         raise AudioFileError(path, f"not a readable WAV file ({type(exc).__name__}: {exc})",
                              "lungedge reads PCM WAV (8/16/24/32-bit integer or float) and, "
@@ -114,7 +117,29 @@ def _open_wav(path: Path) -> AudioFile:
     if data.dtype.kind not in "iuf":
         raise AudioFileError(path, f"has unsupported sample type {data.dtype}")
     channels = 1 if data.ndim == 1 else data.shape[1]
+    if truncated:  # e.g. a recording cut short by a full disk, or a copy cut short
+        held = data.shape[0] / rate
+        declared = _declared_s(str(truncated[0].message), data, rate)
+        if held < MIN_TRUNCATED_S:
+            raise AudioFileError(path, f"is truncated: its header declares {declared:.1f} s of "
+                                       f"audio, the file holds {held:.3f} s",
+                                 "the recording or its copy was cut short: copy or record "
+                                 "it again")
+        log.warning("%s is truncated: its header declares %.1f s of audio, the file holds "
+                    "%.1f s; using what is there", path, declared, held)
     return AudioFile(path, int(rate), int(data.shape[0]), int(channels), data)
+
+
+MIN_TRUNCATED_S = 1.0  # less than this of a truncated recording is an error, not a recording
+
+
+def _declared_s(warning: str, data: np.ndarray, rate: int) -> float:
+    """The length the header promised, from scipy's "expected N bytes from header"."""
+    match = re.search(r"expected (\d+) bytes", warning)
+    if not match:
+        return float("nan")
+    frame_bytes = data.dtype.itemsize * (1 if data.ndim == 1 else data.shape[1])
+    return int(match.group(1)) / frame_bytes / rate
 
 
 def _open_with_soundfile(path: Path) -> AudioFile:

@@ -115,13 +115,12 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.daemon import Daemon
     from edge.model import ModelError
-    from edge.spool import SpoolError
 
     cfg = load_config(args.config)
     logging.getLogger().setLevel(cfg.log_level.upper())
     try:
         daemon = Daemon(cfg, args.config)
-    except (ModelError, SpoolError) as exc:
+    except ModelError as exc:
         print(f"lungedge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     code = daemon.run()

@@ -164,6 +164,9 @@ class SpoolConfig:
     max_messages: int = setting(100000, "Bound of the spool; beyond it the oldest cycle "
                                         "results go first, alerts and summaries last.",
                                 ge=100)
+    memory_messages: int = setting(5000, "While the disk refuses writes (full, read-only, "
+                                         "failing), messages wait in memory, up to this many.",
+                                   ge=100)
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,9 @@ class Config:
     tracker: TrackerConfig = section(TrackerConfig, "Smoothing, alerts and sessions.")
     mqtt: MqttConfig = section(MqttConfig, "Where results go.")
     spool: SpoolConfig = section(SpoolConfig, "Store-and-forward spool.")
+    log_repeat_s: float = setting(300.0, "A log line that keeps repeating (a broker down all "
+                                         "night) is written once, then summarised this often, "
+                                         "s: an SD card is not a write sink.", ge=1)
     queue_blocks: int = setting(50, "Captured blocks that may wait for processing before "
                                     "capture drops (and counts) them.", ge=2, le=10000)
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from edge import logs
 from edge.analysis import Analysis, ClassifiedCycle, Event
 from edge.config import Config, ConfigError, load_config
 from edge.health import Change, Health, Observation
@@ -40,6 +41,7 @@ from edge.tracker import AlertChanged, SessionEnded
 log = logging.getLogger(__name__)
 
 _END = object()  # capture → processing: the source has ended
+NOTICE_S = 3600.0  # a one-off storage event (a spool moved aside) stays in the status this long
 
 
 @runtime_checkable
@@ -61,7 +63,8 @@ class Daemon:
         self.runner = ModelRunner(cfg.model.path, cfg.model.num_threads)
         m = self.runner.manifest
         self.model = ModelRef(m.name, m.version)
-        self.spool = Spool(cfg.spool.path, cfg.spool.max_messages)
+        self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.memory_messages)
+        self._notice_until = time.monotonic() + NOTICE_S if self.spool.notice else 0.0
         self.publisher: Publisher = publisher or MqttPublisher(cfg.mqtt, cfg.device_id,
                                                                self.spool)
         self.source = open_source(cfg.source)
@@ -110,6 +113,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        repeats = logs.install(self.cfg.log_repeat_s)
         self.publisher.start()
         self.capture = threading.Thread(target=self._capture, name="capture", daemon=True)
         self.capture.start()
@@ -119,6 +123,7 @@ class Daemon:
                  self.cfg.mqtt.port, self.runner.runtime)
         now = time.monotonic()
         next_tick, next_stats, last_block = now, now + self.cfg.mqtt.stats_interval_s, now
+        next_summaries = now + 60
         stopping_since: float | None = None
         ended = False
         while True:
@@ -148,6 +153,9 @@ class Daemon:
             if now >= next_tick:
                 next_tick = now + 1.0
                 self._observe()
+            if now >= next_summaries:  # what the log held back, summarised
+                next_summaries = now + 60
+                logs.write(repeats.summaries())
             if now >= next_stats:
                 next_stats = now + self.cfg.mqtt.stats_interval_s
                 self.publisher.publish("stats", self._stats())
@@ -173,7 +181,9 @@ class Daemon:
             source_error=self.source_error, no_audio=tracker.active("no_audio"),
             poor_signal=tracker.active("poor_signal"),
             broker_unreachable=bool(self.publisher.unreachable()),
-            spool_dropped=sum(self.spool.dropped().values())))
+            spool_dropped=sum(self.spool.dropped().values()),
+            storage=self.spool.fault or (self.spool.notice if time.monotonic()
+                                         < self._notice_until else "")))
         if change is not None:
             self._report(change)
         if self.reload_requested:
@@ -188,7 +198,9 @@ class Daemon:
     def _stats(self) -> Any:
         return self.stats.snapshot(
             self.analysis.stats, queue_depth=self.queue.qsize(), spool_depth=self.spool.depth(),
-            spool_dropped=sum(self.spool.dropped().values()), runtime=self.runner.runtime,
+            spool_in_memory=self.spool.in_memory(),
+            spool_dropped=sum(self.spool.dropped().values()),
+            spool_fault=self.spool.fault or None, runtime=self.runner.runtime,
             source=self.source.describe(), source_counters=self.source.counters())
 
     # -- signals and shutdown ---------------------------------------------------------------

@@ -153,8 +153,10 @@ class Stats:
     restarts: int = wire(minimum=0)  # gaps too long to bridge: the segmenter started afresh
     dropped_blocks: int = wire(minimum=0)  # capture outran processing
     queue_depth: int = wire(minimum=0)
-    spool_depth: int = wire(minimum=0)
+    spool_depth: int = wire(minimum=0)  # waiting for the broker, on disk and in memory
+    spool_in_memory: int = wire(minimum=0)  # of those, held in memory: the disk refused them
     spool_dropped: int = wire(minimum=0)
+    spool_fault: str | None  # the disk's trouble, while it lasts
     cpu_percent: float = wire(minimum=0)
     rss_mb: float = wire(minimum=0)
     inference_ms_p50: float | None = wire(minimum=0)

@@ -7,13 +7,24 @@ and are assigned in the same transaction, so `seq` keeps increasing across resta
 subscriber can tell a gap from a duplicate. The spool is bounded: when full, the message kinds
 with the lowest `keep` rank (stats, then cycle results) are evicted oldest first, and every
 eviction is counted.
+
+The SD card under it can fail, and a bedside device must not stop because of its own storage.
+A full disk, a read-only remount or an I/O error is a state (`fault`), not an exception:
+messages then wait in a bounded memory backlog (delivered as usual while the broker is up, lost
+only if the process dies too), the seq keeps counting in memory, and every few seconds the disk
+is tried again; when it takes writes again the spool is back to normal by itself. A spool file
+that is corrupt or not ours is moved aside (never deleted) and a fresh one started; `notice`
+says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +32,12 @@ from typing import Any
 
 from edge.payloads import KINDS
 
+log = logging.getLogger(__name__)
 
-class SpoolError(RuntimeError):
-    """The spool database cannot be opened or written; the message says where and why."""
+USER_VERSION = 1  # PRAGMA user_version of a lungedge spool
+TABLES = {"messages", "sequence", "counters", "sqlite_sequence"}
+RETRY_S = 5.0  # a failing disk is tried again this often
+MEMORY_MESSAGES = 5000  # the backlog kept in memory while the disk refuses writes
 
 
 @dataclass(frozen=True)
@@ -34,95 +48,271 @@ class Spooled:
     payload: bytes
 
 
+def fault_of(exc: sqlite3.Error) -> str:
+    """A storage fault as the status reason names it."""
+    text = str(exc).lower()
+    if "full" in text:
+        return "spool: disk full"
+    if "readonly" in text or "read-only" in text:
+        return "spool: read-only"
+    if "not a database" in text or "malformed" in text:
+        return "spool: corrupt"
+    if "unable to open" in text:
+        return "spool: cannot open the file"
+    return f"spool: {text[:80]}"
+
+
 class Spool:
-    def __init__(self, path: str | Path, max_messages: int) -> None:
+    def __init__(self, path: str | Path, max_messages: int,
+                 memory_messages: int = MEMORY_MESSAGES) -> None:
         self.path = Path(path)
         self.max_messages = max_messages
+        self.memory_messages = memory_messages
         self._lock = threading.Lock()
+        self.fault = ""  # "" while the disk takes writes
+        self.notice = ""  # something a technician must hear of once (a file moved aside)
+        self._memory: list[tuple[Spooled, int]] = []  # (message, keep), in id order
+        self._memory_dropped: dict[str, int] = {}
+        self._seq: dict[str, int] = {}
+        self._next_id = 1
+        self._retry_at = 0.0
+        self.db: sqlite3.Connection | None = None
+        self._open()
+
+    # -- opening ----------------------------------------------------------------------------
+    def _open(self) -> None:
+        """Open (or create) the file; a corrupt or foreign one is moved aside first. If the
+        disk refuses even that, run on memory (`fault` says why)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), isolation_level=None,
-                                      check_same_thread=False, timeout=10)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript("""
+            self.db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if fault_of(exc) != "spool: corrupt" and "not ours" not in str(exc):
+                return self._failed(exc)
+            moved = self._move_aside()
+            self.notice = (f"spool: corrupt or not a lungedge spool, moved aside to "
+                           f"{moved.name}")
+            log.error("%s; starting a fresh spool", self.notice)
+            try:
+                self.db = self._connect()
+            except sqlite3.Error as again:
+                return self._failed(again)
+        except OSError as exc:
+            return self._failed(sqlite3.OperationalError(str(exc)))
+        self.fault = ""
+        assert self.db is not None
+        self._seq = dict(self.db.execute("SELECT kind, seq FROM sequence").fetchall()) | {
+            k: v for k, v in self._seq.items() if v > self._seq_in_db(k)}
+        (max_id,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+        self._next_id = max(self._next_id, max_id + 1,
+                            max((m.id for m, _ in self._memory), default=0) + 1)
+
+    def _seq_in_db(self, kind: str) -> int:
+        assert self.db is not None
+        row = self.db.execute("SELECT seq FROM sequence WHERE kind=?", (kind,)).fetchone()
+        return -1 if row is None else row[0]
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                             timeout=10)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE "
+                                               "type='table'")}
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if tables and (version != USER_VERSION or not tables <= TABLES):
+                raise sqlite3.DatabaseError(f"{self.path} is not ours (tables {sorted(tables)}"
+                                            f", user_version {version})")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(f"""
                 CREATE TABLE IF NOT EXISTS messages (
                     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
                     seq INTEGER NOT NULL, keep INTEGER NOT NULL, payload BLOB NOT NULL);
                 CREATE INDEX IF NOT EXISTS messages_keep ON messages (keep, id);
                 CREATE TABLE IF NOT EXISTS sequence (kind TEXT PRIMARY KEY, seq INTEGER);
                 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER);
+                PRAGMA user_version = {USER_VERSION};
             """)
-        except (OSError, sqlite3.Error) as exc:
-            raise SpoolError(f"cannot open the spool {self.path}: {exc} (set spool.path to a "
-                             "writable location)") from None
+            db.execute("PRAGMA quick_check").fetchall()  # a damaged page says so now
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(Path(f"{target}{suffix}"))
+        return target
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        fault = fault_of(exc)
+        if fault != self.fault:
+            log.error("%s (%s): keeping messages in memory (up to %d) until it works again",
+                      fault, exc, self.memory_messages)
+        self.fault = fault
+        self._retry_at = time.monotonic() + RETRY_S
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            self.db = None
+
+    # -- the daemon's side ------------------------------------------------------------------
     def put(self, kind: str, envelope: Callable[[int], dict[str, Any]],
             body: dict[str, Any]) -> int:
-        """Stores a message; assigns and returns its seq (`envelope(seq)` heads it)."""
+        """Stores a message and returns its seq (`envelope(seq)` heads it). Never raises for
+        the disk's sake: if the disk refuses, the message waits in memory."""
         keep = KINDS[kind].keep
         with self._lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                seq = self._next_seq(cur, kind)
-                payload = json.dumps({**envelope(seq), **body},
-                                     separators=(",", ":")).encode()
-                (depth,) = cur.execute("SELECT COUNT(*) FROM messages").fetchone()
-                if depth >= self.max_messages:
-                    self._evict(cur, depth - self.max_messages + 1)
-                cur.execute("INSERT INTO messages (kind, seq, keep, payload) VALUES (?,?,?,?)",
-                            (kind, seq, keep, payload))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+            self._retry()
+            seq = self._seq.get(kind, -1) + 1
+            payload = json.dumps({**envelope(seq), **body}, separators=(",", ":")).encode()
+            message = Spooled(self._next_id, kind, seq, payload)
+            if self.db is not None:
+                try:
+                    self._write(message, keep)
+                except sqlite3.Error as exc:
+                    self._failed(exc)
+            if self.db is None:
+                self._remember(message, keep)
+            self._seq[kind] = seq
+            self._next_id += 1
         return seq
 
-    @staticmethod
-    def _next_seq(cur: sqlite3.Cursor, kind: str) -> int:
-        row = cur.execute("SELECT seq FROM sequence WHERE kind=?", (kind,)).fetchone()
-        seq = 0 if row is None else row[0] + 1
-        cur.execute("INSERT OR REPLACE INTO sequence VALUES (?, ?)", (kind, seq))
-        return seq
-
-    def next_seq(self, kind: str) -> int:
-        """A seq for a message that is not spooled (the retained status)."""
-        with self._lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            seq = self._next_seq(cur, kind)
+    def _write(self, m: Spooled, keep: int) -> None:
+        assert self.db is not None
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute("INSERT OR REPLACE INTO sequence VALUES (?, ?)", (m.kind, m.seq))
+            (depth,) = cur.execute("SELECT COUNT(*) FROM messages").fetchone()
+            if depth >= self.max_messages:
+                self._evict(cur, depth - self.max_messages + 1)
+            cur.execute("INSERT INTO messages (id, kind, seq, keep, payload) VALUES "
+                        "(?,?,?,?,?)", (m.id, m.kind, m.seq, keep, m.payload))
+            for kind, n in self._memory_dropped.items():  # counted while the disk failed
+                self._count(cur, kind, n)
             cur.execute("COMMIT")
-        return seq
+            self._memory_dropped.clear()
+        except BaseException:
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+            raise
+
+    def _remember(self, m: Spooled, keep: int) -> None:
+        """Into the memory backlog; when it is full, the lowest `keep` goes first."""
+        if len(self._memory) >= self.memory_messages:
+            victim = min(range(len(self._memory)), key=lambda i: self._memory[i][1])
+            dropped = self._memory.pop(victim)[0]
+            self._memory_dropped[dropped.kind] = self._memory_dropped.get(dropped.kind, 0) + 1
+        self._memory.append((m, keep))
+
+    def _retry(self) -> None:
+        """While failing, try the disk again every RETRY_S."""
+        if not self.fault or time.monotonic() < self._retry_at:
+            return
+        self._retry_at = time.monotonic() + RETRY_S
+        if self.db is None:
+            self._open()
+            if self.db is None:
+                return
+        try:  # a write that costs nothing: is the disk taking them again?
+            self.db.execute("INSERT OR REPLACE INTO counters VALUES ('probe', 0)")
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return
+        log.warning("%s is over: the spool writes to %s again", self.fault, self.path)
+        self.fault = ""
 
     def _evict(self, cur: sqlite3.Cursor, n: int) -> None:
         victims = cur.execute("SELECT id, kind FROM messages ORDER BY keep, id LIMIT ?",
                               (n,)).fetchall()
         for mid, kind in victims:
             cur.execute("DELETE FROM messages WHERE id=?", (mid,))
-            cur.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET "
-                        "value = value + 1", (f"dropped_{kind}",))
+            self._count(cur, kind, 1)
 
-    def peek(self, after_id: int = 0, limit: int = 100) -> list[Spooled]:
+    @staticmethod
+    def _count(cur: sqlite3.Cursor, kind: str, n: int) -> None:
+        cur.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                    "value = value + ?", (f"dropped_{kind}", n, n))
+
+    def next_seq(self, kind: str) -> int:
+        """A seq for a message that is not spooled (the retained status)."""
         with self._lock:
-            rows = self.db.execute("SELECT id, kind, seq, payload FROM messages WHERE id > ? "
-                                   "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
-        return [Spooled(*r) for r in rows]
+            seq = self._seq.get(kind, -1) + 1
+            self._seq[kind] = seq
+            if self.db is not None:
+                try:
+                    self.db.execute("INSERT OR REPLACE INTO sequence VALUES (?, ?)",
+                                    (kind, seq))
+                except sqlite3.Error as exc:
+                    self._failed(exc)
+        return seq
+
+    # -- the publisher's side -----------------------------------------------------------------
+    def peek(self, after_id: int = 0, limit: int = 100) -> list[Spooled]:
+        """The oldest messages after `after_id`, from the disk and the memory backlog alike
+        (ids are one sequence over both, so the order is the order they were put in)."""
+        with self._lock:
+            rows: list[Spooled] = []
+            if self.db is not None:
+                try:
+                    rows = [Spooled(*r) for r in self.db.execute(
+                        "SELECT id, kind, seq, payload FROM messages WHERE id > ? ORDER BY id "
+                        "LIMIT ?", (after_id, limit))]
+                except sqlite3.Error as exc:
+                    self._failed(exc)
+            rows += [m for m, _ in self._memory if m.id > after_id][:limit]
+        return sorted(rows, key=lambda m: m.id)[:limit]
 
     def delete(self, message_id: int) -> None:
         with self._lock:
-            self.db.execute("DELETE FROM messages WHERE id=?", (message_id,))
+            for i, (m, _) in enumerate(self._memory):
+                if m.id == message_id:
+                    del self._memory[i]
+                    return
+            if self.db is not None:
+                try:
+                    self.db.execute("DELETE FROM messages WHERE id=?", (message_id,))
+                except sqlite3.Error as exc:  # delivered, but still on disk: sent again later
+                    self._failed(exc)
 
     def depth(self) -> int:
         with self._lock:
-            return self.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            on_disk = 0
+            if self.db is not None:
+                try:
+                    on_disk = self.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+                except sqlite3.Error as exc:
+                    self._failed(exc)
+            return on_disk + len(self._memory)
+
+    def in_memory(self) -> int:
+        with self._lock:
+            return len(self._memory)
 
     def dropped(self) -> dict[str, int]:
         with self._lock:
-            rows = self.db.execute("SELECT name, value FROM counters WHERE name LIKE "
-                                   "'dropped_%'").fetchall()
-        return {name.removeprefix("dropped_"): value for name, value in rows}
+            counts = dict(self._memory_dropped)
+            if self.db is not None:
+                try:
+                    for name, value in self.db.execute(
+                            "SELECT name, value FROM counters WHERE name LIKE 'dropped_%'"):
+                        kind = name.removeprefix("dropped_")
+                        counts[kind] = counts.get(kind, 0) + value
+                except sqlite3.Error as exc:
+                    self._failed(exc)
+            return counts
 
     def close(self) -> None:
         with self._lock:
-            self.db.close()
+            if self._memory:
+                log.warning("%d message(s) held in memory are lost with this exit (%s)",
+                            len(self._memory), self.fault or "not yet delivered")
+            if self.db is not None:
+                self.db.close()
+                self.db = None

@@ -76,23 +76,41 @@ def from_yaml(cls: type, text: str, source: str) -> Any:
     return build(cls, data, source=source, lines=lines)
 
 
-def _plain(node: yaml.Node, path: str, lines: dict[str, int], source: str) -> Any:
+def _plain(node: yaml.Node, path: str, lines: dict[str, int], source: str,
+           within: frozenset[int] = frozenset()) -> Any:
     """A YAML node as plain Python, remembering the line of every key path."""
-    lines[path] = node.start_mark.line + 1
+    line = node.start_mark.line + 1
+    lines[path] = line
+    if id(node) in within:  # `a: &x [*x]`: an alias inside itself would never end
+        raise ValidationError("an alias (*name) that refers to itself", source=source,
+                              line=line, key_path=path or "(top level)")
+    within = within | {id(node)}
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                raise ValidationError("a key must be a plain name", source=source,
+                                      line=knode.start_mark.line + 1,
+                                      key_path=path or "(top level)")
             key = str(knode.value)
             child = f"{path}.{key}" if path else key
             if key in out:
                 raise ValidationError("key given twice", source=source,
                                       line=knode.start_mark.line + 1, key_path=child)
-            out[key] = _plain(vnode, child, lines, source)
+            out[key] = _plain(vnode, child, lines, source, within)
             lines[child] = knode.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_plain(v, f"{path}[{i}]", lines, source) for i, v in enumerate(node.value)]
-    return yaml.constructor.SafeConstructor().construct_object(node)
+        return [_plain(v, f"{path}[{i}]", lines, source, within)
+                for i, v in enumerate(node.value)]
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node)
+    except Exception as exc:  # PyYAML fails in many ways on garbage (a bad
+        # tag, date or base64; `!!timestamp` with no value raises AttributeError): all of them
+        # mean "this value is not one", and none may escape as a traceback
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValidationError(f"not a value lungedge reads: {problem}", source=source,
+                              line=line, key_path=path or "(top level)") from None
 
 
 def build(cls: type, data: Any, *, source: str = "", lines: dict[str, int] | None = None,

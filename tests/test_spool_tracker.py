@@ -15,7 +15,7 @@ from edge.dsp.quality import signal_quality
 from edge.messages import alert_body, summary_body
 from edge.payloads import ModelRef, body_dict, schema
 from edge.publisher import envelope
-from edge.spool import Spool, SpoolError
+from edge.spool import Spool
 from edge.tracker import (
     AlertChanged,
     CycleResult,
@@ -63,11 +63,41 @@ def test_spool_survives_reopen_with_seq_continuing(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_spool_in_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+def test_spool_in_an_unwritable_place_keeps_messages_in_memory(tmp_path: Path) -> None:
+    """Nowhere to write is a state: messages wait in memory (bounded, lowest `keep` dropped
+    first and counted), seq keeps counting, and delivery from memory works."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(SpoolError, match=r"set spool\.path to a writable location"):
-        Spool(blocker / "spool.db", 10)
+    spool = Spool(blocker / "spool.db", 100, memory_messages=100)
+    assert spool.fault.startswith("spool:")
+    assert [spool.put("cycle", ENVELOPE, {"n": i}) for i in range(3)] == [0, 1, 2]
+    for i in range(120):
+        spool.put("stats", ENVELOPE, {"n": i})
+    spool.put("alert", ENVELOPE, {})
+    assert spool.depth() == spool.in_memory() == 100
+    assert spool.dropped() == {"stats": 24}  # the stats went first; the cycles stayed
+    first = spool.peek(limit=1)[0]
+    assert (first.kind, first.seq) == ("cycle", 0)
+    spool.delete(first.id)
+    assert spool.depth() == 99
+
+
+def test_corrupt_and_foreign_spools_are_moved_aside_never_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)  # a power cut's garbage
+    spool = Spool(path, 100)
+    assert spool.fault == "" and "moved aside" in spool.notice
+    (aside,) = tmp_path.glob("spool.db.corrupt-*")
+    assert aside.read_bytes().startswith(b"SQLite format 3")
+    assert spool.put("cycle", ENVELOPE, {}) == 0
+    spool.close()
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE patients (name TEXT)")
+    spool = Spool(foreign, 100)
+    assert "moved aside" in spool.notice and spool.put("cycle", ENVELOPE, {}) == 0
+    spool.close()
+    assert len(list(tmp_path.glob("other.db.corrupt-*"))) == 1
 
 
 def cycle(t: float, label: str, conf: float = 0.9, quality: float = 1.0) -> CycleResult:

@@ -30,17 +30,20 @@ class FileSource:
         return {}
 
     def blocks(self) -> Iterator[AudioBlock]:
-        t0 = time.time()
-        position = 0
+        t0, m0 = time.time(), time.monotonic()  # paced by the monotonic clock: a wall clock
+        position = 0                           # that jumps must not stall or rush playback
         while not self._closed:
             for samples in self.audio.iter_blocks(self.block_frames):
                 start_s = position / self.sample_rate
-                wall = t0 + start_s
+                duration = len(samples) / self.sample_rate
                 if self.realtime:
                     # A block is "captured" once all of it has been heard.
-                    delay = wall + len(samples) / self.sample_rate - time.time()
+                    delay = m0 + start_s + duration - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
+                    wall = time.time() - duration
+                else:
+                    wall = t0 + start_s
                 yield AudioBlock(samples, self.sample_rate, start_s, wall)
                 position += len(samples)
                 if self._closed:

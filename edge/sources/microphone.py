@@ -155,13 +155,12 @@ class MicrophoneSource:
         position = 0  # frames on the audio timeline, gaps included
         gap_frames = 0
         gap_reason = ""
-        t_start = time.time()
         while not self._stop.is_set():
             if self._stream is None:
-                away_since = time.time()
+                away_since = time.monotonic()  # not the wall clock: NTP may set it meanwhile
                 if not self._reopen():
                     return
-                lost = round((time.time() - away_since) * self.sample_rate)
+                lost = round((time.monotonic() - away_since) * self.sample_rate)
                 gap_frames += lost
                 gap_reason = gap_reason or "device reopened"
             try:
@@ -182,8 +181,10 @@ class MicrophoneSource:
             position += gap_frames
             frames = np.frombuffer(raw, dtype="<i2").reshape(-1, self.channels)
             samples = to_mono_float32(frames)
+            # the wall clock when it was captured: it follows NTP setting the clock, where a
+            # sample count from the start would keep a boot-time clock's error forever
             yield AudioBlock(samples, self.sample_rate, position / self.sample_rate,
-                             t_start + position / self.sample_rate,
+                             time.time() - len(samples) / self.sample_rate,
                              gap_frames / self.sample_rate, gap_reason)
             position += len(samples)
             gap_frames, gap_reason = 0, ""

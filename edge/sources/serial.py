@@ -116,10 +116,10 @@ class SerialSource:
         last_data = time.monotonic()
         while not self._stop.is_set():
             if not self.port.is_open:
-                away_since = time.time()
+                away_since = time.monotonic()  # NTP may set the wall clock meanwhile
                 if not self._reopen():
                     return
-                self.timeline.restart(time.time() - away_since)
+                self.timeline.restart(time.monotonic() - away_since)
                 last_data = time.monotonic()
             try:
                 data = self.port.read(0.2)
