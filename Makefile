@@ -5,7 +5,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto systemd postgresql chromium
+APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto systemd postgresql chromium \
+                e2fsprogs mount
 PKGS ?= $(APT_PACKAGES)
 
 .PHONY: demo station test lint bench system-deps clean

@@ -67,7 +67,7 @@ class Daemon:
         self._notice_until = time.monotonic() + NOTICE_S if self.spool.notice else 0.0
         self.publisher: Publisher = publisher or MqttPublisher(cfg.mqtt, cfg.device_id,
                                                                self.spool)
-        self.source = open_source(cfg.source)
+        self.source = open_source(cfg.source, wait=True)
         self.analysis = Analysis(self.source.sample_rate, self.runner, cfg.segmenter,
                                  cfg.tracker)
         self.health = Health()
@@ -178,7 +178,8 @@ class Daemon:
         tracker = self.analysis.tracker
         assert tracker is not None
         change = self.health.observe(Observation(
-            source_error=self.source_error, no_audio=tracker.active("no_audio"),
+            source_error=self.source_error or getattr(self.source, "problem", ""),
+            no_audio=tracker.active("no_audio"),
             poor_signal=tracker.active("poor_signal"),
             broker_unreachable=bool(self.publisher.unreachable()),
             spool_dropped=sum(self.spool.dropped().values()),

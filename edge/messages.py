@@ -6,8 +6,7 @@ classified cycle becomes what a station reads.
 
 from __future__ import annotations
 
-import time
-
+from edge import clock as wall_clock
 from edge.analysis import ClassifiedCycle
 from edge.clock import StreamClock
 from edge.payloads import Alert, Cycle, ModelRef, Summary, iso_ms
@@ -20,7 +19,7 @@ def cycle_body(c: ClassifiedCycle, clock: StreamClock, model: ModelRef) -> Cycle
     end = clock.wall(c.end)
     return Cycle(c.session_id, iso_ms(clock.wall(c.start)), iso_ms(end),
                  round(c.duration_s, 3), p.label, p.probs, round(p.confidence, 4), c.quality,
-                 c.cycle.forced_cut, model, round(max(0.0, time.time() - end) * 1000, 1))
+                 c.cycle.forced_cut, model, round(max(0.0, wall_clock.wall() - end) * 1000, 1))
 
 
 def alert_body(a: AlertChanged, clock: StreamClock) -> Alert:

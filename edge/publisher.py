@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Protocol
 
+from edge import clock
 from edge.clock import wall_clock_synced
 from edge.config import MqttConfig
 from edge.payloads import KINDS, SCHEMA_VERSION, Envelope, body_dict, iso_ms, topic
@@ -54,7 +55,7 @@ class Publisher(Protocol):
 
 
 def envelope(device_id: str, seq: int) -> dict[str, Any]:
-    return body_dict(Envelope(SCHEMA_VERSION, device_id, seq, iso_ms(time.time()),
+    return body_dict(Envelope(SCHEMA_VERSION, device_id, seq, iso_ms(clock.wall()),
                               wall_clock_synced()))
 
 
@@ -207,14 +208,21 @@ class MqttPublisher:
             self._acks.get_nowait()
         inflight: dict[int, int] = {}  # paho mid → spool id, on this connection
         last = 0  # spool id sent last on this connection: always resume from the oldest
+        generation = self.spool.generation
         while self._connected.is_set() and not self._stop.is_set():
             self._wake.clear()
+            if self.spool.generation != generation:  # the spool file was reopened: what it
+                generation = self.spool.generation   # holds may lie below `last`
+                last = 0
             while not self._acks.empty():
                 spool_id = inflight.pop(self._acks.get_nowait(), None)
                 if spool_id is not None:
                     self.spool.delete(spool_id)
             room = INFLIGHT - len(inflight)
+            sending = set(inflight.values())
             for row in self.spool.peek(after_id=last, limit=room) if room > 0 else []:
+                if row.id in sending:
+                    continue
                 kind = KINDS[row.kind]
                 info = client.publish(topic(self.cfg.topic_prefix, self.device_id, row.kind),
                                       row.payload, qos=kind.qos, retain=kind.retain)

@@ -57,6 +57,8 @@ def fault_of(exc: sqlite3.Error) -> str:
         return "spool: read-only"
     if "not a database" in text or "malformed" in text:
         return "spool: corrupt"
+    if "i/o error" in text:
+        return "spool: I/O error"
     if "unable to open" in text:
         return "spool: cannot open the file"
     return f"spool: {text[:80]}"
@@ -73,10 +75,14 @@ class Spool:
         self.notice = ""  # something a technician must hear of once (a file moved aside)
         self._memory: list[tuple[Spooled, int]] = []  # (message, keep), in id order
         self._memory_dropped: dict[str, int] = {}
+        self._delivered: set[int] = set()  # acknowledged, but the disk refused the delete
         self._seq: dict[str, int] = {}
         self._next_id = 1
         self._retry_at = 0.0
         self.db: sqlite3.Connection | None = None
+        # +1 each time the file is (re)opened: what it holds may reappear below ids the
+        # publisher has passed, so the publisher starts from the oldest again
+        self.generation = 0
         self._open()
 
     # -- opening ----------------------------------------------------------------------------
@@ -100,6 +106,7 @@ class Spool:
         except OSError as exc:
             return self._failed(sqlite3.OperationalError(str(exc)))
         self.fault = ""
+        self.generation += 1
         assert self.db is not None
         self._seq = dict(self.db.execute("SELECT kind, seq FROM sequence").fetchall()) | {
             k: v for k, v in self._seq.items() if v > self._seq_in_db(k)}
@@ -155,6 +162,8 @@ class Spool:
                       fault, exc, self.memory_messages)
         self.fault = fault
         self._retry_at = time.monotonic() + RETRY_S
+        if fault in ("spool: disk full", "spool: read-only"):
+            return  # what is on the disk can still be read, and delivered in order
         if self.db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.db.close()
@@ -171,12 +180,14 @@ class Spool:
             seq = self._seq.get(kind, -1) + 1
             payload = json.dumps({**envelope(seq), **body}, separators=(",", ":")).encode()
             message = Spooled(self._next_id, kind, seq, payload)
-            if self.db is not None:
+            written = False
+            if self.db is not None and not self.fault:
                 try:
                     self._write(message, keep)
+                    written = True
                 except sqlite3.Error as exc:
                     self._failed(exc)
-            if self.db is None:
+            if not written:
                 self._remember(message, keep)
             self._seq[kind] = seq
             self._next_id += 1
@@ -216,6 +227,7 @@ class Spool:
         if not self.fault or time.monotonic() < self._retry_at:
             return
         self._retry_at = time.monotonic() + RETRY_S
+        fault = self.fault
         if self.db is None:
             self._open()
             if self.db is None:
@@ -225,8 +237,10 @@ class Spool:
         except sqlite3.Error as exc:
             self._failed(exc)
             return
-        log.warning("%s is over: the spool writes to %s again", self.fault, self.path)
+        log.warning("%s is over: the spool writes to %s again", fault, self.path)
         self.fault = ""
+        for message_id in list(self._delivered):
+            self._forget(message_id)
 
     def _evict(self, cur: sqlite3.Cursor, n: int) -> None:
         victims = cur.execute("SELECT id, kind FROM messages ORDER BY keep, id LIMIT ?",
@@ -245,7 +259,7 @@ class Spool:
         with self._lock:
             seq = self._seq.get(kind, -1) + 1
             self._seq[kind] = seq
-            if self.db is not None:
+            if self.db is not None and not self.fault:
                 try:
                     self.db.execute("INSERT OR REPLACE INTO sequence VALUES (?, ?)",
                                     (kind, seq))
@@ -263,23 +277,31 @@ class Spool:
                 try:
                     rows = [Spooled(*r) for r in self.db.execute(
                         "SELECT id, kind, seq, payload FROM messages WHERE id > ? ORDER BY id "
-                        "LIMIT ?", (after_id, limit))]
+                        "LIMIT ?", (after_id, limit + len(self._delivered)))
+                        if r[0] not in self._delivered]
                 except sqlite3.Error as exc:
                     self._failed(exc)
             rows += [m for m, _ in self._memory if m.id > after_id][:limit]
         return sorted(rows, key=lambda m: m.id)[:limit]
 
     def delete(self, message_id: int) -> None:
+        """The broker has it: forget it (a disk that refuses the delete is asked again when it
+        takes writes; meanwhile the message is not sent again)."""
         with self._lock:
             for i, (m, _) in enumerate(self._memory):
                 if m.id == message_id:
                     del self._memory[i]
                     return
-            if self.db is not None:
-                try:
-                    self.db.execute("DELETE FROM messages WHERE id=?", (message_id,))
-                except sqlite3.Error as exc:  # delivered, but still on disk: sent again later
-                    self._failed(exc)
+            self._forget(message_id)
+
+    def _forget(self, message_id: int) -> None:
+        self._delivered.add(message_id)
+        if self.db is not None and not self.fault:
+            try:
+                self.db.execute("DELETE FROM messages WHERE id=?", (message_id,))
+                self._delivered.discard(message_id)
+            except sqlite3.Error as exc:
+                self._failed(exc)
 
     def depth(self) -> int:
         with self._lock:
@@ -289,7 +311,7 @@ class Spool:
                     on_disk = self.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
                 except sqlite3.Error as exc:
                     self._failed(exc)
-            return on_disk + len(self._memory)
+            return on_disk - len(self._delivered) + len(self._memory)
 
     def in_memory(self) -> int:
         with self._lock:

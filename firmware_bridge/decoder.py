@@ -14,7 +14,6 @@ or late frame is recognised and dropped.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +37,6 @@ class TimedAudio:
 
     samples: np.ndarray  # float32 in [-1, 1)
     start_s: float
-    wall_time: float  # UNIX time of the first sample, as received
     gap_s: float
     gap_reason: str
 
@@ -157,6 +155,4 @@ class AudioTimeline:
             self._away = 0
         start = self._position + gap
         self._position = start + len(samples)
-        return TimedAudio(samples, start / self.sample_rate,
-                          time.time() - len(samples) / self.sample_rate,
-                          gap / self.sample_rate, reason)
+        return TimedAudio(samples, start / self.sample_rate, gap / self.sample_rate, reason)

@@ -8,8 +8,21 @@ from edge.sources.base import AudioBlock, AudioSource, SourceError
 __all__ = ["AudioBlock", "AudioSource", "SourceError", "open_source"]
 
 
-def open_source(cfg: SourceConfig) -> AudioSource:
-    """Open the configured input; raises SourceError (with what to do) if it cannot be used."""
+def open_source(cfg: SourceConfig, wait: bool = False) -> AudioSource:
+    """Open the configured input; raises SourceError (with what to do) if it cannot be used.
+    With `wait`, a device that is not there yet (a stethoscope or a sound card) is waited for
+    instead (edge.sources.waiting); a file or a pipe that is not there is still an error."""
+    if wait and cfg.type in ("serial", "pyaudio"):
+        try:
+            return open_source(cfg)
+        except SourceError as exc:
+            from edge.sources.waiting import WaitingSource
+
+            device = cfg.serial if cfg.type == "serial" else cfg.pyaudio
+            what = (f"stethoscope {cfg.serial.port}" if cfg.type == "serial"
+                    else f"audio input {cfg.pyaudio.device!r}")
+            return WaitingSource(lambda: open_source(cfg), device.sample_rate, what, exc,
+                                 device.reopen_backoff_max_s)
     if cfg.type == "file":
         from edge.sources.file import FileSource
 

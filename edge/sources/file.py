@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from edge import clock
 from edge.audio_file import open_audio
 from edge.sources.base import AudioBlock
 
@@ -30,7 +31,7 @@ class FileSource:
         return {}
 
     def blocks(self) -> Iterator[AudioBlock]:
-        t0, m0 = time.time(), time.monotonic()  # paced by the monotonic clock: a wall clock
+        t0, m0 = clock.wall(), time.monotonic()  # paced by the monotonic clock: a wall clock
         position = 0                           # that jumps must not stall or rush playback
         while not self._closed:
             for samples in self.audio.iter_blocks(self.block_frames):
@@ -41,7 +42,7 @@ class FileSource:
                     delay = m0 + start_s + duration - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                    wall = time.time() - duration
+                    wall = clock.wall() - duration
                 else:
                     wall = t0 + start_s
                 yield AudioBlock(samples, self.sample_rate, start_s, wall)

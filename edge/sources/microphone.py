@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge import clock
 from edge.sources.base import AudioBlock, SourceError, reopen_with_backoff, to_mono_float32
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class MicrophoneSource:
             # the wall clock when it was captured: it follows NTP setting the clock, where a
             # sample count from the start would keep a boot-time clock's error forever
             yield AudioBlock(samples, self.sample_rate, position / self.sample_rate,
-                             time.time() - len(samples) / self.sample_rate,
+                             clock.wall() - len(samples) / self.sample_rate,
                              gap_frames / self.sample_rate, gap_reason)
             position += len(samples)
             gap_frames, gap_reason = 0, ""

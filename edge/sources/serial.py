@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from edge import clock
 from edge.sources.base import AudioBlock, SourceError, reopen_with_backoff
 from firmware_bridge.decoder import AudioTimeline, FrameDecoder, LinkStats, TimedAudio
 from firmware_bridge.protocol import (
@@ -148,7 +149,8 @@ class SerialSource:
                 audio = self._handle(frame)
                 if audio is not None:
                     yield AudioBlock(audio.samples, self.sample_rate, audio.start_s,
-                                     audio.wall_time, audio.gap_s, audio.gap_reason)
+                                     clock.wall() - len(audio.samples) / self.sample_rate,
+                                     audio.gap_s, audio.gap_reason)
 
     def _handle(self, frame: Frame) -> TimedAudio | None:
         try:

@@ -6,12 +6,12 @@ import logging
 import os
 import select
 import sys
-import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
 
+from edge import clock
 from edge.sources.base import AudioBlock, to_mono_float32
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class StdinSource:
         frames = np.frombuffer(raw, dtype="<i2").reshape(-1, self.channels)
         samples = to_mono_float32(frames)
         return AudioBlock(samples, self.sample_rate, position / self.sample_rate,
-                          time.time() - len(samples) / self.sample_rate)
+                          clock.wall() - len(samples) / self.sample_rate)
 
     def close(self) -> None:
         self._closed = True
