@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io.wavfile
 
 from edge.sources.base import SourceError, to_mono_float32
 
@@ -94,6 +93,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def _open_wav(path: Path) -> AudioFile:
+    import scipy.io.wavfile  # here: a device on a microphone never pays for importing it
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", scipy.io.wavfile.WavFileWarning)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import pytest
+import scipy.fft
 import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -110,6 +111,17 @@ def test_mel_filterbank_matches_librosa_at_other_settings() -> None:
     ours = mel_filterbank(8000, 512, 64, 50, 4000)
     ref = librosa.filters.mel(sr=8000, n_fft=512, n_mels=64, fmin=50, fmax=4000)
     assert np.abs(ours - ref).max() < 1e-7
+
+
+def test_numpy_window_and_dct_equal_scipys() -> None:
+    from edge.dsp.frontend import dct_matrix, periodic_window
+
+    for kind in ("hann", "hamming"):
+        for n in (64, 256):
+            assert np.allclose(periodic_window(kind, n),
+                               scipy.signal.get_window(kind, n, fftbins=True), atol=1e-12)
+    x = np.random.default_rng(0).normal(size=(5, 40))
+    assert np.allclose(x @ dct_matrix(40).T, scipy.fft.dct(x, type=2, norm="ortho", axis=1))
 
 
 def test_short_audio_is_padded_to_one_frame() -> None:

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import scipy.fft
-import scipy.signal
 
 
 class FrontendParamsError(ValueError):
@@ -152,6 +150,22 @@ def deltas(features: np.ndarray, width: int = 9) -> np.ndarray:
     return out / (2 * sum(k * k for k in range(1, half + 1)))
 
 
+def periodic_window(kind: str, n: int) -> np.ndarray:
+    """The periodic ("DFT-even") Hann or Hamming window, as scipy.signal.get_window(kind, n)
+    computes it (tests/test_dsp.py checks): numpy alone, so that the device does not pay for
+    importing scipy.signal twice over."""
+    a = 0.5 if kind == "hann" else 0.54
+    return a - (1 - a) * np.cos(2 * np.pi * np.arange(n) / n)
+
+
+def dct_matrix(n: int) -> np.ndarray:
+    """The orthonormal DCT-II as a matrix: row k · x is scipy.fft.dct(x, norm='ortho')[k]."""
+    k, i = np.arange(n)[:, None], np.arange(n)[None, :]
+    m = np.sqrt(2 / n) * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
+    m[0] /= np.sqrt(2)
+    return m
+
+
 class Frontend:
     """Features of one stretch of audio (a breathing cycle) at the model's sample rate."""
 
@@ -160,12 +174,12 @@ class Frontend:
         p = params
         # float32 throughout: half the memory traffic of float64, and what NEON does fastest
         # on the Pi; features stay within 1e-4 of a float64 reference (tests/test_dsp.py).
-        self.window = scipy.signal.get_window(p.window, p.n_fft, fftbins=True).astype(np.float32)
+        self.window = periodic_window(p.window, p.n_fft).astype(np.float32)
         self.mel_basis_t = np.ascontiguousarray(
             mel_filterbank(p.sample_rate, p.n_fft, p.n_mels, p.fmin, p.fmax).T, dtype=np.float32)
         # DCT-II (orthonormal) as a matrix: cheaper than an FFT-based DCT for 40 bands.
         self.dct_t = np.ascontiguousarray(
-            scipy.fft.dct(np.eye(p.n_mels), type=2, norm="ortho", axis=0)[:p.n_mfcc].T,
+            dct_matrix(p.n_mels)[:p.n_mfcc].T,
             dtype=np.float32)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
@@ -175,7 +189,7 @@ class Frontend:
         if len(x) < p.n_fft:
             x = np.pad(x, (0, p.n_fft - len(x)))
         frames = np.lib.stride_tricks.sliding_window_view(x, p.n_fft)[::p.hop_length]
-        spectrum = scipy.fft.rfft(frames * self.window, axis=1)
+        spectrum = np.fft.rfft(frames * self.window, axis=1)
         power = spectrum.real ** 2 + spectrum.imag ** 2
         feats = np.log(np.maximum(power @ self.mel_basis_t, np.float32(p.log_floor)))
         if p.features == "mfcc":
