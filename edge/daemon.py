@@ -114,6 +114,12 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         repeats = logs.install(self.cfg.log_repeat_s)
+        try:
+            return self._run(repeats)
+        finally:
+            logs.uninstall(repeats)
+
+    def _run(self, repeats: logs.RepeatFilter) -> int:
         self.publisher.start()
         self.capture = threading.Thread(target=self._capture, name="capture", daemon=True)
         self.capture.start()

@@ -72,6 +72,11 @@ def install(interval_s: float) -> RepeatFilter:
     return f
 
 
+def uninstall(f: RepeatFilter) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.removeFilter(f)
+
+
 def write(records: list[logging.LogRecord]) -> None:
     """Records past the filter (the summaries it made itself)."""
     for r in records:
