@@ -110,9 +110,12 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
             reasons = ["poor signal"] if state == "degraded" else []
             send(device, "status", Status(state, reasons[0] if reasons else None, reasons))
         if c % 20 == 0:
-            send(device, "stats", Stats(c * 1.5, c * 1.5, c, 0, 0, 0.0, {}, 0, 0, 0, 0, 0,
-                                        20.0, 120.0, 1.5, 2.0, "ai_edge_litert", "bench",
-                                        {}))
+            send(device, "stats", Stats(
+                uptime_s=c * 1.5, audio_s=c * 1.5, cycles=c, forced_cuts=0, gaps=0, gap_s=0.0,
+                gap_reasons={}, restarts=0, dropped_blocks=0, queue_depth=0, spool_depth=0,
+                spool_in_memory=0, spool_dropped=0, spool_fault=None, cpu_percent=20.0,
+                rss_mb=120.0, inference_ms_p50=1.5, inference_ms_p99=2.0, clips_sent=0,
+                clips_dropped=0, runtime="ai_edge_litert", source="bench", source_counters={}))
         due[device] += rng.uniform(1, 2) / speed
     for info in infos:
         if info.rc == 0 and info.mid:

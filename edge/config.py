@@ -170,6 +170,16 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True)
+class ClipsConfig:
+    enabled: bool = setting(False, "Publish the audio of the cycle that opens or updates a "
+                                   "wheeze or crackle alert (topic PREFIX/DEVICE/clip).")
+    every_abnormal: bool = setting(False, "…and of every abnormal cycle, alert or not.")
+    max_per_hour: int = setting(60, "At most this many clips in any hour; more are counted "
+                                    "as dropped.", ge=1)
+    max_kb_per_hour: int = setting(5000, "…and at most this many kB of them.", ge=10)
+
+
+@dataclass(frozen=True)
 class Config:
     device_id: str = setting("lungedge-1", "This device's id: names its MQTT topics.")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "Log verbosity.")
@@ -179,6 +189,7 @@ class Config:
     tracker: TrackerConfig = section(TrackerConfig, "Smoothing, alerts and sessions.")
     mqtt: MqttConfig = section(MqttConfig, "Where results go.")
     spool: SpoolConfig = section(SpoolConfig, "Store-and-forward spool.")
+    clips: ClipsConfig = section(ClipsConfig, "Evidence: the audio behind an alert.")
     log_repeat_s: float = setting(300.0, "A log line that keeps repeating (a broker down all "
                                          "night) is written once, then summarised this often, "
                                          "s: an SD card is not a write sink.", ge=1)

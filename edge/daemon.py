@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from edge import logs
 from edge.analysis import Analysis, ClassifiedCycle, Event
+from edge.clips import ClipMaker
 from edge.config import Config, ConfigError, load_config
 from edge.health import Change, Health, Observation
 from edge.messages import alert_body, cycle_body, summary_body
@@ -70,6 +71,8 @@ class Daemon:
         self.source = open_source(cfg.source, wait=True)
         self.analysis = Analysis(self.source.sample_rate, self.runner, cfg.segmenter,
                                  cfg.tracker)
+        self.clips = ClipMaker(cfg.clips, self.analysis.clock)
+        self._last_cycle: ClassifiedCycle | None = None
         self.health = Health()
         self.stats = DaemonStats()
         self.notifier = Notifier()
@@ -170,15 +173,21 @@ class Daemon:
     def _handle(self, events: list[Event]) -> None:
         clock = self.analysis.clock
         for e in events:
+            clip = None
             if isinstance(e, ClassifiedCycle):
                 self.stats.inference.add(e.inference_ms)
                 self.publisher.publish("cycle", cycle_body(e, clock, self.model))
+                self._last_cycle = e
+                clip = self.clips.for_cycle(e)
             elif isinstance(e, AlertChanged):
                 self.publisher.publish("alert", alert_body(e, clock))
                 if e.clinical and e.event == "new" and isinstance(self.source, AlertSignal):
                     self.source.alert()
+                clip = self.clips.for_alert(e, self._last_cycle)
             elif isinstance(e, SessionEnded):
                 self.publisher.publish("summary", summary_body(e, clock, self.model))
+            if clip is not None:
+                self.publisher.publish("clip", clip)
 
     def _observe(self) -> None:
         tracker = self.analysis.tracker
@@ -207,7 +216,8 @@ class Daemon:
             self.analysis.stats, queue_depth=self.queue.qsize(), spool_depth=self.spool.depth(),
             spool_in_memory=self.spool.in_memory(),
             spool_dropped=sum(self.spool.dropped().values()),
-            spool_fault=self.spool.fault or None, runtime=self.runner.runtime,
+            spool_fault=self.spool.fault or None, clips_sent=self.clips.sent,
+            clips_dropped=self.clips.dropped, runtime=self.runner.runtime,
             source=self.source.describe(), source_counters=self.source.counters())
 
     # -- signals and shutdown ---------------------------------------------------------------

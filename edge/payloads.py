@@ -52,6 +52,7 @@ KINDS = {k.name: k for k in (
     TopicKind("alert", 1, False, 2),
     TopicKind("summary", 1, False, 2),
     TopicKind("stats", 0, False, 0),
+    TopicKind("clip", 1, False, 0),  # evidence, but the largest: it makes room first
 )}
 
 
@@ -142,6 +143,23 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Clip:
+    """The audio of a cycle behind an alert, for a clinician to hear what the device heard."""
+
+    clip_id: str
+    alert_id: str | None  # the alert it opened or updated (None: an abnormal cycle alone)
+    alert_kind: str | None
+    session_id: str | None
+    cycle_start: str = wire(pattern=ISO_MS)
+    cycle_end: str = wire(pattern=ISO_MS)
+    label: str = wire(minLength=1)
+    confidence: float = wire(minimum=0, maximum=1)
+    sample_rate: int = wire(minimum=1000)
+    encoding: Literal["flac", "wav"] = wire()
+    audio_b64: str = wire(maxLength=600_000)  # 16-bit mono at the model rate
+
+
+@dataclass(frozen=True)
 class Stats:
     uptime_s: float = wire(minimum=0)
     audio_s: float = wire(minimum=0)
@@ -161,13 +179,15 @@ class Stats:
     rss_mb: float = wire(minimum=0)
     inference_ms_p50: float | None = wire(minimum=0)
     inference_ms_p99: float | None = wire(minimum=0)
+    clips_sent: int = wire(minimum=0)
+    clips_dropped: int = wire(minimum=0)  # over the clip budget (clips.max_per_hour, …)
     runtime: str
     source: str
     source_counters: dict[str, int]
 
 
 BODIES: dict[str, type] = {"status": Status, "cycle": Cycle, "alert": Alert,
-                           "summary": Summary, "stats": Stats}
+                           "summary": Summary, "stats": Stats, "clip": Clip}
 
 
 def body_dict(body: Any) -> dict[str, Any]:

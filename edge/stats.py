@@ -58,7 +58,8 @@ class DaemonStats:
 
     def snapshot(self, path: PathStats, *, queue_depth: int, spool_depth: int,
                  spool_in_memory: int, spool_dropped: int, spool_fault: str | None,
-                 runtime: str, source: str, source_counters: dict[str, int]) -> Stats:
+                 clips_sent: int, clips_dropped: int, runtime: str, source: str,
+                 source_counters: dict[str, int]) -> Stats:
         now, cpu = time.monotonic(), cpu_seconds()
         cpu_percent = 100 * (cpu - self._cpu[1]) / max(now - self._cpu[0], 1e-9)
         self._cpu = (now, cpu)
@@ -71,5 +72,6 @@ class DaemonStats:
             spool_dropped=spool_dropped, spool_fault=spool_fault,
             cpu_percent=round(cpu_percent, 1), rss_mb=round(rss_mb(), 1),
             inference_ms_p50=self.inference.percentile(50),
-            inference_ms_p99=self.inference.percentile(99), runtime=runtime, source=source,
+            inference_ms_p99=self.inference.percentile(99), clips_sent=clips_sent,
+            clips_dropped=clips_dropped, runtime=runtime, source=source,
             source_counters=source_counters)

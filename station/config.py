@@ -37,6 +37,8 @@ class DatabaseConfig:
     alert_retention_days: float = setting(365.0, "Alerts and their history (with who "
                                                  "acknowledged them) are kept this long, "
                                                  "days.", gt=0)
+    clip_retention_days: float = setting(7.0, "The audio clips behind alerts are kept this "
+                                              "long, days.", gt=0)
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,8 @@ class Ingest:
                 if now >= next_purge:
                     next_purge = now + PURGE_S
                     d = self.cfg.database
-                    self.store.purge(time.time(), d.retention_days, d.alert_retention_days)
+                    self.store.purge(time.time(), d.retention_days, d.alert_retention_days,
+                                     d.clip_retention_days)
         finally:
             self.client.loop_stop()
             self.client.disconnect()

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -132,6 +133,23 @@ summaries = Table(
     Column("breathing_rate_per_min", Float),
     Column("ended_by", String(20), nullable=False),
     Index("summaries_device_end", "device_id", "end"),
+)
+
+# Evidence: the audio of cycles behind alerts, kept for their own (shorter) time.
+clips = Table(
+    "clips", metadata,
+    Column("clip_id", String(64), primary_key=True),
+    Column("device_id", String(200), nullable=False),
+    Column("alert_id", String(100)),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("encoding", String(8), nullable=False),
+    Column("sample_rate", Integer, nullable=False),
+    Column("audio", LargeBinary, nullable=False),
+    Index("clips_alert", "alert_id"),
+    Index("clips_device_start", "device_id", "start"),
 )
 
 # Seqs that never arrived (once the rest had settled: messages may arrive out of order, e.g.

@@ -10,6 +10,7 @@ once. Every change is appended to `changes`, which the web UI follows.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Iterable
@@ -37,6 +38,7 @@ from station.schema import (
     alert_log,
     alerts,
     changes,
+    clips,
     cycles,
     devices,
     gaps,
@@ -194,6 +196,12 @@ class Store:
                 breathing_rate_per_min=b["breathing_rate_per_min"], ended_by=b["ended_by"]))
         elif m.kind == "status":
             self._status(conn, m, now)
+        elif m.kind == "clip":
+            conn.execute(insert(clips).values(
+                clip_id=b["clip_id"], device_id=m.device_id, alert_id=b["alert_id"],
+                start=unix(b["cycle_start"]), end=unix(b["cycle_end"]), label=b["label"],
+                confidence=b["confidence"], encoding=b["encoding"],
+                sample_rate=b["sample_rate"], audio=base64.b64decode(b["audio_b64"])))
         elif m.kind == "stats":
             conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
                 stats=b, spool_depth=b["spool_depth"]))
@@ -373,10 +381,12 @@ class Store:
         return bool(result.rowcount)
 
     # -- housekeeping ---------------------------------------------------------------------
-    def purge(self, now: float, retention_days: float, alert_retention_days: float) -> None:
+    def purge(self, now: float, retention_days: float, alert_retention_days: float,
+              clip_retention_days: float) -> None:
         data_before = now - retention_days * 86400
         alerts_before = now - alert_retention_days * 86400
         with self.engine.begin() as conn:
+            conn.execute(delete(clips).where(clips.c.start < now - clip_retention_days * 86400))
             conn.execute(delete(cycles).where(cycles.c.start < data_before))
             conn.execute(delete(minutes).where(minutes.c.minute < data_before // 60))
             conn.execute(delete(summaries).where(summaries.c.end < data_before))
@@ -493,6 +503,23 @@ class Store:
                                    .order_by(alert_log.c.at)).mappings().all()
         return dict(row) | {"history": [dict(h) for h in history],
                             "attention": needs_attention(row)}
+
+    def clips_of(self, *, alert_id: str | None = None, device_id: str | None = None,
+                 limit: int = 20) -> list[dict[str, Any]]:
+        """The clips behind an alert, or a device's latest; without their audio."""
+        q = select(*(c for c in clips.c if c.name != "audio"))
+        q = q.where(clips.c.alert_id == alert_id) if alert_id else \
+            q.where(clips.c.device_id == device_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(clips.c.start.desc())
+                                                  .limit(limit)).mappings()]
+
+    def clip_audio(self, clip_id: str) -> tuple[str, int, bytes, str] | None:
+        """(encoding, sample rate, audio bytes, label) of a clip."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(clips.c.encoding, clips.c.sample_rate, clips.c.audio,
+                                      clips.c.label).where(clips.c.clip_id == clip_id)).first()
+        return None if row is None else (row[0], row[1], bytes(row[2]), row[3])
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:

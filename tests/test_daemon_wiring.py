@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
 from edge.config import parse_config
 from edge.daemon import Daemon
@@ -95,3 +96,26 @@ def test_the_labels_a_cycle_carries_are_the_models(tmp_path: Path) -> None:
             assert list(m["probs"]) == labels and m["label"] in labels
         if kind == "summary":
             assert list(m["cycles_by_label"]) == labels
+
+
+def test_clips_carry_the_audio_behind_an_alert_within_a_budget(tmp_path: Path) -> None:
+    import base64
+    import io
+
+    import soundfile
+
+    pub = run_daemon(tmp_path, SAMPLES / "crackle_65121853_1.5_0_p4_4225.wav",
+                     "clips: {enabled: true, max_per_hour: 2}")
+    clips = [m for k, m in pub.messages if k == "clip"]
+    alerts = {m["alert_id"]: m for k, m in pub.messages if k == "alert"}
+    assert len(clips) == 2  # the budget: the rest were counted, not sent
+    stats = pub.messages[-1][1]
+    assert stats["clips_sent"] == 2 and stats["clips_dropped"] >= 1
+    for clip in clips:
+        assert alerts[clip["alert_id"]]["kind"] == clip["alert_kind"] == "crackle"
+        audio, rate = soundfile.read(io.BytesIO(base64.b64decode(clip["audio_b64"])))
+        assert rate == clip["sample_rate"] == 4000 and clip["encoding"] == "flac"
+        cycle = next(m for k, m in pub.messages if k == "cycle"
+                     and m["start"] == clip["cycle_start"])
+        assert len(audio) / rate == pytest.approx(cycle["duration_s"], abs=0.02)
+        assert clip["label"] == cycle["label"]

@@ -141,9 +141,9 @@ def test_ward_live_alert_acknowledge_device_page(station: dict[str, Any], page: 
     # a real device: its crackle alert appears on the open page, no reload
     updates = int(page.evaluate("document.body.dataset.updates || 0"))
     proc = start_daemon(write_config(station["tmp"], station["broker"].port, model=SHIPPED,
-                                     realtime=True, source=str(
-                                         ROOT / "models" / "samples" /
-                                         "crackle_65121853_1.5_0_p4_4225.wav")))
+                                     realtime=True, extra="clips: {enabled: true}\n",
+                                     source=str(ROOT / "models" / "samples" /
+                                                "crackle_65121853_1.5_0_p4_4225.wav")))
     page.wait_for_selector(".tile[data-device='bed-7'] .alarm.clinical", timeout=30000)
     assert int(page.evaluate("document.body.dataset.updates")) > updates  # live, not reloaded
     assert "crackles" in page.locator(".tile[data-device='bed-7']").inner_text()
@@ -169,7 +169,21 @@ def test_ward_live_alert_acknowledge_device_page(station: dict[str, Any], page: 
     assert page.locator("svg.timeline rect[data-label='crackle']").count() > 3
     assert "listened again, physio called" in page.content()
     assert "DAS" in page.locator("#device").inner_text()  # its session summary
+    assert page.locator("#device figure.clip").count() >= 1  # its latest audio
     shot(page, station, "device")
+
+    # the audio behind the alert, played in the page beside its spectrogram
+    page.locator("#device a").filter(has_text="crackles").first.click()
+    page.wait_for_selector("figure.clip audio")
+    duration = page.evaluate("""() => new Promise((done) => {
+        const a = document.querySelector('figure.clip audio');
+        a.addEventListener('loadedmetadata', () => done(a.duration));
+        a.addEventListener('error', () => done(-1));
+        a.load(); })""")
+    assert 0.5 < duration < 5  # a breathing cycle, decoded by the browser itself
+    page.wait_for_function("document.querySelector('figure.clip img').naturalWidth > 100")
+    shot(page, station, "alert-clip")
+
 
 
 def test_hostile_strings_never_script_the_page(station: dict[str, Any], page: Any) -> None:

@@ -24,10 +24,12 @@ def routes(site: Any) -> list[Route]:
             "inbox": await run_in_threadpool(site.store.inbox)})
 
     async def detail(request: Request) -> Response:
-        alert = await run_in_threadpool(site.store.alert, request.path_params["alert_id"])
+        alert_id = request.path_params["alert_id"]
+        alert = await run_in_threadpool(site.store.alert, alert_id)
         if alert is None:
             return site.render(request, "missing.html", {"what": "that alert"}, 404)
-        return site.render(request, "alert.html", {"alert": alert})
+        heard = await run_in_threadpool(lambda: site.store.clips_of(alert_id=alert_id))
+        return site.render(request, "alert.html", {"alert": alert, "clips": heard})
 
     def action(name: str) -> Any:
         async def handler(request: Request) -> Response:

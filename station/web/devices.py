@@ -24,7 +24,10 @@ def routes(site: Any) -> list[Route]:
             return None
         labels = tuple(sorted({c["label"] for c in data["timeline"]} | {
             "normal", "crackle", "wheeze", "both"}))
+        heard = await run_in_threadpool(lambda: site.store.clips_of(device_id=device_id,
+                                                                    limit=5))
         return data | {
+            "clips": heard,
             "bars": charts.timeline(data["timeline"], data["since"], now, labels),
             "trends": charts.trends(data["buckets"], data["first_bucket"], data["n_buckets"]),
             "minutes": MINUTES, "hours": HOURS, "width": charts.WIDTH,

@@ -62,6 +62,23 @@ def upgrade() -> None:
     sa.Column('what', sa.String(length=20), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    op.create_table('clips',
+    sa.Column('clip_id', sa.String(length=64), nullable=False),
+    sa.Column('device_id', sa.String(length=200), nullable=False),
+    sa.Column('alert_id', sa.String(length=100), nullable=True),
+    sa.Column('start', sa.Float(), nullable=False),
+    sa.Column('end', sa.Float(), nullable=False),
+    sa.Column('label', sa.String(length=64), nullable=False),
+    sa.Column('confidence', sa.Float(), nullable=False),
+    sa.Column('encoding', sa.String(length=8), nullable=False),
+    sa.Column('sample_rate', sa.Integer(), nullable=False),
+    sa.Column('audio', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('clip_id')
+    )
+    with op.batch_alter_table('clips', schema=None) as batch_op:
+        batch_op.create_index('clips_alert', ['alert_id'], unique=False)
+        batch_op.create_index('clips_device_start', ['device_id', 'start'], unique=False)
+
     op.create_table('cycles',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('device_id', sa.String(length=200), nullable=False),
@@ -170,6 +187,11 @@ def downgrade() -> None:
         batch_op.drop_index('cycles_device_start')
 
     op.drop_table('cycles')
+    with op.batch_alter_table('clips', schema=None) as batch_op:
+        batch_op.drop_index('clips_device_start')
+        batch_op.drop_index('clips_alert')
+
+    op.drop_table('clips')
     op.drop_table('changes')
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.drop_index('alerts_state')

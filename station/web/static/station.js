@@ -1,7 +1,8 @@
 // Live updates: follow the station's server-sent events and re-fetch the fragments of this
 // page (the elements with data-fragment). The server renders and escapes every fragment; this
-// script only swaps them in. A fragment holding the focus of a form field waits until the
-// field is left, so a nurse typing a note is not interrupted.
+// script only swaps them in. A fragment holding the focus of a form field, or playing a clip,
+// waits until the field is left or the clip stops, so a nurse typing a note or listening to a
+// breath is not interrupted.
 (function () {
   "use strict";
   const parts = Array.from(document.querySelectorAll("[data-fragment]"));
@@ -9,13 +10,14 @@
   let timer = null;
   let waiting = new Set();
 
-  function typingIn(el) {
+  function busy(el) {
     const a = document.activeElement;
-    return a && el.contains(a) && (a.tagName === "INPUT" || a.tagName === "TEXTAREA");
+    if (a && el.contains(a) && (a.tagName === "INPUT" || a.tagName === "TEXTAREA")) return true;
+    return Array.from(el.querySelectorAll("audio")).some((m) => !m.paused && !m.ended);
   }
 
   async function refresh(el) {
-    if (typingIn(el)) { waiting.add(el); return; }
+    if (busy(el)) { waiting.add(el); return; }
     try {
       const r = await fetch(el.dataset.fragment, {credentials: "same-origin"});
       if (!r.ok) return;
@@ -30,9 +32,12 @@
     timer = setTimeout(() => { timer = null; parts.forEach(refresh); }, 100);
   }
 
-  document.addEventListener("focusout", () => {
+  function retry() {
     setTimeout(() => { waiting.forEach((el) => { waiting.delete(el); refresh(el); }); }, 0);
-  });
+  }
+  document.addEventListener("focusout", retry);
+  document.addEventListener("ended", retry, true);  // media events do not bubble: capture
+  document.addEventListener("pause", retry, true);
 
   if (!parts.length || !window.EventSource) { state.hidden = true; return; }
   const source = new EventSource("/events");

@@ -1,0 +1,87 @@
+"""Evidence: the audio of the cycles behind an alert, as a `clip` message a station plays back.
+
+A clip is the cycle's samples at the model rate (what the model heard), 16-bit, FLAC when
+soundfile is installed (about half the size) and WAV otherwise. A budget (clips and bytes per
+rolling hour) keeps a chatty device from flooding the broker or the SD card; a clip over the
+budget is not made, and counted.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import uuid
+import wave
+from collections import deque
+
+import numpy as np
+
+from edge.analysis import ClassifiedCycle
+from edge.clock import StreamClock
+from edge.config import ClipsConfig
+from edge.payloads import Clip, iso_ms
+from edge.tracker import AlertChanged
+
+HOUR_S = 3600.0
+
+
+def encode(samples: np.ndarray, rate: int) -> tuple[str, bytes]:
+    pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype("<i2")
+    try:
+        import soundfile
+    except ImportError:
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(pcm.tobytes())
+        return "wav", buf.getvalue()
+    buf = io.BytesIO()
+    soundfile.write(buf, pcm, rate, format="FLAC", subtype="PCM_16")
+    return "flac", buf.getvalue()
+
+
+class ClipMaker:
+    def __init__(self, cfg: ClipsConfig, clock: StreamClock) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.sent = self.dropped = 0
+        self._recent: deque[tuple[float, int]] = deque()  # (monotonic time, bytes) this hour
+        self._last_clipped = -1  # index of the cycle clipped last: one clip per cycle
+
+    def for_alert(self, alert: AlertChanged, cycle: ClassifiedCycle | None) -> Clip | None:
+        if (not self.cfg.enabled or not alert.clinical or alert.event == "end"
+                or cycle is None):
+            return None
+        return self._clip(cycle, alert)
+
+    def for_cycle(self, cycle: ClassifiedCycle) -> Clip | None:
+        p = cycle.prediction
+        if not (self.cfg.enabled and self.cfg.every_abnormal) or p is None \
+                or p.label == "normal":
+            return None
+        return self._clip(cycle, None)
+
+    def _clip(self, c: ClassifiedCycle, alert: AlertChanged | None) -> Clip | None:
+        if c.index == self._last_clipped:
+            return None
+        assert c.prediction is not None
+        encoding, data = encode(c.cycle.samples, c.cycle.sample_rate)
+        now = time.monotonic()
+        while self._recent and now - self._recent[0][0] > HOUR_S:
+            self._recent.popleft()
+        if (len(self._recent) >= self.cfg.max_per_hour or
+                sum(n for _, n in self._recent) + len(data) > self.cfg.max_kb_per_hour * 1000):
+            self.dropped += 1
+            return None
+        self._recent.append((now, len(data)))
+        self._last_clipped = c.index
+        self.sent += 1
+        return Clip(uuid.uuid4().hex[:16], alert.alert_id if alert else None,
+                    alert.kind if alert else None, c.session_id,
+                    iso_ms(self.clock.wall(c.start)), iso_ms(self.clock.wall(c.end)),
+                    c.prediction.label, round(c.prediction.confidence, 4),
+                    c.cycle.sample_rate, encoding,  # type: ignore[arg-type]
+                    base64.b64encode(data).decode())
