@@ -269,7 +269,19 @@ def _example(cls: type, path: str, indent: int, out: list[str],
         value = values.get(key_path, default)
         out.append(pad + yaml.safe_dump({f.name: value}, default_flow_style=True,
                                         allow_unicode=True, width=1000).strip()[1:-1] + "\n")
-
+        item = typing.get_args(hints[f.name])
+        if typing.get_origin(hints[f.name]) is list and item and dataclasses.is_dataclass(
+                item[0]):  # a list of sections (rules, users): one commented out, documented
+            entry: list[str] = []
+            _example(item[0], f"{key_path}[]", 0, entry, values)
+            out.append(f"{pad}# for example, one entry:\n")
+            first = True
+            for line in "".join(entry).splitlines():
+                if line.startswith("#"):
+                    out.append(f"{pad}#     {line}\n")
+                else:
+                    out.append(f"{pad}#   {'- ' if first else '  '}{line}\n")
+                    first = False
 
 def _bounds(tp: Any, meta: Any) -> str:
     if typing.get_origin(tp) is Literal:

@@ -72,12 +72,16 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
 
     store = Store(cfg.database.url)
     stop = threading.Event()
-    worker = None
+    workers = []
     if ingest:
         ingestor = Ingest(cfg, store)
-        worker = threading.Thread(target=ingestor.run, args=(stop,), name="ingest",
-                                  daemon=True)
-        worker.start()
+        workers.append(threading.Thread(target=ingestor.run, args=(stop,), name="ingest",
+                                        daemon=True))
+    if cfg.routing.rules:
+        workers.append(threading.Thread(target=route, args=(cfg, store, stop), name="routing",
+                                        daemon=True))
+    for w in workers:
+        w.start()
     try:
         if web:
             import uvicorn
@@ -98,6 +102,19 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
         pass
     finally:
         stop.set()
-        if worker is not None:
-            worker.join(timeout=10)
+        for w in workers:
+            w.join(timeout=10)
     return 0
+
+
+def route(cfg: Any, store: Any, stop: Any) -> None:
+    """The routing loop: once a second, and never dies of one bad pass."""
+    from station.routing.router import Router
+
+    router = Router(cfg.routing, store)
+    log = logging.getLogger("station.routing")
+    while not stop.wait(1.0):
+        try:
+            router.step()
+        except Exception:  # a database hiccup: logged, and the next pass tries again
+            log.exception("routing pass failed; trying again in 1 s")

@@ -15,6 +15,7 @@ from typing import Literal
 
 from edge.config import BrokerConfig, ConfigError, example_of
 from edge.typed import Invalid, ValidationError, from_yaml, section, setting
+from station.routing.rules import RoutingConfig
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class StationConfig:
     database: DatabaseConfig = section(DatabaseConfig, "Where the station keeps what it heard.")
     web: WebConfig = section(WebConfig, "The web UI.")
     alarms: AlarmConfig = section(AlarmConfig, "Technical alarms the station raises itself.")
+    routing: RoutingConfig = section(RoutingConfig, "Who hears of which alert, and how.")
     model: str | None = setting(None, "Model package for `analyse a recording` (null: the "
                                       "shipped one).")
 

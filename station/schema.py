@@ -173,6 +173,45 @@ invalid = Table(
     Column("excerpt", Text, nullable=False),
 )
 
+# Routing: what was to be delivered to whom, and every attempt at it.
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(200), nullable=False),
+    Column("target", String(20), nullable=False),  # command, webhook, escalate_command, …
+    Column("alert_id", String(100), nullable=False),
+    Column("device_id", String(200), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("event", String(20), nullable=False),  # new, update, end, escalation
+    Column("message", JSON, nullable=False),
+    Column("state", String(20), nullable=False),  # pending sending sent failed suppressed
+    Column("why", Text),  # suppressed: cooldown or rate limit; failed: the last error
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("next_at", Float),
+    Column("done_at", Float),
+    Index("deliveries_state_next", "state", "next_at"),
+    Index("deliveries_rule_device", "rule", "device_id", "kind", "created_at"),
+    Index("deliveries_alert", "alert_id"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("delivery_attempts_delivery", "delivery_id"),
+)
+
+# Where the router is in the alert log (it survives restarts: nothing is routed twice).
+routing_state = Table(
+    "routing_state", metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
 # Every stored change, in order: the web UI (any worker) follows this to update live.
 changes = Table(
     "changes", metadata,

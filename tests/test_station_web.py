@@ -35,7 +35,8 @@ SHOTS = Path(os.environ.get("LUNGEDGE_SCREENSHOTS", ""))
 
 
 @pytest.fixture
-def station(tmp_path: Path, broker: Any) -> Iterator[dict[str, Any]]:
+def station(tmp_path: Path, broker: Any, request: pytest.FixtureRequest
+            ) -> Iterator[dict[str, Any]]:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (`apt-get install chromium`; `make "
                     "test` installs it)")
@@ -47,7 +48,7 @@ web:
   auth: users
   secret_file: {tmp_path / 'secret'}
   users: [{{name: nurse.ana, password_hash: "{hash_password('s3cret!')}"}}]
-""")
+{getattr(request, "param", "").replace("{tmp}", str(tmp_path))}""")
     log = (tmp_path / "station.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "edge", "station", "--config",
                              str(tmp_path / "station.yaml")], cwd=ROOT, stdout=log,
@@ -223,3 +224,49 @@ def test_analyse_a_recording(station: dict[str, Any], page: Any) -> None:
     page.set_input_files("input[name=recording]", str(bad))
     page.click("button:has-text('Analyse')")
     assert "choose a WAV or FLAC recording" in page.content()
+
+
+@pytest.mark.parametrize("station", ["""routing:
+  rules:
+    - name: ward-3
+      webhook: http://127.0.0.1:9/nobody-listens
+      retries: 0
+      escalate_after_min: 0.12
+      escalate_command:
+        - {python}
+        - -c
+        - "import sys; open('{tmp}/escalated', 'a').write(sys.stdin.read() + '\\\\n')"
+""".replace("{python}", sys.executable)], indirect=True)
+def test_escalation_stops_when_acknowledged_and_failures_show(station: dict[str, Any],
+                                                              page: Any) -> None:
+    """Two wheeze alerts; the nurse acknowledges one in the browser within the escalation
+    delay (7 s): only the other is escalated. The rule's webhook is down: the failure is on
+    every page, and on the Deliveries page."""
+    from tests.test_station_store import alert_message
+
+    base = station["base"]
+    pub = publisher(station["broker"].port)
+    for device in ("bed-a", "bed-b"):
+        m = alert_message(device, 0, "new", f"alert-{device}")
+        pub.publish(f"lungedge/{device}/alert", json.dumps(m.body), qos=1).wait_for_publish(5)
+    pub.loop_stop()
+    page.goto(base + "/login")
+    page.fill("input[name=name]", "nurse.ana")
+    page.fill("input[name=password]", "s3cret!")
+    page.click("button:has-text('Log in')")
+    page.goto(base + "/alerts")
+    row = page.locator("tr[data-alert='alert-bed-a']")
+    row.locator("button:has-text('Acknowledge')").click()
+    page.wait_for_url(base + "/alerts")
+    escalated = station["tmp"] / "escalated"
+    wait(lambda: escalated.exists(), 40, "the unacknowledged alert is escalated")
+    time.sleep(2)  # a late second escalation would show now
+    lines = [json.loads(line) for line in escalated.read_text().splitlines() if line]
+    assert [(m["alert"]["alert_id"], m["event"]) for m in lines] == [("alert-bed-b",
+                                                                      "escalation")]
+    page.goto(base + "/deliveries")
+    banner = page.locator("p.banner").inner_text()
+    assert "failed in the last hour" in banner
+    table = page.locator("table.deliveries").inner_text()
+    assert "escalation" in table and "failed" in table and "Connection refused" in table
+    shot(page, station, "deliveries")

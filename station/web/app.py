@@ -23,7 +23,16 @@ from starlette.staticfiles import StaticFiles
 from station import auth
 from station.config import StationConfig
 from station.store import Store
-from station.web import alerts, analyse, clips, devices, events, overview, session
+from station.web import (
+    alerts,
+    analyse,
+    clips,
+    deliveries,
+    devices,
+    events,
+    overview,
+    session,
+)
 from station.web.site import HERE, Forbidden, Site
 
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -51,7 +60,8 @@ def create_app(cfg: StationConfig, store: Store) -> Starlette:
     routes = [
         Route("/", lambda r: RedirectResponse("/ward", 303)),
         *overview.routes(site), *devices.routes(site), *alerts.routes(site),
-        *analyse.routes(site), *clips.routes(site), *events.routes(site),
+        *analyse.routes(site), *clips.routes(site), *deliveries.routes(site),
+        *events.routes(site),
         *session.routes(site),
         Route("/healthz", health),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

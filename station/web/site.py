@@ -41,10 +41,14 @@ class Site:
 
     def render(self, request: Request, name: str, context: dict[str, Any],
                status: int = 200) -> Response:
+        from station.routing.router import failures_since
+
         now = time.time()
+        failed = failures_since(self.store, now - 3600) if self.cfg.routing.rules else 0
         return self.templates.TemplateResponse(request, name, {
             "now": now, "user": self.user(request), "auth": self.cfg.web.auth,
-            "csrf": auth.csrf_token(request.session), **context}, status_code=status)
+            "csrf": auth.csrf_token(request.session), "failed_deliveries": failed,
+            **context}, status_code=status)
 
     async def check_form(self, request: Request) -> tuple[Any, str | None]:
         """The form of a state-changing request, once its CSRF token is checked; and who sent

@@ -98,6 +98,39 @@ def upgrade() -> None:
     with op.batch_alter_table('cycles', schema=None) as batch_op:
         batch_op.create_index('cycles_device_start', ['device_id', 'start'], unique=False)
 
+    op.create_table('deliveries',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('rule', sa.String(length=200), nullable=False),
+    sa.Column('target', sa.String(length=20), nullable=False),
+    sa.Column('alert_id', sa.String(length=100), nullable=False),
+    sa.Column('device_id', sa.String(length=200), nullable=False),
+    sa.Column('kind', sa.String(length=40), nullable=False),
+    sa.Column('event', sa.String(length=20), nullable=False),
+    sa.Column('message', sa.JSON(), nullable=False),
+    sa.Column('state', sa.String(length=20), nullable=False),
+    sa.Column('why', sa.Text(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.Float(), nullable=False),
+    sa.Column('next_at', sa.Float(), nullable=True),
+    sa.Column('done_at', sa.Float(), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.create_index('deliveries_alert', ['alert_id'], unique=False)
+        batch_op.create_index('deliveries_rule_device', ['rule', 'device_id', 'kind', 'created_at'], unique=False)
+        batch_op.create_index('deliveries_state_next', ['state', 'next_at'], unique=False)
+
+    op.create_table('delivery_attempts',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('delivery_id', sa.Integer(), nullable=False),
+    sa.Column('at', sa.Float(), nullable=False),
+    sa.Column('ok', sa.Boolean(), nullable=False),
+    sa.Column('detail', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('delivery_attempts', schema=None) as batch_op:
+        batch_op.create_index('delivery_attempts_delivery', ['delivery_id'], unique=False)
+
     op.create_table('devices',
     sa.Column('device_id', sa.String(length=200), nullable=False),
     sa.Column('label', sa.String(length=200), nullable=True),
@@ -148,6 +181,11 @@ def upgrade() -> None:
     with op.batch_alter_table('received', schema=None) as batch_op:
         batch_op.create_index('received_at', ['at'], unique=False)
 
+    op.create_table('routing_state',
+    sa.Column('name', sa.String(length=40), nullable=False),
+    sa.Column('value', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
     op.create_table('summaries',
     sa.Column('device_id', sa.String(length=200), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
@@ -175,6 +213,7 @@ def downgrade() -> None:
         batch_op.drop_index('summaries_device_end')
 
     op.drop_table('summaries')
+    op.drop_table('routing_state')
     with op.batch_alter_table('received', schema=None) as batch_op:
         batch_op.drop_index('received_at')
 
@@ -183,6 +222,16 @@ def downgrade() -> None:
     op.drop_table('invalid')
     op.drop_table('gaps')
     op.drop_table('devices')
+    with op.batch_alter_table('delivery_attempts', schema=None) as batch_op:
+        batch_op.drop_index('delivery_attempts_delivery')
+
+    op.drop_table('delivery_attempts')
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.drop_index('deliveries_state_next')
+        batch_op.drop_index('deliveries_rule_device')
+        batch_op.drop_index('deliveries_alert')
+
+    op.drop_table('deliveries')
     with op.batch_alter_table('cycles', schema=None) as batch_op:
         batch_op.drop_index('cycles_device_start')
 
