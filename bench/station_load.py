@@ -126,7 +126,7 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
 
 
 def status_body(state: str) -> Any:
-    return {"state": state, "reason": None, "reasons": []}
+    return {"state": state, "reason": None, "reasons": [], "model": None}
 
 
 def run_setting(db: str, workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -285,7 +285,8 @@ web: {{port: {args.web_port + 20}, secret_file: {tmp / 'secret'}}}
             for i in range(1, n + 1):
                 state = "degraded" if i % 2 else "online"
                 body = envelope("ui-bed", i) | {"state": state, "reason": None,
-                                                "reasons": ["poor signal"] if i % 2 else []}
+                                                "reasons": ["poor signal"] if i % 2 else [],
+                                                "model": None}
                 t = time.perf_counter()
                 pub.publish("lungedge/ui-bed/status", json.dumps(body), qos=1)
                 page.wait_for_selector(f".tile[data-device='ui-bed'] .pill.{state}",

@@ -180,6 +180,22 @@ class ClipsConfig:
 
 
 @dataclass(frozen=True)
+class HomeAssistantConfig:
+    enabled: bool = setting(False, "Announce this device to Home Assistant (MQTT discovery): "
+                                   "alert binary sensors, abnormal burden, breathing rate and "
+                                   "status, on the broker of `mqtt`.")
+    discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix (its "
+                                                     "default); discovery is sent again when "
+                                                     "PREFIX/status says online.")
+    name: str | None = setting(None, "Device name shown in Home Assistant; null: 'lungedge "
+                                     "DEVICE_ID'.")
+
+    def validate(self) -> None:
+        if not self.discovery_prefix or set("+#") & set(self.discovery_prefix):
+            raise Invalid("discovery_prefix", "must be a non-empty MQTT topic without + or #")
+
+
+@dataclass(frozen=True)
 class Config:
     device_id: str = setting("lungedge-1", "This device's id: names its MQTT topics.")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "Log verbosity.")
@@ -190,6 +206,7 @@ class Config:
     mqtt: MqttConfig = section(MqttConfig, "Where results go.")
     spool: SpoolConfig = section(SpoolConfig, "Store-and-forward spool.")
     clips: ClipsConfig = section(ClipsConfig, "Evidence: the audio behind an alert.")
+    homeassistant: HomeAssistantConfig = section(HomeAssistantConfig, "Home Assistant.")
     log_repeat_s: float = setting(300.0, "A log line that keeps repeating (a broker down all "
                                          "night) is written once, then summarised this often, "
                                          "s: an SD card is not a write sink.", ge=1)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from edge import logs
+from edge import homeassistant, logs
 from edge.analysis import Analysis, ClassifiedCycle, Event
 from edge.clips import ClipMaker
 from edge.config import Config, ConfigError, load_config
@@ -66,8 +66,10 @@ class Daemon:
         self.model = ModelRef(m.name, m.version)
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.memory_messages)
         self._notice_until = time.monotonic() + NOTICE_S if self.spool.notice else 0.0
-        self.publisher: Publisher = publisher or MqttPublisher(cfg.mqtt, cfg.device_id,
-                                                               self.spool)
+        ha = cfg.homeassistant
+        self.publisher: Publisher = publisher or MqttPublisher(
+            cfg.mqtt, cfg.device_id, self.spool, self.model,
+            homeassistant.birth_topic(ha) if ha.enabled else None)
         self.source = open_source(cfg.source, wait=True)
         self.analysis = Analysis(self.source.sample_rate, self.runner, cfg.segmenter,
                                  cfg.tracker)
@@ -123,6 +125,12 @@ class Daemon:
             logs.uninstall(repeats)
 
     def _run(self, repeats: logs.RepeatFilter) -> int:
+        if self.cfg.homeassistant.enabled:
+            for name, payload in homeassistant.discovery(
+                    self.cfg.homeassistant, self.cfg.mqtt.topic_prefix, self.cfg.device_id,
+                    self.model).items():
+                self.publisher.retain(name, payload)
+            self._home_assistant_state()
         self.publisher.start()
         self.capture = threading.Thread(target=self._capture, name="capture", daemon=True)
         self.capture.start()
@@ -188,6 +196,17 @@ class Daemon:
                 self.publisher.publish("summary", summary_body(e, clock, self.model))
             if clip is not None:
                 self.publisher.publish("clip", clip)
+        if events:
+            self._home_assistant_state()
+
+    def _home_assistant_state(self) -> None:
+        if not self.cfg.homeassistant.enabled:
+            return
+        tracker = self.analysis.tracker
+        assert tracker is not None
+        state = homeassistant.HaState(frozenset(tracker.alerts), *tracker.live())
+        self.publisher.retain(homeassistant.state_topic(self.cfg.mqtt.topic_prefix,
+                                                        self.cfg.device_id), state.payload())
 
     def _observe(self) -> None:
         tracker = self.analysis.tracker

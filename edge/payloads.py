@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 # 2: labels are the model's (no fixed enumeration); stats carry forced cuts, restarts and gap
-# reasons; timestamps say whether the wall clock was synchronised.
-SCHEMA_VERSION = 2
+# reasons; timestamps say whether the wall clock was synchronised. 3: the status names the model.
+SCHEMA_VERSION = 3
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ISO_MS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
@@ -83,6 +83,7 @@ class Status:
     state: Literal["online", "degraded", "offline"]
     reason: str | None  # the first of `reasons`
     reasons: list[str]
+    model: ModelRef | None  # what the device classifies with (null: not loaded)
 
 
 @dataclass(frozen=True)

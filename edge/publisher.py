@@ -8,6 +8,9 @@ connection gets a fresh paho client, so after a reconnect nothing paho kept from
 connection can overtake the spool's order: sending restarts at the oldest unacknowledged
 message (duplicates are possible; `seq` identifies them). Reconnects back off exponentially with
 jitter so a fleet does not reconnect in step after a broker restart.
+
+Latest-value messages (the retained status, Home Assistant's discovery and state) bypass the
+spool: only the newest matters, and it is sent again on every connection.
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from typing import Any, Protocol
 from edge import clock
 from edge.clock import wall_clock_synced
 from edge.config import MqttConfig
-from edge.payloads import KINDS, SCHEMA_VERSION, Envelope, body_dict, iso_ms, topic
+from edge.payloads import (
+    KINDS,
+    SCHEMA_VERSION,
+    Envelope,
+    ModelRef,
+    Status,
+    body_dict,
+    iso_ms,
+    topic,
+)
 from edge.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -43,6 +55,11 @@ class Publisher(Protocol):
 
     def set_status(self, state: str, reasons: list[str]) -> None: ...
 
+    def retain(self, topic: str, payload: bytes) -> None:
+        """Keeps `payload` as the retained latest value of `topic` (sent now if connected, and
+        on every connection)."""
+        ...
+
     def unreachable(self) -> str:
         """Why the broker cannot be reached now ("" while delivery works or is starting)."""
         ...
@@ -60,10 +77,17 @@ def envelope(device_id: str, seq: int) -> dict[str, Any]:
 
 
 class MqttPublisher:
-    def __init__(self, cfg: MqttConfig, device_id: str, spool: Spool) -> None:
+    def __init__(self, cfg: MqttConfig, device_id: str, spool: Spool,
+                 model: ModelRef | None = None, birth_topic: str | None = None) -> None:
+        """`birth_topic`: when "online" arrives there (a Home Assistant restarted), the
+        retained latest values are sent again."""
         self.cfg = cfg
         self.device_id = device_id
         self.spool = spool
+        self.model = model
+        self.birth_topic = birth_topic
+        self._retained: dict[str, bytes] = {}
+        self._retained_lock = threading.Lock()
         self.password = cfg.password()  # read once at start; never logged
         self._connected = threading.Event()
         self.last_error = ""
@@ -97,6 +121,15 @@ class MqttPublisher:
         if client is not None and self._connected.is_set():
             self._publish_status(client)
 
+    def retain(self, topic: str, payload: bytes) -> None:
+        with self._retained_lock:
+            if self._retained.get(topic) == payload:
+                return
+            self._retained[topic] = payload
+        client = self._client
+        if client is not None and self._connected.is_set():
+            client.publish(topic, payload, qos=1, retain=True)
+
     def flush(self, timeout_s: float) -> bool:
         """Waits until the spool is empty (all acknowledged) or timeout_s passes."""
         end = time.monotonic() + timeout_s
@@ -122,9 +155,16 @@ class MqttPublisher:
 
     # -- the sender thread -------------------------------------------------------------------
     def _status_payload(self, state: str, reasons: list[str]) -> bytes:
-        body = {**envelope(self.device_id, self.spool.next_seq("status")), "state": state,
-                "reason": reasons[0] if reasons else None, "reasons": reasons}
+        status = Status(state, reasons[0] if reasons else None,  # type: ignore[arg-type]
+                        reasons, self.model)
+        body = {**envelope(self.device_id, self.spool.next_seq("status")), **body_dict(status)}
         return json.dumps(body, separators=(",", ":")).encode()
+
+    def _publish_retained(self, client: Any) -> None:
+        with self._retained_lock:
+            retained = list(self._retained.items())
+        for name, payload in retained:
+            client.publish(name, payload, qos=1, retain=True)
 
     def _publish_status(self, client: Any) -> None:
         state, reasons = self._status
@@ -147,6 +187,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
@@ -158,6 +199,9 @@ class MqttPublisher:
         self.last_error = ""
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
         self._publish_status(client)
+        self._publish_retained(client)
+        if self.birth_topic:
+            client.subscribe(self.birth_topic, qos=1)
         self._connected.set()
         self._wake.set()
 
@@ -168,6 +212,11 @@ class MqttPublisher:
                     "disconnected from the broker (%s)", reason)
         self._connected.clear()
         self._wake.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic == self.birth_topic and msg.payload == b"online":
+            log.info("%s is online: sending discovery and state again", msg.topic)
+            self._publish_retained(client)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:

@@ -276,13 +276,23 @@ class Tracker:
         cycles = s.cycles
         n = len(cycles)
         by_label = Counter(r.label for r in cycles)
-        good = [r for r in cycles if r.quality >= self.cfg.poor_quality_below]
-        span = s.last - s.start
+        good = sum(r.quality >= self.cfg.poor_quality_below for r in cycles)
+        burden, rate = self._so_far(s)
         out.append(SessionEnded(
             s.session_id, s.start, s.last, n, {lab: by_label.get(lab, 0) for lab in self.labels},
-            round(sum(r.label != "normal" for r in good) / len(good), 3) if good else 0.0,
-            round(1 - len(good) / n, 3) if n else 0.0,
+            burden or 0.0, round(1 - good / n, 3) if n else 0.0,
             record_label([r.label for r in cycles], [r.quality for r in cycles],
                          self.cfg.poor_quality_below, self.record_fraction, self.findings),
-            round(60 * n / span, 1) if n >= 2 and span > 0 else None, ended_by))
+            rate, ended_by))
         return out
+
+    def live(self) -> tuple[float | None, float | None]:
+        """The open session's abnormal burden and breathing rate so far (what its summary
+        would say now); (None, None) between sessions."""
+        return self._so_far(self.session) if self.session else (None, None)
+
+    def _so_far(self, s: _Session) -> tuple[float | None, float | None]:
+        good = [r for r in s.cycles if r.quality >= self.cfg.poor_quality_below]
+        n, span = len(s.cycles), s.last - s.start
+        return (round(sum(r.label != "normal" for r in good) / len(good), 3) if good else None,
+                round(60 * n / span, 1) if n >= 2 and span > 0 else None)

@@ -233,8 +233,10 @@ class Store:
             devices.c.device_id == m.device_id)).scalar()
         if latest is not None and at < latest:
             return  # an older status delivered late (a retained copy): the newer one stands
+        model = b["model"]
         conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
-            state=b["state"], reasons=b["reasons"], status_at=at))
+            state=b["state"], reasons=b["reasons"], status_at=at,
+            **({"model": f"{model['name']} {model['version']}"} if model else {})))
         if b["state"] == "offline":
             self._station_alarm(conn, m.device_id, "offline", now, {"reason": b["reason"]})
         else:

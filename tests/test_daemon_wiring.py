@@ -26,6 +26,7 @@ class MemoryPublisher:
     def __init__(self) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.statuses: list[tuple[str, list[str]]] = []
+        self.retained: dict[str, bytes] = {}
         self._seq: Counter[str] = Counter()
 
     def start(self) -> None:
@@ -41,6 +42,9 @@ class MemoryPublisher:
 
     def set_status(self, state: str, reasons: list[str]) -> None:
         self.statuses.append((state, reasons))
+
+    def retain(self, topic: str, payload: bytes) -> None:
+        self.retained[topic] = payload
 
     def unreachable(self) -> str:
         return ""

@@ -98,7 +98,7 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
         for topic, payload in bad:
             hostile.publish(topic, payload, qos=1).wait_for_publish(5)
         status = envelope("bed-x", 0) | {"state": "degraded", "reason": script,
-                                         "reasons": [script]}
+                                         "reasons": [script], "model": None}
         hostile.publish("lungedge/bed-x/status", json.dumps(status), qos=1, retain=True)
         proc = start_daemon(write_config(tmp_path, broker.port, model=SHIPPED))
         out = finish(proc, timeout=120)

@@ -145,11 +145,12 @@ HOSTILE = "<img src=x onerror=\"window.pwned=1\">&amp;<b>bed"  # no '/': a topic
     ("lungedge/bed-1/cycle/extra", b"{}", "not a lungedge/DEVICE/KIND topic"),
     ("lungedge/bed-1/cycle", b"x" * 70000, "over"),
     ("lungedge/bed-1/status", json.dumps({
-        "schema_version": 2, "device_id": "bed-2", "seq": 1, "ts": "2026-12-03T10:00:00.000Z",
-        "clock_synced": True, "state": "online", "reason": None, "reasons": []}).encode(),
+        "schema_version": 3, "device_id": "bed-2", "seq": 1, "ts": "2026-12-03T10:00:00.000Z",
+        "clock_synced": True, "state": "online", "reason": None, "reasons": [],
+        "model": None}).encode(),
      "is not the topic's"),
     ("lungedge/bed-1/status", json.dumps({
-        "schema_version": 2, "device_id": "bed-1", "seq": "1", "ts": "now",
+        "schema_version": 3, "device_id": "bed-1", "seq": "1", "ts": "now",
         "clock_synced": True, "state": "online", "reason": None, "reasons": []}).encode(),
      "status schema"),
 ])
@@ -165,7 +166,7 @@ def test_hostile_strings_are_stored_as_text_and_refusals_counted(database_url: s
     store = Store(database_url)
     script = "<script>window.pwned=1</script>"
     status = envelope(HOSTILE, 0) | {"state": "degraded", "reason": script,
-                                     "reasons": [script, "x" * 5000]}
+                                     "reasons": [script, "x" * 5000], "model": None}
     m = parse(f"lungedge/{HOSTILE}/status", json.dumps(status).encode(), "lungedge")
     store.ingest([m], [Refusal("lungedge/x/cycle", "not JSON", "\\xff")])
     (tile,) = store.overview(time.time())

@@ -105,7 +105,8 @@ def simulate_ward(port: int, beds: int = 6) -> None:
         device = f"ward-{i + 1:02d}"
         state = ("degraded", "no audio") if i == 3 else ("online", None)
         pub.publish(f"lungedge/{device}/status", json.dumps(envelope(device, 0) | {
-            "state": state[0], "reason": state[1], "reasons": [state[1]] if state[1] else []}),
+            "state": state[0], "reason": state[1], "reasons": [state[1]] if state[1] else [],
+            "model": {"name": "lungedge-cnnlstm", "version": "0.5.0"}}),
             qos=1, retain=True)
         for n in range(40):
             t = now - 300 + n * 7
@@ -120,7 +121,7 @@ def simulate_ward(port: int, beds: int = 6) -> None:
         pub.publish(f"lungedge/{device}/summary",
                     json.dumps(envelope(device, 0) | body_dict(summary)), qos=1)
     status = envelope(HOSTILE_ID, 0) | {"state": "degraded", "reason": SCRIPT,
-                                        "reasons": [SCRIPT]}
+                                        "reasons": [SCRIPT], "model": None}
     pub.publish(f"lungedge/{HOSTILE_ID}/status", json.dumps(status), qos=1).wait_for_publish(5)
     pub.loop_stop()
 
