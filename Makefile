@@ -9,7 +9,7 @@ APT_PACKAGES := portaudio19-dev libsndfile1 alsa-utils mosquitto systemd postgre
                 e2fsprogs mount
 PKGS ?= $(APT_PACKAGES)
 
-.PHONY: demo station test lint bench system-deps clean
+.PHONY: demo station test lint bench soak system-deps clean
 
 $(VENV)/.runtime: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/serial_decode.py
 	$(BIN)/python bench/segmentation.py
 	$(BIN)/python bench/daemon_latency.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/station_load.py --ui
+
+## A day of audio through the daemon's path: RSS and CPU over time (hours; run it by hand).
+soak: $(VENV)/.test
+	$(BIN)/python bench/soak.py --hours 24
 
 clean:
 	rm -rf $(VENV) .venv-tflite .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -19,6 +19,7 @@ def signal_quality(samples: np.ndarray, sample_rate: int) -> float:
         return 0.0
     energy = np.mean(samples[:n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1)
     db = 10 * np.log10(energy + 1e-12)
-    spread = float(np.percentile(db, 90) - np.percentile(db, 10))
+    low, high = np.percentile(db, [10, 90])
+    spread = float(high - low)
     unclipped = 1.0 - float(np.mean(np.abs(samples) >= 0.99))
     return round(float(np.clip((spread - 3) / 12, 0, 1)) * unclipped, 3)

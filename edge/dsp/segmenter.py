@@ -14,11 +14,15 @@ never exceeds `max_cycle_s` (sound that does not stop is cut at its quietest poi
 Everything is frame-synchronous with filter state carried across blocks, so the cycles do not
 depend on how the audio was chunked. A cycle is emitted once no later audio can change it, at
 most `latency_s` after its end (`forced_cut_latency_s` for a forced cut).
+
+The envelope of a block is computed at once with numpy (prefix sums for the smoothing, a
+partial sort of the recent window for the floor, refreshed every few frames); only the
+hysteresis decision runs frame by frame. The per-frame Python work was most of the device's
+CPU time outside the model (bench/pipeline.py).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,26 +94,6 @@ class Cycle:
         return (self.end - self.start) / self.sample_rate
 
 
-class _RunningQuantile:
-    """A quantile of the last `size` values, refreshed every `every` values (100 ms): the
-    background level moves over seconds, so recomputing it per 10 ms frame buys nothing."""
-
-    def __init__(self, size: int, q: float, every: int) -> None:
-        self.buf = np.zeros(size)
-        self.q, self.every = q, every
-        self.n = 0
-        self.value = 0.0
-
-    def push(self, x: float) -> float:
-        self.buf[self.n % len(self.buf)] = x
-        self.n += 1
-        if self.n % self.every == 1 or self.every == 1 or self.n <= self.every:
-            filled = self.buf[:min(self.n, len(self.buf))]
-            k = int(self.q * (len(filled) - 1))
-            self.value = float(np.partition(filled, k)[k])
-        return self.value
-
-
 class CycleSegmenter:
     def __init__(self, cfg: SegmenterConfig, sample_rate: int) -> None:
         if cfg.band_high_hz >= sample_rate / 2:
@@ -121,6 +105,9 @@ class CycleSegmenter:
         fps = sample_rate / self.frame_len
         self.half_smooth = round(cfg.smooth_ms / 1000 * fps / 2)
         self.floor_frames = max(1, round(cfg.floor_window_s * fps))
+        # The background moves over seconds: its quantile is refreshed every 100 ms, not per
+        # 10 ms frame (and on every frame of the first 100 ms).
+        self.floor_every = max(1, round(0.1 * fps))
         self.pad = round(cfg.pad_s * fps)
         self.tail = round(cfg.tail_s * fps)
         self.merge_gap = round(cfg.merge_gap_s * fps)
@@ -134,15 +121,18 @@ class CycleSegmenter:
         self.forced_cut_latency_s = (self.half_smooth + self.max_active // 2 + 1) / fps
         self._filter = StreamingSos(bandpass_sos(cfg.band_low_hz, cfg.band_high_hz, sample_rate))
         self._partial = np.zeros(0)  # filtered samples not yet filling a frame
-        self._raw: deque[float] = deque()  # envelope dB frames awaiting smoothing
-        self._raw_start = 0  # frame index of _raw[0]
-        self._sum = 0.0
+        # Prefix sums of the raw envelope (dB per frame), sequential from the stream's start so
+        # a frame's smoothed value does not depend on how the audio was chunked.
+        self._csum = np.zeros(1)  # prefix sums S[j] for j = _csum_start … _n_frames
+        self._csum_start = 0
         self._n_frames = 0  # raw frames seen
         self._n_smooth = 0  # smoothed frames decided
-        self._floor = _RunningQuantile(self.floor_frames, cfg.floor_quantile,
-                                       every=max(1, round(0.1 * fps)))
-        # Smoothed envelope back to the oldest frame a forced cut may still need.
-        self._recent: deque[float] = deque(maxlen=self.max_active + 2)
+        self._deciding = 0  # the frame being decided: raw frames up to its look-ahead exist
+        # Smoothed envelope back to what the noise floor and a forced cut may still need.
+        self._keep = max(self.floor_frames, self.max_active + 2)
+        self._hist = np.zeros(0)  # smoothed frames from _hist_start on
+        self._hist_start = 0
+        self._floor_value = 0.0
         self._active_start: int | None = None
         self._quiet_since: int | None = None  # frame where the envelope fell below off
         self._pending: tuple[int, int] | None = None  # breath sound waiting for its cycle end
@@ -160,18 +150,23 @@ class CycleSegmenter:
         filtered = np.concatenate([self._partial, self._filter.process(samples)])
         n = len(filtered) // self.frame_len
         self._partial = filtered[n * self.frame_len:]
-        energy = np.mean(filtered[:n * self.frame_len].reshape(n, self.frame_len) ** 2, axis=1)
+        framed = filtered[:n * self.frame_len].reshape(n, self.frame_len)
+        energy = (framed * framed).sum(axis=1) / self.frame_len  # np.mean's arithmetic
+        # appending to the prefix sums one by one, in order: np.cumsum is sequential
+        sums = np.cumsum(np.concatenate([self._csum[-1:], 10 * np.log10(energy + 1e-12)]))
+        self._csum = np.concatenate([self._csum, sums[1:]])
+        self._n_frames += n
         out: list[Cycle] = []
-        for value in 10 * np.log10(energy + 1e-12):
-            self._push_raw(float(value), out)
+        # a frame is decided as soon as its smoothing look-ahead is in
+        self._decide_frames(self._n_frames - self.half_smooth, out)
         self._trim_audio()
         return out
 
     def flush(self) -> list[Cycle]:
         """End of stream: decide the remaining frames and emit what is left."""
         out: list[Cycle] = []
-        while self._n_smooth < self._n_frames:
-            self._smooth_next(out)
+        self._decide_frames(self._n_frames, out)  # the look-ahead is cut at the end
+        self._deciding = self._n_frames
         if self._active_start is not None:
             end = self._quiet_since if self._quiet_since is not None else self._n_frames
             self._close(self._active_start, end)
@@ -181,55 +176,79 @@ class CycleSegmenter:
         return out
 
     # -- envelope -------------------------------------------------------------------------
-    def _push_raw(self, value: float, out: list[Cycle]) -> None:
-        self._raw.append(value)
-        self._sum += value
-        self._n_frames += 1
-        while self._n_frames - self._n_smooth > self.half_smooth:
-            self._smooth_next(out)
-
-    def _smooth_next(self, out: list[Cycle]) -> None:
-        """Centred moving average for frame _n_smooth (window cut at the stream's ends)."""
-        k = self._n_smooth
-        while self._raw_start < k - self.half_smooth:
-            self._sum -= self._raw.popleft()
-            self._raw_start += 1
-        # _raw holds exactly the window: frames are smoothed as soon as their look-ahead is in,
-        # and at the stream's end the window is simply shorter.
-        smoothed = self._sum / len(self._raw)
-        self._recent.append(smoothed)
-        floor = self._floor.push(smoothed)
-        self._decide(k, smoothed, floor, out)
-        self._n_smooth += 1
+    def _envelope(self, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Smoothed envelope and noise floor of frames _n_smooth … stop - 1: a centred moving
+        average (window cut at the stream's ends), and the floor_quantile of the last
+        floor_frames smoothed values."""
+        h, total = self.half_smooth, self._n_frames
+        k = np.arange(self._n_smooth, stop)
+        lo, hi = np.maximum(k - h, 0), np.minimum(k + h + 1, total)
+        sums = self._csum[hi - self._csum_start] - self._csum[lo - self._csum_start]
+        smoothed = sums / (hi - lo)
+        hist = np.concatenate([self._hist, smoothed])
+        every, size, q = self.floor_every, self.floor_frames, self.cfg.floor_quantile
+        base = len(self._hist)
+        # the floor is refreshed where the count of values it has seen, this one included,
+        # is 1 more than a multiple of `every` (and on each of the first `every` frames)
+        pushed = k + 1
+        due = np.flatnonzero((pushed % every == 1) | (every == 1) | (pushed <= every))
+        values, refreshed = [self._floor_value], np.zeros(len(k), dtype=np.intp)
+        for j in due.tolist():
+            seen = self._n_smooth + j + 1
+            window = hist[base + j + 1 - min(seen, size):base + j + 1]
+            kth = int(q * (len(window) - 1))
+            values.append(float(np.partition(window, kth)[kth]))
+            refreshed[j] = len(values) - 1
+        floor = np.asarray(values)[np.maximum.accumulate(refreshed)]
+        self._floor_value = values[-1]
+        self._hist, self._hist_start = hist, stop - len(hist)
+        return smoothed, floor
 
     # -- decisions ------------------------------------------------------------------------
-    def _decide(self, k: int, value: float, floor: float, out: list[Cycle]) -> None:
+    def _decide_frames(self, stop: int, out: list[Cycle]) -> None:
+        if stop <= self._n_smooth:
+            return
+        first = self._n_smooth
+        smoothed, floor = self._envelope(stop)
         cfg = self.cfg
-        if self._active_start is None:
-            if value > floor + cfg.on_db:
-                self._onset(k, out)
-        else:
-            if value >= floor + cfg.off_db:
-                self._quiet_since = None
-            elif self._quiet_since is None:
-                self._quiet_since = k
-            if self._quiet_since is not None and k - self._quiet_since >= self.merge_gap:
-                self._close(self._active_start, self._quiet_since)
-            elif k - self._active_start >= self.max_active:
-                # Sound that does not stop (a cough fit, a rubbing lead): cut at the quietest
-                # point of the second half, so the cut stays near a real breath boundary.
-                cut = self._quietest(self._active_start + self.max_active // 2, k)
-                self._emit(self._active_start, cut, True, out)
-                self._active_start = cut
-                self._quiet_since = None
-        if self._pending is not None:
-            start, end = self._pending
-            longest = max(start - self.pad, self._last_end) + self.max_len
-            if k >= min(end + self.tail + self.pad, longest):
-                # No new breath within the tail (or the cycle is as long as it may be): it
-                # ends `tail` after its sound.
-                self._emit(start, end + self.tail, False, out)
-                self._pending = None
+        on = (smoothed > floor + cfg.on_db).tolist()
+        loud = (smoothed >= floor + cfg.off_db).tolist()
+        for j in range(stop - first):
+            k = first + j
+            self._deciding = k
+            if self._active_start is None:
+                if on[j]:
+                    self._onset(k, out)
+            else:
+                if loud[j]:
+                    self._quiet_since = None
+                elif self._quiet_since is None:
+                    self._quiet_since = k
+                if self._quiet_since is not None and k - self._quiet_since >= self.merge_gap:
+                    self._close(self._active_start, self._quiet_since)
+                elif k - self._active_start >= self.max_active:
+                    # Sound that does not stop (a cough fit, a rubbing lead): cut at the
+                    # quietest point of the second half, so the cut stays near a real breath
+                    # boundary.
+                    cut = self._quietest(self._active_start + self.max_active // 2, k)
+                    self._emit(self._active_start, cut, True, out)
+                    self._active_start = cut
+                    self._quiet_since = None
+            if self._pending is not None:
+                start, end = self._pending
+                longest = max(start - self.pad, self._last_end) + self.max_len
+                if k >= min(end + self.tail + self.pad, longest):
+                    # No new breath within the tail (or the cycle is as long as it may be): it
+                    # ends `tail` after its sound.
+                    self._emit(start, end + self.tail, False, out)
+                    self._pending = None
+        self._n_smooth = stop
+        self._hist = self._hist[-self._keep:]
+        self._hist_start = stop - len(self._hist)
+        drop = max(0, stop - self.half_smooth) - self._csum_start  # prefix sums no longer read
+        if drop > 0:
+            self._csum = self._csum[drop:]
+            self._csum_start += drop
 
     def _onset(self, k: int, out: list[Cycle]) -> None:
         """A breath starts: it also ends the previous cycle (if its tail reaches this far)."""
@@ -247,13 +266,15 @@ class CycleSegmenter:
             self._pending = (start, end)
 
     def _quietest(self, lo: int, hi: int) -> int:
-        first = self._n_smooth + 1 - len(self._recent)  # frame index of _recent[0]
-        window = list(self._recent)[max(lo - first, 0):hi - first + 1]
-        return max(lo, first) + int(np.argmin(window)) if window else hi
+        """The quietest smoothed frame in lo…hi (hi: the frame being decided, _n_smooth + j)."""
+        first = max(self._hist_start, hi + 1 - (self.max_active + 2))
+        window = self._hist[max(lo, first) - self._hist_start:hi - self._hist_start + 1]
+        return max(lo, first) + int(np.argmin(window)) if len(window) else hi
 
     def _emit(self, start: int, end: int, forced: bool, out: list[Cycle]) -> None:
         start = max(start - self.pad, self._last_end, 0)
-        end = min(end, start + self.max_len, self._n_frames)
+        end = min(end, start + self.max_len, self._deciding + self.half_smooth + 1,
+                  self._n_frames)
         if end - start < self.min_len:
             return
         self._last_end = end
