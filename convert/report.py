@@ -1,6 +1,8 @@
-"""Finish a model package's report: training curves, and the held-out metrics in its manifest.
+"""Finish a model package's report: training curves, the validation protocol's numbers and the
+held-out metrics in its manifest, and the protocol's report beside them.
 
-    python -m convert.report PACKAGE --training training.json --evaluation EVAL.json [...]
+    python -m convert.report PACKAGE --training training.json --protocol CROSSVAL_DIR \
+        --evaluation EVAL.json [...]
 
 The manifest's sha256 covers model.tflite only, so metrics can be written after evaluation
 without touching the model the device checks.
@@ -10,56 +12,66 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge.plot import pyplot, save
+
+PROTOCOL_FILES = ("crossval.md", "crossval.json", "crossval_curves.png", "recipe.json")
 
 
 def plot_training(training: dict[str, Any], out: Path) -> None:
-    fig, (loss_ax, val_ax) = pyplot().subplots(1, 2, figsize=(11, 4))
+    """The shipped seeds' training loss: they train on everything, so the protocol's curves
+    (crossval_curves.png) are the validation."""
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for i, (seed, hist) in enumerate(training["histories"].items()):
-        epochs = [h["epoch"] for h in hist]
-        colour = f"C{i}"  # one colour per seed in both panels
-        loss_ax.plot(epochs, [h["loss"] for h in hist], colour, label=f"seed {seed}")
-        val_ax.plot(epochs, [h["val_mean"] for h in hist], colour, label=f"seed {seed} (mean)")
-        for name, style in zip(hist[0]["val"], (":", "--"), strict=False):
-            val_ax.plot(epochs, [h["val"][name] for h in hist], colour, lw=0.7, ls=style,
-                        label=f"seed {seed} {name.split('/')[0]}")
-    loss_ax.set_title("training loss (augmented, weighted)")
-    val_ax.set_title("validation ICBHI-style score (patient-disjoint)")
-    for ax in (loss_ax, val_ax):
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
+        ax.plot([h["epoch"] for h in hist], [h["loss"] for h in hist], f"C{i}",
+                label=f"seed {seed}")
+    ax.set_title("training loss (augmented, weighted), every event of both training sets")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
     save(fig, out)
 
 
-def main() -> int:
+def protocol_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's headline numbers at the epoch the recipe trains for."""
+    keep = ("events", "sp", "se", "score", "auc", "crackle_recall", "wheeze_recall")
+    cv = report["cv"]
+    return {
+        "epoch": report["epoch"], "objective": report["objective"],
+        "icbhi_cv": {k: cv["icbhi"][k] for k in (*keep, "fold_mean", "fold_sd")},
+        "icbhi_cv_by_stethoscope": {d: {k: s[k] for k in keep}
+                                    for d, s in cv["icbhi_by_stethoscope"].items()},
+        "loso": {d: {k: s[k] for k in keep} for d, s in report["loso"].items()},
+        "loso_mean": report["loso_mean"],
+        "sprsound_cv": {k: cv["sprsound"][k] for k in (*keep, "fold_mean", "fold_sd")},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("package", type=Path)
     ap.add_argument("--training", type=Path, required=True)
+    ap.add_argument("--protocol", type=Path, required=True,
+                    help="the convert.crossval run that chose the recipe (its --out)")
     ap.add_argument("--evaluation", type=Path, nargs="+", required=True)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     training = json.loads(args.training.read_text())
+    protocol = json.loads((args.protocol / "crossval.json").read_text())
     evaluation = [r for path in args.evaluation for r in json.loads(path.read_text())]
-    plot_training(training, args.package / "report" / "training_curves.png")
-    vals = [r["val_mean"] for r in training["runs"]]
-    metrics: dict[str, Any] = {
-        "validation_score_mean_std_over_seeds": [round(float(np.mean(vals)), 4),
-                                                 round(float(np.std(vals)), 4)],
-        "chosen": training.get("choice", {}),
-        "verify": training.get("verify", {}),
-    }
+    report_dir = args.package / "report"
+    plot_training(training, report_dir / "training_curves.png")
+    (report_dir / "protocol").mkdir(parents=True, exist_ok=True)
+    for name in PROTOCOL_FILES:
+        shutil.copy2(args.protocol / name, report_dir / "protocol" / name)
+    metrics: dict[str, Any] = {"protocol": protocol_metrics(protocol),
+                               "verify": training.get("verify", {})}
     for r in evaluation:
-        folder = r["folder"].split(" (patients")[0]
-        name = "/".join(Path(folder).parts[-2:]) + (" validation" if "(patients" in r["folder"]
-                                                   else "")
+        name = "/".join(Path(r["folder"]).parts[-2:])
         metrics[name] = {k: r[k] for k in ("events", "event_4class", "event_binary",
-                                           "streaming_4class", "streaming_binary")
-                         if k in r} | ({"record_task_2_1": r["record_task_2_1"]}
-                                       if "record_task_2_1" in r else {})
+                                           "streaming_4class", "streaming_binary",
+                                           "record_task_2_1") if k in r}
     manifest_path = args.package / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["metrics"] = metrics

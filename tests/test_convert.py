@@ -264,9 +264,9 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
             "--band-norm", "running", "--cache", str(tmp_path / "cache"),
             "--data", str(SHARED_DATA)]
     assert crossval.main(["--out", str(tmp_path / "cv"), *tiny]) == 0
-    report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
-    assert {"icbhi", "sprsound", "icbhi_by_stethoscope"} <= set(report["cv"])
-    assert report["objective"] is not None and len(report["curve"]) == 1
+    report_json = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert {"icbhi", "sprsound", "icbhi_by_stethoscope"} <= set(report_json["cv"])
+    assert report_json["objective"] is not None and len(report_json["curve"]) == 1
     assert (tmp_path / "cv" / "crossval.md").read_text().startswith("# Validation protocol")
     # the trainer refuses a protocol run of another recipe…
     with pytest.raises(SystemExit, match="validated another recipe"):
@@ -280,6 +280,21 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     assert runner.manifest.frontend.band_norm == "running"
     assert runner.manifest.training["recipe"]["epochs"] == 1
     assert runner.predict(np.zeros((40, runner.manifest.frontend.n_features))).label in LABELS
+    # …and its report: the protocol's numbers and held-out scores in the manifest
+    from convert import evaluate, report
+
+    assert evaluate.main([str(tmp_path / "pkg"), str(SAMPLES), "--out",
+                          str(tmp_path / "eval")]) == 0
+    assert report.main([str(tmp_path / "pkg"), "--training",
+                        str(tmp_path / "pkg" / "report" / "training.json"), "--protocol",
+                        str(tmp_path / "cv"), "--evaluation",
+                        str(tmp_path / "eval" / "evaluation.json")]) == 0
+    metrics = ModelRunner(tmp_path / "pkg").manifest.metrics
+    assert metrics["protocol"]["objective"] == report_json["objective"]
+    assert set(metrics["protocol"]["loso"]) <= {"AKGC417L", "LittC2SE", "Meditron"}
+    assert metrics["models/samples"]["event_4class"]["score"] is not None
+    assert (tmp_path / "pkg" / "report" / "protocol" / "crossval.md").is_file()
+    assert (tmp_path / "pkg" / "report" / "training_curves.png").stat().st_size > 5_000
 
 
 def _predictions(python: str, cycles: Path) -> dict[str, object]:
