@@ -108,7 +108,8 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
         if c % 30 == 0:  # status flaps
             state = rng.choice(["online", "online", "degraded"])
             reasons = ["poor signal"] if state == "degraded" else []
-            send(device, "status", Status(state, reasons[0] if reasons else None, reasons))
+            send(device, "status", Status(state, reasons[0] if reasons else None, reasons,
+                                            MODEL))
         if c % 20 == 0:
             send(device, "stats", Stats(
                 uptime_s=c * 1.5, audio_s=c * 1.5, cycles=c, forced_cuts=0, gaps=0, gap_s=0.0,
