@@ -47,9 +47,7 @@ from edge.tracker import RECORD_FRACTION, record_label
 
 
 # -- thresholds from the protocol's out-of-fold predictions ------------------------------------
-def out_of_fold(crossval: Path, recipe: Recipe, events: Events) -> tuple[np.ndarray, np.ndarray]:
-    """Every event's probabilities from the cross-validation fold that did not train on it, at
-    the epoch the recipe trains for; the trainer and the protocol must share the recipe."""
+def same_recipe(crossval: Path, recipe: Recipe) -> None:
     mine = recipe.to_dict()
     # a setting the protocol run does not record was, then, at its default
     run = Recipe().to_dict() | json.loads((crossval / "recipe.json").read_text())
@@ -57,10 +55,20 @@ def out_of_fold(crossval: Path, recipe: Recipe, events: Events) -> tuple[np.ndar
     if differ:
         raise SystemExit(f"{crossval} validated another recipe ({', '.join(differ)} differ): "
                          "run the protocol on this recipe, or pass its flags here")
+
+
+def out_of_fold(crossval: Path, recipe: Recipe, events: Events) -> tuple[np.ndarray, np.ndarray]:
+    """Every event's probabilities from the cross-validation fold that did not train on it, at
+    the epoch the recipe trains for; the trainer and the protocol must share the recipe."""
+    same_recipe(crossval, recipe)
     index, probs = [], []
     for f in folds(events):
         if f.kind != "cv":
             continue
+        if not (crossval / f"{f.name}.npz").is_file():
+            raise SystemExit(f"{crossval}/{f.name}.npz is missing: the protocol has not run "
+                             f"that fold yet (the float model is saved: rerun with --from-float "
+                             f"once it has)")
         saved = np.load(crossval / f"{f.name}.npz")
         if len(saved["probs"]) < recipe.epochs:
             raise SystemExit(f"{crossval}/{f.name}.npz has {len(saved['probs'])} epochs, the "
@@ -227,13 +235,8 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         logf.write(msg + "\n")
         logf.flush()
 
+    same_recipe(args.crossval, recipe)
     events = load_corpus(args.data, recipe, args.cache, args.limit)
-    index, probs = out_of_fold(args.crossval, recipe, events)
-    threshold = choose_threshold(events, index, probs, log)
-    record = choose_record_fraction([r.record_label for r in iter_annotated(
-        args.data / SPRSOUND)][:args.limit], events, index, probs, threshold["thresholds"], log)
-    thresholds = threshold["thresholds"] | ({RECORD: record["record_fraction"]}
-                                            if record["record_fraction"] else {})
     train = windows(events, recipe)
     log(f"training on {len(events)} events ({len(train.x)} windows; per label "
         f"{np.bincount(events.labels, minlength=len(LABELS)).tolist()})")
@@ -245,6 +248,14 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         models, histories = train_seeds(recipe, train, log)
         every = average(list(models.values())) if len(models) > 1 else models[recipe.seeds[0]]
         every.save(str(seeds_path(args.out)))
+    # the protocol's predictions are read only now, so training may start while its last folds
+    # (loso, which the thresholds do not use) are still running
+    index, probs = out_of_fold(args.crossval, recipe, events)
+    threshold = choose_threshold(events, index, probs, log)
+    record = choose_record_fraction([r.record_label for r in iter_annotated(
+        args.data / SPRSOUND)][:args.limit], events, index, probs, threshold["thresholds"], log)
+    thresholds = threshold["thresholds"] | ({RECORD: record["record_fraction"]}
+                                            if record["record_fraction"] else {})
     provenance = {
         "data": ["ICBHI 2017 official train (526 recordings, 77 patients)",
                  "SPRSound train (1949 recordings, 251 patients)"],
