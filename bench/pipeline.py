@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
 import socket
 import statistics
@@ -49,7 +48,11 @@ TFLITE_PYTHON = ROOT / ".venv-tflite" / "bin" / "python"
 
 # -- children: each runs in its own pinned process --------------------------------------------
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak (VmHWM: ru_maxrss would include the parent's, see LAUNCHER)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child_stages(wav: Path, cycles_out: Path | None, block_ms: int) -> dict[str, Any]:
@@ -188,16 +191,28 @@ def run_child(core: int, args: list[str], python: str = sys.executable) -> dict[
     return json.loads(out.strip().splitlines()[-1])
 
 
+# Runs a command in a grandchild forked from this small launcher and prints its peak RSS (kB).
+# Measuring a child of the bench directly would be wrong: Python starts children with vfork,
+# and Linux carries the parent's peak RSS into the child's ru_maxrss at exec.
+LAUNCHER = """import os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - t, usage.ru_maxrss, file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def timed_process(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of one command, its output discarded."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed with {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024
+        raise SystemExit(f"{' '.join(cmd)} failed with {proc.returncode}: {proc.stderr[-500:]}")
+    wall, peak_kb = proc.stderr.strip().splitlines()[-1].split()
+    return float(wall), int(peak_kb) / 1024
 
 
 def make_inputs(seconds: float, where: Path) -> dict[int, Path]:
