@@ -221,17 +221,22 @@ class Config:
                                         f"{self.device_id!r}")
 
 
+def read_config_file(path: Path, example: str) -> str:
+    """A config file's text; a missing or unreadable one is a ConfigError naming the file and,
+    when missing, the example to start from."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no such file; pass --config PATH or create it from {example}",
+                          source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; raises ConfigError naming file, line and key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such file; pass --config PATH or create it from "
-                          "edge/lungedge.example.yaml", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
-    return parse_config(text, source=str(path))
+    return parse_config(read_config_file(path, "edge/lungedge.example.yaml"), source=str(path))
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

@@ -23,6 +23,8 @@ def register(sub: Any) -> None:
                    choices=("run", "hash-password", "check-config"),
                    help="run (default); hash-password: a hash for the config's users; "
                         "check-config: validate the config and exit")
+    s.add_argument("file", nargs="?", type=Path, metavar="CONFIG",
+                   help="the config (the same as --config), e.g. check-config station.yaml")
     s.add_argument("--config", type=Path, default=Path("/etc/lungedge/station.yaml"))
     s.add_argument("--shared", metavar="GROUP",
                    help="ingest as one of several workers sharing the broker's messages "
@@ -49,6 +51,8 @@ def main(args: argparse.Namespace) -> int:
             return 2
         print(hash_password(password))
         return 0
+    if args.file:
+        args.config = args.file
     cfg = station_config.load(args.config)
     if args.action == "check-config":
         print(f"{args.config}: OK (broker {cfg.mqtt.host}:{cfg.mqtt.port}, database "

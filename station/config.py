@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge.config import BrokerConfig, ConfigError, example_of
+from edge.config import BrokerConfig, ConfigError, example_of, read_config_file
 from edge.typed import Invalid, ValidationError, from_yaml, section, setting
 from station.routing.rules import RoutingConfig
 
@@ -124,13 +124,7 @@ EXAMPLE_HEADER = """\
 
 def load(path: str | Path) -> StationConfig:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such file; pass --config PATH or start from "
-                          "station/station.example.yaml", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
+    text = read_config_file(path, "station/station.example.yaml")
     try:
         return from_yaml(StationConfig, text, str(path))
     except ValidationError as exc:

@@ -95,3 +95,18 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert f"{bad}:2: segmenter.on_db: must be > 0" in err
     assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_station_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("sqlalchemy", reason="the station extra is not installed")
+    example = Path(__file__).resolve().parents[1] / "station" / "station.example.yaml"
+    assert main(["station", "check-config", str(example)]) == 0
+    assert "OK (broker localhost:1883" in capsys.readouterr().out
+    assert main(["station", "check-config", "--config", str(example)]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "station.yaml"
+    bad.write_text("web:\n  port: 0\n")
+    assert main(["station", "check-config", str(bad)]) == 2
+    assert f"{bad}:2: web.port: must be ≥ 1" in capsys.readouterr().err
+    assert main(["station", "check-config", str(tmp_path / "missing.yaml")]) == 2
+    assert "create it from station/station.example.yaml" in capsys.readouterr().err
