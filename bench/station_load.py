@@ -1,7 +1,7 @@
 """The station under a hospital's load: simulated devices → a real Mosquitto → 1 or 2 ingest
 workers → SQLite or PostgreSQL, with a web worker answering the ward overview meanwhile.
 
-    .venv/bin/python bench/station_load.py [--devices 200] [--seconds 60] [--speed 10]
+    .venv/bin/python bench/station_load.py [--devices 200] [--seconds 60] [--speed 1]
         [--workers 1 2] [--db sqlite postgresql] [--ui]
 
 Each device publishes schema-valid messages as a real one does, time compressed `--speed`
@@ -309,7 +309,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=60, help="of publishing, wall time")
-    ap.add_argument("--speed", type=float, default=10,
+    ap.add_argument("--speed", type=float, default=1,
                     help="time compression: a device sends a cycle every 1–2 s / speed")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--db", nargs="+", default=["sqlite", "postgresql"],
