@@ -118,12 +118,15 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
                 rss_mb=120.0, inference_ms_p50=1.5, inference_ms_p99=2.0, clips_sent=0,
                 clips_dropped=0, runtime="ai_edge_litert", source="bench", source_counters={}))
         due[device] += rng.uniform(1, 2) / speed
+    deadline = time.monotonic() + 60  # for the broker to acknowledge what was sent
     for info in infos:
-        if info.rc == 0 and info.mid:
-            info.wait_for_publish(30)
+        if info.rc == 0 and info.mid and time.monotonic() < deadline:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+    unacknowledged = sum(1 for info in infos if not info.is_published())
     client.loop_stop()
     client.disconnect()
-    result.put({"sent": sent, "distinct": distinct, "gaps": gaps, "duplicates": duplicates})
+    result.put({"sent": sent, "distinct": distinct, "gaps": gaps, "duplicates": duplicates,
+                "unacknowledged": unacknowledged})
 
 
 def status_body(state: str) -> Any:
@@ -215,6 +218,7 @@ web: {{port: {args.web_port + 10}, secret_file: {tmp / 'secret'}}}
         cycle_keys = {k for k in expected if k[1] == "cycle"}
         return {
             "db": db, "workers": workers, "devices": args.devices, "sent": sent,
+            "unacknowledged": sum(r["unacknowledged"] for r in results),
             "duplicates": sum(r["duplicates"] for r in results), "distinct": len(expected),
             "stored": len(got), "lost": len(expected - got), "extra": len(got - expected),
             "doubled": n_cycles - len({k for k in got if k[1] == "cycle"} & cycle_keys),
@@ -324,9 +328,9 @@ def main() -> int:
                 r = run_setting(db, workers, args, Path(tmp))
             rows.append(r)
             print(json.dumps(r), flush=True)
-    cols = ["db", "workers", "devices", "sent", "duplicates", "distinct", "stored", "lost",
-            "doubled", "gaps_injected", "gaps_recorded", "msg_per_s", "drain_s", "lag_ms_p50",
-            "lag_ms_p99", "overview_ms_p50", "overview_ms_max"]
+    cols = ["db", "workers", "devices", "sent", "unacknowledged", "duplicates", "distinct",
+            "stored", "lost", "doubled", "gaps_injected", "gaps_recorded", "msg_per_s",
+            "drain_s", "lag_ms_p50", "lag_ms_p99", "overview_ms_p50", "overview_ms_max"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
