@@ -48,11 +48,9 @@ TFLITE_PYTHON = ROOT / ".venv-tflite" / "bin" / "python"
 
 # -- children: each runs in its own pinned process --------------------------------------------
 def peak_rss_mb() -> float:
-    """This process's own peak (VmHWM: ru_maxrss would include the parent's, see LAUNCHER)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    from soak import status_mb
+
+    return status_mb("self", "VmHWM")
 
 
 def child_stages(wav: Path, cycles_out: Path | None, block_ms: int) -> dict[str, Any]:
@@ -251,6 +249,8 @@ def first_result_s(core: int, wav: Path) -> float:
 
 def daemon_ready(core: int, tmp: Path, port: int, sample: Path) -> tuple[float, float]:
     """(seconds to READY=1, RSS MB after 8 s of running) of `lungedge run`."""
+    from soak import status_mb
+
     cfg = tmp / "run.yaml"
     cfg.write_text(f"""device_id: bench
 source:
@@ -275,10 +275,7 @@ spool: {{path: {tmp / 'spool.db'}}}
             pass
         ready = time.perf_counter() - t
         time.sleep(8)
-        rss = 0.0
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
+        rss = status_mb(proc.pid, "VmRSS")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -27,12 +27,18 @@ from edge.dev.local_broker import LocalBroker  # noqa: E402
 SAMPLE = ROOT / "models" / "samples" / "normal_41209060_4.4_1_p4_4143.wav"
 
 
+def status_mb(pid: int | str, key: str) -> float:
+    """A memory figure of /proc/PID/status in MB: VmRSS now, VmHWM the process's peak (its
+    own, unlike ru_maxrss, which counts a vforking parent's peak: see bench/pipeline.py)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} in /proc/{pid}/status")
+
+
 def proc_usage(pid: int) -> tuple[float, float]:
     """(RSS MB, CPU seconds) of a process, from /proc."""
-    rss = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
+    rss = status_mb(pid, "VmRSS")
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return rss, (int(fields[11]) + int(fields[12])) / ticks
