@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing as mp
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -321,6 +322,8 @@ def main() -> int:
     ap.add_argument("--web-port", type=int, default=18600)
     ap.add_argument("--ui", action="store_true", help="also the browser's update latency")
     args = ap.parse_args()
+    # killed from outside, still stop the private broker and station (their `finally` blocks)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows = []
     for db in args.db:
         for workers in args.workers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -121,8 +122,10 @@ def cached_events(name: str, recordings: list[Recording], frontend: FrontendPara
     events = recording_events(name, recordings, frontend)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as f:
+        partial = path.with_suffix(f".{os.getpid()}.partial")  # two runs may share a cache
+        with partial.open("wb") as f:
             pickle.dump(events, f)
+        partial.replace(path)
     return events
 
 

@@ -197,7 +197,9 @@ def fit(recipe: Recipe, train: Windows, seed: int, log: Callable[[str], None],
     k = keras()
     frontend = recipe.frontend
     x, y = train.x, train.y
-    model = build_cnn_lstm(x.shape[1], x.shape[2], len(LABELS), **recipe.arch)
+    # named by its seed: seeds trained in separate processes are averaged into one graph
+    model = build_cnn_lstm(x.shape[1], x.shape[2], len(LABELS), name=f"seed_{seed}",
+                           **recipe.arch)
     model.compile(optimizer=k.optimizers.Adam(1e-3),
                   loss=focal_loss() if recipe.loss == "focal" else "categorical_crossentropy")
     rng = np.random.default_rng(seed)

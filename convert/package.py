@@ -76,7 +76,7 @@ def build_cnn_lstm(frames: int, n_features: int, n_classes: int, *, filters: tup
                    = (16, 32), lstm_units: int = 32, dropout: float = 0.3,
                    batch_size: int | None = None, unroll: bool = True,
                    relu_max: float | None = 6.0, time_pool: tuple[int, ...] | None = None,
-                   cell_clip: float | None = None) -> Any:
+                   cell_clip: float | None = None, name: str | None = None) -> Any:
     """Conv blocks over (time × features) → a sequence over time → LSTM → softmax.
 
     `time_pool` is each block's pooling along time (2 each by default; features always pool by
@@ -94,7 +94,7 @@ def build_cnn_lstm(frames: int, n_features: int, n_classes: int, *, filters: tup
     x = k.layers.RNN(clipped_lstm_cell()(lstm_units, cell_clip), unroll=unroll)(x)
     x = k.layers.Dropout(dropout)(x)
     out = k.layers.Dense(n_classes, activation="softmax")(x)
-    return k.Model(inp, out)
+    return k.Model(inp, out, name=name)
 
 
 def average(members: list[Any], batch_size: int | None = None) -> Any:

@@ -154,12 +154,51 @@ def seeds_path(out: Path) -> Path:
     return out.parent / f"{out.name}-float-seeds.h5"
 
 
-def train_seeds(recipe: Recipe, train: Windows, log: Any) -> tuple[dict[int, Any], dict]:
-    models, histories = {}, {}
-    for seed in recipe.seeds:
-        model, history = fit(recipe, train, seed, log)
-        models[seed], histories[seed] = model, history
+def train_seeds(recipe: Recipe, train: Windows, log: Any, jobs: int, scratch: Path
+                ) -> tuple[dict[int, Any], dict]:
+    """Every seed's model. With `jobs` > 1 the seeds train in that many processes, each with
+    its share of the cores: the model is small, so one process keeps about one core busy and
+    two processes train two seeds in the time of one (`scratch` holds their float models)."""
+    if jobs <= 1 or len(recipe.seeds) == 1:
+        models, histories = {}, {}
+        for seed in recipe.seeds:
+            models[seed], histories[seed] = fit(recipe, train, seed, log)
+        return models, histories
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_trainer, initargs=(threads,)) as pool:
+        futures = {seed: pool.submit(_fit_seed, recipe, train, seed, scratch / f"seed-{seed}.h5")
+                   for seed in recipe.seeds}
+        histories = {}
+        for seed, future in futures.items():
+            histories[seed], lines = future.result()
+            for line in lines:
+                log(line)
+    models = {seed: load_float(scratch / f"seed-{seed}.h5") for seed in recipe.seeds}
     return models, histories
+
+
+def _one_trainer(threads: int) -> None:
+    """A training process's thread budget, set before TensorFlow is imported."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+def _fit_seed(recipe: Recipe, train: Windows, seed: int, path: Path
+              ) -> tuple[list[Any], list[str]]:
+    lines: list[str] = []
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        lines.append(msg)
+
+    model, history = fit(recipe, train, seed, log)
+    model.save(str(path))
+    return history, lines
 
 
 def package(model: Any, members: list[int], recipe: Recipe, train: Windows,
@@ -245,7 +284,8 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         models = dict(zip(recipe.seeds, members_of(every), strict=True))
         histories: dict[int, Any] = {}
     else:
-        models, histories = train_seeds(recipe, train, log)
+        with tempfile.TemporaryDirectory(dir=args.out.parent) as scratch:
+            models, histories = train_seeds(recipe, train, log, args.jobs, Path(scratch))
         every = average(list(models.values())) if len(models) > 1 else models[recipe.seeds[0]]
         every.save(str(seeds_path(args.out)))
     # the protocol's predictions are read only now, so training may start while its last folds
@@ -298,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default="0.5.0", help="of the package written")
     ap.add_argument("--from-float", action="store_true",
                     help="no training: package the seeds an earlier run saved beside OUT")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="seeds trained at once, in as many processes (the cores are shared)")
     ap.add_argument("--calibration-windows", type=int, default=3000)
     ap.add_argument("--check-windows", type=int, default=4000,
                     help="windows on which int8 and float must agree")

@@ -274,11 +274,13 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
                     *tiny, "--mixup", "0.3"])
     # …and packages this one
     assert train.main(["--out", str(tmp_path / "pkg"), "--crossval", str(tmp_path / "cv"),
-                       "--seeds", "0", "--min-agreement", "0", "--check-windows", "50",
+                       "--seeds", "0", "1", "--jobs", "2", "--min-agreement", "0",
+                       "--check-windows", "50",
                        "--calibration-windows", "50", *tiny]) == 0
     runner = ModelRunner(tmp_path / "pkg")
     assert runner.manifest.frontend.band_norm == "running"
     assert runner.manifest.training["recipe"]["epochs"] == 1
+    assert runner.manifest.training["members"] == [0, 1]  # trained in two processes
     assert runner.predict(np.zeros((40, runner.manifest.frontend.n_features))).label in LABELS
     # …and its report: the protocol's numbers and held-out scores in the manifest
     from convert import evaluate, report
