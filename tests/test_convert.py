@@ -287,10 +287,20 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
 
     assert evaluate.main([str(tmp_path / "pkg"), str(SAMPLES), "--out",
                           str(tmp_path / "eval")]) == 0
+    other = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    other["recipe"]["mixup"] = 0.3  # as if the protocol had run another recipe
+    (tmp_path / "cv-other").mkdir()
+    (tmp_path / "cv-other" / "crossval.json").write_text(json.dumps(other))
     assert report.main([str(tmp_path / "pkg"), "--training",
                         str(tmp_path / "pkg" / "report" / "training.json"), "--protocol",
                         str(tmp_path / "cv"), "--evaluation",
-                        str(tmp_path / "eval" / "evaluation.json")]) == 0
+                        str(tmp_path / "eval" / "evaluation.json"),
+                        "--alternatives", str(tmp_path / "cv-other")]) == 0
+    compared = (tmp_path / "pkg" / "report" / "protocol" / "comparison.md").read_text()
+    table = [line for line in compared.splitlines() if line.startswith("|")]
+    assert len(table) == 4 and len({line.count("|") for line in table}) == 1
+    assert "| cv-other | mixup 0.3 |" in compared
+    assert (tmp_path / "pkg" / "report" / "protocol" / "alternatives" / "cv-other.json").is_file()
     metrics = ModelRunner(tmp_path / "pkg").manifest.metrics
     assert metrics["protocol"]["objective"] == report_json["objective"]
     assert set(metrics["protocol"]["loso"]) <= {"AKGC417L", "LittC2SE", "Meditron"}
