@@ -41,6 +41,7 @@ from convert.features import Events, cached_events
 from convert.fit import Windows, fit, predict_events, windows
 from convert.metrics import icbhi_score, roc_auc, sprsound_score
 from convert.recipe import Recipe
+from edge.model import decide
 
 ICBHI, SPRSOUND = "icbhi/train", "sprsound/train"
 HELD_OUT_STETHOSCOPES = ("AKGC417L", "LittC2SE", "Meditron")
@@ -122,10 +123,12 @@ def run_fold(fold: Fold, events: Events, recipe: Recipe, seed: int, out: Path,
 
 
 # -- scoring -------------------------------------------------------------------------------------
-def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+def scores(y: np.ndarray, probs: np.ndarray, thresholds: dict[str, float] | None = None
+           ) -> dict[str, Any]:
     """What the report gives for a group of events: the ICBHI 4-class score, normal vs
-    adventitious, and the recall of each finding."""
-    pred = probs.argmax(1)
+    adventitious, and the recall of each finding; at the argmax (how recipes are compared),
+    or as a package with these thresholds decides."""
+    pred = decide(probs, LABELS, thresholds or {})
     four = icbhi_score(y, pred)
     adventitious = (y != 0).astype(int)
     out: dict[str, Any] = {

@@ -66,7 +66,9 @@ def comparison(runs: dict[str, dict[str, Any]], chosen: str) -> str:
         return "–" if s is None else f"{s['score']:.3f} ({s['sp']:.2f}/{s['se']:.2f})"
 
     lines = ["# The recipes the protocol compared", "",
-             f"Chosen: **{chosen}**. Each cell: ICBHI Score (Sp/Se). \"cv\": patient-grouped "
+             f"Chosen: **{chosen}**. Each cell: ICBHI Score (Sp/Se), at the argmax and the "
+             "epoch the recipe trains for (the package's thresholds come after the choice: "
+             "training.json, protocol_at_thresholds). \"cv\": patient-grouped "
              "cross-validation, pooled out of fold; \"held out\": leave one stethoscope out. "
              "The objective is the mean of ICBHI cv, the held-out mean and SPRSound cv.", "",
              "| run | differs from the chosen recipe by | objective | ICBHI cv (fold mean ± sd) | "

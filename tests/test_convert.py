@@ -281,6 +281,8 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     assert runner.manifest.frontend.band_norm == "running"
     assert runner.manifest.training["recipe"]["epochs"] == 1
     assert runner.manifest.training["members"] == [0, 1]  # trained in two processes
+    training = json.loads((tmp_path / "pkg" / "report" / "training.json").read_text())
+    assert {"icbhi/train", "sprsound/train"} <= set(training["protocol_at_thresholds"]["cv"])
     assert runner.predict(np.zeros((40, runner.manifest.frontend.n_features))).label in LABELS
     # …and its report: the protocol's numbers and held-out scores in the manifest
     from convert import evaluate, report
