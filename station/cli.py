@@ -82,7 +82,11 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
         workers.append(threading.Thread(target=ingestor.run, args=(stop,), name="ingest",
                                         daemon=True))
     if cfg.routing.rules:
-        workers.append(threading.Thread(target=route, args=(cfg, store, stop), name="routing",
+        from station.routing.router import Router
+
+        # made before ingest starts: an alert stored in the first second is routed too
+        router = Router(cfg.routing, store)
+        workers.append(threading.Thread(target=route, args=(router, stop), name="routing",
                                         daemon=True))
     for w in workers:
         w.start()
@@ -111,14 +115,13 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
     return 0
 
 
-def route(cfg: Any, store: Any, stop: Any) -> None:
+def route(router: Any, stop: Any) -> None:
     """The routing loop: once a second, and never dies of one bad pass."""
-    from station.routing.router import Router
-
-    router = Router(cfg.routing, store)
     log = logging.getLogger("station.routing")
-    while not stop.wait(1.0):
+    while True:
         try:
             router.step()
         except Exception:  # a database hiccup: logged, and the next pass tries again
             log.exception("routing pass failed; trying again in 1 s")
+        if stop.wait(1.0):
+            return

@@ -15,7 +15,7 @@ from convert.datasets import LABELS
 from convert.features import Events, at_model_rate
 from edge.dsp.frontend import Frontend, FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
-from edge.model import Manifest, ModelRunner, load_manifest
+from edge.model import ADVENTITIOUS, Manifest, ModelRunner, decide, load_manifest
 from edge.signal_path import run_signal_path
 from edge.sources.file import FileSource
 
@@ -331,8 +331,10 @@ def test_shipped_model_in_both_runtimes(sample_wavs: list[Path], tmp_path: Path)
 
     They run the same int8 graph with different kernels (XNNPACK and the reference ones), whose
     rounding differs by an output step here and there and compounds over the LSTM's steps:
-    measured on these cycles, at most 0.019 apart and 0.003 on average, for 0.3.0 and 0.4.0
-    alike. Only near-ties (top-2 margin under 0.02) may change label."""
+    measured on these cycles, at most 0.019 apart and 0.003 on average for 0.3.0 and 0.4.0
+    (averages of five networks); 0.034 and 0.0046 (about one output step of 1/256) for 0.5.0,
+    one network, where nothing averages the rounding out. Only near-ties (top-2 margin, or
+    distance to the manifest's adventitious threshold, under 0.02) may change label."""
     if not SHIPPED.exists():
         pytest.skip("no shipped model yet")
     if not TFLITE_PYTHON.exists():
@@ -350,10 +352,17 @@ def test_shipped_model_in_both_runtimes(sample_wavs: list[Path], tmp_path: Path)
     a, b = np.array(litert["probs"]), np.array(tflite["probs"])
     assert a.shape == (len(cycles), 4) and len(cycles) > 80
     diff = np.abs(a - b)
-    assert diff.max() <= 0.03 and diff.mean() <= 1 / 256
+    assert diff.max() <= 0.04 and diff.mean() <= 2 / 256
     top2 = np.sort(a, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] >= 0.02
     assert np.array_equal(a.argmax(1)[clear], b.argmax(1)[clear])
+    # as the device decides: the threshold on the adventitious probabilities' sum
+    manifest = load_manifest(SHIPPED)
+    threshold = manifest.thresholds.get(ADVENTITIOUS)
+    if threshold is not None:
+        clear &= np.abs(1 - a[:, manifest.labels.index("normal")] - threshold) >= 0.02
+    decided = [decide(p, manifest.labels, manifest.thresholds)[clear] for p in (a, b)]
+    assert np.array_equal(*decided)
 
 
 @pytest.mark.shared_data

@@ -90,6 +90,20 @@ def test_rules_route_clinical_and_technical_apart(database_url: str, receiver: R
     assert {d["state"] for d in recent(store)} == {"sent"}
 
 
+def test_a_new_router_pages_what_arrives_before_its_first_pass(database_url: str,
+                                                              receiver: Receiver) -> None:
+    """On a new database, alerts stored before the station started are history; one stored
+    between the router's start and its first pass (the station's first second: seen when a
+    device was already sending) is paged."""
+    store = Store(database_url)
+    t = time.time()
+    store.ingest([alert_message("bed-1", 0, "new", "before")], now=t - 60)
+    router = Router(config([{"name": "nurses", "webhook": receiver.url}]), store)
+    store.ingest([alert_message("bed-2", 0, "new", "after")], now=router.started + 0.01)
+    router.step(router.started + 0.5)
+    assert [m["alert"]["alert_id"] for m in receiver.got] == ["after"]
+
+
 def test_cooldown_and_rate_limit_hold_back_and_say_so(database_url: str,
                                                       receiver: Receiver) -> None:
     store = Store(database_url)

@@ -36,6 +36,9 @@ class Router:
         self.rules = {r.name: r for r in cfg.rules}
         self.store = store
         self.deliver = deliver
+        # on a new database, what arrived before this router existed is history, not paged;
+        # what arrives from now on is, even before its first pass
+        self.started = time.time()
 
     def step(self, now: float | None = None) -> None:
         """One pass: route what happened, escalate what waited too long, deliver what is due."""
@@ -54,8 +57,9 @@ class Router:
     def _route(self, conn: Connection, now: float) -> None:
         cursor = conn.execute(select(routing_state.c.value).where(
             routing_state.c.name == "alert_log")).scalar()
-        if cursor is None:  # a new router starts from now: old alerts are not paged again
-            cursor = conn.execute(select(func.coalesce(func.max(alert_log.c.id), 0))).scalar()
+        if cursor is None:  # a new router starts from its start: old alerts are not paged
+            cursor = conn.execute(select(func.coalesce(func.max(alert_log.c.id), 0)).where(
+                alert_log.c.at < self.started)).scalar()
             conn.execute(insert(routing_state).values(name="alert_log", value=cursor))
         rows = conn.execute(select(alert_log.c.id, alert_log.c.event, alerts, devices.c.label)
                             .join(alerts, alerts.c.alert_id == alert_log.c.alert_id)
