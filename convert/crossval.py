@@ -146,9 +146,18 @@ def scores(y: np.ndarray, probs: np.ndarray, thresholds: dict[str, float] | None
     return out
 
 
+def saved_results(out: Path, events: Events) -> tuple[list[Fold], dict[str, dict[str, Any]]]:
+    """The folds a run has saved in OUT (those not run yet are left out), with their
+    probabilities after every epoch."""
+    fold_list = [f for f in folds(events) if (out / f"{f.name}.npz").is_file()]
+    return fold_list, {f.name: {"probs": np.load(out / f"{f.name}.npz")["probs"]}
+                       for f in fold_list}
+
+
 def protocol_report(events: Events, fold_list: list[Fold], results: dict[str, dict[str, Any]],
-                    epoch: int) -> dict[str, Any]:
-    """Every number of the protocol at one epoch (index into the saved probabilities)."""
+                    epoch: int, thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every number of the protocol at one epoch (index into the saved probabilities): at the
+    argmax, as recipes are compared, or with a package's thresholds, as it decides."""
     y, dev, ds = events.labels, events.devices, events.datasets
     report: dict[str, Any] = {"epoch": epoch + 1, "cv": {}, "loso": {}}
     pooled = {"index": [], "probs": []}
@@ -156,25 +165,27 @@ def protocol_report(events: Events, fold_list: list[Fold], results: dict[str, di
     for f in fold_list:
         p = results[f.name]["probs"][epoch]
         if f.kind == "loso":
-            report["loso"][f.name.removeprefix("loso-")] = scores(y[f.val], p)
+            report["loso"][f.name.removeprefix("loso-")] = scores(y[f.val], p, thresholds)
             continue
         pooled["index"].append(f.val)
         pooled["probs"].append(p)
         for key, dataset in (("icbhi", ICBHI), ("sprsound", SPRSOUND)):
             inside = ds[f.val] == dataset
-            per_fold[key].append(icbhi_score(y[f.val][inside], p[inside].argmax(1))["score"])
+            per_fold[key].append(icbhi_score(y[f.val][inside],
+                                             decide(p[inside], LABELS, thresholds or {}))["score"])
     if pooled["index"]:
         index = np.concatenate(pooled["index"])
         probs = np.concatenate(pooled["probs"])
         for key, dataset in (("icbhi", ICBHI), ("sprsound", SPRSOUND)):
             inside = ds[index] == dataset
-            report["cv"][key] = scores(y[index][inside], probs[inside]) | {
+            report["cv"][key] = scores(y[index][inside], probs[inside], thresholds) | {
                 "fold_scores": [round(s, 4) for s in per_fold[key]],
                 "fold_mean": round(float(np.mean(per_fold[key])), 4),
                 "fold_sd": round(float(np.std(per_fold[key])), 4)}
         icbhi = ds[index] == ICBHI
         report["cv"]["icbhi_by_stethoscope"] = {
-            d: scores(y[index][icbhi & (dev[index] == d)], probs[icbhi & (dev[index] == d)])
+            d: scores(y[index][icbhi & (dev[index] == d)], probs[icbhi & (dev[index] == d)],
+                      thresholds)
             for d in sorted(set(dev[index][icbhi]))}
     loso = [r["score"] for r in report["loso"].values()]
     parts = [report["cv"].get("icbhi", {}).get("score"), np.mean(loso) if loso else None,

@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from convert import recipe as recipes
-from convert.crossval import ICBHI, SPRSOUND, folds, load_corpus, scores
+from convert.crossval import (
+    ICBHI,
+    SPRSOUND,
+    Fold,
+    folds,
+    load_corpus,
+    protocol_report,
+    saved_results,
+)
 from convert.datasets import LABELS, iter_annotated
 from convert.features import Events
 from convert.fit import Windows, fit, windows
@@ -57,47 +65,29 @@ def same_recipe(crossval: Path, recipe: Recipe) -> None:
                          "run the protocol on this recipe, or pass its flags here")
 
 
-def out_of_fold(crossval: Path, recipe: Recipe, events: Events) -> tuple[np.ndarray, np.ndarray]:
-    """Every event's probabilities from the cross-validation fold that did not train on it, at
-    the epoch the recipe trains for; the trainer and the protocol must share the recipe."""
-    same_recipe(crossval, recipe)
-    index, probs = [], []
+def protocol_predictions(crossval: Path, recipe: Recipe, events: Events
+                         ) -> tuple[list[Fold], dict[str, dict[str, Any]]]:
+    """The protocol run's saved folds: every cv fold (the thresholds need each event's
+    out-of-fold prediction) and the loso folds it has, each with the recipe's epochs."""
+    fold_list, results = saved_results(crossval, events)
     for f in folds(events):
-        if f.kind != "cv":
-            continue
-        if not (crossval / f"{f.name}.npz").is_file():
+        if f.kind == "cv" and f.name not in results:
             raise SystemExit(f"{crossval}/{f.name}.npz is missing: the protocol has not run "
                              f"that fold yet (the float model is saved: rerun with --from-float "
                              f"once it has)")
-        saved = np.load(crossval / f"{f.name}.npz")
-        if len(saved["probs"]) < recipe.epochs:
-            raise SystemExit(f"{crossval}/{f.name}.npz has {len(saved['probs'])} epochs, the "
+    for name, r in results.items():
+        if len(r["probs"]) < recipe.epochs:
+            raise SystemExit(f"{crossval}/{name}.npz has {len(r['probs'])} epochs, the "
                              f"recipe trains {recipe.epochs}")
-        index.append(f.val)
-        probs.append(saved["probs"][recipe.epochs - 1])
-    order = np.concatenate(index)
-    return order, np.concatenate(probs)
+    return fold_list, results
 
 
-def at_thresholds(crossval: Path, events: Events, index: np.ndarray, probs: np.ndarray,
-                  thresholds: dict[str, float]) -> dict[str, Any]:
-    """The protocol's per-stethoscope numbers as the package decides (recipes are compared at
-    the argmax; the thresholds move Sp and Se, most of all on stethoscopes never met)."""
-    icbhi = events.datasets[index] == ICBHI
-    out: dict[str, Any] = {"thresholds": thresholds, "cv": {
-        d: scores(events.labels[index][inside], probs[inside], thresholds)
-        for d in sorted(set(events.devices[index][icbhi]))
-        for inside in [icbhi & (events.devices[index] == d)]}, "loso": {}}
-    for dataset in (ICBHI, SPRSOUND):
-        inside = events.datasets[index] == dataset
-        out["cv"][dataset] = scores(events.labels[index][inside], probs[inside], thresholds)
-    for f in folds(events):
-        path = crossval / f"{f.name}.npz"
-        if f.kind == "loso" and path.is_file():
-            held = np.load(path)["probs"][-1]
-            out["loso"][f.name.removeprefix("loso-")] = scores(events.labels[f.val], held,
-                                                               thresholds)
-    return out
+def out_of_fold(fold_list: list[Fold], results: dict[str, dict[str, Any]], epoch: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Every event's probabilities from the cross-validation fold that did not train on it."""
+    cv = [f for f in fold_list if f.kind == "cv"]
+    return (np.concatenate([f.val for f in cv]),
+            np.concatenate([results[f.name]["probs"][epoch] for f in cv]))
 
 
 def choose_threshold(events: Events, index: np.ndarray, probs: np.ndarray, log: Any
@@ -311,17 +301,17 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         every.save(str(seeds_path(args.out)))
     # the protocol's predictions are read only now, so training may start while its last folds
     # (loso, which the thresholds do not use) are still running
-    index, probs = out_of_fold(args.crossval, recipe, events)
+    fold_list, results = protocol_predictions(args.crossval, recipe, events)
+    index, probs = out_of_fold(fold_list, results, recipe.epochs - 1)
     threshold = choose_threshold(events, index, probs, log)
     record = choose_record_fraction([r.record_label for r in iter_annotated(
         args.data / SPRSOUND)][:args.limit], events, index, probs, threshold["thresholds"], log)
     thresholds = threshold["thresholds"] | ({RECORD: record["record_fraction"]}
                                             if record["record_fraction"] else {})
-    protocol = at_thresholds(args.crossval, events, index, probs, threshold["thresholds"])
-    for group in ("cv", "loso"):
-        log(f"protocol {group} at the thresholds: " + "; ".join(
-            f"{d} Sp {s['sp']} Se {s['se']} Score {s['score']}"
-            for d, s in protocol[group].items()))
+    protocol = protocol_report(events, fold_list, results, recipe.epochs - 1,
+                               threshold["thresholds"])
+    log("protocol at the thresholds, held out: " + "; ".join(
+        f"{d} Sp {s['sp']} Se {s['se']} Score {s['score']}" for d, s in protocol["loso"].items()))
     provenance = {
         "data": ["ICBHI 2017 official train (526 recordings, 77 patients)",
                  "SPRSound train (1949 recordings, 251 patients)"],

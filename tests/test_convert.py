@@ -282,7 +282,8 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     assert runner.manifest.training["recipe"]["epochs"] == 1
     assert runner.manifest.training["members"] == [0, 1]  # trained in two processes
     training = json.loads((tmp_path / "pkg" / "report" / "training.json").read_text())
-    assert {"icbhi/train", "sprsound/train"} <= set(training["protocol_at_thresholds"]["cv"])
+    at = training["protocol_at_thresholds"]
+    assert {"icbhi", "sprsound", "icbhi_by_stethoscope"} <= set(at["cv"]) and at["objective"]
     assert runner.predict(np.zeros((40, runner.manifest.frontend.n_features))).label in LABELS
     # …and its report: the protocol's numbers and held-out scores in the manifest
     from convert import evaluate, report
