@@ -16,6 +16,7 @@ Chromium, how long an open ward page takes to show a status change after its MQT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import random
@@ -27,6 +28,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from queue import Empty as queue_empty
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +46,10 @@ from edge.payloads import (  # noqa: E402
     iso_ms,
 )
 from edge.publisher import envelope  # noqa: E402
+from edge.spool import new_epoch  # noqa: E402
 
 MODEL = ModelRef("lungedge-cnnlstm", "0.5.0")
+EPOCH = new_epoch()  # the simulated devices' numbering (one per run, as a fresh spool)
 GAP_P, DUPLICATE_P = 0.002, 0.005
 
 
@@ -75,7 +79,7 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
             gaps += 1
         n = seq[key]
         seq[key] += 1
-        payload = json.dumps(envelope(device, n) | body_dict(body))
+        payload = json.dumps(envelope(device, n, EPOCH) | body_dict(body))
         qos = 0 if kind == "stats" else 1
         infos.append(client.publish(f"lungedge/{device}/{kind}", payload, qos=qos,
                                     retain=kind == "status"))
@@ -115,7 +119,8 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
             send(device, "stats", Stats(
                 uptime_s=c * 1.5, audio_s=c * 1.5, cycles=c, forced_cuts=0, gaps=0, gap_s=0.0,
                 gap_reasons={}, restarts=0, dropped_blocks=0, queue_depth=0, spool_depth=0,
-                spool_in_memory=0, spool_dropped=0, spool_fault=None, cpu_percent=20.0,
+                spool_in_memory=0, spool_dropped=0, spool_fault=None, spool_stranded=0,
+                cpu_percent=20.0,
                 rss_mb=120.0, inference_ms_p50=1.5, inference_ms_p99=2.0, clips_sent=0,
                 clips_dropped=0, runtime="ai_edge_litert", source="bench", source_counters={}))
         due[device] += rng.uniform(1, 2) / speed
@@ -179,12 +184,20 @@ web: {{port: {args.web_port + 10}, secret_file: {tmp / 'secret'}}}
         for p in pubs:
             p.start()
         overview_ms = []
-        while any(p.is_alive() for p in pubs):
+        results: list[Any] = []
+        # a publisher's result (~18 KB) is read as soon as it is there: a child cannot exit
+        # before its queue's pipe is drained, and four results overflowed that 64 KiB pipe
+        # while this loop waited for them all to exit (the runs at 3× and 10× stalled)
+        while len(results) < len(pubs):
+            with contextlib.suppress(queue_empty):
+                results.append(queue.get(timeout=0.5))
+                continue
+            if not any(p.is_alive() for p in pubs):
+                results.append(queue.get(timeout=60))
+                continue
             t = time.perf_counter()
             urllib.request.urlopen(base + "/fragments/ward", timeout=30).read()
             overview_ms.append((time.perf_counter() - t) * 1000)
-            time.sleep(0.5)
-        results = [queue.get(timeout=60) for _ in pubs]
         for p in pubs:
             p.join()
         expected = {tuple(d) for r in results for d in r["distinct"]}
@@ -279,7 +292,7 @@ web: {{port: {args.web_port + 20}, secret_file: {tmp / 'secret'}}}
         _wait_http(base + "/healthz")
         time.sleep(1.5)
         pub.publish("lungedge/ui-bed/status", json.dumps(
-            envelope("ui-bed", 0) | status_body("online")), qos=1).wait_for_publish(5)
+            envelope("ui-bed", 0, EPOCH) | status_body("online")), qos=1).wait_for_publish(5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -290,7 +303,7 @@ web: {{port: {args.web_port + 20}, secret_file: {tmp / 'secret'}}}
                                    "=== 'live'")
             for i in range(1, n + 1):
                 state = "degraded" if i % 2 else "online"
-                body = envelope("ui-bed", i) | {"state": state, "reason": None,
+                body = envelope("ui-bed", i, EPOCH) | {"state": state, "reason": None,
                                                 "reasons": ["poor signal"] if i % 2 else [],
                                                 "model": None}
                 t = time.perf_counter()

@@ -1,265 +1,220 @@
 """The validation protocol: how well a recipe does on patients and stethoscopes it never met.
 
-    python -m convert.crossval --data ../shared/data --out report/crossval/NAME [recipe flags]
+    python -m convert.crossval --data ../shared/data --out report/crossval/NAME [--jobs 2] \
+        [recipe flags]
 
-Two kinds of folds, one training run each (seed `--protocol-seed`), every one through the same
-`convert.fit` as the shipped model:
+Two kinds of folds, every one through the same `convert.fit` as the shipped model:
 
 - **cv**: k-fold cross-validation grouped by patient (k = 5): ICBHI train's 77 patients and
   SPRSound train's 251 are each dealt into k folds (ICBHI's within each stethoscope, so every
-  fold has some of each); every patient is validated exactly once, by a model that never
+  fold has some of each); every patient is validated exactly once, by models that never
   heard them.
 - **loso**: leave one stethoscope out. For each of AKG C417L, Littmann Classic II SE and
-  Meditron, a model trained on everything else (SPRSound included, every recording of a
-  patient ever recorded on that stethoscope left out) is validated on all its ICBHI cycles.
+  Meditron, models trained on everything else (SPRSound included, every recording of a
+  patient ever recorded on that stethoscope left out) are validated on all its ICBHI cycles.
 
-Validation is at event level on the annotated boundaries, with the float model (the int8 model
-agrees with it on ≥ 99% of windows, `convert.verify`), after every epoch, so the report also
-says how many epochs to train. Reported per stethoscope: Sp, Se, ICBHI Score, AUC of normal vs
-adventitious, crackle and wheeze recall; per fold, and pooled over the folds. The one number a
-recipe is chosen by (`objective`) is the mean of the ICBHI cross-validated Score, the mean
-leave-one-stethoscope-out Score and the SPRSound cross-validated Score.
+In every fold the protocol reproduces what ships: one network per seed of the recipe (the
+package's members, so the spread over seeds is measured, not assumed), the epochs and
+thresholds chosen by the trainer's own rule (`convert.choice`) on the *other* folds'
+out-of-fold predictions, and each member converted to int8 at that epoch, the members'
+int8 outputs averaged as the device averages them. The gradient-boosting floor
+(`convert.floor`) runs on the same folds. `convert.protocol` scores all of it: per
+stethoscope, per fold, per seed, against the floor, with a prediction for a new ICBHI-like
+test and the gate a recipe must pass to ship.
 
-A fold whose result is already in OUT is not trained again (an interrupted run resumes).
+Saved in OUT, so an interrupted run resumes where it stopped: FOLD-sSEED.npz (the validation
+windows' float probabilities after every epoch), FOLD-sSEED-weights.npz (the weights after
+every epoch, for the int8 step), FOLD-sSEED-int8.npz, floor-VARIANT.npz.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from convert import floor
 from convert import recipe as recipes
-from convert.datasets import LABELS, iter_annotated
-from convert.features import Events, cached_events
-from convert.fit import Windows, fit, predict_events, windows
-from convert.metrics import icbhi_score, roc_auc, sprsound_score
+from convert.features import Events
+from convert.fit import Windows, fit, windows
+from convert.folds import QUIET_DB, Fold, folds, load_corpus, member_path
 from convert.recipe import Recipe
-from edge.model import decide
+from edge.dsp.frontend import FrontendParams
 
-ICBHI, SPRSOUND = "icbhi/train", "sprsound/train"
-HELD_OUT_STETHOSCOPES = ("AKGC417L", "LittC2SE", "Meditron")
-
-
-@dataclass(frozen=True)
-class Fold:
-    name: str  # "cv1" … "cvK", "loso-AKGC417L" …
-    kind: str  # "cv" or "loso"
-    train: np.ndarray  # event indices
-    val: np.ndarray
+CALIBRATION_WINDOWS = 3000  # as the trainer calibrates a shipped member's int8 conversion
 
 
-def load_corpus(data: Path, recipe: Recipe, cache: Path | None,
-                limit: int | None = None) -> Events:
-    parts = []
-    for split in (ICBHI, SPRSOUND):
-        recordings = list(iter_annotated(data / split))[:limit]
-        parts.append(cached_events(split, recordings, recipe.frontend, cache))
-    return Events.join(parts)
+Log = Callable[[str], None]
 
 
-def folds(events: Events, k: int = 5, seed: int = 0) -> list[Fold]:
-    """The cv folds, then the loso folds."""
-    rng = np.random.default_rng(seed)
-    fold_of: dict[str, int] = {}
-    for dataset in (ICBHI, SPRSOUND):
-        inside = events.datasets == dataset
-        # deal each stethoscope's patients round the folds, continuing where the last left off
-        dealt = 0
-        for device in sorted(set(events.devices[inside])):
-            patients = sorted(set(events.patients[inside & (events.devices == device)])
-                              - set(fold_of))
-            for p in rng.permutation(patients):
-                fold_of[str(p)] = dealt % k
-                dealt += 1
-    which = np.array([fold_of[p] for p in events.patients])
-    out = [Fold(f"cv{i + 1}", "cv", np.flatnonzero(which != i), np.flatnonzero(which == i))
-           for i in range(k) if (which == i).any()]
-    for device in HELD_OUT_STETHOSCOPES:
-        held = events.devices == device
-        if not held.any():
-            continue
-        patients = set(events.patients[held])
-        out.append(Fold(f"loso-{device}", "loso",
-                        np.flatnonzero(~np.isin(events.patients, list(patients))),
-                        np.flatnonzero(held)))
-    return out
-
-
-def run_fold(fold: Fold, events: Events, recipe: Recipe, seed: int, out: Path,
-             log: Any) -> dict[str, Any]:
-    """Train on the fold's training events; the validation events' probabilities after every
-    epoch (saved to OUT/FOLD.npz, and read back from there on a rerun)."""
-    path = out / f"{fold.name}.npz"
-    if path.exists():
-        saved = np.load(path)
-        if np.array_equal(saved["val"], fold.val):
-            log(f"{fold.name}: already done ({path})")
-            return {"probs": saved["probs"], "seconds": float(saved["seconds"])}
-    t = time.time()
+# -- the runs of one fold ----------------------------------------------------------------------
+def fold_windows(fold: Fold, events: Events, recipe: Recipe) -> tuple[Windows, Windows]:
     train = windows(events.take(fold.train), recipe)
-    val: Windows = windows(events.take(fold.val), recipe, train.mean, train.std)
-    y = events.labels[fold.val]
-    log(f"{fold.name}: {len(fold.train)} training events ({len(train.x)} windows), "
-        f"{len(fold.val)} validation events")
+    return train, windows(events.take(fold.val), recipe, train.mean, train.std,
+                          train.calibration)
+
+
+def train_member(fold: Fold, events: Events, recipe: Recipe, seed: int, out: Path,
+                 log: Log) -> None:
+    """One member of one fold: its validation windows' probabilities and its weights after
+    every epoch (what the nested choice and the int8 step need)."""
+    path = member_path(out, fold.name, seed)
+    if path.exists() and np.array_equal(np.load(path)["val"], fold.val):
+        log(f"{fold.name} seed {seed}: already done ({path})")
+        return
+    t = time.time()
+    train, val = fold_windows(fold, events, recipe)
+    log(f"{fold.name} seed {seed}: {len(fold.train)} training events ({len(train.x)} "
+        f"windows), {len(fold.val)} validation events")
+    x = ((val.x - val.mean) / val.std)[..., None]
     per_epoch: list[np.ndarray] = []
+    weights: dict[str, Any] = {}
 
     def on_epoch(epoch: int, model: Any) -> dict[str, Any]:
-        p = predict_events(model, val)
-        per_epoch.append(p.astype(np.float32))
-        return {"val_4class": icbhi_score(y, p.argmax(1))["score"]}
+        per_epoch.append(model.predict(x, batch_size=256, verbose=0).astype(np.float32))
+        for i, w in enumerate(model.get_weights()):
+            weights[f"e{epoch + 1}_{i}"] = w
+        return {}
 
     fit(recipe, train, seed, lambda m: log(f"{fold.name} {m}"), on_epoch)
-    probs = np.stack(per_epoch)
-    seconds = time.time() - t
-    np.savez_compressed(path, val=fold.val, probs=probs, seconds=seconds)
-    return {"probs": probs, "seconds": seconds}
+    np.savez_compressed(member_path(out, fold.name, seed, "weights"), **weights)
+    np.savez_compressed(path, val=fold.val, owner=val.owner, window_probs=np.stack(per_epoch),
+                        seconds=time.time() - t)
 
 
-# -- scoring -------------------------------------------------------------------------------------
-def scores(y: np.ndarray, probs: np.ndarray, thresholds: dict[str, float] | None = None
-           ) -> dict[str, Any]:
-    """What the report gives for a group of events: the ICBHI 4-class score, normal vs
-    adventitious, and the recall of each finding; at the argmax (how recipes are compared),
-    or as a package with these thresholds decides."""
-    pred = decide(probs, LABELS, thresholds or {})
-    four = icbhi_score(y, pred)
-    adventitious = (y != 0).astype(int)
-    out: dict[str, Any] = {
-        "events": len(y), "sp": four["sp"], "se": four["se"], "score": four["score"],
-        "binary": sprsound_score(adventitious, (pred != 0).astype(int))["score"],
-        "auc": roc_auc(adventitious, 1 - probs[:, 0]) if 0 < adventitious.sum() < len(y)
-        else None}
-    for i, label in enumerate(LABELS[1:], 1):
-        n = int((y == i).sum())
-        out[f"{label}_recall"] = round(float((pred[y == i] == i).mean()), 4) if n else None
-    # how often a finding is heard at all, whatever its exact class (a crackle called "both")
-    crackle = np.isin(y, (1, 3))
-    out["crackle_heard"] = round(float(np.isin(pred[crackle], (1, 3)).mean()), 4) \
-        if crackle.any() else None
-    return out
+def quantize_member(fold: Fold, events: Events, recipe: Recipe, seed: int, epoch: int,
+                    out: Path, log: Log) -> None:
+    """The member at `epoch` as the trainer would ship it: full-integer int8, calibrated on
+    its own training windows; its validation windows' dequantized probabilities."""
+    from convert.package import build_cnn_lstm, int8_probabilities, to_int8_tflite
+
+    path = member_path(out, fold.name, seed, "int8")
+    if path.exists() and int(np.load(path)["epoch"]) == epoch:
+        return
+    train, val = fold_windows(fold, events, recipe)
+    saved = np.load(member_path(out, fold.name, seed, "weights"))
+    n = sum(1 for k in saved.files if k.startswith(f"e{epoch}_"))
+    model = build_cnn_lstm(train.x.shape[1], train.x.shape[2], 4, **recipe.arch)
+    model.set_weights([saved[f"e{epoch}_{i}"] for i in range(n)])
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(train.x), min(CALIBRATION_WINDOWS, len(train.x)), replace=False)
+    tflite = to_int8_tflite(model, (train.x[pick] - train.mean) / train.std)
+    probs = int8_probabilities(tflite, (val.x - val.mean) / val.std)
+    np.savez_compressed(path, epoch=epoch, window_probs=probs, bytes=len(tflite))
+    log(f"{fold.name} seed {seed}: int8 at epoch {epoch} ({len(tflite)} bytes)")
 
 
-def saved_results(out: Path, events: Events) -> tuple[list[Fold], dict[str, dict[str, Any]]]:
-    """The folds a run has saved in OUT (those not run yet are left out), with their
-    probabilities after every epoch."""
-    fold_list = [f for f in folds(events) if (out / f"{f.name}.npz").is_file()]
-    return fold_list, {f.name: {"probs": np.load(out / f"{f.name}.npz")["probs"]}
-                       for f in fold_list}
+def quieter(events: Events, frontend: FrontendParams, db: float) -> Events:
+    """The same cycles as a stethoscope `db` quieter would give them: every log mel band
+    moved by the gain, down to the frontend's floor (what a quiet stethoscope cannot go
+    below)."""
+    if frontend.features != "log_mel" or frontend.deltas:
+        raise ValueError("the quiet-stethoscope check needs log mel features without deltas")
+    shift, floor = db * np.log(10) / 10, np.log(frontend.log_floor)
+    return dataclasses.replace(events, feats=[np.maximum(f + shift, floor).astype(np.float32)
+                                              for f in events.feats])
 
 
-def protocol_report(events: Events, fold_list: list[Fold], results: dict[str, dict[str, Any]],
-                    epoch: int, thresholds: dict[str, float] | None = None) -> dict[str, Any]:
-    """Every number of the protocol at one epoch (index into the saved probabilities): at the
-    argmax, as recipes are compared, or with a package's thresholds, as it decides."""
-    y, dev, ds = events.labels, events.devices, events.datasets
-    report: dict[str, Any] = {"epoch": epoch + 1, "cv": {}, "loso": {}}
-    pooled = {"index": [], "probs": []}
-    per_fold: dict[str, list[float]] = {"icbhi": [], "sprsound": []}
-    for f in fold_list:
-        p = results[f.name]["probs"][epoch]
-        if f.kind == "loso":
-            report["loso"][f.name.removeprefix("loso-")] = scores(y[f.val], p, thresholds)
-            continue
-        pooled["index"].append(f.val)
-        pooled["probs"].append(p)
-        for key, dataset in (("icbhi", ICBHI), ("sprsound", SPRSOUND)):
-            inside = ds[f.val] == dataset
-            per_fold[key].append(icbhi_score(y[f.val][inside],
-                                             decide(p[inside], LABELS, thresholds or {}))["score"])
-    if pooled["index"]:
-        index = np.concatenate(pooled["index"])
-        probs = np.concatenate(pooled["probs"])
-        for key, dataset in (("icbhi", ICBHI), ("sprsound", SPRSOUND)):
-            inside = ds[index] == dataset
-            report["cv"][key] = scores(y[index][inside], probs[inside], thresholds) | {
-                "fold_scores": [round(s, 4) for s in per_fold[key]],
-                "fold_mean": round(float(np.mean(per_fold[key])), 4),
-                "fold_sd": round(float(np.std(per_fold[key])), 4)}
-        icbhi = ds[index] == ICBHI
-        report["cv"]["icbhi_by_stethoscope"] = {
-            d: scores(y[index][icbhi & (dev[index] == d)], probs[icbhi & (dev[index] == d)],
-                      thresholds)
-            for d in sorted(set(dev[index][icbhi]))}
-    loso = [r["score"] for r in report["loso"].values()]
-    parts = [report["cv"].get("icbhi", {}).get("score"), np.mean(loso) if loso else None,
-             report["cv"].get("sprsound", {}).get("score")]
-    known = [float(v) for v in parts if v is not None]
-    report["loso_mean"] = round(float(np.mean(loso)), 4) if loso else None
-    report["objective"] = round(float(np.mean(known)), 4) if known else None
-    return report
+def quiet_member(fold: Fold, events: Events, recipe: Recipe, seed: int, epoch: int,
+                 out: Path, log: Log, what: str = "quiet") -> None:
+    """The member at `epoch` (float) on its held-out stethoscope, heard otherwise:
+    "quiet", QUIET_DB quieter (does it hear the sound or the level? 0.5.0 called every
+    recording at SPRSound's level normal, a manikin's coarse crackles included); or
+    "uncalibrated", standardised with every training stethoscope's statistics pooled, as a
+    device nobody calibrated does (a recipe with normalise: stethoscope)."""
+    from convert.package import build_cnn_lstm
+
+    path = member_path(out, fold.name, seed, what)
+    if path.exists() and int(np.load(path)["epoch"]) == epoch:
+        return
+    train = windows(events.take(fold.train), recipe)
+    held = events.take(fold.val)
+    if what == "quiet":
+        val = windows(quieter(held, recipe.frontend, QUIET_DB), recipe, train.mean, train.std,
+                      train.calibration)
+    else:
+        assert train.calibration is not None
+        pooled = train.calibration[""]
+        val = windows(held, recipe, train.mean, train.std,
+                      {str(d): pooled for d in set(held.devices)} | {"": pooled})
+    saved = np.load(member_path(out, fold.name, seed, "weights"))
+    n = sum(1 for k in saved.files if k.startswith(f"e{epoch}_"))
+    model = build_cnn_lstm(train.x.shape[1], train.x.shape[2], 4, **recipe.arch)
+    model.set_weights([saved[f"e{epoch}_{i}"] for i in range(n)])
+    probs = model.predict(((val.x - val.mean) / val.std)[..., None], batch_size=256,
+                          verbose=0)
+    np.savez_compressed(path, epoch=epoch, window_probs=probs.astype(np.float32))
+    log(f"{fold.name} seed {seed}: {what}, at epoch {epoch}")
 
 
-def curves(events: Events, fold_list: list[Fold], results: dict[str, dict[str, Any]]
-           ) -> list[dict[str, Any]]:
-    n = min(len(r["probs"]) for r in results.values())
-    out = []
-    for e in range(n):
-        r = protocol_report(events, fold_list, results, e)
-        out.append({"epoch": e + 1, "objective": r["objective"],
-                    "icbhi_cv": r["cv"].get("icbhi", {}).get("score"),
-                    "sprsound_cv": r["cv"].get("sprsound", {}).get("score"),
-                    "loso_mean": r["loso_mean"]})
-    return out
+# -- running many at once ----------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
 
 
-def plot_curves(curve: list[dict[str, Any]], out: Path, title: str) -> None:
-    from edge.plot import pyplot, save
-
-    fig, ax = pyplot().subplots(figsize=(7, 4))
-    epochs = [c["epoch"] for c in curve]
-    for key, style in (("objective", "k-"), ("icbhi_cv", "C0--"), ("loso_mean", "C3--"),
-                       ("sprsound_cv", "C2:")):
-        values = [c[key] for c in curve]
-        if any(v is not None for v in values):
-            ax.plot(epochs, values, style, label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("4-class Score")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save(fig, out)
+def _worker_init(data: Path, recipe: Recipe, cache: Path | None, limit: int | None, k: int,
+                 fold_seed: int, threads: int) -> None:
+    """A process's thread budget (set before TensorFlow is imported) and its copy of the
+    corpus (from the feature cache)."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    events = load_corpus(data, recipe, cache, limit)
+    _WORKER.update(events=events, recipe=recipe,
+                   folds={f.name: f for f in folds(events, k, fold_seed)})
 
 
-def markdown(report: dict[str, Any], recipe: Recipe, curve: list[dict[str, Any]]) -> str:
-    def row(name: str, s: dict[str, Any]) -> str:
-        cells = [s["events"], s["sp"], s["se"], s["score"], s.get("auc"), s.get("crackle_recall"),
-                 s.get("crackle_heard"), s.get("wheeze_recall")]
-        return f"| {name} | " + " | ".join("–" if c is None else str(c) for c in cells) + " |"
+def _worker_task(task: tuple[str, str, int, int], out: Path) -> list[str]:
+    kind, fold, seed, epoch = task
+    lines: list[str] = []
 
-    head = ("| | events | Sp | Se | Score | AUC | crackle recall | crackle heard | wheeze "
-            "recall |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [f"# Validation protocol: epoch {report['epoch']}", "",
-             f"objective **{report['objective']}** (mean of ICBHI cv, loso mean, SPRSound cv)",
-             ""]
-    cv = report["cv"]
-    if cv:
-        lines += ["## Patient-grouped cross-validation (pooled out-of-fold; fold mean ± sd)", "",
-                  head, row("ICBHI (all)", cv["icbhi"])]
-        lines += [row(f"ICBHI {d}", s) for d, s in cv["icbhi_by_stethoscope"].items()]
-        lines += [row("SPRSound", cv["sprsound"]), "",
-                  f"ICBHI Score per fold {cv['icbhi']['fold_scores']}: "
-                  f"{cv['icbhi']['fold_mean']} ± {cv['icbhi']['fold_sd']}; SPRSound "
-                  f"{cv['sprsound']['fold_mean']} ± {cv['sprsound']['fold_sd']}", ""]
-    if report["loso"]:
-        lines += ["## Leave one stethoscope out (ICBHI cycles of the held-out stethoscope)", "",
-                  head] + [row(d, s) for d, s in report["loso"].items()]
-        lines += ["", f"mean Score {report['loso_mean']}", ""]
-    lines += ["## Per epoch", "", "| epoch | objective | ICBHI cv | loso mean | SPRSound cv |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {c['epoch']} | {c['objective']} | {c['icbhi_cv']} | {c['loso_mean']} | "
-              f"{c['sprsound_cv']} |" for c in curve]
-    lines += ["", "## Recipe", "", "```json", json.dumps(recipe.to_dict(), indent=1), "```", ""]
-    return "\n".join(lines)
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        lines.append(msg)
+
+    f, events, recipe = _WORKER["folds"][fold], _WORKER["events"], _WORKER["recipe"]
+    if kind == "train":
+        train_member(f, events, recipe, seed, out, log)
+    elif kind in ("quiet", "uncalibrated"):
+        quiet_member(f, events, recipe, seed, epoch, out, log, kind)
+    else:
+        quantize_member(f, events, recipe, seed, epoch, out, log)
+    return lines
+
+
+def run_tasks(tasks: list[tuple[str, str, int, int]], args: argparse.Namespace, recipe: Recipe,
+              record: Log) -> None:
+    """Tasks ("train" or "int8", fold, seed, epoch) in `args.jobs` processes, each with its
+    share of the cores (a member keeps about one core busy), or in this one. A task prints
+    as it goes; `record` keeps its lines (the run's log file) once it is done."""
+    settings = (args.data, recipe, args.cache, args.limit, args.k, args.protocol_seed)
+    if args.jobs <= 1:
+        _worker_init(*settings, threads=os.cpu_count() or 1)
+        for task in tasks:
+            for line in _worker_task(task, args.out):
+                record(line)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(*settings, threads)) as pool:
+        for lines in pool.map(_worker_task, tasks, [args.out] * len(tasks)):
+            for line in lines:
+                record(line)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from convert import protocol
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get(
         "LUNGEDGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")))
@@ -267,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(".cache/features"))
     ap.add_argument("--k", type=int, default=5, help="cross-validation folds")
     ap.add_argument("--protocol-seed", type=int, default=0,
-                    help="seed of the fold assignment and of each fold's training")
-    ap.add_argument("--only", nargs="+", help="fold names to run (e.g. cv1 loso-Meditron)")
+                    help="seed of the fold assignment (each member trains with its own seed)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="members trained at once, in as many processes (the cores are shared)")
     ap.add_argument("--limit", type=int, help="recordings per dataset (smoke runs)")
     recipes.add_arguments(ap)
     args = ap.parse_args(argv)
@@ -276,29 +232,34 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     logf = (args.out / "crossval.log").open("a")
 
-    def log(msg: str) -> None:
-        print(msg, flush=True)
+    def record(msg: str) -> None:
         logf.write(msg + "\n")
         logf.flush()
 
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        record(msg)
+
     (args.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1) + "\n")
     events = load_corpus(args.data, recipe, args.cache, args.limit)
-    fold_list = [f for f in folds(events, args.k, args.protocol_seed)
-                 if not args.only or f.name in args.only]
-    results = {f.name: run_fold(f, events, recipe, args.protocol_seed, args.out, log)
-               for f in fold_list}
-    curve = curves(events, fold_list, results)
-    report = protocol_report(events, fold_list, results, len(curve) - 1)
-    best = max(curve, key=lambda c: c["objective"] or 0)
-    report |= {"recipe": recipe.to_dict(), "curve": curve, "best_epoch": best["epoch"],
-               "seconds": round(sum(r["seconds"] for r in results.values()))}
+    fold_list = folds(events, args.k, args.protocol_seed)
+    for variant in floor.VARIANTS:
+        floor.run(events, fold_list, variant, args.out, log)
+    run_tasks([("train", f.name, s, 0) for s in recipe.seeds for f in fold_list], args, recipe,
+              record)
+    run = protocol.ProtocolRun.load(args.out, events, fold_list, recipe)
+    run_tasks([("int8", f.name, s, run.choices[f.name].epoch) for s in recipe.seeds
+               for f in fold_list], args, recipe, record)
+    checks = (["quiet"] if recipe.frontend.features == "log_mel" and not recipe.frontend.deltas
+              else []) + (["uncalibrated"] if recipe.normalise == "stethoscope" else [])
+    run_tasks([(what, f.name, s, run.choices[f.name].epoch) for what in checks
+               for s in recipe.seeds for f in fold_list if f.kind == "loso"], args, recipe,
+              record)
+    report = protocol.ProtocolRun.load(args.out, events, fold_list, recipe).report()
     (args.out / "crossval.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "crossval.md").write_text(markdown(report, recipe, curve))
-    plot_curves(curve, args.out / "crossval_curves.png", str(args.out.name))
-    log(f"objective {report['objective']} at epoch {report['epoch']} (best {best['objective']} "
-        f"at epoch {best['epoch']}); ICBHI cv {report['cv'].get('icbhi', {}).get('score')}, "
-        f"loso {report['loso_mean']}, SPRSound cv "
-        f"{report['cv'].get('sprsound', {}).get('score')}")
+    (args.out / "crossval.md").write_text(protocol.markdown(report))
+    protocol.plot_curves(report["curve"], args.out / "crossval_curves.png", args.out.name)
+    log(protocol.summary(report))
     return 0
 
 

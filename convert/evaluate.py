@@ -1,6 +1,7 @@
 """Score a model package on any annotated folder, exactly as the device would classify it.
 
-    python -m convert.evaluate MODEL_DIR FOLDER [FOLDER ...] --out REPORT_DIR
+    python -m convert.evaluate MODEL_DIR FOLDER [FOLDER ...] --out REPORT_DIR \
+        [--float | --agreement]
 
 A FOLDER is in ICBHI format (audio + .txt cycles) or SPRSound format (audio + .json), so the
 withheld ICBHI test split can be scored with this same command. Everything goes through the
@@ -12,6 +13,11 @@ int8 model in `edge.model.ModelRunner` and the device's frontend. Per folder:
   annotated event is scored by the label of the cycle that overlaps it most (none: normal);
 - record level (SPRSound folders): Task 2-1, normal / adventitious / poor quality, from the
   streaming cycles of each recording with the tracker's record rules and quality measure.
+
+`--float` scores the package's float members (kept under report/float/) through the same
+steps instead, and `--agreement` scores the int8 models and counts how often the float members
+give each annotated event the same label: int8 against float on any recordings, not only on
+the training windows the trainer's gate checks.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from edge.analysis import Analysis, ClassifiedCycle
 from edge.audio_file import read_audio
 from edge.dsp.frontend import BandNormaliser, Frontend
 from edge.dsp.segmenter import SegmenterConfig
-from edge.model import RECORD, Manifest, ModelRunner
+from edge.model import RECORD, Classifier, Manifest, ModelRunner
 from edge.plot import pyplot, save
 from edge.sources.base import AudioBlock
 from edge.tracker import TrackerConfig, record_label
@@ -38,9 +44,14 @@ from edge.tracker import TrackerConfig, record_label
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
 
 
-def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
-                    patients: set[str] | None = None) -> dict[str, Any]:
+def evaluate_folder(runner: Classifier, folder: Path, limit: int | None = None,
+                    patients: set[str] | None = None, reference: Classifier | None = None
+                    ) -> dict[str, Any]:
+    """Every score of `runner` on a folder; with a `reference` (the package's float members)
+    also how often the two agree on an annotated event's label, and by how much their
+    probabilities differ at most."""
     m = runner.manifest
+    agree, diff = [], 0.0
     fe = Frontend(m.frontend)
     norm = BandNormaliser(m.frontend)
     recs: list[Recording] = [r for r in iter_annotated(folder)
@@ -54,7 +65,12 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
             a, b = (round(t * m.sample_rate) for t in (ev.start_s, ev.end_s))
             if b - a < m.frontend.n_fft:
                 continue
-            pred = runner.predict(norm(fe(audio[a:b])))
+            feats = norm(fe(audio[a:b]))
+            pred = runner.predict(feats)
+            if reference is not None:
+                ref = reference.predict(feats)
+                agree.append(ref.label == pred.label)
+                diff = max(diff, *(abs(ref.probs[k] - pred.probs[k]) for k in LABELS))
             y_true.append(LABELS.index(ev.label))
             y_event.append(LABELS.index(pred.label))
             p_event.append([pred.probs[lab] for lab in LABELS])
@@ -82,6 +98,10 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
         "streaming_binary": sprsound_score(binary_true, (np.asarray(y_stream) != 0).astype(int)),
         "roc": _roc(binary_true, 1 - probs[:, 0]),
     }
+    if reference is not None:
+        out["agreement_with_float"] = {"events": len(agree),
+                                       "labels_agree": round(float(np.mean(agree)), 4)
+                                       if agree else None, "max_prob_diff": round(diff, 4)}
     if rec_true:
         out["record_task_2_1"] = sprsound_score(np.asarray(rec_true), np.asarray(rec_pred),
                                                 exact=True)
@@ -89,7 +109,7 @@ def evaluate_folder(runner: ModelRunner, folder: Path, limit: int | None = None,
     return out
 
 
-def stream(runner: ModelRunner, recording: Path) -> list[ClassifiedCycle]:
+def stream(runner: Classifier, recording: Path) -> list[ClassifiedCycle]:
     """The device's analysis path over a whole recording, no annotation used: its cycles."""
     x, rate = read_audio(recording)
     analysis = Analysis(rate, runner, SegmenterConfig(), TrackerConfig())
@@ -143,17 +163,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="recordings per folder")
     ap.add_argument("--patients", help="only these patients (comma-separated), e.g. a "
                                        "validation split")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--float", dest="float_members", action="store_true",
+                       help="score the package's float members (report/float/) instead of "
+                            "its int8 models, through the same frontend, windows and decision")
+    which.add_argument("--agreement", action="store_true",
+                       help="score the int8 models and say how often the float members agree "
+                            "with them on each annotated event")
     args = ap.parse_args(argv)
-    runner = ModelRunner(args.model)
+    from convert.package import FloatMembers
+
+    runner: Classifier = FloatMembers(args.model) if args.float_members \
+        else ModelRunner(args.model)
+    reference = FloatMembers(args.model) if args.agreement else None
     results = []
     for folder in args.folders:
         r = evaluate_folder(runner, folder, args.limit,
-                            set(args.patients.split(",")) if args.patients else None)
+                            set(args.patients.split(",")) if args.patients else None,
+                            reference)
+        r["models"] = "float" if args.float_members else "int8"
         results.append(r)
         print(f"{folder}: events {r['events']}, 4-class {r['event_4class']}, binary "
               f"{r['event_binary']['score']}, streaming {r['streaming_4class']['score']}"
               + (f", record 2-1 {r['record_task_2_1']['score']}"
-                 if "record_task_2_1" in r else ""), flush=True)
+                 if "record_task_2_1" in r else "")
+              + (f", int8 ≈ float on {r['agreement_with_float']['labels_agree']:.1%} of "
+                 f"events" if "agreement_with_float" in r else ""), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, args.out / "confusion_roc.png")

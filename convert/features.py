@@ -19,6 +19,7 @@ import numpy as np
 
 from convert.datasets import LABELS, Recording
 from edge.audio_file import read_audio
+from edge.calibration import feature_statistics
 from edge.dsp import resample
 from edge.dsp.frontend import BandNormaliser, Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
@@ -129,9 +130,8 @@ def cached_events(name: str, recordings: list[Recording], frontend: FrontendPara
     return events
 
 
-def normalisation(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    allf = np.concatenate(feats)
-    return allf.mean(axis=0), np.maximum(allf.std(axis=0), 1e-3)
+# the statistics the trainer normalises with are the ones a device calibrates with
+normalisation = feature_statistics
 
 
 def windows_of(feats: list[np.ndarray], labels: np.ndarray, window: WindowSpec,

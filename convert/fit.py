@@ -16,13 +16,16 @@ from convert.datasets import LABELS
 from convert.features import Events, band_normalised, normalisation
 from convert.recipe import Recipe
 from edge.dsp.frontend import FrontendParams
-from edge.model import cycle_windows
+from edge.model import combine_windows, cycle_windows
 
 DB = np.log(10) / 10  # one decibel of power in natural-log units (the frontend's log)
 MAX_WEIGHT = 10.0  # no handful of events may dominate a batch
 
 
-@dataclass
+Calibrations = dict[str, tuple[np.ndarray, np.ndarray]]  # stethoscope → feature mean, sd
+
+
+@dataclass(kw_only=True)
 class Windows:
     """Training windows before the global normalisation, so that a simulated stethoscope can
     be applied to what a stethoscope changes (the band powers) and normalised again."""
@@ -32,16 +35,34 @@ class Windows:
     y: np.ndarray
     weight: np.ndarray  # per window
     owner: np.ndarray  # index of the event each window came from
+    device: np.ndarray  # the stethoscope of each window, an index into `devices`
+    devices: tuple[str, ...]
     mean: np.ndarray  # the global per-feature normalisation (of these events)
     std: np.ndarray
+    # with normalise "stethoscope": each stethoscope's statistics, and under "" all of them
+    # pooled (what a device that was never calibrated falls back to)
+    calibration: Calibrations | None = None
 
 
 def windows(events: Events, recipe: Recipe, mean: np.ndarray | None = None,
-            std: np.ndarray | None = None) -> Windows:
+            std: np.ndarray | None = None, calibration: Calibrations | None = None
+            ) -> Windows:
     """The events' windows as the device cuts a cycle; `mean`/`std` default to these events'
-    own (training), or are given (validation: the training set's)."""
+    own (training), or are given (validation: the training set's).
+
+    With the recipe's `normalise` "stethoscope", each event is first standardised by its own
+    stethoscope's statistics, as a device calibrated on that stethoscope does: `calibration`
+    gives them for validation (the training events' stethoscopes); a stethoscope it does not
+    know (held out) is calibrated on its own events, each patient's on the other patients'
+    only (`stethoscope_statistics`)."""
     frontend = recipe.frontend
     feats, levels = band_normalised(events, frontend)
+    if recipe.normalise == "stethoscope":
+        # one stage, as on the device: (features − the stethoscope's mean) / its sd
+        calibration = calibration or calibrations(events, feats)
+        stats = stethoscope_statistics(events, feats, calibration)
+        feats = [(f - stats[i][0]) / stats[i][1] for i, f in enumerate(feats)]
+        mean, std = np.zeros(frontend.n_features), np.ones(frontend.n_features)
     if mean is None or std is None:
         mean, std = normalisation(feats)
     zero, one = np.zeros(frontend.n_features), np.ones(frontend.n_features)
@@ -52,8 +73,44 @@ def windows(events: Events, recipe: Recipe, mean: np.ndarray | None = None,
         owner += [i] * len(w)
     owner_a = np.asarray(owner, dtype=int)
     weight = event_weights(events, recipe.balance)[owner_a]
-    return Windows(np.concatenate(xs), levels[owner_a], events.labels[owner_a], weight, owner_a,
-                   mean.astype(np.float32), std.astype(np.float32))
+    devices, device = np.unique(events.devices, return_inverse=True)
+    return Windows(x=np.concatenate(xs), levels=levels[owner_a], y=events.labels[owner_a],
+                   weight=weight, owner=owner_a, device=device[owner_a],
+                   devices=tuple(str(d) for d in devices), mean=mean.astype(np.float32),
+                   std=std.astype(np.float32), calibration=calibration)
+
+
+def calibrations(events: Events, feats: list[np.ndarray]) -> Calibrations:
+    """Each stethoscope's feature mean and sd over all its events' frames, and under "" the
+    statistics of every event pooled."""
+    out = {"": normalisation(feats)}
+    for device in np.unique(events.devices):
+        out[str(device)] = normalisation([f for f, d in zip(feats, events.devices, strict=True)
+                                          if d == device])
+    return out
+
+
+def stethoscope_statistics(events: Events, feats: list[np.ndarray],
+                           known: Calibrations | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The statistics each event is standardised with: its stethoscope's in `known`, or, for
+    a stethoscope `known` lacks, those of its other patients' events here (never the
+    patient's own: a calibration is recorded before the patient is), or if it has no other
+    patient, the pooled statistics an uncalibrated device uses."""
+    known = calibrations(events, feats) if known is None else known
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    for device, patient in zip(events.devices, events.patients, strict=True):
+        if str(device) in known:
+            out.append(known[str(device)])
+            continue
+        key = (str(device), str(patient))
+        if key not in cache:
+            others = [f for f, d, p in zip(feats, events.devices, events.patients, strict=True)
+                      if d == device and p != patient]
+            # nobody else recorded on it: the uncalibrated device's statistics
+            cache[key] = normalisation(others) if others else known[""]
+        out.append(cache[key])
+    return out
 
 
 def event_weights(events: Events, balance: str) -> np.ndarray:
@@ -85,9 +142,10 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float
     """On normalised feature windows: time shift, gain, noise, time and frequency masks, and
     MixUp; returns windows and soft labels. A gain moves the energy coefficient of MFCCs and
     every band of a log-mel spectrum; a frequency mask hides a few cepstral coefficients (never
-    the energy) or a few bands."""
+    the energy) or a few bands. `y` is label indices, or already soft targets (n, k) that MixUp
+    mixes the same way (the labels beside the stethoscope an adversary guesses)."""
     n, frames, feats = x.shape
-    onehot = np.eye(len(LABELS), dtype=np.float32)[y]
+    onehot = np.eye(len(LABELS), dtype=np.float32)[y] if y.ndim == 1 else y
     if not enabled:
         return x, onehot
     cepstral = frontend.features == "mfcc"
@@ -123,6 +181,9 @@ def other_stethoscope(x: np.ndarray, levels: np.ndarray, rng: np.random.Generato
     as a whole went through that stethoscope)."""
     if frontend.features != "log_mel" or frontend.deltas:
         raise ValueError("simulated stethoscopes need log mel features without deltas")
+    if frontend.band_norm == "gain":
+        raise ValueError("simulated stethoscopes are not implemented with band_norm 'gain' "
+                         "(the running gain would have to be recomputed after the EQ)")
     n, _, bands = x.shape
     centres = np.linspace(0, 1, bands)[None, :]  # position of each band, 0 (fmin) … 1 (fmax)
     hz = frontend.fmin + centres * (frontend.fmax - frontend.fmin)
@@ -169,19 +230,16 @@ def focal_loss(gamma: float = 2.0) -> Callable[[Any, Any], Any]:
     return loss
 
 
-def event_predictions(probs: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndarray:
-    """Mean window probabilities per event, as the device aggregates them."""
-    sums = np.zeros((n_events, probs.shape[1]))
-    np.add.at(sums, owner, probs)
-    counts = np.bincount(owner, minlength=n_events)[:, None]
-    return sums / np.maximum(counts, 1)
-
-
-def predict_events(model: Any, w: Windows) -> np.ndarray:
-    """Per event, the probabilities of a float model (windows normalised as the device does)."""
-    x = (w.x - w.mean) / w.std
-    p = model.predict(x[..., None], batch_size=256, verbose=0)
-    return event_predictions(p, w.owner, int(w.owner.max()) + 1 if len(w.owner) else 0)
+def event_predictions(probs: np.ndarray, owner: np.ndarray, n_events: int,
+                      aggregate: str = "mean") -> np.ndarray:
+    """Per event, its windows' probabilities combined as the device combines them
+    (`owner`: the event of each window, in order)."""
+    out = np.zeros((n_events, probs.shape[1]))
+    bounds = np.searchsorted(owner, np.arange(n_events + 1))
+    for i in range(n_events):
+        if bounds[i + 1] > bounds[i]:
+            out[i] = combine_windows(probs[bounds[i]:bounds[i + 1]], aggregate)
+    return out
 
 
 def fit(recipe: Recipe, train: Windows, seed: int, log: Callable[[str], None],
@@ -200,8 +258,11 @@ def fit(recipe: Recipe, train: Windows, seed: int, log: Callable[[str], None],
     # named by its seed: seeds trained in separate processes are averaged into one graph
     model = build_cnn_lstm(x.shape[1], x.shape[2], len(LABELS), name=f"seed_{seed}",
                            **recipe.arch)
-    model.compile(optimizer=k.optimizers.Adam(1e-3),
-                  loss=focal_loss() if recipe.loss == "focal" else "categorical_crossentropy")
+    loss = focal_loss() if recipe.loss == "focal" else "categorical_crossentropy"
+    model.compile(optimizer=k.optimizers.Adam(1e-3), loss=loss)
+    trainer = adversarial(model, len(train.devices), recipe.adversary, loss) \
+        if recipe.adversary else model
+    stethoscopes = np.eye(len(train.devices), dtype=np.float32)
     rng = np.random.default_rng(seed)
     averaged = model.get_weights() if recipe.ema else []
     steps = 0
@@ -216,9 +277,19 @@ def fit(recipe: Recipe, train: Windows, seed: int, log: Callable[[str], None],
             if recipe.device_augmentation:
                 xb = other_stethoscope(xb, train.levels[idx], rng, frontend)
             xb = (xb - train.mean) / train.std
-            xb, yb = augment(xb, y[idx], rng, recipe.mixup, frontend, recipe.augmentation)
-            losses.append(model.train_on_batch(xb[..., None], yb,
-                                               sample_weight=train.weight[idx]))
+            if trainer is model:
+                xb, yb = augment(xb, y[idx], rng, recipe.mixup, frontend, recipe.augmentation)
+                losses.append(model.train_on_batch(xb[..., None], yb,
+                                                   sample_weight=train.weight[idx]))
+            else:
+                targets = np.hstack([np.eye(len(LABELS), dtype=np.float32)[y[idx]],
+                                     stethoscopes[train.device[idx]]])
+                xb, tb = augment(xb, targets, rng, recipe.mixup, frontend,
+                                 recipe.augmentation)
+                w = train.weight[idx]
+                losses.append(trainer.train_on_batch(
+                    xb[..., None], [tb[:, :len(LABELS)], tb[:, len(LABELS):]],
+                    sample_weight=[w, np.ones_like(w)])[1])
             if recipe.ema:
                 steps += 1
                 d = min(recipe.ema, (1 + steps) / (10 + steps))  # short memory while it starts
@@ -234,5 +305,30 @@ def fit(recipe: Recipe, train: Windows, seed: int, log: Callable[[str], None],
         if recipe.ema and epoch < recipe.epochs - 1:
             model.set_weights(raw)
         if epoch == 8:
-            model.optimizer.learning_rate.assign(3e-4)
+            trainer.optimizer.learning_rate.assign(3e-4)
     return model, history
+
+
+def adversarial(model: Any, n_stethoscopes: int, weight: float, loss: Any) -> Any:
+    """A training model that also guesses the stethoscope from the LSTM's output through a
+    gradient reversal: the better the guess, the more the features are pushed away from
+    telling the stethoscope (Ganin & Lempitsky's domain-adversarial training). The classifier
+    is `model` itself, sharing every layer, so what ships has no trace of the adversary."""
+    import tensorflow as tf
+
+    from convert.package import keras
+
+    k = keras()
+
+    @tf.custom_gradient
+    def reverse(v: Any) -> Any:
+        return tf.identity(v), lambda dy: -weight * dy
+
+    lstm = next(layer for layer in model.layers if layer.__class__.__name__ == "RNN")
+    h = k.layers.Lambda(reverse, name="gradient_reversal")(lstm.output)
+    h = k.layers.Dense(32, activation="relu", name="adversary_hidden")(h)
+    guess = k.layers.Dense(n_stethoscopes, activation="softmax", name="adversary")(h)
+    trainer = k.Model(model.input, [model.output, guess])
+    trainer.compile(optimizer=k.optimizers.Adam(1e-3),
+                    loss=[loss, "categorical_crossentropy"])
+    return trainer

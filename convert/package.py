@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from edge.dsp.frontend import FrontendParams
-from edge.model import MANIFEST_SCHEMA_VERSION, Manifest, TensorSpec, WindowSpec, sha256_of
+from edge.model import (
+    MANIFEST_SCHEMA_VERSION,
+    Classifier,
+    Manifest,
+    TensorSpec,
+    WindowSpec,
+    sha256_of,
+)
 
 
 def keras() -> Any:
@@ -157,34 +164,69 @@ def arch_of(model: Any) -> dict[str, Any]:
             "relu_max": None if relu.max_value is None else float(relu.max_value)}
 
 
-def write_package(out: Path, tflite: bytes, *, name: str, version: str,
+def member_files(n: int) -> list[str]:
+    """The members' file names in a package: model.tflite alone, or one per member."""
+    return ["model.tflite"] if n == 1 else [f"member-{i}.tflite" for i in range(n)]
+
+
+def write_package(out: Path, tflite: bytes | Sequence[bytes], *, name: str, version: str,
                   labels: tuple[str, ...], frontend: FrontendParams, window: WindowSpec,
                   mean: np.ndarray, std: np.ndarray, training: dict[str, Any],
-                  metrics: dict[str, Any], thresholds: dict[str, float] | None = None
-                  ) -> Manifest:
-    """Writes model.tflite and a manifest whose tensor specs are read back from the model."""
-    from edge.model import _interpreter_class
+                  metrics: dict[str, Any], thresholds: dict[str, float] | None = None,
+                  normalise: Literal["global", "stethoscope"] = "global") -> Manifest:
+    """Writes the members' .tflite files (one model, or several the device averages) and a
+    manifest whose tensor specs are read back from them; a .tflite left from an earlier
+    package in OUT is removed, so the folder holds exactly what the manifest lists."""
+    from edge.model import Member, _interpreter_class
 
+    models = [tflite] if isinstance(tflite, bytes) else list(tflite)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.tflite").write_bytes(tflite)
+    files = member_files(len(models))
+    for stale in out.glob("*.tflite"):
+        if stale.name not in files:
+            stale.unlink()
     interpreter_cls, _ = _interpreter_class()
-    it = interpreter_cls(model_path=str(out / "model.tflite"))
-    specs = []
-    for d in (it.get_input_details()[0], it.get_output_details()[0]):
-        scale, zero = d["quantization"]
-        specs.append(TensorSpec(tuple(int(v) for v in d["shape"]), np.dtype(d["dtype"]).name,
-                                float(scale), int(zero)))
+    members = []
+    for file, model in zip(files, models, strict=True):
+        (out / file).write_bytes(model)
+        it = interpreter_cls(model_path=str(out / file))
+        specs = []
+        for d in (it.get_input_details()[0], it.get_output_details()[0]):
+            scale, zero = d["quantization"]
+            specs.append(TensorSpec(tuple(int(v) for v in d["shape"]), np.dtype(d["dtype"]).name,
+                                    float(scale), int(zero)))
+        members.append(Member(file=file, sha256=sha256_of(out / file), input=specs[0],
+                              output=specs[1]))
     manifest = Manifest(name=name, version=version, labels=labels,
                         sample_rate=frontend.sample_rate, frontend=frontend, window=window,
-                        input=specs[0], output=specs[1],
-                        feature_mean=tuple(float(v) for v in mean),
-                        feature_std=tuple(float(v) for v in std),
-                        sha256=sha256_of(out / "model.tflite"), training=training,
-                        metrics=metrics, thresholds=thresholds or {},
+                        members=tuple(members), feature_mean=tuple(float(v) for v in mean),
+                        feature_std=tuple(float(v) for v in std), normalise=normalise,
+                        training=training, metrics=metrics, thresholds=thresholds or {},
                         schema_version=MANIFEST_SCHEMA_VERSION)
     manifest.check_consistent(str(out / "manifest.json"))
     (out / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest
+
+
+def int8_probabilities(tflite: bytes | Any, windows: np.ndarray) -> np.ndarray:
+    """The dequantized outputs of an int8 model (its bytes, or a loaded interpreter) for
+    normalised windows (n, frames, features), one window at a time as the device invokes it:
+    what verification compares with the float model and what the protocol scores."""
+    from edge.model import _interpreter_class
+
+    if isinstance(tflite, bytes):
+        interpreter_cls, _ = _interpreter_class()
+        tflite = interpreter_cls(model_content=tflite)
+        tflite.allocate_tensors()
+    inp, out = tflite.get_input_details()[0], tflite.get_output_details()[0]
+    (s_in, z_in), (s_out, z_out) = inp["quantization"], out["quantization"]
+    probs = np.empty((len(windows), int(out["shape"][-1])), dtype=np.float32)
+    for i, w in enumerate(windows):
+        q = np.clip(np.round(w / s_in + z_in), -128, 127).astype(np.int8)
+        tflite.set_tensor(inp["index"], q.reshape(inp["shape"]))
+        tflite.invoke()
+        probs[i] = (tflite.get_tensor(out["index"])[0].astype(np.float32) - z_out) * s_out
+    return probs
 
 
 def op_names(tflite: bytes) -> list[str]:
@@ -194,3 +236,29 @@ def op_names(tflite: bytes) -> list[str]:
     interpreter_cls, _ = _interpreter_class()
     it = interpreter_cls(model_content=tflite)
     return sorted({d["op_name"] for d in it._get_ops_details()})
+
+
+class FloatMembers(Classifier):
+    """A package's float members (report/float/seed-N.h5, kept beside it by the trainer)
+    classifying exactly as its int8 runner does, windows to decision: what the int8 models
+    are measured against on any recordings (`convert.evaluate --float/--agreement`)."""
+
+    def __init__(self, package: Path) -> None:
+        from edge.model import load_manifest
+
+        super().__init__(load_manifest(package))
+        seeds = self.manifest.training.get("members")
+        if not isinstance(seeds, dict):
+            raise FileNotFoundError(f"{package}: its manifest names no float members "
+                                    "(training.members); packages before 0.6.0 kept none")
+        self.models = []
+        for member in self.manifest.members:
+            path = package / "report" / "float" / f"seed-{seeds[member.file]}.h5"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: the float member of {member.file} is "
+                                        "missing")
+            self.models.append(load_float(path))
+
+    def window_probs(self, window: np.ndarray) -> np.ndarray:
+        x = window[None, ..., None].astype(np.float32)
+        return np.mean([np.asarray(m(x, training=False))[0] for m in self.models], axis=0)

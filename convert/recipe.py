@@ -27,6 +27,7 @@ class Recipe:
     lstm_units: int = 48
     cell_clip: float = 4.0
     time_pool: tuple[int, ...] | None = None
+    aggregate: Literal["mean", "max"] = "mean"
     # training
     epochs: int = 20
     mixup: float = 0.2
@@ -34,14 +35,26 @@ class Recipe:
     augmentation: bool = True
     device_augmentation: bool = False  # simulate other stethoscopes: EQ, band limits, noise
     balance: Literal["class", "device_class"] = "class"
+    # "stethoscope": features standardised by their stethoscope's own statistics, as a device
+    # calibrated on its stethoscope (`lungedge calibrate`) standardises them
+    normalise: Literal["global", "stethoscope"] = "global"
     loss: Literal["ce", "focal"] = "ce"
-    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4))
+    # weight of the gradient reversal from a stethoscope-guessing head (0: none)
+    adversary: float = 0.0
+    # decide with an adventitious threshold chosen on out-of-fold predictions (convert.choice),
+    # or with the argmax (what the class balance of training sets)
+    threshold: bool = False
+    # the training corpora ("icbhi", "sprsound"): what the protocol validates and the trainer
+    # trains on
+    datasets: tuple[str, ...] = ("icbhi", "sprsound")
+    # the shipped members, one network per seed: the protocol trains each in every fold
+    seeds: tuple[int, ...] = field(default=(0, 1, 2))
 
     @property
     def window(self) -> WindowSpec:
         frames = WINDOW_SAMPLES // self.frontend.hop_length
         return WindowSpec(frames=frames, hop_frames=frames // 2, pad="repeat",
-                          aggregate="mean")
+                          aggregate=self.aggregate)
 
     @property
     def arch(self) -> dict[str, Any]:
@@ -69,8 +82,9 @@ HELP = {
     "fmin": "lowest frequency of the mel bands, Hz",
     "fmax": "highest frequency of the mel bands, Hz",
     "log_floor": "floor of the band power before the log",
-    "band_norm": "subtract each band's level: none, the cycle's own mean, or a running "
-                 "average over the stream (edge.dsp.frontend.BandNormaliser)",
+    "band_norm": "subtract each band's level: none, the cycle's own mean, a running "
+                 "average over the stream, or (gain) one running level of the stream's total "
+                 "band power for every band (edge.dsp.frontend.BandNormaliser)",
     "band_norm_s": "time constant of the running band level, s of cycle audio",
     "filters": "channels of each conv block",
     "lstm_units": "LSTM units",
@@ -78,7 +92,10 @@ HELP = {
                  "stays narrow (0: no clip)",
     "time_pool": "each conv block's pooling along time (default 2 each): the LSTM runs "
                  "frames / their product steps",
-    "epochs": "epochs per seed (fixed: chosen with the validation protocol)",
+    "aggregate": "how a cycle's windows combine: the mean of their probabilities, or each "
+                 "label's maximum (a crackle heard in one window of a long cycle)",
+    "epochs": "the most epochs a member trains; the protocol's rule (convert.choice) picks "
+              "how many of them the shipped members train",
     "mixup": "MixUp alpha (0: none)",
     "ema": "keep a moving average of the weights with this decay per batch (0: raw weights)",
     "augmentation": "time shift, gain, noise, time and frequency masks, MixUp",
@@ -86,8 +103,19 @@ HELP = {
                            "limits, background noise at 5–30 dB SNR, level",
     "balance": "sample weights: sqrt inverse frequency of the class, or of the class within "
                "each stethoscope (so no stethoscope predicts a label)",
+    "normalise": "standardise the features over all training events (global), or by each "
+                 "stethoscope's own statistics (stethoscope: what a device calibrated on its "
+                 "stethoscope with `lungedge calibrate` does)",
     "loss": "cross-entropy, or focal (gamma 2)",
-    "seeds": "training seeds; a shipped model averages them",
+    "threshold": "choose an adventitious threshold on the out-of-fold predictions "
+                 "(convert.choice); off: the argmax, whose operating point the class balance "
+                 "sets within every stethoscope",
+    "adversary": "train against a head that guesses the stethoscope from the LSTM's output, "
+                 "with a gradient reversal of this weight (0: none), so the features stop "
+                 "telling which stethoscope recorded them",
+    "datasets": "training corpora: icbhi (ICBHI 2017 train), sprsound (SPRSound train)",
+    "seeds": "one network per seed, in every fold of the protocol and in the package, "
+             "whose int8 outputs the device averages",
 }
 
 
@@ -109,6 +137,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                            help=HELP[name])
         elif name in ("filters", "time_pool", "seeds"):
             g.add_argument(flag, type=int, nargs="+", default=default, help=HELP[name])
+        elif name == "datasets":
+            g.add_argument(flag, nargs="+", default=default, help=HELP[name],
+                           choices=["icbhi", "sprsound"])
         else:
             choices = list(typing.get_args(hint)) if typing.get_origin(hint) is Literal \
                 else None
@@ -116,9 +147,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                            choices=choices)
 
 
+def from_dict(values: dict[str, Any]) -> Recipe:
+    """A recipe from its to_dict() (a run's recipe.json); a setting it lacks is at its
+    default, as it was when the run was made."""
+    known = {name for name, _, _ in _flags()} | set(FRONTEND_FLAGS)
+    namespace = argparse.Namespace(**({name: default for name, default, _ in _flags()}
+                                      | {k: v for k, v in values.items() if k in known}))
+    return from_arguments(namespace)
+
+
 def from_arguments(args: argparse.Namespace) -> Recipe:
     values = {name: getattr(args, name) for name, _, _ in _flags()}
-    for name in ("filters", "time_pool", "seeds"):
+    for name in ("filters", "time_pool", "seeds", "datasets"):
         if values[name] is not None:
             values[name] = tuple(values[name])
     frontend = FrontendParams(**{n: values.pop(n) for n in FRONTEND_FLAGS})

@@ -4,8 +4,8 @@ held-out metrics in its manifest, and the protocol's report beside them.
     python -m convert.report PACKAGE --training training.json --protocol CROSSVAL_DIR \
         --evaluation EVAL.json [...] [--alternatives CROSSVAL_DIR ...]
 
-The manifest's sha256 covers model.tflite only, so metrics can be written after evaluation
-without touching the model the device checks.
+Each member's sha256 in the manifest covers its .tflite only, so metrics can be written after
+evaluation without touching the models the device checks.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from convert.protocol import comparison, per_stethoscope
 from edge.plot import pyplot, save
 
 PROTOCOL_FILES = ("crossval.md", "crossval.json", "crossval_curves.png", "recipe.json")
 
 
 def plot_training(training: dict[str, Any], out: Path) -> None:
-    """The shipped seeds' training loss: they train on everything, so the protocol's curves
+    """The shipped members' training loss: they train on everything, so the protocol's curves
     (crossval_curves.png) are the validation."""
     fig, ax = pyplot().subplots(figsize=(7, 4))
     for i, (seed, hist) in enumerate(training["histories"].items()):
@@ -35,60 +36,24 @@ def plot_training(training: dict[str, Any], out: Path) -> None:
 
 
 def protocol_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    """The protocol's headline numbers at the epoch the recipe trains for."""
+    """The protocol's headline numbers, as shipped (members' int8 averaged, nested choices),
+    with the floor's and the prediction beside them."""
     keep = ("events", "sp", "se", "score", "auc", "crackle_recall", "wheeze_recall")
-    cv = report["cv"]
+    shipped = report["shipped"]
+    cv = shipped["cv"]
     return {
-        "epoch": report["epoch"], "objective": report["objective"],
+        "seeds": report["seeds"], "int8": report["int8"], "objective": shipped["objective"],
         "icbhi_cv": {k: cv["icbhi"][k] for k in (*keep, "fold_mean", "fold_sd")},
         "icbhi_cv_by_stethoscope": {d: {k: s[k] for k in keep}
                                     for d, s in cv["icbhi_by_stethoscope"].items()},
-        "loso": {d: {k: s[k] for k in keep} for d, s in report["loso"].items()},
-        "loso_mean": report["loso_mean"],
+        "loso": {d: {k: s[k] for k in keep} for d, s in shipped["loso"].items()},
+        "loso_mean": shipped["loso_mean"],
         "sprsound_cv": {k: cv["sprsound"][k] for k in (*keep, "fold_mean", "fold_sd")},
+        "members_mean_sd": report["members_mean_sd"],
+        "floor": {v: per_stethoscope(r) for v, r in report["floor"].items()},
+        "prediction": report["prediction"], "floor_gate": report["gate"]["passed"],
+        "shipping_choice": report["shipping_choice"],
     }
-
-
-def differences(recipe: dict[str, Any], chosen: dict[str, Any]) -> str:
-    """A recipe as its settings that differ from the chosen one's (seeds aside: the protocol
-    trains one per fold whatever a recipe ships)."""
-    keys = sorted(k for k in chosen.keys() | recipe.keys()
-                  if k != "seeds" and recipe.get(k) != chosen.get(k))
-    return ", ".join(f"{k} {recipe.get(k)}" for k in keys) or "the chosen recipe"
-
-
-def comparison(runs: dict[str, dict[str, Any]], chosen: str) -> str:
-    """Every protocol run of a choice side by side, as the card quotes them: what a recipe
-    changes, and what that does per stethoscope, not only pooled."""
-    held = ("AKGC417L", "LittC2SE", "Meditron")
-
-    def cell(s: dict[str, Any] | None) -> str:
-        return "–" if s is None else f"{s['score']:.3f} ({s['sp']:.2f}/{s['se']:.2f})"
-
-    lines = ["# The recipes the protocol compared", "",
-             f"Chosen: **{chosen}**. Each cell: ICBHI Score (Sp/Se), at the argmax and the "
-             "epoch the recipe trains for (the package's thresholds come after the choice: "
-             "training.json, protocol_at_thresholds). \"cv\": patient-grouped "
-             "cross-validation, pooled out of fold; \"held out\": leave one stethoscope out. "
-             "The objective is the mean of ICBHI cv, the held-out mean and SPRSound cv.", "",
-             "| run | differs from the chosen recipe by | objective | ICBHI cv (fold mean ± sd) | "
-             + " | ".join(f"cv {d}" for d in held) + " | "
-             + " | ".join(f"held out {d}" for d in held)
-             + " | held-out mean | SPRSound cv | held-out crackle recall |",
-             "|" + "---|" * (7 + 2 * len(held))]
-    base = runs[chosen]["recipe"]
-    for name, r in runs.items():
-        cv, by = r["cv"], r["cv"]["icbhi_by_stethoscope"]
-        crackle = " / ".join("–" if d not in r["loso"] else f"{r['loso'][d]['crackle_recall']}"
-                             for d in held)
-        lines.append(
-            f"| {'**' + name + '**' if name == chosen else name} | "
-            f"{differences(r['recipe'], base)} | {r['objective']} | "
-            f"{cell(cv['icbhi'])} ({cv['icbhi']['fold_mean']} ± {cv['icbhi']['fold_sd']}) | "
-            + " | ".join(cell(by.get(d)) for d in held) + " | "
-            + " | ".join(cell(r["loso"].get(d)) for d in held)
-            + f" | {r['loso_mean']} | {cell(cv['sprsound'])} | {crackle} |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

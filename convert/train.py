@@ -5,17 +5,21 @@ verify it and write the model package.
     python -m convert.train --data ../shared/data --out models/lungedge-cnnlstm \
         --crossval report/crossval/NAME [the same recipe flags] [--seed-report FOLDER...]
 
-Every seed trains on all of ICBHI train and SPRSound train for the recipe's epochs (a number the
-protocol chose; nothing here looks at a score), and the package is their average in one graph,
-or, if that fails int8 verification, the first single seed that passes. The decision
-thresholds come from the protocol's out-of-fold predictions, which is why the trainer refuses a
-protocol run of another recipe. Test folders are only scored (`--seed-report`, `evaluate`),
-after the choice; the ICBHI official test split is not here at all.
+The package is what the protocol validated in every fold: one network per seed of the recipe,
+each trained on all of ICBHI train and SPRSound train, each converted to int8 and verified on
+its own, averaged by the device at run time. The epochs and the decision thresholds come from
+the protocol's out-of-fold predictions by the rule the protocol applied nested
+(`convert.choice`), which is why the trainer refuses a protocol run of another recipe; and it
+refuses a recipe that did not beat the gradient-boosting floor in the protocol
+(`convert.protocol.gate`). Nothing here looks at a score of its own; test folders are only
+scored (`--seed-report`, `evaluate`), after the choice; the ICBHI official test split is not
+here at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -26,99 +30,47 @@ from typing import Any
 import numpy as np
 
 from convert import recipe as recipes
-from convert.crossval import (
-    ICBHI,
-    SPRSOUND,
-    Fold,
-    folds,
-    load_corpus,
-    protocol_report,
-    saved_results,
-)
 from convert.datasets import LABELS, iter_annotated
 from convert.features import Events
 from convert.fit import Windows, fit, windows
-from convert.metrics import icbhi_score, sprsound_score
+from convert.folds import SPRSOUND, folds, load_corpus
+from convert.metrics import sprsound_score
 from convert.package import (
     arch_of,
-    average,
     load_float,
-    members_of,
+    member_files,
     op_names,
     to_int8_tflite,
     write_package,
 )
+from convert.protocol import ProtocolRun
 from convert.recipe import Recipe
 from convert.verify import VerificationError, verify
-from edge.model import ADVENTITIOUS, RECORD, decide
+from edge.model import RECORD, decide
 from edge.tracker import RECORD_FRACTION, record_label
 
+CORPORA = {"icbhi": "ICBHI 2017 official train (526 recordings, 77 patients)",
+           "sprsound": "SPRSound train (1949 recordings, 251 patients)"}
 
-# -- thresholds from the protocol's out-of-fold predictions ------------------------------------
+
+# -- what the protocol decided -----------------------------------------------------------------
 def same_recipe(crossval: Path, recipe: Recipe) -> None:
     mine = recipe.to_dict()
     # a setting the protocol run does not record was, then, at its default
     run = Recipe().to_dict() | json.loads((crossval / "recipe.json").read_text())
-    differ = sorted(k for k in mine if k != "seeds" and run.get(k) != mine[k])
+    differ = sorted(k for k in mine if run.get(k) != mine[k])
     if differ:
         raise SystemExit(f"{crossval} validated another recipe ({', '.join(differ)} differ): "
                          "run the protocol on this recipe, or pass its flags here")
 
 
-def protocol_predictions(crossval: Path, recipe: Recipe, events: Events
-                         ) -> tuple[list[Fold], dict[str, dict[str, Any]]]:
-    """The protocol run's saved folds: every cv fold (the thresholds need each event's
-    out-of-fold prediction) and the loso folds it has, each with the recipe's epochs."""
-    fold_list, results = saved_results(crossval, events)
-    for f in folds(events):
-        if f.kind == "cv" and f.name not in results:
-            raise SystemExit(f"{crossval}/{f.name}.npz is missing: the protocol has not run "
-                             f"that fold yet (the float model is saved: rerun with --from-float "
-                             f"once it has)")
-    for name, r in results.items():
-        if len(r["probs"]) < recipe.epochs:
-            raise SystemExit(f"{crossval}/{name}.npz has {len(r['probs'])} epochs, the "
-                             f"recipe trains {recipe.epochs}")
-    return fold_list, results
-
-
-def out_of_fold(fold_list: list[Fold], results: dict[str, dict[str, Any]], epoch: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Every event's probabilities from the cross-validation fold that did not train on it."""
-    cv = [f for f in fold_list if f.kind == "cv"]
-    return (np.concatenate([f.val for f in cv]),
-            np.concatenate([results[f.name]["probs"][epoch] for f in cv]))
-
-
-def choose_threshold(events: Events, index: np.ndarray, probs: np.ndarray, log: Any
-                     ) -> dict[str, Any]:
-    """The manifest's adventitious threshold, on the out-of-fold predictions: the mean over
-    ICBHI and SPRSound of the 4-class ICBHI score and the binary SPRSound score, so that the
-    operating point serves the alerts (which need the class) and screening (normal or not)."""
-    y = events.labels[index]
-    sets = [events.datasets[index] == d for d in (ICBHI, SPRSOUND)]
-
-    def objective(thresholds: dict[str, float]) -> float:
-        total = []
-        for inside in sets:
-            pred = decide(probs[inside], LABELS, thresholds)
-            total += [icbhi_score(y[inside], pred)["score"],
-                      sprsound_score((y[inside] != 0).astype(int),
-                                     (pred != 0).astype(int))["score"]]
-        return float(np.mean(total))
-
-    grid = np.round(np.arange(0.10, 0.91, 0.02), 2)
-    values = [objective({ADVENTITIOUS: float(t)}) for t in grid]
-    at_argmax = objective({})
-    best = int(np.argmax(values))
-    chosen = {ADVENTITIOUS: float(grid[best])} if values[best] > at_argmax else {}
-    result = {"thresholds": chosen, "objective": "out-of-fold (patient-grouped cv): mean over "
-              "ICBHI and SPRSound of the 4-class and the binary score",
-              "value": round(max(values[best], at_argmax), 4),
-              "at_argmax": round(at_argmax, 4)}
-    log(f"adventitious threshold {chosen or 'none (argmax)'}: {result['value']} "
-        f"(argmax {result['at_argmax']})")
-    return result
+def protocol_report(crossval: Path) -> dict[str, Any]:
+    path = crossval / "crossval.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found: the protocol run has not finished (rerun "
+                         "convert.crossval with the same --out; it resumes)")
+    report: dict[str, Any] = json.loads(path.read_text())
+    return report
 
 
 def choose_record_fraction(record_labels: list[str], events: Events, index: np.ndarray,
@@ -160,9 +112,9 @@ def choose_record_fraction(record_labels: list[str], events: Events, index: np.n
 
 
 # -- the run ---------------------------------------------------------------------------------
-def seeds_path(out: Path) -> Path:
-    """Every seed's float model in one file (their average, its members in seed order)."""
-    return out.parent / f"{out.name}-float-seeds.h5"
+def seeds_dir(out: Path) -> Path:
+    """Every seed's float model (for --from-float), beside the package."""
+    return out.parent / f"{out.name}-float-seeds"
 
 
 def train_seeds(recipe: Recipe, train: Windows, log: Any, jobs: int, scratch: Path
@@ -212,52 +164,70 @@ def _fit_seed(recipe: Recipe, train: Windows, seed: int, path: Path
     return history, lines
 
 
-def package(model: Any, members: list[int], recipe: Recipe, train: Windows,
+def representative(train: Windows, n: int) -> np.ndarray:
+    """n training windows, normalised, chosen as the protocol chose its calibration windows."""
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(train.x), min(n, len(train.x)), replace=False)
+    return (train.x[pick] - train.mean) / train.std
+
+
+def package(models: dict[int, Any], recipe: Recipe, train: Windows,
             thresholds: dict[str, float], provenance: dict[str, Any],
             args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    """int8 conversion calibrated on real training windows, the package, and its verification
-    against the float model (raises below --min-agreement, leaving no package behind)."""
-    rng = np.random.default_rng(0)
-    pick = rng.choice(len(train.x), min(args.calibration_windows, len(train.x)), replace=False)
-    rep = (train.x[pick] - train.mean) / train.std
-    check = rng.choice(len(train.x), min(args.check_windows, len(train.x)), replace=False)
+    """Each member converted to int8 on its own (calibrated on real training windows), the
+    package, the float members beside it (report/float/), and the verification: each member
+    and their average against float (raises below --min-agreement, leaving no package)."""
+    rep = representative(train, args.calibration_windows)
+    check = np.random.default_rng(1).choice(len(train.x), min(args.check_windows,
+                                                               len(train.x)), replace=False)
     check_x = (train.x[check] - train.mean) / train.std
-    tflite = to_int8_tflite(model, rep)
-    write_package(args.out, tflite, name="lungedge-cnnlstm", version=args.version,
+    seeds = list(models)
+    tflites = [to_int8_tflite(models[s], rep) for s in seeds]
+    calibration = train.calibration or {}
+    mean, std = calibration.get("", (train.mean, train.std))
+    write_package(args.out, tflites, name="lungedge-cnnlstm", version=args.version,
                   labels=LABELS, frontend=recipe.frontend, window=recipe.window,
-                  mean=train.mean, std=train.std, thresholds=thresholds, metrics={},
+                  mean=mean, std=std, thresholds=thresholds, metrics={},
+                  normalise=recipe.normalise,
                   training=provenance | {
-                      "members": members, "calibration_windows": len(rep),
-                      "min_agreement": args.min_agreement,
-                      "architecture": {k: list(v) if isinstance(v, tuple) else v
-                                       for k, v in arch_of(members_of(model)[0]).items()}})
-    float_path = args.out.parent / f"{args.out.name}-float.h5"
-    model.save(str(float_path))
+                      "members": dict(zip(member_files(len(seeds)), seeds, strict=True)),
+                      "calibration_windows": len(rep), "min_agreement": args.min_agreement,
+                      "architecture": arch_of(models[seeds[0]])})
+    float_dir = args.out / "report" / "float"
+    float_dir.mkdir(parents=True, exist_ok=True)
+    for stale in float_dir.glob("*.h5"):
+        stale.unlink()
+    floats = []
+    for seed in seeds:
+        floats.append(float_dir / f"seed-{seed}.h5")
+        models[seed].save(str(floats[-1]))
     try:
-        checks = verify(args.out, float_path, check_x, min_agreement=args.min_agreement)
+        checks = verify(args.out, floats, check_x, min_agreement=args.min_agreement)
     except VerificationError:
-        for name in ("model.tflite", "manifest.json"):
+        for name in [*member_files(len(seeds)), "manifest.json"]:
             (args.out / name).unlink(missing_ok=True)
         raise
     log(f"verified: {checks}")
-    return checks | {"ops": op_names(tflite), "model_bytes": len(tflite)}
+    return checks | {"ops": op_names(tflites[0])}
 
 
-def seed_report(models: dict[int, Any], recipe: Recipe, train: Windows,
-                thresholds: dict[str, float], args: argparse.Namespace, log: Any) -> None:
-    """Every seed's model alone, converted like the shipped one, scored on the report folders:
-    the spread a single training run has."""
+def seed_report(args: argparse.Namespace, log: Any) -> None:
+    """Every member of the package alone (its own int8 file, the package's thresholds),
+    scored on the report folders: the spread a single network has, beside the package."""
+    import shutil
+
     from convert.evaluate import evaluate_folder
-    from edge.model import ModelRunner
+    from edge.model import ModelRunner, load_manifest
 
-    rep = (train.x[:args.calibration_windows] - train.mean) / train.std
+    manifest = load_manifest(args.out)
+    seeds = manifest.training.get("members", {})
     per_seed = {}
-    for seed, model in models.items():
+    for member in manifest.members:
+        seed = seeds.get(member.file, member.file)
         with tempfile.TemporaryDirectory() as tmp:
-            write_package(Path(tmp), to_int8_tflite(model, rep), name=f"seed-{seed}",
-                          version="0", labels=LABELS, frontend=recipe.frontend,
-                          window=recipe.window, mean=train.mean, std=train.std, training={},
-                          metrics={}, thresholds=thresholds)
+            shutil.copy2(args.out / member.file, Path(tmp) / member.file)
+            alone = dataclasses.replace(manifest, members=(member,))
+            (Path(tmp) / "manifest.json").write_text(json.dumps(alone.to_dict()))
             runner = ModelRunner(tmp)
             per_seed[seed] = {str(f): evaluate_folder(runner, f) for f in args.seed_report}
         log(f"seed {seed}: " + "; ".join(
@@ -286,60 +256,66 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         logf.flush()
 
     same_recipe(args.crossval, recipe)
+    report = protocol_report(args.crossval)
+    gate = report["gate"]
+    if not gate["passed"]:
+        failed = ", ".join(f"{r['where']} (margin {r['margin']}, spread {r['spread']})"
+                           for r in gate["rows"] if not r["passed"])
+        if not args.allow_below_floor:
+            raise SystemExit(f"{args.crossval}: the recipe does not beat the gradient-boosting "
+                             f"floor in the protocol on {failed}; no package (see "
+                             f"{args.crossval}/crossval.md)")
+        log(f"BELOW THE FLOOR on {failed}: packaging anyway (--allow-below-floor)")
     events = load_corpus(args.data, recipe, args.cache, args.limit)
-    train = windows(events, recipe)
-    log(f"training on {len(events)} events ({len(train.x)} windows; per label "
+    run_ = ProtocolRun.load(args.crossval, events, folds(events), recipe)
+    if [f.name for f in run_.folds if f.kind == "cv"] != [f.name for f in folds(events)
+                                                           if f.kind == "cv"]:
+        raise SystemExit(f"{args.crossval}: not every cross-validation fold has all its "
+                         f"members: rerun convert.crossval there (it resumes)")
+    choice = run_.shipping_choice()
+    log(f"protocol's choice on every cv fold: {choice.epoch} epochs, thresholds "
+        f"{choice.thresholds or 'none (argmax)'} (objective {choice.value}, argmax "
+        f"{choice.at_argmax})")
+    index, probs = run_.out_of_fold()
+    if "sprsound" in recipe.datasets:
+        record = choose_record_fraction([r.record_label for r in iter_annotated(
+            args.data / SPRSOUND)][:args.limit], events, index, probs[choice.epoch - 1],
+            choice.thresholds, log)
+    else:
+        record = {"record_fraction": None, "why": "no SPRSound recordings in the recipe"}
+    thresholds = choice.thresholds | ({RECORD: record["record_fraction"]}
+                                      if record["record_fraction"] else {})
+    shipped = dataclasses.replace(recipe, epochs=choice.epoch)
+    train = windows(events, shipped)
+    log(f"training {len(recipe.seeds)} member(s) for {choice.epoch} epochs on {len(events)} "
+        f"events ({len(train.x)} windows; per label "
         f"{np.bincount(events.labels, minlength=len(LABELS)).tolist()})")
     if args.from_float:
-        every = load_float(seeds_path(args.out))
-        models = dict(zip(recipe.seeds, members_of(every), strict=True))
+        models = {s: load_float(seeds_dir(args.out) / f"seed-{s}.h5") for s in recipe.seeds}
         histories: dict[int, Any] = {}
     else:
         with tempfile.TemporaryDirectory(dir=args.out.parent) as scratch:
-            models, histories = train_seeds(recipe, train, log, args.jobs, Path(scratch))
-        every = average(list(models.values())) if len(models) > 1 else models[recipe.seeds[0]]
-        every.save(str(seeds_path(args.out)))
-    # the protocol's predictions are read only now, so training may start while its last folds
-    # (loso, which the thresholds do not use) are still running
-    fold_list, results = protocol_predictions(args.crossval, recipe, events)
-    index, probs = out_of_fold(fold_list, results, recipe.epochs - 1)
-    threshold = choose_threshold(events, index, probs, log)
-    record = choose_record_fraction([r.record_label for r in iter_annotated(
-        args.data / SPRSOUND)][:args.limit], events, index, probs, threshold["thresholds"], log)
-    thresholds = threshold["thresholds"] | ({RECORD: record["record_fraction"]}
-                                            if record["record_fraction"] else {})
-    protocol = protocol_report(events, fold_list, results, recipe.epochs - 1,
-                               threshold["thresholds"])
-    log("protocol at the thresholds, held out: " + "; ".join(
-        f"{d} Sp {s['sp']} Se {s['se']} Score {s['score']}" for d, s in protocol["loso"].items()))
+            models, histories = train_seeds(shipped, train, log, args.jobs, Path(scratch))
+        seeds_dir(args.out).mkdir(exist_ok=True)
+        for seed, model in models.items():
+            model.save(str(seeds_dir(args.out) / f"seed-{seed}.h5"))
     provenance = {
-        "data": ["ICBHI 2017 official train (526 recordings, 77 patients)",
-                 "SPRSound train (1949 recordings, 251 patients)"],
-        "split": "none: every seed trains on all of it for the recipe's epochs; the recipe, "
-                 "its epochs and the thresholds were chosen by the validation protocol",
-        "recipe": recipe.to_dict(), "protocol": str(args.crossval),
-        "threshold": threshold, "record_threshold": record}
-    candidates = ([(every, list(models))] if len(models) > 1 else []) + [
-        (models[s], [s]) for s in recipe.seeds]
-    rejected: list[dict[str, Any]] = []
-    for i, (model, members) in enumerate(candidates):
-        try:
-            checks = package(model, members, recipe, train, thresholds,
-                             provenance | {"rejected": rejected}, args, log)
-            break
-        except VerificationError as exc:
-            if i == len(candidates) - 1:
-                raise
-            rejected.append({"members": members, "verification": str(exc)})
-            log(f"seeds {members} failed int8 verification ({exc}); trying the next")
+        "data": [CORPORA[d] for d in recipe.datasets],
+        "split": "none: every member trains on all of it for the epochs the protocol's rule "
+                 "chose; the recipe, its epochs and the thresholds were chosen by the "
+                 "validation protocol",
+        "recipe": recipe.to_dict(), "epochs": choice.epoch, "protocol": str(args.crossval),
+        "choice": choice.to_dict(), "record_threshold": record,
+        "protocol_prediction": report["prediction"], "floor_gate": gate["passed"]}
+    checks = package(models, shipped, train, thresholds, provenance, args, log)
     (args.out / "report").mkdir(parents=True, exist_ok=True)
     (args.out / "report" / "training.json").write_text(json.dumps(
-        {"recipe": recipe.to_dict(), "members": members, "rejected": rejected,
+        {"recipe": recipe.to_dict(), "epochs": choice.epoch, "members": list(models),
          "verify": checks, "histories": {str(k): v for k, v in histories.items()},
-         "threshold": threshold, "record_threshold": record,
-         "protocol_at_thresholds": protocol}, indent=1) + "\n")
+         "choice": choice.to_dict(), "record_threshold": record,
+         "floor_gate": gate, "protocol_prediction": report["prediction"]}, indent=1) + "\n")
     if args.seed_report:
-        seed_report(models, recipe, train, thresholds, args, log)
+        seed_report(args, log)
     return 0
 
 
@@ -352,9 +328,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the protocol's run of this recipe (convert.crossval --out): its "
                          "out-of-fold predictions choose the thresholds")
     ap.add_argument("--cache", type=Path, default=Path(".cache/features"))
-    ap.add_argument("--version", default="0.5.0", help="of the package written")
+    ap.add_argument("--version", default="0.6.0", help="of the package written")
     ap.add_argument("--from-float", action="store_true",
-                    help="no training: package the seeds an earlier run saved beside OUT")
+                    help="no training: package the seeds an earlier run saved beside OUT "
+                         "(OUT-float-seeds/)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="seeds trained at once, in as many processes (the cores are shared)")
     ap.add_argument("--calibration-windows", type=int, default=3000)
@@ -362,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="windows on which int8 and float must agree")
     ap.add_argument("--min-agreement", type=float, default=0.99,
                     help="int8 vs float top-1 agreement below which no package is written")
+    ap.add_argument("--allow-below-floor", action="store_true",
+                    help="package a recipe that did not beat the floor in the protocol (smoke "
+                         "runs and experiments; never for a package that ships)")
     ap.add_argument("--limit", type=int, help="recordings per dataset (smoke runs; the "
                                               "protocol run must have had the same)")
     ap.add_argument("--seed-report", type=Path, nargs="*", default=[], metavar="FOLDER",

@@ -21,7 +21,7 @@ from edge.clock import StreamClock
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.quality import signal_quality
 from edge.dsp.segmenter import Cycle, SegmenterConfig
-from edge.model import RECORD, ModelRunner, Prediction
+from edge.model import RECORD, Classifier, Prediction
 from edge.signal_path import CycleFeatures, PathStats, SignalPath
 from edge.sources.base import AudioBlock
 from edge.tracker import AlertChanged, CycleResult, SessionEnded, Tracker, TrackerConfig
@@ -50,7 +50,7 @@ Event = ClassifiedCycle | AlertChanged | SessionEnded
 
 
 class Analysis:
-    def __init__(self, source_rate: int, runner: ModelRunner | None,
+    def __init__(self, source_rate: int, runner: Classifier | None,
                  segmenter: SegmenterConfig, tracker: TrackerConfig,
                  frontend: FrontendParams | None = None) -> None:
         """With no runner, cycles are only segmented (and `frontend` says which features)."""
@@ -119,7 +119,7 @@ class Analysis:
         return [*before, cycle, *after]
 
 
-def analyse(blocks: Iterable[AudioBlock], source_rate: int, runner: ModelRunner | None,
+def analyse(blocks: Iterable[AudioBlock], source_rate: int, runner: Classifier | None,
             segmenter: SegmenterConfig, tracker: TrackerConfig,
             frontend: FrontendParams | None = None) -> Iterator[Event]:
     """Every event of a finite stream, in order, ending it with `end_of_stream`."""

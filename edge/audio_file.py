@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.audio_format import FormatError, check_format
 from edge.sources.base import SourceError, to_mono_float32
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,11 @@ def open_audio(path: str | Path) -> AudioFile:
         audio = _open_with_soundfile(path)
     if audio.frames == 0:
         raise AudioFileError(path, "holds no audio frames", "record or copy it again")
+    try:
+        check_format(audio.sample_rate, audio.channels, "its header")
+    except FormatError as exc:
+        raise AudioFileError(path, str(exc), "the header is damaged, or this is not a "
+                                             "recording: re-export or re-copy it") from None
     if audio.channels > 1:
         log.warning("%s has %d channels; mixing them down to mono", path, audio.channels)
     return audio
@@ -108,6 +114,9 @@ def _open_wav(path: Path) -> AudioFile:
         for w in caught:
             if w not in truncated:
                 log.warning("%s: %s", path, w.message)
+    except ZeroDivisionError:  # a fmt chunk declaring 0 channels or 0-byte samples
+        raise AudioFileError(path, "its header declares 0 channels (or 0-byte samples)",
+                             "the header is damaged: re-export or re-copy it") from None
     except Exception as exc:  # scipy's parser fails in many ways on garbage; all mean "bad file"
         raise AudioFileError(path, f"not a readable WAV file ({type(exc).__name__}: {exc})",
                              "lungedge reads PCM WAV (8/16/24/32-bit integer or float) and, "

@@ -7,6 +7,7 @@ in one line on stderr saying what and where, and a non-zero exit; tracebacks are
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from edge.sources import open_source
 from edge.sources.base import SourceError
 from edge.sources.file import FileSource
 from edge.sources.stdin import StdinSource
+from edge.typed import yaml_lines
 
 EXIT_USAGE = 2
 JSON_SCHEMA_VERSION = 1
@@ -75,6 +77,30 @@ def _parser() -> argparse.ArgumentParser:
                    help="waveform and spectrogram with cycles shaded by label")
     c.set_defaults(func=cmd_classify)
 
+    c.add_argument("--calibration", type=Path, metavar="JSON",
+                   help="the stethoscope's calibration (default: the config's "
+                        "model.calibration)")
+
+    b = sub.add_parser("calibrate", help="learn a new stethoscope's input statistics",
+                       description="Record a few minutes of chest audio with the stethoscope "
+                                   "(several patients if you can; no labels needed), then: "
+                                   "its breathing cycles' feature statistics, written to OUT "
+                                   "for model.calibration. Only for a model trained with "
+                                   "normalise: stethoscope (its manifest says).")
+    b.add_argument("files", nargs="*", type=Path, metavar="FILE",
+                   help="WAV or FLAC recorded with the stethoscope; none: the source "
+                        "configured by --config, live")
+    b.add_argument("--out", type=Path, required=True, metavar="JSON",
+                   help="where to write it, e.g. /var/lib/lungedge/calibration.json")
+    b.add_argument("--stethoscope", required=True,
+                   help="what you call it (model and place), kept in the file")
+    b.add_argument("--config", type=Path, help="the source (with no FILE) and segmenter")
+    b.add_argument("--model", type=Path, help="model package folder (default: the config's "
+                                              "model.path, else the shipped model)")
+    b.add_argument("--seconds", type=float, default=300.0,
+                   help="with a live source: how much audio to take (default 300)")
+    b.set_defaults(func=cmd_calibrate)
+
     k = sub.add_parser("check-config", help="validate a config file without starting",
                        description="Exit 0 if the config is valid, else print where and why.")
     k.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
@@ -113,15 +139,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge import preflight
     from edge.daemon import Daemon
     from edge.model import ModelError
 
     cfg = load_config(args.config)
     logging.getLogger().setLevel(cfg.log_level.upper())
+    text = Path(args.config).read_text(encoding="utf-8")
+    lines = yaml_lines(text)
+    found = preflight.problems(cfg)
+    for problem in found:  # the daemon runs degraded on these, and says so
+        if not problem.fatal:
+            logging.getLogger("lungedge").warning("%s", problem.located(str(args.config),
+                                                                        lines))
+    fatal = [p for p in found if p.fatal]
+    if fatal:
+        for problem in fatal:
+            print(f"lungedge: error: {problem.located(str(args.config), lines)}",
+                  file=sys.stderr)
+        return EXIT_USAGE
     try:
         daemon = Daemon(cfg, args.config)
     except ModelError as exc:
-        print(f"lungedge: error: {exc}", file=sys.stderr)
+        where = preflight.Problem("model.path", str(exc), fatal=True)
+        print(f"lungedge: error: {where.located(str(args.config), lines)}", file=sys.stderr)
         return EXIT_USAGE
     code = daemon.run()
     if daemon.capture_stuck:
@@ -149,8 +190,16 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from edge import preflight
+
     cfg = load_config(args.file)
-    print(f"{args.file}: OK (device_id={cfg.device_id}, source={cfg.source.type})")
+    found = preflight.report(cfg, str(args.file), Path(args.file).read_text(encoding="utf-8"))
+    for line in found:
+        print(line, file=sys.stderr)
+    if found:
+        return EXIT_USAGE
+    print(f"{args.file}: OK (device_id={cfg.device_id}, source={cfg.source.type}; the files "
+          "it names are there)")
     return 0
 
 
@@ -169,6 +218,55 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge.calibration import CalibrationError, calibrate, save
+    from edge.classify import default_model
+    from edge.model import load_manifest
+    from edge.signal_path import run_signal_path
+
+    cfg = load_config(args.config) if args.config else Config()
+    if not args.files and not args.config:
+        raise SourceError("give recordings made with the stethoscope, or --config FILE to "
+                          "record from the source it configures")
+    model_path = args.model or cfg.model.path or default_model()
+    if model_path is None:
+        raise SourceError("no model package found: pass --model DIR")
+    manifest = load_manifest(Path(model_path))
+    if manifest.normalise != "stethoscope":
+        print(f"lungedge: error: model {manifest.name} {manifest.version} ({model_path}) "
+              "standardises its input with its own training statistics and takes no "
+              "calibration (its manifest's normalise is not 'stethoscope')", file=sys.stderr)
+        return EXIT_USAGE
+    feats, audio_s = [], 0.0
+    for name in args.files or [None]:
+        source = open_source(cfg.source) if name is None else FileSource(
+            name, block_ms=cfg.source.block_ms)
+        taken = 0.0
+        live = name is None
+
+        def blocks(source: Any = source, live: bool = live) -> Any:
+            nonlocal taken
+            for block in source.blocks():
+                taken = block.start_s + block.duration_s
+                yield block
+                if live and taken >= args.seconds:
+                    return
+
+        feats += [c.features for c in run_signal_path(blocks(), source.sample_rate,
+                                                       manifest.frontend, cfg.segmenter)]
+        audio_s += taken
+    try:
+        calibration = calibrate(feats, manifest.frontend, args.stethoscope, audio_s,
+                                f"{manifest.name} {manifest.version}")
+    except CalibrationError as exc:
+        print(f"lungedge: error: {exc}", file=sys.stderr)
+        return 1
+    save(calibration, args.out)
+    print(f"{args.out}: {args.stethoscope}, {calibration.cycles} cycles from "
+          f"{audio_s:.0f} s of audio; set model.calibration: {args.out} in the config")
+    return 0
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     from edge.classify import JSON_SCHEMA_VERSION, classify_source, default_model
     from edge.model import ModelError, ModelRunner
@@ -177,6 +275,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if not args.files and not args.config:
         raise SourceError("give recordings to classify, '-' for raw audio on standard input, "
                           "or --config FILE to read the source it configures")
+    if any(str(f) == "-" for f in args.files):  # a usage error, before any file is read
+        StdinSource(args.rate, channels=args.channels, stream=io.BytesIO())
     runner = None
     if not args.segments_only:
         model_path = args.model or cfg.model.path or default_model()
@@ -184,7 +284,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
             raise SourceError("no model package found: pass --model DIR (a folder with "
                               "model.tflite and manifest.json), or --segments-only")
         try:
-            runner = ModelRunner(model_path, cfg.model.num_threads)
+            runner = ModelRunner(model_path, cfg.model.num_threads,
+                                 args.calibration or cfg.model.calibration)
         except ModelError as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

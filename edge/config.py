@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from edge.audio_format import MAX_CHANNELS, MAX_RATE, MIN_RATE
 from edge.dsp.segmenter import SegmenterConfig
 from edge.tracker import TrackerConfig
 from edge.typed import Invalid, ValidationError, from_yaml, section, setting
@@ -42,9 +43,9 @@ class FileSourceConfig:
 @dataclass(frozen=True)
 class StdinSourceConfig:
     sample_rate: int = setting(8000, "Rate of the raw s16le samples on standard input, Hz.",
-                               ge=1000, le=192000)
+                               ge=MIN_RATE, le=MAX_RATE)
     channels: int = setting(1, "Interleaved channels on standard input (downmixed to mono).",
-                            ge=1, le=8)
+                            ge=1, le=MAX_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class PyAudioSourceConfig:
         None, "Input device: index, or a substring of its name (see `lungedge devices`); "
               "null for the system default input.")
     sample_rate: int = setting(48000, "Rate to open the device at, Hz (resampled to the model "
-                                      "rate).", ge=1000, le=192000)
-    channels: int = setting(1, "Channels to open (downmixed to mono).", ge=1, le=8)
+                                      "rate).", ge=MIN_RATE, le=MAX_RATE)
+    channels: int = setting(1, "Channels to open (downmixed to mono).", ge=1, le=MAX_CHANNELS)
     reopen_backoff_max_s: float = setting(30.0, "Longest wait between attempts to reopen a "
                                                 "lost device, s.", gt=0, le=3600)
 
@@ -99,6 +100,9 @@ class ModelConfig:
     path: str | None = setting(None, "Model package folder (model.tflite + manifest.json); "
                                      "required by `lungedge run`.")
     num_threads: int = setting(1, "Interpreter threads.", ge=1, le=8)
+    calibration: str | None = setting(None, "This stethoscope's calibration (`lungedge "
+                                            "calibrate`), for a model trained with normalise: "
+                                            "stethoscope; null: the model's own statistics.")
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class Daemon:
                               "(model.tflite + manifest.json)", key_path="model.path")
         self.cfg = cfg
         self.config_path = config_path
-        self.runner = ModelRunner(cfg.model.path, cfg.model.num_threads)
+        self.runner = ModelRunner(cfg.model.path, cfg.model.num_threads, cfg.model.calibration)
         m = self.runner.manifest
         self.model = ModelRef(m.name, m.version)
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.memory_messages)
@@ -215,15 +215,23 @@ class Daemon:
             source_error=self.source_error or getattr(self.source, "problem", ""),
             no_audio=tracker.active("no_audio"),
             poor_signal=tracker.active("poor_signal"),
-            broker_unreachable=bool(self.publisher.unreachable()),
+            broker_unreachable=self.publisher.unreachable(),
             spool_dropped=sum(self.spool.dropped().values()),
-            storage=self.spool.fault or (self.spool.notice if time.monotonic()
-                                         < self._notice_until else "")))
+            storage=self._storage()))
         if change is not None:
             self._report(change)
         if self.reload_requested:
             self.reload_requested = False
             self._check_reload()
+
+    def _storage(self) -> str:
+        """The spool's trouble as a status reason: its fault, and what is stranded on a card
+        that cannot be read; or a notice worth hearing once (a spool moved aside)."""
+        stranded = self.spool.stranded()
+        if self.spool.fault:
+            return self.spool.fault + (f" ({stranded} message(s) on it cannot be read)"
+                                       if stranded else "")
+        return self.spool.notice if time.monotonic() < self._notice_until else ""
 
     def _report(self, change: Change) -> None:
         log.log(logging.WARNING if change.reasons else logging.INFO, "status %s", change)
@@ -235,7 +243,8 @@ class Daemon:
             self.analysis.stats, queue_depth=self.queue.qsize(), spool_depth=self.spool.depth(),
             spool_in_memory=self.spool.in_memory(),
             spool_dropped=sum(self.spool.dropped().values()),
-            spool_fault=self.spool.fault or None, clips_sent=self.clips.sent,
+            spool_fault=self.spool.fault or None, spool_stranded=self.spool.stranded(),
+            clips_sent=self.clips.sent,
             clips_dropped=self.clips.dropped, runtime=self.runner.runtime,
             source=self.source.describe(), source_counters=self.source.counters())
 

@@ -35,7 +35,7 @@ class Observation:
     source_error: str = ""  # the audio source failed: why
     no_audio: bool = False  # the no_audio alert is open
     poor_signal: bool = False  # the poor_signal alert is open
-    broker_unreachable: bool = False
+    broker_unreachable: str = ""  # why delivery to the broker does not work now
     spool_dropped: int = 0  # messages the full spool had to drop, ever
     storage: str = ""  # the spool's storage is failing: why
 
@@ -52,7 +52,7 @@ class Observation:
         if self.poor_signal:
             out.append("poor signal")
         if self.broker_unreachable:
-            out.append(BROKER_UNREACHABLE)
+            out.append(f"{BROKER_UNREACHABLE}: {self.broker_unreachable}")
         return tuple(out)
 
 
@@ -64,7 +64,7 @@ class Change:
     @property
     def published(self) -> tuple[str, list[str]]:
         """(state, reasons) for the retained status topic: what a broker can hear."""
-        remote = [r for r in self.reasons if r != BROKER_UNREACHABLE]
+        remote = [r for r in self.reasons if not r.startswith(BROKER_UNREACHABLE)]
         if self.state == State.STOPPING:
             return "offline", ["shutdown"]
         return ("degraded" if remote else "online"), remote

@@ -18,16 +18,20 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edge.calibration import Calibration, CalibrationError
+from edge.calibration import load as load_calibration
 from edge.dsp.frontend import FrontendParams
 from edge.typed import ValidationError, build, complete
 
 log = logging.getLogger(__name__)
 
-# 2 added frontend.features (MFCC or log mel), 3 frontend.band_norm and band_norm_s. An older
-# manifest predates them and still loads, with what its models took (MFCC; no band
-# normalisation): a software update must not strand a deployed model.
-MANIFEST_SCHEMA_VERSION = 3
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+# 2 added frontend.features (MFCC or log mel), 3 frontend.band_norm and band_norm_s, 4 the
+# members (several int8 networks averaged at run time, each with its own file, checksum and
+# quantization, where 1–3 had one model.tflite described by input, output and sha256) and
+# normalise. An older manifest predates them and still loads, with what its models took (MFCC;
+# no band normalisation; one member): a software update must not strand a deployed model.
+MANIFEST_SCHEMA_VERSION = 4
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 FRONTEND_BEFORE_SCHEMA = {2: {"band_norm": "none", "band_norm_s": 10.0},
                           1: {"features": "mfcc", "band_norm": "none", "band_norm_s": 10.0}}
 # The one threshold a manifest may carry: the summed probability of the adventitious classes at
@@ -65,6 +69,17 @@ class WindowSpec:
 
 
 @dataclass(frozen=True)
+class Member:
+    """One int8 network of a package. Each member is converted, calibrated and verified on its
+    own, so each has its own quantization; the runner averages their outputs."""
+
+    file: str  # inside the package, e.g. "model.tflite"
+    sha256: str
+    input: TensorSpec
+    output: TensorSpec
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     version: str
@@ -72,11 +87,13 @@ class Manifest:
     sample_rate: int
     frontend: FrontendParams = complete(FrontendParams, "every frontend parameter, pinned")
     window: WindowSpec
-    input: TensorSpec
-    output: TensorSpec
+    members: tuple[Member, ...]
     feature_mean: tuple[float, ...]  # per-feature normalisation before quantizing
     feature_std: tuple[float, ...]
-    sha256: str
+    # "stethoscope": trained on features standardised by each stethoscope's own statistics; a
+    # device calibrated on its stethoscope (`lungedge calibrate`) uses that stethoscope's, an
+    # uncalibrated one feature_mean/feature_std (every training stethoscope pooled)
+    normalise: Literal["global", "stethoscope"] = "global"
     training: dict[str, Any] = field(default_factory=dict)  # data, split, seeds: provenance
     metrics: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -86,8 +103,10 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
-        for key in ("input", "output"):
-            d[key]["shape"] = list(d[key]["shape"])
+        d["members"] = [dataclasses.asdict(m) for m in self.members]
+        for member in d["members"]:
+            for key in ("input", "output"):
+                member[key]["shape"] = list(member[key]["shape"])
         d["feature_mean"] = list(self.feature_mean)
         d["feature_std"] = list(self.feature_std)
         return d
@@ -104,6 +123,10 @@ class Manifest:
                              "model")
         if isinstance(d.get("frontend"), dict):
             d = d | {"frontend": FRONTEND_BEFORE_SCHEMA.get(version, {}) | d["frontend"]}
+        if version < 4:  # one model.tflite, described at the top level
+            d = {k: v for k, v in d.items() if k not in ("input", "output", "sha256")} | {
+                "members": [{"file": "model.tflite"} | {k: d[k] for k in ("sha256", "input",
+                                                                         "output") if k in d}]}
         try:
             m = build(cls, d | {"schema_version": MANIFEST_SCHEMA_VERSION}, source=where)
         except ValidationError as exc:
@@ -121,14 +144,24 @@ class Manifest:
             problems.append(f"feature_mean/feature_std need {n} values (frontend features)")
         if any(s <= 0 for s in self.feature_std):
             problems.append("feature_std must be > 0")
-        shape = self.input.shape
-        if len(shape) not in (3, 4) or shape[0] != 1 or shape[1] != self.window.frames \
-                or shape[2] != n or (len(shape) == 4 and shape[3] != 1):
-            problems.append(f"input.shape {list(shape)} should be [1, window.frames "
-                            f"({self.window.frames}), features ({n})] or with a trailing 1")
-        if tuple(self.output.shape) != (1, len(self.labels)):
-            problems.append(f"output.shape {list(self.output.shape)} should be [1, "
-                            f"{len(self.labels)}] (one per label)")
+        if not self.members:
+            problems.append("members: a package needs at least one model")
+        files = [m.file for m in self.members]
+        if len(set(files)) != len(files):
+            problems.append(f"members: a file named twice in {files}")
+        for i, member in enumerate(self.members):
+            shape = member.input.shape
+            if len(shape) not in (3, 4) or shape[0] != 1 or shape[1] != self.window.frames \
+                    or shape[2] != n or (len(shape) == 4 and shape[3] != 1):
+                problems.append(f"members[{i}].input.shape {list(shape)} should be [1, "
+                                f"window.frames ({self.window.frames}), features ({n})] or "
+                                "with a trailing 1")
+            if tuple(member.output.shape) != (1, len(self.labels)):
+                problems.append(f"members[{i}].output.shape {list(member.output.shape)} "
+                                f"should be [1, {len(self.labels)}] (one per label)")
+            if Path(member.file).name != member.file or not member.file.endswith(".tflite"):
+                problems.append(f"members[{i}].file {member.file!r}: a .tflite file name "
+                                "inside the package, without a folder")
         if not 1 <= self.window.hop_frames <= self.window.frames:
             problems.append("window.hop_frames must be in 1…window.frames")
         unknown = sorted(set(self.thresholds) - {ADVENTITIOUS, RECORD})
@@ -205,6 +238,13 @@ def cycle_windows(features: np.ndarray, window: WindowSpec, mean: np.ndarray,
     return np.stack([x[s:s + window.frames] for s in starts]).astype(np.float32)
 
 
+def combine_windows(probs: np.ndarray, aggregate: str) -> np.ndarray:
+    """A cycle's probabilities from its windows' (n, labels): their mean, or each label's
+    maximum renormalised. The device and the trainer's scoring both call this."""
+    p = probs.mean(axis=0) if aggregate == "mean" else probs.max(axis=0)
+    return p / max(float(p.sum()), 1e-9)
+
+
 def decide(probs: np.ndarray, labels: tuple[str, ...], thresholds: dict[str, float]
            ) -> np.ndarray:
     """Label indices for rows of class probabilities: the argmax, unless the manifest sets an
@@ -228,31 +268,27 @@ class Prediction:
     windows: int
 
 
-class ModelRunner:
-    def __init__(self, package: str | Path, num_threads: int = 1) -> None:
-        package = Path(package)
-        self.manifest = load_manifest(package)
-        model_path = package / "model.tflite"
-        if not model_path.is_file():
-            raise ModelError(f"{model_path}: not found")
-        digest = sha256_of(model_path)
-        if digest != self.manifest.sha256:
-            raise ModelError(f"{model_path}: sha256 {digest[:12]}… does not match the "
-                             f"manifest's {self.manifest.sha256[:12]}…: model and manifest come "
-                             "from different builds")
+class LoadedMember:
+    """One member's interpreter, its tensors checked against the manifest: it quantizes a
+    window with its own input scale and returns its dequantized probabilities."""
+
+    def __init__(self, package: Path, member: Member, num_threads: int) -> None:
+        path = package / member.file
+        if not path.is_file():
+            raise ModelError(f"{path}: not found (the manifest lists it as a member)")
+        digest = sha256_of(path)
+        if digest != member.sha256:
+            raise ModelError(f"{path}: sha256 {digest[:12]}… does not match the manifest's "
+                             f"{member.sha256[:12]}…: model and manifest come from different "
+                             "builds")
         interpreter_cls, self.runtime = _interpreter_class()
         try:
-            self.interpreter = interpreter_cls(model_path=str(model_path),
-                                               num_threads=num_threads)
+            self.interpreter = interpreter_cls(model_path=str(path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{model_path}: not a loadable TFLite model ({exc})") from None
-        self._check_tensors(model_path)
-        m = self.manifest
-        self._mean = np.asarray(m.feature_mean, dtype=np.float32)
-        self._std = np.asarray(m.feature_std, dtype=np.float32)
-        log.info("model %s %s on %s (%d thread(s))", m.name, m.version, self.runtime,
-                 num_threads)
+            raise ModelError(f"{path}: not a loadable TFLite model ({exc})") from None
+        self.spec = member
+        self._check_tensors(path)
 
     def _check_tensors(self, path: Path) -> None:
         inp = self.interpreter.get_input_details()
@@ -261,8 +297,8 @@ class ModelRunner:
             raise ModelError(f"{path}: expected one input and one output tensor, found "
                              f"{len(inp)} and {len(out)}")
         self._in, self._out = inp[0], out[0]
-        for name, detail, spec in (("input", self._in, self.manifest.input),
-                                   ("output", self._out, self.manifest.output)):
+        for name, detail, spec in (("input", self._in, self.spec.input),
+                                   ("output", self._out, self.spec.output)):
             shape = tuple(int(v) for v in detail["shape"])
             dtype = np.dtype(detail["dtype"]).name
             scale, zero = detail["quantization"]
@@ -277,30 +313,88 @@ class ModelRunner:
             if problems:
                 raise ModelError(f"{path}: {name} tensor " + "; ".join(problems))
 
-    # -- quantization ---------------------------------------------------------------------
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        s = self.manifest.input
-        return np.clip(np.round(x / s.scale + s.zero_point), -128, 127).astype(np.int8)
+    def __call__(self, window: np.ndarray) -> np.ndarray:
+        """A normalised window's probabilities."""
+        s = self.spec.input
+        q = np.clip(np.round(window / s.scale + s.zero_point), -128, 127).astype(np.int8)
+        self.interpreter.set_tensor(self._in["index"], q.reshape(s.shape))
+        self.interpreter.invoke()
+        o = self.spec.output
+        return (self.interpreter.get_tensor(self._out["index"])[0].astype(np.float32)
+                - o.zero_point) * o.scale
 
-    def dequantize(self, q: np.ndarray) -> np.ndarray:
-        s = self.manifest.output
-        return (q.astype(np.float32) - s.zero_point) * s.scale
+
+class Classifier:
+    """What turns a cycle's features into a label as a package's manifest says: its windows,
+    normalised, each window's probabilities, the windows combined, the decision at the
+    manifest's thresholds. The int8 runner below is the device's; the toolchain scores the
+    package's float members through the same steps (`convert.evaluate --float`), so the two
+    can only differ in the networks."""
+
+    manifest: Manifest
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self._mean = np.asarray(manifest.feature_mean, dtype=np.float32)
+        self._std = np.asarray(manifest.feature_std, dtype=np.float32)
 
     def windows(self, features: np.ndarray) -> np.ndarray:
         m = self.manifest
         return cycle_windows(features, m.window, self._mean, self._std)
 
+    def window_probs(self, window: np.ndarray) -> np.ndarray:
+        """A normalised window's probabilities."""
+        raise NotImplementedError
+
     def predict(self, features: np.ndarray) -> Prediction:
         m = self.manifest
-        probs = []
-        for window in self.windows(features):
-            self.interpreter.set_tensor(self._in["index"],
-                                        self.quantize(window).reshape(m.input.shape))
-            self.interpreter.invoke()
-            probs.append(self.dequantize(self.interpreter.get_tensor(self._out["index"])[0]))
-        p = np.mean(probs, axis=0) if m.window.aggregate == "mean" else np.max(probs, axis=0)
-        p = p / max(float(p.sum()), 1e-9)
+        probs = [self.window_probs(window) for window in self.windows(features)]
+        p = combine_windows(np.asarray(probs), m.window.aggregate)
         best = int(decide(p, m.labels, m.thresholds)[0])
         return Prediction(m.labels[best], {lab: round(float(v), 4)
                                            for lab, v in zip(m.labels, p, strict=True)},
                           float(p[best]), len(probs))
+
+
+class ModelRunner(Classifier):
+    """A model package, loaded and checked, on the device's interpreter: each member's int8
+    output averaged per window. The one place the device, the toolchain's evaluation and the
+    station turn features into a label."""
+
+    def __init__(self, package: str | Path, num_threads: int = 1,
+                 calibration: str | Path | None = None) -> None:
+        package = Path(package)
+        super().__init__(load_manifest(package))
+        self.members = [LoadedMember(package, member, num_threads)
+                        for member in self.manifest.members]
+        self.runtime = self.members[0].runtime
+        m = self.manifest
+        self.calibration = self._calibrate(Path(calibration)) if calibration else None
+        if m.normalise == "stethoscope" and self.calibration is None:
+            log.warning("model %s %s expects its stethoscope's calibration (`lungedge "
+                        "calibrate`, then model.calibration in the config); until then it uses "
+                        "the statistics of its training stethoscopes pooled", m.name, m.version)
+        log.info("model %s %s (%d member(s)) on %s (%d thread(s))%s", m.name, m.version,
+                 len(self.members), self.runtime, num_threads,
+                 f", calibrated for {self.calibration.stethoscope}" if self.calibration else "")
+
+    def _calibrate(self, path: Path) -> Calibration:
+        """The stethoscope's statistics replace the manifest's normalisation."""
+        m = self.manifest
+        if m.normalise != "stethoscope":
+            raise ModelError(f"{path}: model {m.name} {m.version} standardises its input with "
+                             "its own training statistics and takes no stethoscope calibration: "
+                             "remove model.calibration (or --calibration)")
+        try:
+            cal = load_calibration(path, m.frontend)
+        except CalibrationError as exc:
+            raise ModelError(str(exc)) from None
+        self._mean = np.asarray(cal.feature_mean, dtype=np.float32)
+        self._std = np.asarray(cal.feature_std, dtype=np.float32)
+        return cal
+
+    def window_probs(self, window: np.ndarray) -> np.ndarray:
+        """A normalised window's probabilities: the members' averaged."""
+        if len(self.members) == 1:
+            return self.members[0](window)
+        return np.mean([member(window) for member in self.members], axis=0)

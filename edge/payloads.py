@@ -23,7 +23,14 @@ from typing import Any, Literal
 
 # 2: labels are the model's (no fixed enumeration); stats carry forced cuts, restarts and gap
 # reasons; timestamps say whether the wall clock was synchronised. 3: the status names the model.
-SCHEMA_VERSION = 3
+# 4: every message carries the numbering epoch of its seq (a subscriber keys repeats on epoch,
+# kind and seq), and a poor_signal alert may say sound was heard but no breathing found.
+SCHEMA_VERSION = 4
+EPOCH = r"^[0-9a-f]{8,32}$"
+# Ids a device makes (sessions, alerts, clips: 16 hex digits) go into a station's URLs and keys:
+# no "/", nothing a database column of 64 characters cannot hold.
+ID = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_INT = 2**53  # every integer: what JSON numbers hold exactly, and any database column
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ISO_MS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
@@ -61,21 +68,24 @@ def topic(prefix: str, device_id: str, kind: str) -> str:
 
 
 # -- the bodies -------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Envelope:
     """In every message, before its body's keys."""
 
     schema_version: int = wire(const=SCHEMA_VERSION)
-    device_id: str = wire(minLength=1)
-    seq: int = wire(minimum=0)  # per topic, increasing across restarts: gaps and repeats show
+    device_id: str = wire(minLength=1, maxLength=200)
+    # the numbering this seq belongs to: it changes when a device's counters could have gone
+    # back (a new spool, an unclean stop), so (epoch, seq) is never reused
+    epoch: str = wire(pattern=EPOCH)
+    seq: int = wire(minimum=0)  # per topic and epoch, increasing: gaps show
     ts: str = wire(pattern=ISO_MS)  # when the message was made (wall clock, UTC)
     clock_synced: bool = wire()  # false: the wall clock had not been set (NTP) yet
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    name: str
-    version: str
+    name: str = wire(minLength=1, maxLength=100)
+    version: str = wire(minLength=1, maxLength=50)
 
 
 @dataclass(frozen=True)
@@ -88,11 +98,11 @@ class Status:
 
 @dataclass(frozen=True)
 class Cycle:
-    session_id: str
+    session_id: str = wire(pattern=ID)
     start: str = wire(pattern=ISO_MS)
     end: str = wire(pattern=ISO_MS)
     duration_s: float = wire(minimum=0)
-    label: str = wire(minLength=1)
+    label: str = wire(minLength=1, maxLength=64)
     probs: dict[str, float]
     confidence: float = wire(minimum=0, maximum=1)
     quality: float = wire(minimum=0, maximum=1)
@@ -117,19 +127,27 @@ class SilenceEvidence:
 
 
 @dataclass(frozen=True)
+class NoBreathingEvidence:
+    """Sound all along (hiss, rubbing, a stethoscope off the chest), but no breathing cycle
+    found in it for this long."""
+
+    no_cycle_s: float = wire(minimum=0)
+
+
+@dataclass(frozen=True)
 class Alert:
-    alert_id: str
+    alert_id: str = wire(pattern=ID)
     event: Literal["new", "update", "end"]
     kind: Literal["wheeze", "crackle", "poor_signal", "no_audio"]
-    session_id: str | None
-    evidence: CycleEvidence | SilenceEvidence
+    session_id: str | None = wire(pattern=ID)
+    evidence: CycleEvidence | SilenceEvidence | NoBreathingEvidence
     first_cycle: str | None = wire(pattern=ISO_MS)
     last_cycle: str | None = wire(pattern=ISO_MS)
 
 
 @dataclass(frozen=True)
 class Summary:
-    session_id: str
+    session_id: str = wire(pattern=ID)
     start: str = wire(pattern=ISO_MS)
     end: str = wire(pattern=ISO_MS)
     duration_s: float = wire(minimum=0)
@@ -147,15 +165,16 @@ class Summary:
 class Clip:
     """The audio of a cycle behind an alert, for a clinician to hear what the device heard."""
 
-    clip_id: str
-    alert_id: str | None  # the alert it opened or updated (None: an abnormal cycle alone)
-    alert_kind: str | None
-    session_id: str | None
+    clip_id: str = wire(pattern=ID)
+    # the alert it opened or updated (None: an abnormal cycle alone)
+    alert_id: str | None = wire(pattern=ID)
+    alert_kind: str | None = wire(maxLength=40)
+    session_id: str | None = wire(pattern=ID)
     cycle_start: str = wire(pattern=ISO_MS)
     cycle_end: str = wire(pattern=ISO_MS)
-    label: str = wire(minLength=1)
+    label: str = wire(minLength=1, maxLength=64)
     confidence: float = wire(minimum=0, maximum=1)
-    sample_rate: int = wire(minimum=1000)
+    sample_rate: int = wire(minimum=1000, maximum=192000)
     encoding: Literal["flac", "wav"] = wire()
     audio_b64: str = wire(maxLength=600_000)  # 16-bit mono at the model rate
 
@@ -176,6 +195,8 @@ class Stats:
     spool_in_memory: int = wire(minimum=0)  # of those, held in memory: the disk refused them
     spool_dropped: int = wire(minimum=0)
     spool_fault: str | None  # the disk's trouble, while it lasts
+    # on a card that cannot even be read now: they wait there (counted before it failed)
+    spool_stranded: int = wire(minimum=0)
     cpu_percent: float = wire(minimum=0)
     rss_mb: float = wire(minimum=0)
     inference_ms_p50: float | None = wire(minimum=0)
@@ -233,7 +254,9 @@ def _schema(tp: Any) -> dict[str, Any]:
         props = _properties(tp)
         return {"type": "object", "additionalProperties": False, "properties": props,
                 "required": list(props)}
-    return {"type": {str: "string", int: "integer", float: "number", bool: "boolean"}[tp]}
+    if tp is int:  # a bound a database column (and a JSON number) holds exactly
+        return {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT}
+    return {"type": {str: "string", float: "number", bool: "boolean"}[tp]}
 
 
 @cache

@@ -44,6 +44,18 @@ log = logging.getLogger(__name__)
 INFLIGHT = 20
 
 
+class DeliveryError(RuntimeError):
+    """Delivery cannot work as configured (e.g. a TLS file it cannot read): the message names
+    the config key."""
+
+
+def tls_files(tls: Any) -> str:
+    named = [f"{key} {value}" for key, value in (("ca_file", tls.ca_file),
+                                                 ("cert_file", tls.cert_file),
+                                                 ("key_file", tls.key_file)) if value]
+    return ", ".join(named) or "the system's CAs"
+
+
 class Publisher(Protocol):
     """What the daemon needs of delivery."""
 
@@ -71,9 +83,10 @@ class Publisher(Protocol):
     def close(self, final_state: str = "offline", reason: str = "shutdown") -> None: ...
 
 
-def envelope(device_id: str, seq: int) -> dict[str, Any]:
-    return body_dict(Envelope(SCHEMA_VERSION, device_id, seq, iso_ms(clock.wall()),
-                              wall_clock_synced()))
+def envelope(device_id: str, seq: int, epoch: str) -> dict[str, Any]:
+    return body_dict(Envelope(schema_version=SCHEMA_VERSION, device_id=device_id, epoch=epoch,
+                              seq=seq, ts=iso_ms(clock.wall()),
+                              clock_synced=wall_clock_synced()))
 
 
 class MqttPublisher:
@@ -109,7 +122,8 @@ class MqttPublisher:
         return "" if self._connected.is_set() else self.last_error
 
     def publish(self, kind: str, body: Any) -> int:
-        seq = self.spool.put(kind, lambda seq: envelope(self.device_id, seq), body_dict(body))
+        seq = self.spool.put(kind, lambda seq, epoch: envelope(self.device_id, seq, epoch),
+                             body_dict(body))
         self._wake.set()
         return seq
 
@@ -157,7 +171,8 @@ class MqttPublisher:
     def _status_payload(self, state: str, reasons: list[str]) -> bytes:
         status = Status(state, reasons[0] if reasons else None,  # type: ignore[arg-type]
                         reasons, self.model)
-        body = {**envelope(self.device_id, self.spool.next_seq("status")), **body_dict(status)}
+        body = {**envelope(self.device_id, self.spool.next_seq("status"), self.spool.epoch),
+                **body_dict(status)}
         return json.dumps(body, separators=(",", ":")).encode()
 
     def _publish_retained(self, client: Any) -> None:
@@ -180,7 +195,11 @@ class MqttPublisher:
             client.username_pw_set(self.cfg.username, self.password)
         tls = self.cfg.tls
         if tls.enabled:
-            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+            try:
+                client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file,
+                               keyfile=tls.key_file)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise DeliveryError(f"mqtt.tls: cannot use {tls_files(tls)} ({exc})") from None
         client.will_set(topic(self.cfg.topic_prefix, self.device_id, "status"),
                         self._status_payload("offline", ["connection lost"]), qos=1,
                         retain=True)
@@ -224,33 +243,59 @@ class MqttPublisher:
         self._wake.set()
 
     def _run(self) -> None:
+        """The sender thread, supervised: whatever fails in a connection's set-up or its
+        sending (a TLS file that cannot be read, a bug) becomes the reason delivery is down
+        (`unreachable()`, so the status says so) and is retried with backoff; the thread never
+        ends before close()."""
         attempt = 0
+        while not self._stop.is_set():
+            try:
+                attempt = self._connection(attempt)
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, DeliveryError) \
+                    else f"delivery failed: {type(exc).__name__}: {exc}"
+                if reason != self.last_error:
+                    log.error("%s", reason, exc_info=not isinstance(exc, DeliveryError))
+                self.last_error = reason
+                self._connected.clear()
+                self._client = None
+                attempt += 1
+                self._stop.wait(self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, with jitter: devices do not retry in step after a broker restart."""
+        return min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s
+                   * 2 ** min(attempt, 16)) * random.uniform(0.5, 1.0)
+
+    def _connection(self, attempt: int) -> int:
+        """One connection, from client to disconnect; returns the attempt count to go on
+        with."""
         while not self._stop.is_set():
             client = self._new_client()
             try:
                 client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
             except (OSError, ValueError) as exc:
                 self.last_error = f"broker {self.cfg.host}:{self.cfg.port} unreachable: {exc}"
-                delay = min(self.cfg.reconnect_max_s,
-                            self.cfg.reconnect_min_s * 2 ** min(attempt, 16))
-                delay *= random.uniform(0.5, 1.0)  # jitter: devices do not retry in step
+                delay = self._backoff(attempt)
                 log.warning("%s; retrying in %.1f s", self.last_error, delay)
                 attempt += 1
                 self._stop.wait(delay)
                 continue
             self._client = client
             client.loop_start()
-            if self._connected.wait(timeout=10):
-                attempt = 0
-                self._send(client)
-            client.loop_stop()
-            client.disconnect()
-            self._client = None
-            self._connected.clear()
+            try:
+                if self._connected.wait(timeout=10):
+                    attempt = 0
+                    self._send(client)
+            finally:
+                client.loop_stop()
+                client.disconnect()
+                self._client = None
+                self._connected.clear()
             if not self._stop.is_set():
                 attempt += 1
-                self._stop.wait(min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s
-                                    * 2 ** min(attempt, 16)) * random.uniform(0.5, 1.0))
+                self._stop.wait(self._backoff(attempt))
+        return attempt
 
     def _send(self, client: Any) -> None:
         while not self._acks.empty():  # from an earlier connection: its mids mean nothing now

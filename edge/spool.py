@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -35,9 +36,16 @@ from edge.payloads import KINDS
 log = logging.getLogger(__name__)
 
 USER_VERSION = 1  # PRAGMA user_version of a lungedge spool
-TABLES = {"messages", "sequence", "counters", "sqlite_sequence"}
+TABLES = {"messages", "sequence", "counters", "meta", "sqlite_sequence"}
 RETRY_S = 5.0  # a failing disk is tried again this often
 MEMORY_MESSAGES = 5000  # the backlog kept in memory while the disk refuses writes
+WAL_PAGES = 16  # checkpoint the write-ahead log this often (pages of 4 KB)
+WAL_BYTES = 64 * 1024  # and keep it no larger than this after a checkpoint
+
+
+def new_epoch() -> str:
+    """A numbering epoch: 64 random bits, so no two spools, or two runs, share one."""
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,18 @@ class Spool:
         # +1 each time the file is (re)opened: what it holds may reappear below ids the
         # publisher has passed, so the publisher starts from the oldest again
         self.generation = 0
+        # The numbering epoch every message carries: a subscriber keys repeats on (epoch,
+        # kind, seq). It is kept across runs only when the file vouches for its counters (the
+        # last run closed it cleanly); a new spool, a damaged one moved aside, a file that
+        # cannot be opened, or a run that ended while its counters may have advanced in
+        # memory only (a failing card, a kill) start a new one, so a number is never reused.
+        self.epoch = ""
+        self.epoch_reason = ""
+        self.read_only = False  # the file is open only to read what it holds (a failing card)
+        self._on_disk = 0  # messages on the disk, as last counted
         self._open()
+        if not self.epoch:  # the file could not be opened at all: a memory-only run
+            self._new_epoch("the spool file cannot be opened")
 
     # -- opening ----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -94,7 +113,8 @@ class Spool:
             self.db = self._connect()
         except sqlite3.DatabaseError as exc:
             if fault_of(exc) != "spool: corrupt" and "not ours" not in str(exc):
-                return self._failed(exc)
+                self._failed(exc)
+                return self._open_to_read()
             moved = self._move_aside()
             self.notice = (f"spool: corrupt or not a lungedge spool, moved aside to "
                            f"{moved.name}")
@@ -110,9 +130,72 @@ class Spool:
         assert self.db is not None
         self._seq = dict(self.db.execute("SELECT kind, seq FROM sequence").fetchall()) | {
             k: v for k, v in self._seq.items() if v > self._seq_in_db(k)}
+        adopted = self._adopt_epoch()
+        try:
+            self._save_counters(clean=False)
+        except sqlite3.Error as exc:
+            if adopted:  # the file could not be marked in use: its next reader must not
+                self._new_epoch("the spool could not record that it is in use")  # trust it
+            return self._failed(exc)
         (max_id,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
         self._next_id = max(self._next_id, max_id + 1,
                             max((m.id for m, _ in self._memory), default=0) + 1)
+
+    def _open_to_read(self) -> None:
+        """A card that fails turns read-only: what it holds can still be read and delivered
+        (acknowledgements are remembered in memory until it takes writes again)."""
+        if self.db is not None or not self.path.is_file():
+            return
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                 check_same_thread=False, timeout=10)
+            db.execute("SELECT COUNT(*) FROM messages").fetchone()
+        except sqlite3.Error as exc:
+            log.error("the spool on %s cannot even be read (%s): what it holds waits there",
+                      self.path, exc)
+            return
+        self.db, self.read_only = db, True
+        self.generation += 1  # what it holds is new to the publisher
+        self._seq = dict(db.execute("SELECT kind, seq FROM sequence").fetchall()) | {
+            k: v for k, v in self._seq.items() if v > self._seq_in_db(k)}
+        log.warning("spool %s opened read-only: delivering what it holds", self.path)
+
+    def stranded(self) -> int:
+        """Messages on the card that cannot be read now (the file will not open); 0 while it
+        can be read. The last count seen, as no newer one can be."""
+        with self._lock:
+            return self._on_disk if self.db is None and self.path.is_file() else 0
+
+    def _adopt_epoch(self) -> bool:
+        """The file's epoch if it vouches for its counters and this run has none yet (True:
+        adopted). The caller then marks the file in use (unclean until close())."""
+        assert self.db is not None
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if self.epoch:
+            return False
+        if not meta.get("epoch"):
+            self._new_epoch("a new spool")
+        elif meta.get("clean") != "1":
+            self._new_epoch("the last run did not close the spool cleanly (a kill, a power cut "
+                            "or a failing card: its counters may lag)")
+        else:
+            self.epoch = meta["epoch"]
+            return True
+        return False
+
+    def _new_epoch(self, why: str) -> None:
+        self.epoch, self.epoch_reason = new_epoch(), why
+        log.warning("numbering epoch %s: %s", self.epoch, why)
+
+    def _save_counters(self, clean: bool) -> None:
+        """This run's epoch, every counter it holds (some may have advanced in memory only)
+        and whether the file now vouches for them."""
+        assert self.db is not None
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO sequence VALUES (?, ?)",
+                                list(self._seq.items()))
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                [("epoch", self.epoch), ("clean", "1" if clean else "0")])
 
     def _seq_in_db(self, kind: str) -> int:
         assert self.db is not None
@@ -131,6 +214,11 @@ class Spool:
                                             f", user_version {version})")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            # the WAL is checkpointed every WAL_PAGES pages and cut back to WAL_BYTES after:
+            # by default it grows to 4 MB before a checkpoint and keeps its size after,
+            # which alone filled a 512 KB tmpfs at 20× real time
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_BYTES}")
             db.executescript(f"""
                 CREATE TABLE IF NOT EXISTS messages (
                     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
@@ -138,6 +226,7 @@ class Spool:
                 CREATE INDEX IF NOT EXISTS messages_keep ON messages (keep, id);
                 CREATE TABLE IF NOT EXISTS sequence (kind TEXT PRIMARY KEY, seq INTEGER);
                 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER);
+                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
                 PRAGMA user_version = {USER_VERSION};
             """)
             db.execute("PRAGMA quick_check").fetchall()  # a damaged page says so now
@@ -170,15 +259,16 @@ class Spool:
             self.db = None
 
     # -- the daemon's side ------------------------------------------------------------------
-    def put(self, kind: str, envelope: Callable[[int], dict[str, Any]],
+    def put(self, kind: str, envelope: Callable[[int, str], dict[str, Any]],
             body: dict[str, Any]) -> int:
-        """Stores a message and returns its seq (`envelope(seq)` heads it). Never raises for
-        the disk's sake: if the disk refuses, the message waits in memory."""
+        """Stores a message and returns its seq (`envelope(seq, epoch)` heads it). Never
+        raises for the disk's sake: if the disk refuses, the message waits in memory."""
         keep = KINDS[kind].keep
         with self._lock:
             self._retry()
             seq = self._seq.get(kind, -1) + 1
-            payload = json.dumps({**envelope(seq), **body}, separators=(",", ":")).encode()
+            payload = json.dumps({**envelope(seq, self.epoch), **body},
+                                 separators=(",", ":")).encode()
             message = Spooled(self._next_id, kind, seq, payload)
             written = False
             if self.db is not None and not self.fault:
@@ -228,9 +318,13 @@ class Spool:
             return
         self._retry_at = time.monotonic() + RETRY_S
         fault = self.fault
+        if self.read_only:  # try for writes again: the card may have been repaired
+            assert self.db is not None
+            self.db.close()
+            self.db, self.read_only = None, False
         if self.db is None:
             self._open()
-            if self.db is None:
+            if self.db is None or self.read_only:
                 return
         try:  # a write that costs nothing: is the disk taking them again?
             self.db.execute("INSERT OR REPLACE INTO counters VALUES ('probe', 0)")
@@ -239,6 +333,11 @@ class Spool:
             return
         log.warning("%s is over: the spool writes to %s again", fault, self.path)
         self.fault = ""
+        try:  # the counters that advanced in memory meanwhile
+            self._save_counters(clean=False)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return
         for message_id in list(self._delivered):
             self._forget(message_id)
 
@@ -309,8 +408,12 @@ class Spool:
             if self.db is not None:
                 try:
                     on_disk = self.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+                    self._on_disk = on_disk - len(self._delivered)
                 except sqlite3.Error as exc:
                     self._failed(exc)
+                    return self._on_disk + len(self._memory)
+            elif self.path.is_file():  # what the card held when it could last be read
+                return self._on_disk + len(self._memory)
             return on_disk - len(self._delivered) + len(self._memory)
 
     def in_memory(self) -> int:
@@ -336,5 +439,8 @@ class Spool:
                 log.warning("%d message(s) held in memory are lost with this exit (%s)",
                             len(self._memory), self.fault or "not yet delivered")
             if self.db is not None:
+                if not self.fault and not self._memory:  # the file holds every counter
+                    with contextlib.suppress(sqlite3.Error):
+                        self._save_counters(clean=True)
                 self.db.close()
                 self.db = None

@@ -58,8 +58,8 @@ class DaemonStats:
 
     def snapshot(self, path: PathStats, *, queue_depth: int, spool_depth: int,
                  spool_in_memory: int, spool_dropped: int, spool_fault: str | None,
-                 clips_sent: int, clips_dropped: int, runtime: str, source: str,
-                 source_counters: dict[str, int]) -> Stats:
+                 spool_stranded: int, clips_sent: int, clips_dropped: int, runtime: str,
+                 source: str, source_counters: dict[str, int]) -> Stats:
         now, cpu = time.monotonic(), cpu_seconds()
         cpu_percent = 100 * (cpu - self._cpu[1]) / max(now - self._cpu[0], 1e-9)
         self._cpu = (now, cpu)
@@ -69,7 +69,7 @@ class DaemonStats:
             gap_s=round(path.gap_s, 3), gap_reasons=dict(path.gap_reasons),
             restarts=path.restarts, dropped_blocks=self.dropped_blocks,
             queue_depth=queue_depth, spool_depth=spool_depth, spool_in_memory=spool_in_memory,
-            spool_dropped=spool_dropped, spool_fault=spool_fault,
+            spool_dropped=spool_dropped, spool_fault=spool_fault, spool_stranded=spool_stranded,
             cpu_percent=round(cpu_percent, 1), rss_mb=round(rss_mb(), 1),
             inference_ms_p50=self.inference.percentile(50),
             inference_ms_p99=self.inference.percentile(99), clips_sent=clips_sent,

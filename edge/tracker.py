@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge.model import DEFAULT_FINDINGS
-from edge.payloads import CycleEvidence, SilenceEvidence
+from edge.payloads import CycleEvidence, NoBreathingEvidence, SilenceEvidence
 from edge.typed import Invalid, section, setting
 
 RECORD_FRACTION = 0.2  # share of adventitious good cycles that makes a record adventitious
@@ -55,6 +55,9 @@ class TrackerConfig:
                                         le=1)
     no_audio_s: float = setting(10.0, "No audio (or only silence) for this long raises "
                                       "no_audio, s.", gt=0)
+    no_breathing_s: float = setting(20.0, "Sound all along but no breathing cycle found in it "
+                                          "for this long (hiss, rubbing, a stethoscope off the "
+                                          "chest) raises poor_signal, s.", gt=0)
     session_silence_s: float = setting(30.0, "A session ends after this long without "
                                              "cycles, s.", gt=0)
     session_max_s: float = setting(600.0, "…or after this long, s.", gt=0)
@@ -72,6 +75,7 @@ class CycleResult:
 
 
 AlertKind = Literal["wheeze", "crackle", "poor_signal", "no_audio"]
+Evidence = CycleEvidence | SilenceEvidence | NoBreathingEvidence
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class AlertChanged:
     event: Literal["new", "update", "end"]
     kind: AlertKind
     session_id: str | None
-    evidence: CycleEvidence | SilenceEvidence
+    evidence: Evidence
     first_cycle: float | None  # stream seconds: the first and latest cycle showing it
     last_cycle: float | None
 
@@ -134,6 +138,7 @@ class _Alert:
     last: float
     reported_hits: int
     total: int
+    no_breathing: bool = False  # a poor_signal raised by time (sound, but no cycle at all)
 
 
 @dataclass
@@ -159,6 +164,8 @@ class Tracker:
         self.recent: deque[CycleResult] = deque(maxlen=cfg.window_cycles)
         self.alerts: dict[str, _Alert] = {}
         self.session: _Session | None = None
+        self.last_cycle_end: float | None = None  # stream seconds
+        self._hearing_since: float | None = None  # sound without a pause since then
 
     @property
     def session_id(self) -> str | None:
@@ -178,6 +185,11 @@ class Tracker:
                 before = self._end_session("silence")
             elif r.end - s.start > self.cfg.session_max_s:
                 before = self._end_session("max_length")
+        self.last_cycle_end = r.end
+        breathing = self.alerts.get("poor_signal")
+        if breathing is not None and breathing.no_breathing:  # breathing is heard again
+            before.append(self._changed("poor_signal", "end", NoBreathingEvidence(0.0)))
+            del self.alerts["poor_signal"]
         if self.session is None:
             self.session = _Session(new_id(), r.start, r.end)
             self.recent.clear()
@@ -200,10 +212,25 @@ class Tracker:
         elif silent < self.cfg.no_audio_s and "no_audio" in self.alerts:
             out.append(self._changed("no_audio", "end", SilenceEvidence(0.0)))
             del self.alerts["no_audio"]
+        out += self._no_breathing(now, silent < self.cfg.no_audio_s)
         s = self.session
         if s is not None and now - s.last > self.cfg.session_silence_s:
             out += self._end_session("silence")
         return out
+
+    def _no_breathing(self, now: float, hearing: bool) -> list[TrackerEvent]:
+        """Sound without a single breathing cycle for no_breathing_s: poor_signal, until a
+        cycle is found (silence is no_audio's, not this)."""
+        if not hearing:
+            self._hearing_since = None
+            return []
+        if self._hearing_since is None:
+            self._hearing_since = now
+        since = max(self._hearing_since, self.last_cycle_end or self._hearing_since)
+        if now - since < self.cfg.no_breathing_s or "poor_signal" in self.alerts:
+            return []
+        self.alerts["poor_signal"] = _Alert(new_id(), since, since, 0, 0, no_breathing=True)
+        return [self._changed("poor_signal", "new", NoBreathingEvidence(round(now - since, 1)))]
 
     def close(self, reason: Literal["shutdown", "end_of_stream"]) -> list[TrackerEvent]:
         """The stream ends: end every open alert and the session, so that subscribers are not
@@ -222,9 +249,11 @@ class Tracker:
         return (r.label in self.findings.get(kind, ()) and r.confidence >= self.cfg.min_confidence
                 and r.quality >= self.cfg.poor_quality_below)
 
-    def _evidence(self, kind: str) -> CycleEvidence | SilenceEvidence:
+    def _evidence(self, kind: str) -> Evidence:
         if kind == "no_audio":
             return SilenceEvidence(0.0)
+        if self.alerts.get(kind) and self.alerts[kind].no_breathing:
+            return NoBreathingEvidence(0.0)
         hits = sum(self._hit(kind, r) for r in self.recent)
         n = len(self.recent)
         alert = self.alerts.get(kind)
@@ -255,9 +284,9 @@ class Tracker:
         return []
 
     def _changed(self, kind: AlertKind, event: Literal["new", "update", "end"],
-                 evidence: CycleEvidence | SilenceEvidence) -> AlertChanged:
+                 evidence: Evidence) -> AlertChanged:
         alert = self.alerts[kind]
-        timed = kind != "no_audio"
+        timed = kind != "no_audio" and not alert.no_breathing
         return AlertChanged(alert.alert_id, event, kind, self.session_id, evidence,
                             alert.first if timed else None, alert.last if timed else None)
 

@@ -76,6 +76,21 @@ def from_yaml(cls: type, text: str, source: str) -> Any:
     return build(cls, data, source=source, lines=lines)
 
 
+def yaml_lines(text: str) -> dict[str, int]:
+    """The line of every key path in YAML text ({} for text that does not parse)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+    if node is not None:
+        try:
+            _plain(node, "", lines, "")
+        except ValidationError:
+            return lines
+    return lines
+
+
 def _plain(node: yaml.Node, path: str, lines: dict[str, int], source: str,
            within: frozenset[int] = frozenset()) -> Any:
     """A YAML node as plain Python, remembering the line of every key path."""

@@ -1,9 +1,12 @@
 """Who is at the station: password hashes, the logged-in user, and CSRF tokens.
 
 Passwords are kept only as scrypt hashes (Python's hashlib: a well-kept KDF, nothing to
-install), compared in constant time. A login lives in Starlette's signed session cookie
-(HttpOnly, SameSite=Strict); every state-changing request must carry the session's CSRF token
-(a form field or the X-CSRF-Token header), so another site cannot act with a nurse's login.
+install), compared in constant time, and failed tries are throttled per name and per address.
+A login is a row in the database (revocable: logging out ends it, an idle one expires) whose
+token rides in Starlette's signed session cookie (HttpOnly, SameSite=Strict); every
+state-changing request must carry the session's CSRF token (a form field or the X-CSRF-Token
+header), so another site cannot act with a nurse's login. With auth: proxy, only the trusted
+proxies' user header is believed.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +65,49 @@ def session_secret(path: str) -> str:
         return secret
 
 
-def current_user(web: WebConfig, session: dict[str, Any], headers: Any) -> str | None:
-    if web.auth == "proxy":
-        name = headers.get(web.proxy_user_header, "")
-        return name.strip()[:200] or None
-    if web.auth == "users":
-        return session.get("user")
-    return None
+def trusted(web: WebConfig, client: str | None) -> bool:
+    """Whether a request comes from one of the reverse proxies the config trusts."""
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False)
+               for net in web.trusted_proxies)
+
+
+class Throttle:
+    """Failed logins per user name and per address over the last `window_s`: beyond the
+    limits, no password is even checked until the oldest failure ages out (30 wrong
+    passwords took 1.5 s before)."""
+
+    def __init__(self, per_user: int = 5, per_address: int = 20,
+                 window_s: float = 900.0) -> None:
+        self.limits = {"user": per_user, "address": per_address}
+        self.window_s = window_s
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def wait_s(self, user: str, address: str, now: float) -> float:
+        """0 if a try is allowed now, else how long to wait."""
+        with self._lock:
+            longest = 0.0
+            for kind, key in (("user", user), ("address", address)):
+                times = [t for t in self._failures.get((kind, key), []) if now - t < self.window_s]
+                self._failures[(kind, key)] = times
+                if len(times) >= self.limits[kind]:
+                    longest = max(longest, times[0] + self.window_s - now)
+            return longest
+
+    def failed(self, user: str, address: str, now: float) -> None:
+        with self._lock:
+            for key in (("user", user), ("address", address)):
+                self._failures.setdefault(key, []).append(now)
+
+    def succeeded(self, user: str) -> None:
+        with self._lock:
+            self._failures.pop(("user", user), None)
 
 
 def csrf_token(session: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ import argparse
 import getpass
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,27 +70,30 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
+    """Ingest, routing and the web UI in one process; 1 if a worker died (systemd restarts
+    the station), else 0."""
     import threading
 
     from station.ingest import Ingest
-    from station.store import Store
+    from station.liveness import Liveness, supervised
 
-    store = Store(cfg.database.url)
+    store = open_store(cfg.database.url)
     stop = threading.Event()
+    liveness = Liveness()
     workers = []
     if ingest:
         ingestor = Ingest(cfg, store)
-        workers.append(threading.Thread(target=ingestor.run, args=(stop,), name="ingest",
-                                        daemon=True))
+        workers.append(threading.Thread(
+            target=supervised("ingest", lambda: ingestor.run(stop), liveness), name="ingest",
+            daemon=True))
     if cfg.routing.rules:
         from station.routing.router import Router
 
         # made before ingest starts: an alert stored in the first second is routed too
         router = Router(cfg.routing, store)
-        workers.append(threading.Thread(target=route, args=(router, stop), name="routing",
-                                        daemon=True))
-    for w in workers:
-        w.start()
+        workers.append(threading.Thread(
+            target=supervised("routing", lambda: route(router, stop), liveness),
+            name="routing", daemon=True))
     try:
         if web:
             import uvicorn
@@ -98,12 +102,24 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
 
             logging.getLogger(__name__).info("web UI on http://%s:%d/", cfg.web.host,
                                              cfg.web.port)
-            uvicorn.run(create_app(cfg, store), host=cfg.web.host, port=cfg.web.port,
-                        log_level=cfg.log_level, access_log=False)
+            server = uvicorn.Server(uvicorn.Config(
+                create_app(cfg, store, liveness), host=cfg.web.host, port=cfg.web.port,
+                log_level=cfg.log_level, access_log=False))
+
+            def exit_web() -> None:
+                server.should_exit = True
+
+            liveness.on_failure = exit_web
+            for w in workers:
+                w.start()
+            server.run()
         else:
             import signal
 
+            liveness.on_failure = stop.set
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            for w in workers:
+                w.start()
             while not stop.wait(1.0):
                 pass
     except KeyboardInterrupt:
@@ -112,16 +128,43 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
         stop.set()
         for w in workers:
             w.join(timeout=10)
-    return 0
+    return 1 if liveness.problem() else 0
+
+
+def open_store(url: str) -> Any:
+    """The store, once its database answers: a station started before its PostgreSQL (a
+    reboot, a slow server) waits for it, saying which key and why, instead of failing for
+    good."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from station.store import Store
+
+    log = logging.getLogger("station")
+    wait = 1.0
+    while True:
+        try:
+            return Store(url)
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0][:200] if exc.orig else str(exc)
+            log.error("database.url %s: cannot reach the database (%s); is it running? "
+                      "trying again in %.0f s", make_url(url).render_as_string(
+                          hide_password=True), reason, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 30.0)
 
 
 def route(router: Any, stop: Any) -> None:
-    """The routing loop: once a second, and never dies of one bad pass."""
+    """The routing loop: once a second, and never dies of one bad pass; while passes fail (a
+    database that is away) it waits longer, up to a minute."""
     log = logging.getLogger("station.routing")
+    wait = 1.0
     while True:
         try:
             router.step()
-        except Exception:  # a database hiccup: logged, and the next pass tries again
-            log.exception("routing pass failed; trying again in 1 s")
-        if stop.wait(1.0):
+            wait = 1.0
+        except Exception:  # a database hiccup: logged, and a later pass tries again
+            log.exception("routing pass failed; trying again in %.0f s", wait)
+            wait = min(wait * 2, 60.0)
+        if stop.wait(wait):
             return

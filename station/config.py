@@ -41,6 +41,34 @@ class DatabaseConfig:
     clip_retention_days: float = setting(7.0, "The audio clips behind alerts are kept this "
                                               "long, days.", gt=0)
 
+    def validate(self) -> None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(self.url)
+        except ArgumentError:
+            raise Invalid("url", f"{self.url!r} is not a database URL; use "
+                                 "sqlite:////var/lib/lungedge-station/station.db or "
+                                 "postgresql+psycopg://USER@HOST/DB") from None
+        if url.drivername not in ("sqlite", "postgresql+psycopg", "postgresql"):
+            raise Invalid("url", f"{url.drivername}: the station stores in SQLite "
+                                 "(sqlite:///PATH) or PostgreSQL (postgresql+psycopg://…), "
+                                 "nothing else")
+        if url.drivername == "sqlite" and not url.database:
+            raise Invalid("url", "sqlite:/// needs a file path (sqlite:////var/lib/…/station.db"
+                                 "); an in-memory database would forget everything")
+
+
+def _base64(text: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return bool(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError):
+        return False
+
 
 @dataclass(frozen=True)
 class User:
@@ -51,8 +79,12 @@ class User:
     def validate(self) -> None:
         if not self.name.strip():
             raise Invalid("name", "a user needs a name")
-        if not self.password_hash.startswith("scrypt$"):
-            raise Invalid("password_hash", "not a hash from `lungedge station hash-password`")
+        parts = self.password_hash.split("$")
+        if len(parts) != 6 or parts[0] != "scrypt" or not all(p.isdigit() for p in parts[1:4]) \
+                or not _base64(parts[4]) or not _base64(parts[5]):
+            raise Invalid("password_hash", "not a hash from `lungedge station hash-password` "
+                                           "(scrypt$N$r$p$salt$key): no password could ever "
+                                           "match it; make one with that command")
 
 
 @dataclass(frozen=True)
@@ -67,12 +99,25 @@ class WebConfig:
     users: list[User] = setting([], "People who may log in (auth: users).")
     proxy_user_header: str = setting("X-Remote-User", "The proxy's header naming the user "
                                                       "(auth: proxy).")
+    trusted_proxies: list[str] = setting([], "Addresses (or networks, 10.0.0.0/24) of the "
+                                             "reverse proxies whose proxy_user_header is "
+                                             "believed; required with auth: proxy (from "
+                                             "anyone else the header is ignored).")
+    login_to_read: bool | None = setting(None, "Every page, clip and live update needs a "
+                                               "login; null: yes whenever the station listens "
+                                               "beyond the loopback. Patient audio is on them.")
+    session_idle_min: float = setting(30.0, "A login nobody uses for this long ends, min.",
+                                      gt=0)
+    session_max_h: float = setting(12.0, "A login ends after this long whatever, h.", gt=0)
     secret_file: str = setting("/var/lib/lungedge-station/secret", "Key that signs login "
                                                                   "cookies; made if missing.")
     secure_cookies: bool = setting(False, "Send the login cookie over HTTPS only (true behind "
                                           "a TLS proxy).")
-    max_upload_mb: float = setting(50.0, "Largest recording `analyse a recording` accepts, MB.",
-                                   gt=0)
+    max_upload_mb: float = setting(50.0, "Largest recording `analyse a recording` accepts, MB "
+                                         "(counted as it arrives, whatever the request "
+                                         "claims).", gt=0)
+    max_analyse_min: float = setting(30.0, "Longest recording it analyses, minutes (checked "
+                                           "in the file's header before any decoding).", gt=0)
 
     def validate(self) -> None:
         if self.auth == "users" and not self.users:
@@ -82,6 +127,25 @@ class WebConfig:
             raise Invalid("host", f"the web UI would listen on {self.host} with no login: set "
                                   "auth to 'users' (with users) or 'proxy', or listen on "
                                   "127.0.0.1")
+        if self.login_to_read is False and not _loopback(self.host):
+            raise Invalid("login_to_read", f"anyone who reaches {self.host} would read the "
+                                           "ward and hear patients' audio without logging in: "
+                                           "leave it null (or true), or listen on 127.0.0.1")
+        if self.auth == "proxy" and not self.trusted_proxies:
+            raise Invalid("trusted_proxies", "auth is 'proxy' but no proxy is trusted: any "
+                                             "client could send the user header and act as "
+                                             "anyone; list your proxy's address")
+        for i, net in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise Invalid(f"trusted_proxies[{i}]", f"{net!r} is not an address or "
+                                                       "network") from None
+
+    @property
+    def read_needs_login(self) -> bool:
+        return self.auth != "none" and (self.login_to_read if self.login_to_read is not None
+                                        else not _loopback(self.host))
 
 
 def _loopback(host: str) -> bool:

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,22 +113,18 @@ class Ingest:
     def run(self, stop: threading.Event) -> None:
         """Store and acknowledge until `stop` is set."""
         self.start()
-        next_sweep = next_purge = time.monotonic()
+        sweep, purge = Periodic("sweep", SWEEP_S), Periodic("purge", PURGE_S)
+        a, d = self.cfg.alarms, self.cfg.database
         try:
             while not stop.is_set():
                 batch = self._batch(timeout=0.2)
                 if batch:
                     self.handle(batch)
-                now = time.monotonic()
-                if now >= next_sweep:
-                    next_sweep = now + SWEEP_S
-                    a = self.cfg.alarms
-                    self.store.sweep(time.time(), a.offline_after_s, a.spool_backlog)
-                if now >= next_purge:
-                    next_purge = now + PURGE_S
-                    d = self.cfg.database
-                    self.store.purge(time.time(), d.retention_days, d.alert_retention_days,
-                                     d.clip_retention_days)
+                sweep.run(lambda: self.store.sweep(time.time(), a.offline_after_s,
+                                                   a.spool_backlog))
+                purge.run(lambda: self.store.purge(time.time(), d.retention_days,
+                                                   d.alert_retention_days,
+                                                   d.clip_retention_days))
         finally:
             self.client.loop_stop()
             self.client.disconnect()
@@ -152,13 +149,18 @@ class Ingest:
                 messages.append(parse(r.topic, r.payload, self.cfg.mqtt.topic_prefix))
             except Refused as exc:
                 refusals.append(Refusal(r.topic, str(exc), excerpt(r.payload)))
+            except Exception as exc:  # a message that trips the reader itself: still one
+                log.exception("reading a message on %r failed", r.topic[:100])
+                refusals.append(Refusal(r.topic, f"unreadable ({type(exc).__name__}: "
+                                                 f"{str(exc)[:200]})", excerpt(r.payload)))
         # Every worker takes the rows of a batch in the same order (devices sorted), so two
         # workers sharing a PostgreSQL do not deadlock on each other's devices.
         messages.sort(key=lambda m: (m.device_id, m.kind, m.seq))
         new = self._store(messages, refusals)  # committed: now they may be acknowledged
+        foreign = self.store.last_foreign
         self.stored += new
-        self.repeats += len(messages) - new
-        self.refused += len(refusals)
+        self.repeats += len(messages) - new - foreign
+        self.refused += len(refusals) + foreign
         if refusals:
             self._log_refusals(refusals)
         with self._lock:
@@ -183,19 +185,21 @@ class Ingest:
                             len(messages), str(exc.orig).splitlines()[0][:200], delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except DBAPIError as exc:
+            except (DBAPIError, ValueError, OverflowError, TypeError, KeyError) as exc:
+                # (validation should have refused what a database cannot hold; should a
+                # message get past it anyway, it is still only one message)
                 if len(messages) + len(refusals) > 1:  # find the one: each on its own
                     return (sum(self._store([], [r]) for r in refusals)
                             + sum(self._store([m], []) for m in messages))
+                why = str(getattr(exc, "orig", None) or exc)
                 if messages:  # this message cannot be stored: keep it as a refusal
                     m = messages[0]
                     log.error("a %s message from %r refused by the database: %s", m.kind,
-                              m.device_id[:60], str(exc.orig)[:200])
+                              m.device_id[:60], why[:200])
                     self._store([], [Refusal(f"{self.cfg.mqtt.topic_prefix}/{m.device_id}/"
-                                             f"{m.kind}", f"database: {str(exc.orig)[:300]}",
-                                             "")])
+                                             f"{m.kind}", f"database: {why[:300]}", "")])
                 else:
-                    log.error("a refusal could not be recorded either: %s", exc.orig)
+                    log.error("a refusal could not be recorded either: %s", why[:200])
                 return 0
 
     def _log_refusals(self, refusals: list[Refusal]) -> None:
@@ -211,3 +215,33 @@ class Ingest:
             self._refusal_log = (now, 0)
         else:
             self._refusal_log = (last, since)
+
+
+class Periodic:
+    """A job that runs every `every_s`, and while the database is away (a PostgreSQL that
+    restarts) waits longer and longer, up to a minute, before it tries again: it must never
+    take ingest down with it, nor flood the log."""
+
+    def __init__(self, name: str, every_s: float) -> None:
+        self.name, self.every_s = name, every_s
+        self.due = time.monotonic()
+        self.backoff = 0.0
+
+    def run(self, job: Callable[[], object]) -> None:
+        from sqlalchemy.exc import OperationalError
+
+        now = time.monotonic()
+        if now < self.due:
+            return
+        try:
+            job()
+        except OperationalError as exc:
+            self.backoff = min(max(2 * self.backoff, 1.0), 60.0)
+            self.due = now + self.backoff
+            log.warning("%s failed (%s); trying again in %.0f s", self.name,
+                        str(exc.orig).splitlines()[0][:200], self.backoff)
+            return
+        if self.backoff:
+            log.warning("%s works again", self.name)
+        self.backoff = 0.0
+        self.due = now + self.every_s

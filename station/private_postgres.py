@@ -41,9 +41,7 @@ class PrivatePostgres:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "station", "--no-sync")
-        self._pg("pg_ctl", "-D", str(self.data), "-l", str(root / "log"), "-w", "-o",
-                 f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                 "-c max_connections=200", "start")
+        self.start()
         self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "station",
                  "station")
         self.url = f"postgresql+psycopg://station@127.0.0.1:{self.port}/station"
@@ -51,6 +49,12 @@ class PrivatePostgres:
     def _pg(self, tool: str, *args: str) -> None:
         subprocess.run([*self.run_as, str(self.bindir / tool), *args], check=True,
                        capture_output=True)
+
+    def start(self) -> None:
+        """(Again, after stop(): the tests take the database away from the station.)"""
+        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
+                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                 "-c max_connections=200", "start")
 
     def stop(self) -> None:
         subprocess.run([*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data),

@@ -1,8 +1,9 @@
 """The station's tables (SQLAlchemy Core): the same on SQLite and PostgreSQL.
 
 Times are UNIX seconds (double precision): what devices send as ISO-8601, parsed once. Every
-message a device sends is keyed by (device, topic kind, seq), so a message the broker delivers
-twice (after a station restart) is stored once. The migrations in `station/migrations` create
+message a device sends is keyed by (device, numbering epoch, topic kind, seq), so a message the
+broker delivers twice (after a station restart) is stored once, and a device whose numbering
+starts again (a new spool) is not taken for repeats. The migrations in `station/migrations` create
 these tables; a test checks that they agree.
 """
 
@@ -37,12 +38,15 @@ devices = Table(
     Column("model", String(200)),
     Column("spool_depth", Integer),
     Column("stats", JSON),  # the latest stats message
+    Column("epoch", String(32)),  # the numbering epoch of its latest messages
+    Column("epoch_since", Float),  # when that epoch was first heard
 )
 
 # Every message stored, by its identity: deduplication and gap detection.
 received = Table(
     "received", metadata,
     Column("device_id", String(200), primary_key=True),
+    Column("epoch", String(32), primary_key=True),
     Column("kind", String(20), primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("sent", Float, nullable=False),  # the message's own time (`ts`): ingest lag
@@ -121,6 +125,7 @@ alert_log = Table(
 summaries = Table(
     "summaries", metadata,
     Column("device_id", String(200), primary_key=True),
+    Column("epoch", String(32), primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("session_id", String(64), nullable=False),
     Column("start", Float, nullable=False),
@@ -157,6 +162,7 @@ clips = Table(
 gaps = Table(
     "gaps", metadata,
     Column("device_id", String(200), primary_key=True),
+    Column("epoch", String(32), primary_key=True),
     Column("kind", String(20), primary_key=True),
     Column("first_missing", Integer, primary_key=True),
     Column("last_missing", Integer, nullable=False),
@@ -220,3 +226,16 @@ changes = Table(
     Column("device_id", String(200)),
     Column("what", String(20), nullable=False),
 )
+
+# Logins, kept here rather than in the cookie alone, so that logging out (or a technician)
+# ends one for good and an idle one expires: a cookie copied before logout is worth nothing.
+logins = Table(
+    "logins", metadata,
+    Column("token", String(64), primary_key=True),
+    Column("user", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Index("logins_user", "user"),
+)
+

@@ -4,15 +4,18 @@ One `Store` per process, on SQLAlchemy Core: an SQLite file (WAL) by default, Po
 for sites with several ingest workers. `ingest()` writes a batch of messages in one
 transaction and returns only after the commit, so the ingest loop acknowledges a message to the
 broker only once it is on disk: a station killed at any moment loses nothing it acknowledged,
-and a message the broker delivers again is recognised by its (device, kind, seq) and stored
-once. Every change is appended to `changes`, which the web UI follows.
+and a message the broker delivers again is recognised by its (device, epoch, kind, seq) and
+stored once. Every change is appended to `changes`, which the web UI follows.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import secrets
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,7 @@ from station.schema import (
     devices,
     gaps,
     invalid,
+    logins,
     minutes,
     received,
     summaries,
@@ -106,6 +110,7 @@ def _upsert(conn: Connection, table: Any) -> Any:
 class Store:
     def __init__(self, url: str) -> None:
         self.engine = connect(url)
+        self.last_foreign = 0  # messages of the last ingest() refused as another's data
         migrate(self.engine)
         # messages stored before this were checked for gaps (by an earlier run, say; an hour
         # back is checked again, the table's key keeps each gap once)
@@ -123,17 +128,51 @@ class Store:
                                                     reason=r.reason[:1000],
                                                     excerpt=r.excerpt[:1000]))
                 conn.execute(insert(changes).values(at=now, device_id=None, what="invalid"))
+            self.last_foreign = 0
             for m in messages:
-                if self._first_time(conn, m, now):
+                foreign = self._foreign(conn, m)
+                if foreign:  # one device must not touch another's data: kept as a refusal
+                    self.last_foreign += 1
+                    conn.execute(insert(invalid).values(
+                        at=now, topic=f"…/{m.device_id[:200]}/{m.kind}", reason=foreign[:1000],
+                        excerpt=json.dumps({k: m.body.get(k) for k in ("alert_id", "clip_id",
+                                                                       "event")})[:1000]))
+                    conn.execute(insert(changes).values(at=now, device_id=None,
+                                                        what="invalid"))
+                    log.warning("refused: %s", foreign[:300])
+                elif self._first_time(conn, m, now):
                     self._store(conn, m, now)
                     stored += 1
         return stored
 
+    @staticmethod
+    def _foreign(conn: Connection, m: Message) -> str:
+        """Why this message touches another device's data ('' if it does not): an alert
+        update, or a clip, naming an alert (or a clip id) that is another device's."""
+        b = m.body
+        ids = []
+        if m.kind == "alert":
+            ids.append(("alert", b["alert_id"]))
+        elif m.kind == "clip":
+            if b["alert_id"] is not None:
+                ids.append(("alert", b["alert_id"]))
+            owner = conn.execute(select(clips.c.device_id).where(
+                clips.c.clip_id == b["clip_id"])).scalar()
+            if owner is not None and owner != m.device_id:
+                return (f"{m.device_id!r} sent clip {b['clip_id']!r}, which is {owner!r}'s")
+        for what, alert_id in ids:
+            owner = conn.execute(select(alerts.c.device_id).where(
+                alerts.c.alert_id == alert_id)).scalar()
+            if owner is not None and owner != m.device_id:
+                return (f"{m.device_id!r} sent {m.kind} for {what} {alert_id!r}, which is "
+                        f"{owner!r}'s")
+        return ""
+
     def _first_time(self, conn: Connection, m: Message, now: float) -> bool:
         """Records the message's identity; False if it was stored before (a redelivery)."""
         new = conn.execute(_upsert(conn, received).values(
-            device_id=m.device_id, kind=m.kind, seq=m.seq, sent=unix(m.body["ts"]),
-            at=now).on_conflict_do_nothing()
+            device_id=m.device_id, epoch=m.epoch, kind=m.kind, seq=m.seq,
+            sent=unix(m.body["ts"]), at=now).on_conflict_do_nothing()
             .returning(received.c.seq)).first()  # (rowcount is -1 here on psycopg)
         return new is not None
 
@@ -143,19 +182,19 @@ class Store:
         key), with a technical alarm."""
         r, nxt, later = received.alias("r"), received.alias("nxt"), received.alias("later")
         same = lambda other: and_(other.c.device_id == r.c.device_id,  # noqa: E731
-                                  other.c.kind == r.c.kind)
+                                  other.c.epoch == r.c.epoch, other.c.kind == r.c.kind)
         holes = conn.execute(
-            select(r.c.device_id, r.c.kind, r.c.seq,
+            select(r.c.device_id, r.c.epoch, r.c.kind, r.c.seq,
                    select(func.min(later.c.seq)).where(same(later), later.c.seq > r.c.seq)
                    .scalar_subquery().label("resumes"))
             .where(r.c.kind.in_(GAP_KINDS), r.c.at >= since, r.c.at < until,
                    ~select(nxt.c.seq).where(same(nxt), nxt.c.seq == r.c.seq + 1).exists())
         ).all()
-        for device_id, kind, seq, resumes in holes:
+        for device_id, epoch, kind, seq, resumes in holes:
             if resumes is None:
                 continue  # the latest message: nothing is missing after it (yet)
             new = conn.execute(_upsert(conn, gaps).values(
-                device_id=device_id, kind=kind, first_missing=seq + 1,
+                device_id=device_id, epoch=epoch, kind=kind, first_missing=seq + 1,
                 last_missing=resumes - 1, at=now).on_conflict_do_nothing()
                 .returning(gaps.c.at)).first()
             if new is not None:
@@ -188,7 +227,7 @@ class Store:
             self._device_alert(conn, m, now)
         elif m.kind == "summary":
             conn.execute(insert(summaries).values(
-                device_id=m.device_id, seq=m.seq, session_id=b["session_id"],
+                device_id=m.device_id, epoch=m.epoch, seq=m.seq, session_id=b["session_id"],
                 start=unix(b["start"]), end=unix(b["end"]), cycles=b["cycles"],
                 cycles_by_label=b["cycles_by_label"], abnormal_burden=b["abnormal_burden"],
                 poor_quality_fraction=b["poor_quality_fraction"],
@@ -215,8 +254,14 @@ class Store:
             index_elements=["device_id"],
             set_={"last_seen": ins.excluded.last_seen,
                   "clock_synced": ins.excluded.clock_synced}))
-        state = conn.execute(select(devices.c.state).where(
-            devices.c.device_id == m.device_id)).scalar()
+        state, epoch = conn.execute(select(devices.c.state, devices.c.epoch).where(
+            devices.c.device_id == m.device_id)).one()
+        if epoch != m.epoch and self._new_epoch(conn, m):
+            log.warning("%s numbers its messages in a new epoch, %s (was %s): a new spool, or "
+                        "a stop that left its counters in doubt; its numbering starts again",
+                        m.device_id, m.epoch, epoch or "none yet")
+            conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
+                epoch=m.epoch, epoch_since=now))
         if state == "offline" and m.kind != "status":  # heard from again: it is back
             conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
                 state="online", reasons=[]))
@@ -225,6 +270,14 @@ class Store:
             model = m.body["model"]
             conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
                 model=f"{model['name']} {model['version']}"))
+
+    @staticmethod
+    def _new_epoch(conn: Connection, m: Message) -> bool:
+        """Whether this message's epoch is newer than every other the device has used (a late
+        message of an older epoch, redelivered, is not)."""
+        older = conn.execute(select(func.max(received.c.sent)).where(
+            received.c.device_id == m.device_id, received.c.epoch != m.epoch)).scalar()
+        return older is None or unix(m.body["ts"]) >= older
 
     def _status(self, conn: Connection, m: Message, now: float) -> None:
         b = m.body
@@ -279,7 +332,9 @@ class Store:
             alerts.c.source == "station", alerts.c.state == "open")).first()
         if open_one is None:
             k = alarms.of(kind)
-            alert_id = f"station-{kind}-{device_id[:60]}-{now:.3f}"
+            # unique whatever the device id: two devices whose ids share their first 60
+            # characters, silent in the same sweep, collided when the id was cut from them
+            alert_id = f"station-{kind}-{uuid.uuid4().hex}"
             conn.execute(insert(alerts).values(
                 alert_id=alert_id, device_id=device_id, kind=kind, category=k.category,
                 priority=k.priority, source="station", state="open", opened_at=now,
@@ -394,6 +449,7 @@ class Store:
             conn.execute(delete(summaries).where(summaries.c.end < data_before))
             conn.execute(delete(gaps).where(gaps.c.at < data_before))
             conn.execute(delete(invalid).where(invalid.c.at < data_before))
+            conn.execute(delete(logins).where(logins.c.seen_at < now - 30 * 86400))
             conn.execute(delete(changes).where(changes.c.at < now - 3600))
             # the identities must outlive any redelivery: keep them as long as the data
             conn.execute(delete(received).where(received.c.at < data_before))
@@ -537,9 +593,38 @@ class Store:
                                                   .limit(limit)).mappings()]
 
 
+    # -- logins -----------------------------------------------------------------------------
+    def login(self, user: str, now: float) -> str:
+        """A new login session's token."""
+        token = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(insert(logins).values(token=token, user=user, created_at=now,
+                                               seen_at=now))
+        return token
+
+    def logged_in(self, token: str, now: float, idle_s: float, max_s: float) -> str | None:
+        """Who this login is, if it has not ended, been idle longer than `idle_s` or lasted
+        longer than `max_s`; using it counts as activity (written at most once a minute)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(logins).where(logins.c.token == token)).first()
+            if row is None or row.ended_at is not None:
+                return None
+            if now - row.seen_at > idle_s or now - row.created_at > max_s:
+                conn.execute(update(logins).where(logins.c.token == token).values(
+                    ended_at=now))
+                return None
+            if now - row.seen_at > 60:
+                conn.execute(update(logins).where(logins.c.token == token).values(seen_at=now))
+            return str(row.user)
+
+    def logout(self, token: str, now: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(logins).where(logins.c.token == token,
+                                              logins.c.ended_at.is_(None)).values(ended_at=now))
+
+
 def needs_attention(alert: Any) -> bool:
     """Open (or ended unseen) and not acknowledged since it last changed."""
     if alert["state"] == "resolved":
         return False
     return alert["acked_version"] is None or alert["version"] > alert["acked_version"]
-

@@ -15,15 +15,22 @@ from typing import Any
 
 import jsonschema
 
-from edge.payloads import BODIES, schema
+from edge.payloads import BODIES, SCHEMA_VERSION, schema
 
 MAX_BYTES = 64 * 1024  # the largest real message (stats of a serial source) is under 2 KB
+
+
+# A device of schema 3 numbered its messages before epochs existed: they keep one epoch of
+# their own, and a device updated to 4 starts a new one.
+LEGACY_EPOCH = "00000000"
+TIMES = ("ts", "start", "end", "first_cycle", "last_cycle", "cycle_start", "cycle_end")
 
 
 @dataclass(frozen=True)
 class Message:
     device_id: str
     kind: str
+    epoch: str  # the device's numbering epoch: (device, epoch, kind, seq) is the identity
     seq: int
     body: dict[str, Any]  # the whole payload, envelope included
 
@@ -50,9 +57,11 @@ def parse(topic: str, payload: bytes, prefix: str) -> Message:
     if len(payload) > MAX_BYTES:
         raise Refused(f"{len(payload)} bytes, over {MAX_BYTES}")
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(payload, parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise Refused(f"not JSON: {exc}") from None
+    if isinstance(body, dict) and body.get("schema_version") == 3 and "epoch" not in body:
+        body = body | {"schema_version": SCHEMA_VERSION, "epoch": LEGACY_EPOCH}
     errors = sorted(_validator(kind).iter_errors(body), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
@@ -60,7 +69,17 @@ def parse(topic: str, payload: bytes, prefix: str) -> Message:
         raise Refused(f"{kind} schema: {where}: {e.message[:200]}")
     if body["device_id"] != device:
         raise Refused(f"device_id {body['device_id'][:60]!r} is not the topic's {device!r}")
-    return Message(device, kind, body["seq"], body)
+    for key in TIMES:  # the schema checks the shape; a month 13 or a year 0 pass it
+        if isinstance(body.get(key), str):
+            try:
+                unix(body[key])
+            except (ValueError, OverflowError):
+                raise Refused(f"{key} {body[key]!r} is not a real date and time") from None
+    return Message(device, kind, body["epoch"], body["seq"], body)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def unix(iso: str) -> float:

@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "models" / "samples"
+TEST_EPOCH = "0123456789abcdef"  # a numbering epoch, as a device sends one
 SHARED_DATA = Path(os.environ.get("LUNGEDGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -66,15 +67,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A private PostgreSQL on a free port; yields its SQLAlchemy URL, stops it afterwards."""
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A private PostgreSQL on a free port (tests may stop and start it); stopped afterwards."""
     from station.private_postgres import PrivatePostgres, find_bin
 
     if find_bin() is None:
         pytest.skip("PostgreSQL is not installed (`apt-get install postgresql`; `make test` "
                     "installs it)")
     with PrivatePostgres(tmp_path_factory.mktemp("pg")) as pg:
-        yield pg.url
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def postgres(postgres_server):  # type: ignore[no-untyped-def]
+    """Its SQLAlchemy URL."""
+    return postgres_server.url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

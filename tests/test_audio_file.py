@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import logging
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +118,37 @@ def test_missing_and_directory(tmp_path: Path) -> None:
         open_audio(tmp_path / "nope.wav")
     with pytest.raises(AudioFileError, match="is a directory"):
         open_audio(tmp_path)
+
+
+def test_headers_no_recording_has_are_refused(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A header declaring 1 Hz would be read as 34 hours of audio, 0 channels ended in a
+    ZeroDivisionError: both are refused saying what the header claims; an unusual rate that is
+    still possible is read, with a warning."""
+    data = (np.random.default_rng(0).normal(size=4000) * 3000).astype(np.int16)
+    scipy.io.wavfile.write(tmp_path / "one_hz.wav", 1, data)
+    with pytest.raises(AudioFileError, match=r"one_hz.wav: its header: a sample rate of 1 Hz; "
+                                             r"lungedge takes 1000–192000 Hz"):
+        open_audio(tmp_path / "one_hz.wav")
+    scipy.io.wavfile.write(tmp_path / "ok.wav", 8000, data)
+    raw = bytearray((tmp_path / "ok.wav").read_bytes())
+    raw[22:24] = struct.pack("<H", 0)  # the fmt chunk's channel count
+    (tmp_path / "no_channels.wav").write_bytes(bytes(raw))
+    with pytest.raises(AudioFileError, match=r"no_channels.wav: its header declares 0 channels"):
+        open_audio(tmp_path / "no_channels.wav")
+    scipy.io.wavfile.write(tmp_path / "odd.wav", 12345, data)
+    with caplog.at_level("WARNING"):
+        assert open_audio(tmp_path / "odd.wav").sample_rate == 12345
+    assert "an unusual sample rate, 12345 Hz" in caplog.text
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--channels", "0"], "0 channel(s); lungedge takes 1–8"),
+    (["--channels", "9"], "9 channel(s); lungedge takes 1–8"),
+    (["--rate", "100000000"], "a sample rate of 100000000 Hz; lungedge takes 1000–192000 Hz"),
+])
+def test_classify_flags_have_the_configs_limits(flags: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "edge", "classify", "-", "--segments-only",
+                           *flags], input=b"\0\0" * 100, capture_output=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip().endswith(message) and b"Traceback" not in proc.stderr

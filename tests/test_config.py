@@ -87,7 +87,16 @@ def test_device_may_be_index_or_name() -> None:
 
 
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", str(EXAMPLE)]) == 0
+    # the example names where install.sh puts the model; here, the shipped one
+    shipped = Path(__file__).resolve().parents[1] / "models" / "lungedge-cnnlstm"
+    example = tmp_path / "lungedge.yaml"
+    example.write_text(EXAMPLE.read_text().replace("/opt/lungedge/models/lungedge-cnnlstm",
+                                                   str(shipped)))
+    assert main(["check-config", str(example)]) == 0
+    if not Path("/opt/lungedge/models/lungedge-cnnlstm").exists():  # files are checked too
+        assert main(["check-config", str(EXAMPLE)]) == 2
+        assert "model.path: /opt/lungedge/models/lungedge-cnnlstm/manifest.json: not found" \
+            in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("segmenter:\n  on_db: -1\n")
     assert main(["check-config", str(bad)]) == 2

@@ -40,15 +40,22 @@ def test_chain_train_quantize_verify_evaluate(tmp_path: Path) -> None:
     from convert.verify import verify
 
     pkg = tmp_path / "model"
-    build(pkg)
+    build(pkg, members=2)
     result = verify(pkg)  # raises if an op is not an int8 builtin, or I/O is not int8
+    assert result["members"] == 2
     assert {"LOGISTIC", "TANH", "FULLY_CONNECTED"} <= set(result["ops"])  # the LSTM's gates
     assert not [op for op in result["ops"] if "FLEX" in op.upper()]
     manifest = load_manifest(pkg)
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
-    assert manifest.input.dtype == manifest.output.dtype == "int8"
+    assert all(m.input.dtype == m.output.dtype == "int8" for m in manifest.members)
     runner = ModelRunner(pkg)
     assert runner.predict(np.zeros((10, manifest.frontend.n_features))).label in manifest.labels
+    # the device averages its members: each member's int8 output, from its own file
+    assert [m.file for m in manifest.members] == ["member-0.tflite", "member-1.tflite"]
+    window = np.random.default_rng(0).normal(size=manifest.members[0].input.shape[1:3])
+    each = [member(window.astype(np.float32)) for member in runner.members]
+    assert not np.allclose(each[0], each[1])
+    assert np.allclose(runner.window_probs(window.astype(np.float32)), np.mean(each, axis=0))
     assert evaluate_main([str(pkg), str(SAMPLES), "--out", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "evaluation.json").read_text())
     assert report[0]["events"] == 22 and "record_task_2_1" in report[0]
@@ -81,9 +88,9 @@ def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
                   frontend=FrontendParams(features="mfcc", n_mfcc=4),
                   window=WindowSpec(8, 4, "repeat", "mean"),
                   mean=np.zeros(4), std=np.ones(4), training={}, metrics={})
-    assert load_manifest(tmp_path).input.dtype == "int8"
-    with pytest.raises(VerificationError, match=r"not full-integer: ops with float tensors "
-                                                r"\[.*'FLOOR'"):
+    assert load_manifest(tmp_path).members[0].input.dtype == "int8"
+    with pytest.raises(VerificationError, match=r"model.tflite: not full-integer: ops with "
+                                                r"float tensors \[.*'FLOOR'"):
         verify(tmp_path)
 
 
@@ -121,7 +128,7 @@ def _events(rng: np.random.Generator, n: int = 400) -> Events:
 def test_protocol_folds_group_patients_and_leave_stethoscopes_out() -> None:
     """cv: every patient is validated exactly once and never trained on in the same fold; loso:
     no recording of a held-out stethoscope, nor of any patient it recorded, is trained on."""
-    from convert.crossval import folds
+    from convert.folds import folds
 
     events = _events(np.random.default_rng(0))
     cv = [f for f in folds(events, k=5) if f.kind == "cv"]
@@ -195,8 +202,10 @@ def test_fit_returns_the_moving_average() -> None:
                     lstm_units=4, epochs=3, mixup=0.0, ema=0.9)
     y = np.arange(128) % 4
     x = rng.normal(size=(128, 16, 8)).astype(np.float32) + y[:, None, None] * 0.5
-    w = Windows(x, np.zeros((128, 8), np.float32), y, np.ones(128, np.float32), np.arange(128),
-                np.zeros(8, np.float32), np.ones(8, np.float32))
+    w = Windows(x=x, levels=np.zeros((128, 8), np.float32), y=y,
+                weight=np.ones(128, np.float32), owner=np.arange(128),
+                device=np.arange(128) % 2, devices=("a", "b"), mean=np.zeros(8, np.float32),
+                std=np.ones(8, np.float32))
     seen: list[list[np.ndarray]] = []
     averaged, history = fit(recipe, w, 0, lambda _: None,
                             lambda e, m: seen.append(m.get_weights()) or {})
@@ -208,9 +217,16 @@ def test_fit_returns_the_moving_average() -> None:
     raw, _ = fit(replace(recipe, ema=0.0), w, 0, lambda _: None)
     assert not all(np.allclose(a, b) for a, b in zip(averaged.get_weights(),
                                                      raw.get_weights(), strict=True))
+    # against a stethoscope adversary: the same classifier's layers, trained otherwise, and
+    # nothing of the adversary in what is returned (what ships)
+    fought, _ = fit(replace(recipe, adversary=1.0), w, 0, lambda _: None)
+    assert [type(la) for la in fought.layers] == [type(la) for la in averaged.layers]
+    assert not any("adversary" in layer.name for layer in fought.layers)
+    assert not all(np.allclose(a, b) for a, b in zip(averaged.get_weights(),
+                                                     fought.get_weights(), strict=True))
 
 
-@pytest.mark.parametrize("band_norm", ["none", "cycle", "running"])
+@pytest.mark.parametrize("band_norm", ["none", "cycle", "running", "gain"])
 def test_trainer_features_and_windows_equal_the_device_ones(sample_wavs: list[Path],
                                                            band_norm: str) -> None:
     """The trainer's path (whole recording at the model rate, the frontend, a band normaliser
@@ -251,8 +267,10 @@ def test_trainer_features_and_windows_equal_the_device_ones(sample_wavs: list[Pa
 @pytest.mark.shared_data
 def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     """The toolchain's own chain, end to end on a few recordings (artefacts, not accuracy):
-    the protocol's folds, then the trainer taking its thresholds from their out-of-fold
-    predictions, converting to int8, verifying and writing a package the device loads."""
+    the protocol's folds with two members each and the floor beside them, the nested choices
+    and the int8 step; the trainer refusing a recipe below the floor, then (allowed, as an
+    experiment) taking its epochs and thresholds from the protocol by the same rule,
+    converting every member to int8 and writing a package the device loads."""
     needs_tensorflow()
     from tests.conftest import SHARED_DATA
 
@@ -260,36 +278,66 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
         pytest.skip(f"ICBHI/SPRSound not found at {SHARED_DATA}; CI has it")
     from convert import crossval, train
 
-    tiny = ["--limit", "24", "--epochs", "1", "--filters", "4", "8", "--lstm-units", "8",
-            "--band-norm", "running", "--cache", str(tmp_path / "cache"),
+    tiny = ["--limit", "24", "--epochs", "2", "--filters", "4", "8", "--lstm-units", "8",
+            "--band-norm", "gain", "--seeds", "0", "1", "--cache", str(tmp_path / "cache"),
             "--data", str(SHARED_DATA)]
-    assert crossval.main(["--out", str(tmp_path / "cv"), *tiny]) == 0
+    assert crossval.main(["--out", str(tmp_path / "cv"), "--jobs", "2", *tiny]) == 0
     report_json = json.loads((tmp_path / "cv" / "crossval.json").read_text())
-    assert {"icbhi", "sprsound", "icbhi_by_stethoscope"} <= set(report_json["cv"])
-    assert report_json["objective"] is not None and len(report_json["curve"]) == 1
-    assert (tmp_path / "cv" / "crossval.md").read_text().startswith("# Validation protocol")
-    # the trainer refuses a protocol run of another recipe…
+    shipped = report_json["shipped"]
+    assert {"icbhi", "sprsound", "icbhi_by_stethoscope"} <= set(shipped["cv"])
+    assert report_json["int8"] and report_json["seeds"] == [0, 1]
+    assert set(report_json["floor"]) == {"raw", "per_recording"}
+    assert "sprsound" not in report_json["floor"]["raw"]["cv"]  # an ICBHI baseline
+    assert report_json["prediction"]["official_test"] is not None
+    assert [r["where"] for r in report_json["gate"]["rows"]] == [
+        f"{w} {s}" for w in ("cv", "held out") for s in ("AKGC417L", "LittC2SE", "Meditron")]
+    # every fold's choice was made without it: the chosen epochs are within the run
+    assert {c["epoch"] for c in report_json["choices"].values()} <= {1, 2}
+    assert len(report_json["curve"]) == 2
+    markdown = (tmp_path / "cv" / "crossval.md").read_text()
+    assert markdown.startswith("# Validation protocol") and "floor (raw)" in markdown
+    assert (tmp_path / "cv" / "cv1-s1-int8.npz").is_file()
+    # a tiny recipe does not beat the floor: the trainer refuses it…
+    assert not report_json["gate"]["passed"]
+    with pytest.raises(SystemExit, match="does not beat the gradient-boosting floor"):
+        train.main(["--out", str(tmp_path / "pkg"), "--crossval", str(tmp_path / "cv"),
+                    *tiny])
+    # …and a protocol run of another recipe…
     with pytest.raises(SystemExit, match="validated another recipe"):
         train.main(["--out", str(tmp_path / "pkg"), "--crossval", str(tmp_path / "cv"),
-                    *tiny, "--mixup", "0.3"])
-    # …and packages this one
+                    *tiny, "--mixup", "0.3", "--allow-below-floor"])
+    # …and packages this one when told it is an experiment
     assert train.main(["--out", str(tmp_path / "pkg"), "--crossval", str(tmp_path / "cv"),
-                       "--seeds", "0", "1", "--jobs", "2", "--min-agreement", "0",
-                       "--check-windows", "50",
-                       "--calibration-windows", "50", *tiny]) == 0
+                       "--jobs", "2", "--min-agreement", "0", "--check-windows", "50",
+                       "--calibration-windows", "50", "--allow-below-floor", *tiny]) == 0
     runner = ModelRunner(tmp_path / "pkg")
-    assert runner.manifest.frontend.band_norm == "running"
-    assert runner.manifest.training["recipe"]["epochs"] == 1
-    assert runner.manifest.training["members"] == [0, 1]  # trained in two processes
+    manifest = runner.manifest
+    assert manifest.frontend.band_norm == "gain" and len(manifest.members) == 2
+    assert manifest.training["epochs"] == report_json["shipping_choice"]["epoch"]
+    assert manifest.training["members"] == {"member-0.tflite": 0, "member-1.tflite": 1}
+    assert manifest.thresholds.get("adventitious") == \
+        report_json["shipping_choice"]["thresholds"].get("adventitious")
+    assert manifest.training["floor_gate"] is False
+    assert sorted(p.name for p in (tmp_path / "pkg" / "report" / "float").iterdir()) == [
+        "seed-0.h5", "seed-1.h5"]
     training = json.loads((tmp_path / "pkg" / "report" / "training.json").read_text())
-    at = training["protocol_at_thresholds"]
-    assert {"icbhi", "sprsound", "icbhi_by_stethoscope"} <= set(at["cv"]) and at["objective"]
-    assert runner.predict(np.zeros((40, runner.manifest.frontend.n_features))).label in LABELS
+    assert set(training["verify"]["per_member"]) == {"member-0.tflite", "member-1.tflite"}
+    assert runner.predict(np.zeros((40, manifest.frontend.n_features))).label in LABELS
     # …and its report: the protocol's numbers and held-out scores in the manifest
     from convert import evaluate, report
 
     assert evaluate.main([str(tmp_path / "pkg"), str(SAMPLES), "--out",
                           str(tmp_path / "eval")]) == 0
+    # the float members kept beside the package, scored the same way, and against the int8
+    assert evaluate.main([str(tmp_path / "pkg"), str(SAMPLES), "--out",
+                          str(tmp_path / "eval-float"), "--agreement"]) == 0
+    agreement = json.loads((tmp_path / "eval-float" / "evaluation.json").read_text())[0]
+    assert agreement["agreement_with_float"]["events"] == 22
+    assert 0 <= agreement["agreement_with_float"]["labels_agree"] <= 1
+    assert evaluate.main([str(tmp_path / "pkg"), str(SAMPLES), "--out",
+                          str(tmp_path / "eval-f"), "--float"]) == 0
+    assert json.loads((tmp_path / "eval-f" / "evaluation.json").read_text())[0]["models"] == \
+        "float"
     other = json.loads((tmp_path / "cv" / "crossval.json").read_text())
     other["recipe"]["mixup"] = 0.3  # as if the protocol had run another recipe
     (tmp_path / "cv-other").mkdir()
@@ -301,11 +349,11 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
                         "--alternatives", str(tmp_path / "cv-other")]) == 0
     compared = (tmp_path / "pkg" / "report" / "protocol" / "comparison.md").read_text()
     table = [line for line in compared.splitlines() if line.startswith("|")]
-    assert len(table) == 4 and len({line.count("|") for line in table}) == 1
-    assert "| cv-other | mixup 0.3 |" in compared
+    assert len(table) == 6 and len({line.count("|") for line in table}) == 1
+    assert "| cv-other | mixup 0.3 |" in compared and "| floor (raw) |" in compared
     assert (tmp_path / "pkg" / "report" / "protocol" / "alternatives" / "cv-other.json").is_file()
     metrics = ModelRunner(tmp_path / "pkg").manifest.metrics
-    assert metrics["protocol"]["objective"] == report_json["objective"]
+    assert metrics["protocol"]["objective"] == shipped["objective"]
     assert set(metrics["protocol"]["loso"]) <= {"AKGC417L", "LittC2SE", "Meditron"}
     assert metrics["models/samples"]["event_4class"]["score"] is not None
     assert (tmp_path / "pkg" / "report" / "protocol" / "crossval.md").is_file()

@@ -307,6 +307,108 @@ def test_bad_inputs_fail_fast_with_clear_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "not a readable WAV" in r.stderr
 
 
+def test_check_config_verifies_the_files_it_names(tmp_path: Path) -> None:
+    """check-config said OK to a model folder that holds nothing, a CA file that is missing or
+    not a certificate, and a spool under a file; now each is a line with file, line and key,
+    and `run` refuses to start without a model, naming the key too."""
+    cfg = write_config(tmp_path, 1883, model=tmp_path / "nowhere", mqtt_extra=f"""\
+  tls:
+    enabled: true
+    ca_file: {tmp_path / 'missing-ca.pem'}
+""")
+    text = cfg.read_text().replace(f"path: {tmp_path / 'spool.db'}",
+                                   "path: /etc/hostname/spool.db")
+    cfg.write_text(text)
+    r = run_cli("check-config", str(cfg))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 3, r.stderr
+    line_of = {key: i + 1 for i, row in enumerate(text.splitlines())
+               for key in ("path: " + str(tmp_path / "nowhere"), "ca_file", "spool.db")
+               if key in row}
+    assert lines[0].startswith(f"{cfg}:{line_of['path: ' + str(tmp_path / 'nowhere')]}: "
+                               "model.path: ") and "manifest.json: not found" in lines[0]
+    assert lines[1] == (f"{cfg}:{line_of['ca_file']}: mqtt.tls.ca_file: "
+                        f"{tmp_path / 'missing-ca.pem'}: no such file")
+    assert lines[2] == f"{cfg}:{line_of['spool.db']}: spool.path: /etc/hostname is not a folder"
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 2 and f"{cfg}:{line_of['path: ' + str(tmp_path / 'nowhere')]}: " \
+        "model.path:" in r.stderr
+    (tmp_path / "missing-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
+    r = run_cli("check-config", str(write_config(tmp_path, 1883, mqtt_extra=f"""\
+  tls:
+    enabled: true
+    ca_file: {tmp_path / 'missing-ca.pem'}
+""")))
+    assert r.returncode == 2 and "mqtt.tls.ca_file: " in r.stderr \
+        and "not a PEM CA certificate" in r.stderr
+    r = run_cli("check-config", str(write_config(tmp_path, 1883)))
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+
+
+def test_a_tls_file_it_cannot_read_is_reported_and_retried(tmp_path: Path) -> None:
+    """A missing CA file killed the delivery thread: the daemon stayed online and delivered
+    nothing. Now the status says why delivery is down, and once the file is there every cycle
+    is delivered."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl (Debian: openssl)")
+    tls = make_tls(tmp_path)
+    ca = tmp_path / "later" / "ca.pem"
+    listener = f"cafile {tls['ca']}\ncertfile {tls['cert']}\nkeyfile {tls['key']}\n"
+    with Broker(tmp_path, listener=listener) as broker:
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        received: list[int] = []
+        sub.tls_set(ca_certs=str(tls["ca"]))
+        sub.on_connect = lambda c, u, f, r, p: c.subscribe("lungedge/+/cycle", qos=1)
+        sub.on_message = lambda c, u, m: received.append(json.loads(m.payload)["seq"])
+        sub.connect("localhost", broker.port)
+        sub.loop_start()
+        cfg = write_config(tmp_path, broker.port, realtime=True, mqtt_extra=f"""\
+  host: localhost
+  tls:
+    enabled: true
+    ca_file: {ca}
+""")
+        proc = start_daemon(cfg)
+        time.sleep(5)
+        assert not received
+        ca.parent.mkdir()
+        shutil.copy(tls["ca"], ca)
+        deadline = time.monotonic() + 40
+        while len(received) < 8 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out = finish(proc)
+        sub.loop_stop()
+    assert proc.returncode == 0, out
+    assert "status degraded: broker unreachable: mqtt.tls: cannot use ca_file" in out
+    assert "Traceback" not in out
+    assert sorted(received)[:8] == list(range(8))
+
+
+def test_a_stethoscope_hearing_only_hiss_is_poor_signal(tmp_path: Path, broker: Broker) -> None:
+    """40 s of white noise: no breathing cycle, no silence either. It was reported as nothing
+    at all (status online, no alert); now poor_signal opens, and the status says so."""
+    import numpy as np
+    import scipy.io.wavfile
+
+    hiss = tmp_path / "hiss.wav"
+    noise = np.random.default_rng(0).normal(0, 3000, 8000 * 40).clip(-32000, 32000)
+    scipy.io.wavfile.write(hiss, 8000, noise.astype(np.int16))
+    sub = Subscriber(broker.port)
+    proc = start_daemon(write_config(tmp_path, broker.port, source=str(hiss), realtime=True,
+                                     extra="  no_breathing_s: 8\n"))
+    sub.wait_for(lambda: any(a["kind"] == "poor_signal" for a in sub.of("alert")), timeout=40)
+    sub.wait_for(lambda: any("poor signal" in s.get("reasons", []) for s in sub.of("status")),
+                 timeout=10)
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc)
+    sub.close()
+    assert proc.returncode == 0, out
+    new = next(a for a in sub.of("alert") if a["kind"] == "poor_signal")
+    assert new["event"] == "new" and new["evidence"]["no_cycle_s"] >= 8
+    assert not sub.of("cycle")
+
+
 # -- systemd notify -----------------------------------------------------------------------------
 def test_notify_ready_status_and_watchdog_only_while_audio_flows(tmp_path: Path,
                                                                  broker: Broker) -> None:

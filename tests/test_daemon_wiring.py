@@ -14,6 +14,7 @@ from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.payloads import body_dict, schema
 from edge.publisher import envelope
+from tests.conftest import TEST_EPOCH
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "lungedge-cnnlstm"
@@ -35,7 +36,7 @@ class MemoryPublisher:
     def publish(self, kind: str, body: Any) -> int:
         seq = self._seq[kind]
         self._seq[kind] += 1
-        message = {**envelope("bed-1", seq), **body_dict(body)}
+        message = {**envelope("bed-1", seq, TEST_EPOCH), **body_dict(body)}
         jsonschema.validate(message, schema(kind))
         self.messages.append((kind, message))
         return seq

@@ -189,3 +189,25 @@ def test_frontend_params_round_trip_and_errors() -> None:
         FrontendParams(fmax=3000)
     with pytest.raises(FrontendParamsError, match="power of two"):
         FrontendParams(n_fft=300)
+
+
+def test_gain_normalisation_removes_a_gain_and_keeps_the_spectral_shape() -> None:
+    """band_norm "gain": the same chest heard 12 dB louder (or through a stethoscope with more
+    gain) gives the same features, cycle after cycle, while the difference between bands (the
+    spectral shape the per-band normalisations take away) is what it was."""
+    from edge.dsp.frontend import BandNormaliser
+
+    rng = np.random.default_rng(0)
+    fe = Frontend(FrontendParams(band_norm="gain", band_norm_s=3.0))
+    params = fe.params
+    audio = rng.normal(size=4000 * 6) * np.linspace(0.2, 1.0, 4000 * 6)
+    cycles = [audio[i:i + 6000] for i in range(0, len(audio), 6000)]
+    quiet, loud = BandNormaliser(params), BandNormaliser(params)
+    for cycle in cycles:
+        raw = fe(cycle)
+        a, b = quiet(raw), loud(fe(cycle * 4.0))  # 4× amplitude: +12 dB in every band
+        assert np.abs(a - b).max() < 1e-3
+        shape = raw - raw.mean(axis=1, keepdims=True)
+        assert np.abs((a - a.mean(axis=1, keepdims=True)) - shape).max() < 1e-3
+    with pytest.raises(FrontendParamsError, match="band_norm 'gain' needs features 'log_mel'"):
+        FrontendParams(band_norm="gain", features="mfcc")

@@ -190,6 +190,36 @@ def test_a_failing_card_going_read_only_mid_stream_loses_nothing(tmp_path: Path,
     sub.close()
 
 
+def test_a_card_failing_while_the_broker_is_down_strands_nothing(tmp_path: Path,
+                                                                  broker: Any) -> None:
+    """The broker is down, so messages wait on the card; then the card fails. The spool lost
+    its handle with the I/O error and found the card read-only on retry: what was on it stayed
+    there for the rest of the run. Now the spool opens the card read-only and delivers it, and
+    the newer messages from memory after it, in order."""
+    with sd_card(tmp_path) as (card, sysfs):
+        sub = Subscriber(broker.port)
+        broker.stop()
+        proc = stdin_daemon(tmp_path, broker.port, card / "spool.db")
+        feeder = Feeder(proc, speed=6)
+        deadline = time.monotonic() + 60
+        while feeder.fed_s < 20:  # cycles wait on the card
+            assert time.monotonic() < deadline and proc.poll() is None, log_of(tmp_path)
+            time.sleep(0.2)
+        (sysfs / "trigger_fs_error").write_text("lungedge test: the card failed\n")
+        time.sleep(8)  # the spool retries, finds the card read-only, keeps new ones in memory
+        broker.start()
+        sub.wait_for(lambda: len(sub.of("cycle")) >= 12, timeout=60)
+        feeder.close()
+        exits(proc, tmp_path)
+    sub.wait_for(lambda: sub.of("status")[-1]["state"] == "offline")
+    seqs = sorted({c["seq"] for c in sub.of("cycle")})
+    assert seqs == list(range(len(seqs))), seqs  # the card's, then memory's: nothing lost
+    log = log_of(tmp_path)
+    assert "opened read-only: delivering what it holds" in log and "Traceback" not in log
+    assert sub.of("stats")[-1]["spool_dropped"] == 0
+    sub.close()
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
 def test_a_damaged_spool_at_start_is_moved_aside(tmp_path: Path, broker: Any,
                                                  damage: str) -> None:
@@ -202,7 +232,8 @@ def test_a_damaged_spool_at_start_is_moved_aside(tmp_path: Path, broker: Any,
 
         s = Spool(spool, 1000)
         for i in range(200):
-            s.put("cycle", lambda seq: envelope("bed-7", seq), {"n": i, "pad": "x" * 200})
+            s.put("cycle", lambda seq, epoch: envelope("bed-7", seq, epoch),
+                  {"n": i, "pad": "x" * 200})
         s.close()
         spool.write_bytes(spool.read_bytes()[:len(spool.read_bytes()) // 2])
     else:

@@ -30,10 +30,12 @@ def test_an_unreachable_broker_is_a_local_reason_only() -> None:
     """The broker cannot hear that it is unreachable: the log and systemd say degraded, the
     retained status (sent once it is back) says online."""
     h = Health()
-    change = h.observe(Observation(broker_unreachable=True))
+    why = "mqtt.tls: cannot use ca_file /etc/x.pem ([Errno 2] No such file or directory)"
+    change = h.observe(Observation(broker_unreachable=why))
     assert change is not None and change.state == State.DEGRADED
-    assert change.reasons == ("broker unreachable",) and change.published == ("online", [])
-    both = h.observe(Observation(broker_unreachable=True, source_error="device gone"))
+    assert change.reasons == (f"broker unreachable: {why}",)
+    assert change.published == ("online", [])
+    both = h.observe(Observation(broker_unreachable=why, source_error="device gone"))
     assert both is not None and both.published == ("degraded", ["device gone"])
 
 

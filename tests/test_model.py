@@ -51,13 +51,14 @@ def test_a_schema_1_manifest_loads_as_the_mfcc_model_it_was() -> None:
     assert json.loads((SMOKE / "manifest.json").read_text())["schema_version"] == 1
     m = ModelRunner(SMOKE).manifest
     assert m.frontend.features == "mfcc" and m.frontend.band_norm == "none"
-    assert m.schema_version == 3 and m.frontend.n_features == m.input.shape[2]
+    assert m.schema_version == 4 and m.frontend.n_features == m.members[0].input.shape[2]
+    assert [member.file for member in m.members] == ["model.tflite"]
 
 
 def test_manifest_schema_versions_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"schema_version 4; this lungedge reads \[1, 2, 3\]: "
-                                         "update lungedge"):
-        load_manifest(_package_edited(tmp_path / "a", lambda m: m.update(schema_version=4)))
+    with pytest.raises(ModelError, match=r"schema_version 5; this lungedge reads "
+                                         r"\[1, 2, 3, 4\]: update lungedge"):
+        load_manifest(_package_edited(tmp_path / "a", lambda m: m.update(schema_version=5)))
     # schema 2 must pin the frontend's output, like every other frontend parameter
     with pytest.raises(ModelError, match=r"frontend: missing key\(s\) \['features'\]"):
         load_manifest(_package_edited(tmp_path / "b", lambda m: m.update(schema_version=2)))
@@ -114,21 +115,38 @@ def _out_of_fold(rng: np.random.Generator, n: int = 600) -> tuple[Any, np.ndarra
 
 
 def test_threshold_choice_writes_a_threshold_the_device_applies(tmp_path: Path) -> None:
-    """The trainer's search over the out-of-fold predictions keeps the best point of its grid
-    (none if the argmax does better), and the device's decision with it is the one scored."""
-    from convert.train import choose_threshold
+    """The rule's search over out-of-fold predictions keeps the best point of its grid (none
+    if the argmax does better), and the device's decision with it is the one scored."""
+    from convert.choice import choose
     from edge.model import decide
 
     events, index, probs = _out_of_fold(np.random.default_rng(0))
-    result = choose_threshold(events, index, probs, lambda _msg: None)
-    assert result["thresholds"] and result["value"] > result["at_argmax"]
-    manifest = load_manifest(_package_with(tmp_path, result["thresholds"]))
-    assert manifest.thresholds == result["thresholds"]
+    y, datasets = events.labels[index], events.datasets[index]
+    result = choose(y, datasets, probs[None])
+    assert result.thresholds and result.value > result.at_argmax and result.epoch == 1
+    manifest = load_manifest(_package_with(tmp_path, result.thresholds))
+    assert manifest.thresholds == result.thresholds
     labels = decide(probs, manifest.labels, manifest.thresholds)
     assert (labels != 0).sum() > (probs.argmax(1) != 0).sum()  # it calls more adventitious
     # a model already at its best operating point gets no threshold
     sharp = np.eye(4)[events.labels] * 0.9 + 0.025
-    assert choose_threshold(events, index, sharp, lambda _msg: None)["thresholds"] == {}
+    assert choose(y, datasets, sharp[None]).thresholds == {}
+
+
+def test_the_rule_picks_the_epoch_whose_predictions_are_best() -> None:
+    """Epochs are chosen like thresholds: the epoch with the best objective at its own best
+    threshold (here the sharp predictions of epoch 2 beat the noisy ones of epochs 1 and 3);
+    with `epochs=False` only the last is considered."""
+    from convert.choice import choose
+
+    rng = np.random.default_rng(0)
+    events, index, _ = _out_of_fold(rng)
+    y, datasets = events.labels[index], events.datasets[index]
+    sharp = np.eye(4)[y] * 0.9 + 0.025
+    blurred = rng.dirichlet(np.ones(4), len(y)) + np.eye(4)[y] * 0.2
+    by_epoch = np.stack([blurred, sharp, blurred])
+    assert choose(y, datasets, by_epoch).epoch == 2
+    assert choose(y, datasets, by_epoch, epochs=False).epoch == 3
 
 
 def test_record_fraction_choice_uses_the_device_record_rule() -> None:

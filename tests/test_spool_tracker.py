@@ -29,8 +29,8 @@ from edge.tracker import (
 LABELS = ("normal", "crackle", "wheeze", "both")
 
 
-def ENVELOPE(seq: int) -> dict[str, object]:
-    return envelope("bed-1", seq)
+def ENVELOPE(seq: int, epoch: str) -> dict[str, object]:
+    return envelope("bed-1", seq, epoch)
 
 
 def test_spool_evicts_stats_then_oldest_cycles_and_counts(tmp_path: Path) -> None:
@@ -61,6 +61,24 @@ def test_spool_survives_reopen_with_seq_continuing(tmp_path: Path) -> None:
     assert again.next_seq("status") == 0 and again.next_seq("status") == 1
     with sqlite3.connect(tmp_path / "s.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_write_ahead_log_stays_small(tmp_path: Path) -> None:
+    """A spool taking messages faster than a device ever sends them, each acknowledged soon
+    after: its WAL is checkpointed and cut back, never the 4 MB SQLite lets it grow to by
+    default (which filled a 512 KB tmpfs by itself)."""
+    from edge.spool import WAL_BYTES, WAL_PAGES
+
+    spool = Spool(tmp_path / "s.db", max_messages=100_000)
+    wal = tmp_path / "s.db-wal"
+    largest = 0
+    for i in range(3000):
+        spool.put("cycle", ENVELOPE, {"n": i, "pad": "x" * 400})
+        if i % 2:
+            for r in spool.peek(limit=2):
+                spool.delete(r.id)
+        largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+    assert largest < 2 * WAL_BYTES + WAL_PAGES * 4096
 
 
 def test_spool_in_an_unwritable_place_keeps_messages_in_memory(tmp_path: Path) -> None:
@@ -119,7 +137,7 @@ def validate(events: list[TrackerEvent]) -> None:
     for e in events:
         kind, body = (("alert", alert_body(e, clock)) if isinstance(e, AlertChanged)
                       else ("summary", summary_body(e, clock, ModelRef("m", "1"))))
-        jsonschema.validate({**ENVELOPE(0), **body_dict(body)}, schema(kind))
+        jsonschema.validate({**ENVELOPE(0, "0123456789abcdef"), **body_dict(body)}, schema(kind))
 
 
 def test_wheeze_alert_lifecycle_with_debounce_and_hysteresis() -> None:
@@ -167,6 +185,31 @@ def test_no_audio_alert_and_sessions_end_on_silence_with_a_summary() -> None:
     validate(new + ended)
     back = tr.on_tick(now=1031, last_audio=1031)
     assert [(a.kind, a.event) for a in alerts(back)] == [("no_audio", "end")]
+
+
+def test_sound_without_breathing_is_poor_signal_until_breathing_returns() -> None:
+    """Hiss, rubbing or a stethoscope off the chest: audio all along, no cycle found in it.
+    After no_breathing_s that is poor_signal (silence stays no_audio's), and the first cycle
+    found ends it."""
+    cfg = parse_config("tracker:\n  no_breathing_s: 15\n").tracker
+    tr = Tracker(cfg, LABELS)
+    events: list[TrackerEvent] = []
+    for t in range(0, 30):
+        events += tr.on_tick(now=float(t), last_audio=float(t))  # sound every second
+    (new,) = alerts(events)
+    assert (new.kind, new.event) == ("poor_signal", "new") and tr.active("poor_signal")
+    assert body_dict(new.evidence) == {"no_cycle_s": 15.0}
+    assert new.first_cycle is None
+    validate(events)
+    before, after = tr.on_cycle(cycle(30, "normal"))
+    (end,) = alerts(before)
+    assert (end.kind, end.event, end.alert_id) == ("poor_signal", "end", new.alert_id)
+    assert body_dict(end.evidence) == {"no_cycle_s": 0.0} and not tr.active("poor_signal")
+    validate(before + after)
+    # silence is not this: no_audio, and no poor_signal however long it lasts
+    quiet = Tracker(cfg, LABELS)
+    events = [e for t in range(60) for e in quiet.on_tick(now=float(t), last_audio=0.0)]
+    assert [a.kind for a in alerts(events)] == ["no_audio"]
 
 
 def test_labels_and_findings_come_from_the_model() -> None:

@@ -27,6 +27,7 @@ from station.config import StationConfig
 from station.ingest import Ingest
 from station.schema import cycles
 from station.store import Store
+from tests.conftest import TEST_EPOCH
 from tests.test_daemon import finish, start_daemon, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def cycle_message(device: str, seq: int) -> bytes:
     t = time.time()
     body = Cycle("s1", iso_ms(t - 2), iso_ms(t), 2.0, "normal",
                  {"normal": 0.9, "crackle": 0.1}, 0.9, 0.8, False, ModelRef("m", "1"), 400.0)
-    return json.dumps(envelope(device, seq) | body_dict(body)).encode()
+    return json.dumps(envelope(device, seq, TEST_EPOCH) | body_dict(body)).encode()
 
 
 def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
@@ -97,7 +98,7 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
                ("elsewhere/bed-x/cycle", b"{}")]  # not under the prefix: never subscribed
         for topic, payload in bad:
             hostile.publish(topic, payload, qos=1).wait_for_publish(5)
-        status = envelope("bed-x", 0) | {"state": "degraded", "reason": script,
+        status = envelope("bed-x", 0, TEST_EPOCH) | {"state": "degraded", "reason": script,
                                          "reasons": [script], "model": None}
         hostile.publish("lungedge/bed-x/status", json.dumps(status), qos=1, retain=True)
         proc = start_daemon(write_config(tmp_path, broker.port, model=SHIPPED))
@@ -120,10 +121,8 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
         assert worker.is_alive() and ingest.refused == 5
         # a message the schema allows but a database may not (PostgreSQL refuses NUL in text):
         # the rest of its batch is stored, the message kept as a refusal, ingest goes on
-        nul = envelope("bed-n", 0) | {
-            "alert_id": "a\u0000b", "event": "new", "kind": "wheeze", "session_id": None,
-            "evidence": {"silent_s": 0.0}, "first_cycle": None, "last_cycle": None}
-        hostile.publish("lungedge/bed-n/alert", json.dumps(nul), qos=1).wait_for_publish(5)
+        nul = json.loads(cycle_message("bed-n", 0)) | {"label": "a\u0000b"}
+        hostile.publish("lungedge/bed-n/cycle", json.dumps(nul), qos=1).wait_for_publish(5)
         hostile.publish("lungedge/bed-y/cycle", cycle_message("bed-y", 0),
                         qos=1).wait_for_publish(5)
         wait(lambda: stored_cycles(store, "bed-y") == [0], 10, "the next message is stored")

@@ -13,8 +13,10 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the station extra: pip install 'lungedge[station]'")
 
+from edge.payloads import body_dict
 from station.store import Refusal, Store
 from station.validate import Message, Refused, parse
+from tests.conftest import TEST_EPOCH
 from tests.test_daemon_wiring import SAMPLES, run_daemon
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +91,7 @@ def alert_message(device: str, seq: int, event: str, alert_id: str = "a1",
                   kind: str = "wheeze") -> Message:
     from edge.publisher import envelope
 
-    body: dict[str, Any] = envelope(device, seq) | {
+    body: dict[str, Any] = envelope(device, seq, TEST_EPOCH) | {
         "alert_id": alert_id, "event": event, "kind": kind, "session_id": "s1",
         "evidence": {"cycles": 3 + seq, "window_cycles": 8, "fraction": 0.5,
                      "total_cycles": 3 + seq},
@@ -115,6 +117,29 @@ def test_acknowledged_alert_stops_calling_attention_until_it_changes(database_ur
     events = [h["event"] for h in store.alert("a1")["history"]]  # type: ignore[index]
     assert events == ["new", "ack", "update", "end", "resolve"]
     assert not store.acknowledge("no-such-alert", "x", "")
+
+
+def test_a_device_cannot_touch_another_devices_alert(database_url: str) -> None:
+    """bed-8, publishing on its own topics, ended bed-7's open crackle alert and added a
+    "normal 0.99" clip to its evidence (alerts and clips were looked up by id alone). Now
+    both are refused, kept as refusals saying whose they were, and bed-7's alert is as it
+    was."""
+    from edge.payloads import Clip
+    from edge.publisher import envelope
+
+    store = Store(database_url)
+    store.ingest([alert_message("bed-7", 0, "new", kind="crackle")])
+    store.ingest([alert_message("bed-8", 0, "end", kind="crackle")])
+    clip = envelope("bed-8", 0, TEST_EPOCH) | body_dict(Clip(
+        "c0ffee", "a1", "crackle", "s1", "2026-12-03T10:00:00.000Z",
+        "2026-12-03T10:00:02.000Z", "normal", 0.99, 4000, "flac", "AAAA"))
+    store.ingest([parse("lungedge/bed-8/clip", json.dumps(clip).encode(), "lungedge")])
+    alert = store.alert("a1")
+    assert alert is not None and alert["state"] == "open" and alert["device_id"] == "bed-7"
+    assert [h["actor"] for h in alert["history"]] == ["bed-7"]
+    assert store.clips_of(alert_id="a1") == []
+    assert store.counts()["invalid"] == 2
+    assert store.last_foreign == 1
 
 
 def test_offline_and_spool_backlog_are_station_alarms(database_url: str,
@@ -165,7 +190,7 @@ def test_hostile_strings_are_stored_as_text_and_refusals_counted(database_url: s
 
     store = Store(database_url)
     script = "<script>window.pwned=1</script>"
-    status = envelope(HOSTILE, 0) | {"state": "degraded", "reason": script,
+    status = envelope(HOSTILE, 0, TEST_EPOCH) | {"state": "degraded", "reason": script,
                                      "reasons": [script, "x" * 5000], "model": None}
     m = parse(f"lungedge/{HOSTILE}/status", json.dumps(status).encode(), "lungedge")
     store.ingest([m], [Refusal("lungedge/x/cycle", "not JSON", "\\xff")])

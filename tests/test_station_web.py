@@ -22,7 +22,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 from edge.payloads import Cycle, ModelRef, Summary, body_dict, iso_ms  # noqa: E402
 from edge.publisher import envelope  # noqa: E402
 from station.auth import hash_password  # noqa: E402
-from tests.conftest import _free_port  # noqa: E402
+from tests.conftest import TEST_EPOCH, _free_port  # noqa: E402
 from tests.test_daemon import finish, start_daemon, write_config  # noqa: E402
 from tests.test_station_ingest import publisher, wait  # noqa: E402
 
@@ -104,7 +104,7 @@ def simulate_ward(port: int, beds: int = 6) -> None:
     for i in range(beds):
         device = f"ward-{i + 1:02d}"
         state = ("degraded", "no audio") if i == 3 else ("online", None)
-        pub.publish(f"lungedge/{device}/status", json.dumps(envelope(device, 0) | {
+        pub.publish(f"lungedge/{device}/status", json.dumps(envelope(device, 0, TEST_EPOCH) | {
             "state": state[0], "reason": state[1], "reasons": [state[1]] if state[1] else [],
             "model": {"name": "lungedge-cnnlstm", "version": "0.5.0"}}),
             qos=1, retain=True)
@@ -114,13 +114,13 @@ def simulate_ward(port: int, beds: int = 6) -> None:
             body = Cycle("s", iso_ms(t), iso_ms(t + 3), 3.0, label, {label: 0.9}, 0.9, 0.8,
                          False, ModelRef("lungedge-cnnlstm", "0.5.0"), 400.0)
             pub.publish(f"lungedge/{device}/cycle",
-                        json.dumps(envelope(device, n) | body_dict(body)), qos=1)
+                        json.dumps(envelope(device, n, TEST_EPOCH) | body_dict(body)), qos=1)
         summary = Summary("s", iso_ms(now - 300), iso_ms(now - 20), 280.0, 40,
                           {"normal": 40, "crackle": 0, "wheeze": 0, "both": 0}, 0.0, 0.0,
                           "normal", 14.0, "silence", ModelRef("lungedge-cnnlstm", "0.5.0"))
         pub.publish(f"lungedge/{device}/summary",
-                    json.dumps(envelope(device, 0) | body_dict(summary)), qos=1)
-    status = envelope(HOSTILE_ID, 0) | {"state": "degraded", "reason": SCRIPT,
+                    json.dumps(envelope(device, 0, TEST_EPOCH) | body_dict(summary)), qos=1)
+    status = envelope(HOSTILE_ID, 0, TEST_EPOCH) | {"state": "degraded", "reason": SCRIPT,
                                         "reasons": [SCRIPT], "model": None}
     pub.publish(f"lungedge/{HOSTILE_ID}/status", json.dumps(status), qos=1).wait_for_publish(5)
     pub.loop_stop()
@@ -210,7 +210,31 @@ def test_hostile_strings_never_script_the_page(station: dict[str, Any], page: An
     assert "log in to acknowledge" in page.content() or "Nothing needs anyone" in page.content()
 
 
+def test_a_very_long_status_reason_keeps_the_ward_readable(station: dict[str, Any],
+                                                          page: Any) -> None:
+    """A 5,000-character reason made the ward 23,708 px tall: cut for display, the whole of
+    it on hover and on the device page."""
+    pub = publisher(station["broker"].port)
+    reason = "spool: " + "very long reason " * 300
+    pub.publish("lungedge/bed-long/status", json.dumps(
+        envelope("bed-long", 0, TEST_EPOCH) | {"state": "degraded", "reason": reason,
+                                               "reasons": [reason], "model": None}),
+        qos=1, retain=True).wait_for_publish(5)
+    page.goto(station["base"] + "/ward")
+    page.wait_for_selector(".tile[data-device='bed-long'] .reason", timeout=15000)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 1500, height
+    shown = page.locator(".tile[data-device='bed-long'] .reason").first
+    assert len(shown.inner_text()) <= 80 and shown.get_attribute("title") == reason
+    pub.loop_stop()
+
+
 def test_analyse_a_recording(station: dict[str, Any], page: Any) -> None:
+    page.goto(station["base"] + "/login")
+    page.fill("input[name=name]", "nurse.ana")
+    page.fill("input[name=password]", "s3cret!")
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(station["base"] + "/ward")
     page.goto(station["base"] + "/analyse")
     page.set_input_files("input[name=recording]",
                          str(ROOT / "models" / "samples" / "crackle_65121853_1.5_0_p4_4225.wav"))

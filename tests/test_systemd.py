@@ -61,9 +61,14 @@ def test_install_puts_files_where_the_unit_expects_them(installed: Path) -> None
     config = re.search(r"--config (\S+)", unit).group(1)
     assert os.access(installed / exe.lstrip("/"), os.X_OK)
     assert (installed / config.lstrip("/")).is_file()
-    check = subprocess.run([str(installed / exe.lstrip("/")), "check-config",
-                            str(installed / config.lstrip("/"))], capture_output=True,
-                           text=True)
+    # check-config verifies the files it names too: read with the target's paths in the
+    # temp root, the installed config finds the model install.sh copied there
+    relocated = installed / "lungedge.yaml"
+    relocated.write_text((installed / config.lstrip("/")).read_text()
+                         .replace("/opt/lungedge/", f"{installed}/opt/lungedge/")
+                         .replace("/var/lib/lungedge/", f"{installed}/var/lib/lungedge/"))
+    check = subprocess.run([str(installed / exe.lstrip("/")), "check-config", str(relocated)],
+                           capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert (installed / "var/lib/lungedge").is_dir()
     # and systemd accepts the unit as installed (paths pointed into the temp root)

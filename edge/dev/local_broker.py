@@ -37,10 +37,13 @@ class LocalBroker:
         self.conf = workdir / "mosquitto.conf"
         # As root, mosquitto would switch to user "mosquitto", who cannot write here.
         user = "user root\n" if os.geteuid() == 0 else ""
-        store = f"persistence true\npersistence_location {workdir}/\n" if persistence \
-            else "persistence false\n"
+        store = (f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+                 if persistence else "persistence false\n")
+        # a station that is away, or a burst of devices flushing their spools, must not meet
+        # Mosquitto's default queue of 1000 messages per client (the rest are dropped)
+        queue = "max_queued_messages 0\n"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\n{listener}"
-                             f"allow_anonymous {str(anonymous).lower()}\n{store}{user}")
+                             f"allow_anonymous {str(anonymous).lower()}\n{store}{queue}{user}")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 

@@ -48,8 +48,10 @@ class FrontendParams:
     # which this removes, so the model sees how a cycle differs from the chest's own recent
     # sound. "cycle": the cycle's own mean; "running": an exponential moving average over the
     # cycles so far (time constant band_norm_s of cycle audio), causal, so the device does it
-    # live (BandNormaliser). "none": the features as they are.
-    band_norm: Literal["none", "cycle", "running"] = "none"
+    # live (BandNormaliser). "gain": one number for all bands, the running level of the
+    # stream's total band power (same time constant), so a stethoscope's gain and the
+    # patient's loudness go and the spectral shape stays. "none": the features as they are.
+    band_norm: Literal["none", "cycle", "running", "gain"] = "none"
     band_norm_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -73,9 +75,12 @@ class FrontendParams:
             problems.append(f"log_floor must be > 0, got {self.log_floor}")
         if self.features not in ("mfcc", "log_mel"):
             problems.append(f"features must be 'mfcc' or 'log_mel', got {self.features!r}")
-        if self.band_norm not in ("none", "cycle", "running"):
-            problems.append(f"band_norm must be 'none', 'cycle' or 'running', got "
+        if self.band_norm not in ("none", "cycle", "running", "gain"):
+            problems.append(f"band_norm must be 'none', 'cycle', 'running' or 'gain', got "
                             f"{self.band_norm!r}")
+        if self.band_norm == "gain" and self.features != "log_mel":
+            problems.append("band_norm 'gain' needs features 'log_mel' (it is a level in log "
+                            "band power)")
         if not self.band_norm_s > 0:
             problems.append(f"band_norm_s must be > 0, got {self.band_norm_s}")
         if self.deltas not in (0, 1, 2):
@@ -222,9 +227,15 @@ class BandNormaliser:
         if self.mode == "none" or len(features) == 0:
             return features
         static = features[:, :self.n].astype(np.float64)
+        if self.mode == "gain":
+            # per frame, the log of the mean band power: a gain g moves it by log g² exactly,
+            # and bands at the log floor (a stethoscope that hears nothing up there) barely
+            # count, where a mean of the log bands would be pulled down by them
+            top = static.max(axis=1, keepdims=True)
+            static = top + np.log(np.exp(static - top).mean(axis=1, keepdims=True))
         level = static.mean(axis=0) if self.mode == "cycle" or self.level is None \
             else self.level
-        if self.mode == "running":
+        if self.mode in ("running", "gain"):
             # the EMA after this cycle's frames, in closed form: a^n·L + (1 − a)·Σ a^(n−1−i)·x_i
             n = len(static)
             weights = (1 - self.decay) * self.decay ** np.arange(n - 1, -1, -1)

@@ -12,7 +12,8 @@ from typing import BinaryIO
 import numpy as np
 
 from edge import clock
-from edge.sources.base import AudioBlock, to_mono_float32
+from edge.audio_format import FormatError, check_format
+from edge.sources.base import AudioBlock, SourceError, to_mono_float32
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 class StdinSource:
     def __init__(self, sample_rate: int, *, channels: int = 1, block_ms: int = 100,
                  stream: BinaryIO | None = None) -> None:
+        try:
+            check_format(sample_rate, channels, "standard input (--rate, --channels)")
+        except FormatError as exc:
+            raise SourceError(str(exc)) from None
         self.sample_rate = sample_rate
         self.live = True
         self.channels = channels

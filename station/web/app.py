@@ -10,8 +10,10 @@ something they show has changed.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -22,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from station import auth
 from station.config import StationConfig
+from station.liveness import Liveness
 from station.store import Store
 from station.web import (
     alerts,
@@ -35,6 +38,7 @@ from station.web import (
 )
 from station.web.site import HERE, Forbidden, Site
 
+OPEN = {"/login", "/logout", "/healthz"}  # what answers without a login, whatever the config
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -48,14 +52,18 @@ async def security_headers(request: Request, call_next: Any) -> Response:
     return response
 
 
-def create_app(cfg: StationConfig, store: Store) -> Starlette:
-    site = Site(cfg, store)
+def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = None
+               ) -> Starlette:
+    """`liveness`: the station's workers in this process (a web-only process has none)."""
+    site = Site(cfg, store, liveness or Liveness())
 
     async def forbidden(request: Request, exc: Exception) -> Response:
         return PlainTextResponse(f"refused: {exc}", status_code=403)
 
     async def health(request: Request) -> Response:
-        return PlainTextResponse("ok")
+        problem = site.liveness.problem()
+        return PlainTextResponse(problem, status_code=503) if problem \
+            else PlainTextResponse("ok")
 
     routes = [
         Route("/", lambda r: RedirectResponse("/ward", 303)),
@@ -66,10 +74,22 @@ def create_app(cfg: StationConfig, store: Store) -> Starlette:
         Route("/healthz", health),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
+    async def login_to_read(request: Request, call_next: Any) -> Response:
+        """Patient audio and state are not public: with login_to_read, nothing but the login
+        page, the health check and the static files answers anyone not logged in."""
+        path = request.url.path
+        if not cfg.web.read_needs_login or path in OPEN or path.startswith("/static/") \
+                or await run_in_threadpool(site.user, request) is not None:
+            return await call_next(request)
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(f"/login?next={quote(path, safe='/')}", 303)
+        return PlainTextResponse("log in first", status_code=401)
+
     middleware = [
         Middleware(SessionMiddleware, secret_key=auth.session_secret(cfg.web.secret_file),
                    session_cookie="lungedge_station", same_site="strict",
-                   https_only=cfg.web.secure_cookies, max_age=12 * 3600),
+                   https_only=cfg.web.secure_cookies, max_age=int(cfg.web.session_max_h * 3600)),
+        Middleware(BaseHTTPMiddleware, dispatch=login_to_read),
         Middleware(BaseHTTPMiddleware, dispatch=security_headers),
     ]
     return Starlette(routes=routes, middleware=middleware,

@@ -22,8 +22,15 @@ POLL_S = 0.25
 def routes(site: Any) -> list[Route]:
     async def stream(request: Request) -> EventSourceResponse:
         async def changes() -> AsyncIterator[dict[str, str]]:
-            last = await run_in_threadpool(site.store.latest_change)
+            since = request.query_params.get("since", "")
+            last = int(since) if since.isdigit() else \
+                await run_in_threadpool(site.store.latest_change)
+            told = ""
             while not await request.is_disconnected():
+                problem = site.liveness.problem()
+                if problem != told:  # a worker of this station stopped: every page says so
+                    told = problem
+                    yield {"event": "health", "data": json.dumps({"problem": problem})}
                 new = await run_in_threadpool(site.store.changes_since, last)
                 if new:
                     last = new[-1]["id"]

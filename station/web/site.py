@@ -18,6 +18,7 @@ from starlette.templating import Jinja2Templates
 
 from station import alarms, auth
 from station.config import StationConfig
+from station.liveness import Liveness
 from station.store import Store
 
 HERE = Path(__file__).parent
@@ -26,29 +27,47 @@ HERE = Path(__file__).parent
 class Site:
     """What the routes share: the config, the store, the templates."""
 
-    def __init__(self, cfg: StationConfig, store: Store) -> None:
+    def __init__(self, cfg: StationConfig, store: Store, liveness: Liveness) -> None:
         self.cfg = cfg
         self.store = store
+        self.liveness = liveness
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         env = self.templates.env
         env.filters |= {"clock": clock, "ago": ago, "pct": pct, "q": quote_path,
-                        "evidence": evidence}
+                        "evidence": evidence, "short": short}
         env.globals |= {"alarms": alarms}
         self._runner: Any = None
+        self.throttle = auth.Throttle()
 
     def user(self, request: Request) -> str | None:
-        return auth.current_user(self.cfg.web, request.session, request.headers)
+        """Who is logged in: the proxy's word (from a trusted proxy only), or the login the
+        session's token names, if it has not ended or expired."""
+        web = self.cfg.web
+        if web.auth == "proxy":
+            client = request.client.host if request.client else None
+            if not auth.trusted(web, client):
+                return None
+            return str(request.headers.get(web.proxy_user_header, "")).strip()[:200] or None
+        token = request.session.get("login")
+        if web.auth != "users" or not token:
+            return None
+        return self.store.logged_in(str(token), time.time(), web.session_idle_min * 60,
+                                    web.session_max_h * 3600)
 
     def render(self, request: Request, name: str, context: dict[str, Any],
                status: int = 200) -> Response:
         from station.routing.router import failures_since
 
         now = time.time()
+        # the page shows what was stored up to this change: its live updates start after it,
+        # so a change stored between this render and the page's subscription is not missed
+        since = self.store.latest_change()
         failed = failures_since(self.store, now - 3600) if self.cfg.routing.rules else 0
         return self.templates.TemplateResponse(request, name, {
             "now": now, "user": self.user(request), "auth": self.cfg.web.auth,
             "csrf": auth.csrf_token(request.session), "failed_deliveries": failed,
-            **context}, status_code=status)
+            "station_problem": self.liveness.problem(), "since": since, **context},
+            status_code=status)
 
     async def check_form(self, request: Request) -> tuple[Any, str | None]:
         """The form of a state-changing request, once its CSRF token is checked; and who sent
@@ -96,7 +115,16 @@ def evidence(e: dict[str, Any]) -> str:
                 + (f", {e['total_cycles']} in all" if "total_cycles" in e else ""))
     if "silent_s" in e:
         return f"silent for {e['silent_s']:.0f} s" if e["silent_s"] else "audio again"
+    if "no_cycle_s" in e:
+        return (f"sound for {e['no_cycle_s']:.0f} s but no breathing found (hiss, rubbing, off "
+                "the chest?)" if e["no_cycle_s"] else "breathing found again")
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in e.items())
+
+
+def short(text: str, n: int) -> str:
+    """Device-supplied text cut for display (a 5,000-character status reason made the ward
+    23,708 px tall); the whole of it goes in the element's title and on the device page."""
+    return text if len(text) <= n else text[:n - 1] + "…"
 
 
 def pct(x: float | None) -> str:

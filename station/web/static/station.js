@@ -40,8 +40,15 @@
   document.addEventListener("pause", retry, true);
 
   if (!parts.length || !window.EventSource) { state.hidden = true; return; }
-  const source = new EventSource("/events");
-  source.addEventListener("open", () => { state.textContent = "live"; state.className = "live-state on"; });
+  // from the change this page was rendered at: nothing stored in between is missed
+  const source = new EventSource("/events?since=" + encodeURIComponent(document.body.dataset.since || ""));
+  let problem = "";
+  function live() {
+    if (problem) { state.textContent = "not monitoring: " + problem; state.className = "live-state failed"; }
+    else { state.textContent = "live"; state.className = "live-state on"; }
+  }
+  source.addEventListener("open", live);
   source.addEventListener("error", () => { state.textContent = "reconnecting…"; state.className = "live-state off"; });
+  source.addEventListener("health", (e) => { problem = JSON.parse(e.data).problem; live(); });
   source.addEventListener("change", schedule);
 })();

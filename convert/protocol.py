@@ -1,0 +1,649 @@
+"""Scoring a validation protocol run (`convert.crossval`): the recipe as it would ship, its
+members one by one, the old same-fold numbers, and the floor, per stethoscope; a prediction for
+a new ICBHI-like test; and the gate a recipe must pass to ship.
+
+**As shipped** is the headline: in every fold, the members' int8 outputs averaged (as the
+device averages them) at the epoch and threshold `convert.choice` picked on the *other* folds'
+out-of-fold predictions (for a held-out stethoscope: on the cross-validation predictions of
+every other stethoscope's patients). **Same folds** is what 0.5.0's protocol reported: one
+float network, its threshold chosen on the very predictions it is scored on; it is kept to
+show how far the nested, int8, several-seed protocol moves the numbers.
+
+**The prediction** for a new ICBHI-like test (the official test's stethoscope mix by cycles:
+67% AKG C417L, 17% Meditron, 17% Littmann 3200) takes each stethoscope's *held-out* score, as
+shipped: the official test behaved like a new recording campaign even on a stethoscope the
+model trained on (0.5.0 held out AKG C417L 0.422, official test 0.408; the floor 0.475 and
+0.488/0.506), and Littmann 3200 has one training patient, so it is assumed to score as the
+worst stethoscope held out.
+
+**The gate**: on each of AKG C417L, Littmann Classic II SE and Meditron, cross-validated and
+held out, the recipe as shipped must beat the better floor variant by more than the spread:
+for cross-validation the standard deviation of its per-fold ICBHI scores, for a held-out
+stethoscope the standard deviation over its members (seeds) there. And each held-out
+stethoscope, heard 30 dB quieter, must still be called adventitious at least half as often as
+at its own level (`QUIET_RATIO`): the withheld recordings at SPRSound's level (another
+hospital, a manikin) were all called normal by a model that had learnt the level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert import floor
+from convert.choice import Choice, choose
+from convert.datasets import LABELS
+from convert.features import Events
+from convert.fit import event_predictions
+from convert.folds import HELD_OUT_STETHOSCOPES, ICBHI, QUIET_DB, SPRSOUND, Fold, member_path
+from convert.metrics import icbhi_score, roc_auc, sprsound_score
+from convert.recipe import Recipe
+from edge.model import decide
+
+# A held-out stethoscope heard QUIET_DB quieter must still be called adventitious at least
+# this often, relative to its own level: a model that hears the level, not the sound, calls
+# almost nothing adventitious there (0.5.0's recipe: 0 to 2% of cycles, from 9 to 20%).
+QUIET_RATIO = 0.5
+# Recipe settings that only change how saved predictions are scored, not training.
+SCORING_ONLY = ("aggregate", "threshold")
+# The official ICBHI test's stethoscopes by cycles (issue 24): what a prediction weighs.
+OFFICIAL_TEST_MIX = {"AKGC417L": 0.67, "Meditron": 0.17, "Litt3200": 0.17}
+
+
+def scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """What the report gives for a group of events, decided as `pred`: the ICBHI 4-class
+    score, normal vs adventitious, and the recall of each finding."""
+    four = icbhi_score(y, pred)
+    adventitious = (y != 0).astype(int)
+    out: dict[str, Any] = {
+        "events": len(y), "sp": four["sp"], "se": four["se"], "score": four["score"],
+        "binary": sprsound_score(adventitious, (pred != 0).astype(int))["score"],
+        "auc": roc_auc(adventitious, 1 - probs[:, 0]) if 0 < adventitious.sum() < len(y)
+        else None}
+    for i, label in enumerate(LABELS[1:], 1):
+        n = int((y == i).sum())
+        out[f"{label}_recall"] = round(float((pred[y == i] == i).mean()), 4) if n else None
+    # how often a finding is heard at all, whatever its exact class (a crackle called "both")
+    crackle = np.isin(y, (1, 3))
+    out["crackle_heard"] = round(float(np.isin(pred[crackle], (1, 3)).mean()), 4) \
+        if crackle.any() else None
+    return out
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One fold's validation events as some model decided them."""
+
+    fold: Fold
+    probs: np.ndarray  # (events, labels)
+    pred: np.ndarray  # label index per event
+
+
+def grouped(events: Events, decided: Sequence[Decided]) -> dict[str, Any]:
+    """The cv folds pooled (ICBHI, per stethoscope, SPRSound, per-fold scores) and every loso
+    fold alone."""
+    y, dev, ds = events.labels, events.devices, events.datasets
+    out: dict[str, Any] = {"cv": {}, "loso": {}}
+    cv = [d for d in decided if d.fold.kind == "cv"]
+    for d in decided:
+        if d.fold.kind == "loso":
+            out["loso"][d.fold.name.removeprefix("loso-")] = scores(y[d.fold.val], d.probs,
+                                                                    d.pred)
+    if not cv:
+        return out
+    index = np.concatenate([d.fold.val for d in cv])
+    probs = np.concatenate([d.probs for d in cv])
+    pred = np.concatenate([d.pred for d in cv])
+    for key, dataset in (("icbhi", ICBHI), ("sprsound", SPRSOUND)):
+        inside = ds[index] == dataset
+        if not inside.any():
+            continue
+        per_fold = []
+        for d in cv:
+            mine = ds[d.fold.val] == dataset
+            if mine.any():
+                per_fold.append(icbhi_score(y[d.fold.val][mine], d.pred[mine])["score"])
+        out["cv"][key] = scores(y[index][inside], probs[inside], pred[inside]) | {
+            "fold_scores": [round(s, 4) for s in per_fold],
+            "fold_mean": round(float(np.mean(per_fold)), 4),
+            "fold_sd": round(float(np.std(per_fold)), 4)}
+    icbhi = ds[index] == ICBHI
+    out["cv"]["icbhi_by_stethoscope"] = {
+        s: scores(y[index][icbhi & (dev[index] == s)], probs[icbhi & (dev[index] == s)],
+                  pred[icbhi & (dev[index] == s)])
+        for s in sorted(set(dev[index][icbhi]))}
+    return out
+
+
+def per_stethoscope(result: dict[str, Any]) -> dict[str, float | None]:
+    """{"cv AKGC417L": score, …, "held out AKGC417L": score, …, "icbhi cv", "sprsound cv"}."""
+    cv, by = result["cv"], result["cv"].get("icbhi_by_stethoscope", {})
+    out: dict[str, float | None] = {}
+    for s in HELD_OUT_STETHOSCOPES:
+        out[f"cv {s}"] = by[s]["score"] if s in by else None
+    for s in HELD_OUT_STETHOSCOPES:
+        out[f"held out {s}"] = result["loso"][s]["score"] if s in result["loso"] else None
+    out["icbhi cv"] = cv["icbhi"]["score"] if "icbhi" in cv else None
+    out["sprsound cv"] = cv["sprsound"]["score"] if "sprsound" in cv else None
+    return out
+
+
+def prediction(result: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's guess for the official ICBHI test, from held-out scores (see above)."""
+    held = {s: r["score"] for s, r in result["loso"].items()}
+    if not held:
+        return {"official_test": None, "why": "no stethoscope held out"}
+    parts = {s: held.get(s, min(held.values())) for s in OFFICIAL_TEST_MIX}
+    value = sum(OFFICIAL_TEST_MIX[s] * v for s, v in parts.items()) / sum(
+        OFFICIAL_TEST_MIX.values())
+    return {"official_test": round(value, 4), "parts": parts, "mix": OFFICIAL_TEST_MIX,
+            "assumed": {s: "the worst held-out score (no stethoscope like it to hold out)"
+                        for s in OFFICIAL_TEST_MIX if s not in held}}
+
+
+class ProtocolRun:
+    """A protocol run's saved predictions, read back: the floor's, and every member's after
+    every epoch (and in int8 at its fold's chosen epoch, once that step ran)."""
+
+    def __init__(self, events: Events, fold_list: list[Fold], recipe: Recipe,
+                 float_probs: dict[tuple[str, int], np.ndarray],
+                 int8_probs: dict[tuple[str, int], np.ndarray],
+                 int8_epochs: dict[tuple[str, int], int],
+                 floor_probs: dict[str, dict[str, np.ndarray]]) -> None:
+        self.events, self.folds, self.recipe = events, fold_list, recipe
+        self.float_probs, self.floor_probs = float_probs, floor_probs
+        self.seeds = sorted({s for _, s in float_probs})
+        self.choices = {f.name: self.nested_choice(f) for f in fold_list}
+        # int8 predictions count only at the epoch their fold's choice trains for
+        self.int8_probs = {k: v for k, v in int8_probs.items()
+                           if int8_epochs.get(k) == self.choices[k[0]].epoch}
+        # held-out folds heard otherwise ("quiet", "uncalibrated"), by (what, fold, seed)
+        self.heard: dict[tuple[str, str, int], np.ndarray] = {}
+
+    @classmethod
+    def load(cls, out: Path, events: Events, fold_list: list[Fold], recipe: Recipe
+             ) -> ProtocolRun:
+        aggregate = recipe.window.aggregate
+        float_probs, int8_probs = {}, {}
+        int8_epochs: dict[tuple[str, int], int] = {}
+        heard: dict[tuple[str, str, int], tuple[int, np.ndarray]] = {}
+        for f in fold_list:
+            for seed in recipe.seeds:
+                path = member_path(out, f.name, seed)
+                if not path.exists():
+                    continue
+                saved = np.load(path)
+                owner, n = saved["owner"], len(f.val)
+                float_probs[f.name, seed] = np.stack([event_predictions(p, owner, n, aggregate)
+                                                      for p in saved["window_probs"]])
+                for what in ("quiet", "uncalibrated"):
+                    other = member_path(out, f.name, seed, what)
+                    if other.exists():
+                        saved_other = np.load(other)
+                        heard[what, f.name, seed] = (int(saved_other["epoch"]),
+                                                     event_predictions(
+                                                         saved_other["window_probs"], owner, n,
+                                                         aggregate))
+                q = member_path(out, f.name, seed, "int8")
+                if q.exists():
+                    saved_int8 = np.load(q)
+                    int8_probs[f.name, seed] = event_predictions(saved_int8["window_probs"],
+                                                                 owner, n, aggregate)
+                    int8_epochs[f.name, seed] = int(saved_int8["epoch"])
+        floor_probs: dict[str, dict[str, np.ndarray]] = {}
+        for variant in floor.VARIANTS:
+            path = out / f"floor-{variant}.npz"
+            if path.exists():
+                saved = np.load(path)
+                floor_probs[variant] = {f.name: saved[f.name] for f in fold_list
+                                        if f.name in saved.files}
+        complete = [f for f in fold_list
+                    if all((f.name, s) in float_probs for s in recipe.seeds)]
+        if not any(f.kind == "cv" for f in complete):
+            raise SystemExit(f"{out}: no cross-validation fold has all its members yet "
+                             f"(seeds {list(recipe.seeds)}): run convert.crossval")
+        run = cls(events, complete, recipe, float_probs, int8_probs, int8_epochs, floor_probs)
+        run.heard = {k: probs for k, (epoch, probs) in heard.items()
+                     if epoch == run.choices[k[1]].epoch}
+        return run
+
+    # -- the choice ----------------------------------------------------------------------------
+    def ensemble(self, fold: Fold) -> np.ndarray:
+        """(epochs, events, labels): the members' float probabilities averaged."""
+        return np.mean([self.float_probs[fold.name, s] for s in self.seeds], axis=0)
+
+    def out_of_fold(self, keep: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every cv event's index and its ensemble probabilities per epoch, limited to the
+        events `keep` marks."""
+        cv = [f for f in self.folds if f.kind == "cv"]
+        index = np.concatenate([f.val for f in cv])
+        probs = np.concatenate([self.ensemble(f) for f in cv], axis=1)
+        if keep is not None:
+            probs, index = probs[:, keep[index]], index[keep[index]]
+        return index, probs
+
+    def choice_on(self, keep: np.ndarray) -> Choice:
+        index, probs = self.out_of_fold(keep)
+        return choose(self.events.labels[index], self.events.datasets[index], probs,
+                      threshold=self.recipe.threshold)
+
+    def nested_choice(self, fold: Fold) -> Choice:
+        """The epoch and threshold for scoring `fold`, chosen without its events: on the other
+        cv folds, or for a held-out stethoscope on the patients it never recorded."""
+        keep = np.ones(len(self.events), dtype=bool)
+        keep[fold.val] = False
+        if fold.kind == "loso":
+            keep &= ~np.isin(self.events.patients, list(set(self.events.patients[fold.val])))
+        return self.choice_on(keep)
+
+    def shipping_choice(self) -> Choice:
+        """What the trainer ships: the rule on every cv event."""
+        return self.choice_on(np.ones(len(self.events), dtype=bool))
+
+    # -- the numbers ---------------------------------------------------------------------------
+    def as_shipped(self, int8: bool = True) -> list[Decided]:
+        out = []
+        for f in self.folds:
+            c = self.choices[f.name]
+            if int8 and all((f.name, s) in self.int8_probs for s in self.seeds):
+                probs = np.mean([self.int8_probs[f.name, s] for s in self.seeds], axis=0)
+            else:
+                probs = self.ensemble(f)[c.epoch - 1]
+            out.append(Decided(f, probs, decide(probs, LABELS, c.thresholds)))
+        return out
+
+    def member(self, seed: int) -> list[Decided]:
+        """One seed's float network alone, at each fold's chosen epoch and threshold."""
+        out = []
+        for f in self.folds:
+            c = self.choices[f.name]
+            probs = self.float_probs[f.name, seed][c.epoch - 1]
+            out.append(Decided(f, probs, decide(probs, LABELS, c.thresholds)))
+        return out
+
+    def same_folds(self, seed: int) -> dict[str, Any]:
+        """0.5.0's protocol: one float network at the last epoch, thresholds chosen on the
+        very out-of-fold predictions they are then scored with."""
+        last = [Decided(f, p := self.float_probs[f.name, seed][-1], p.argmax(1))
+                for f in self.folds]
+        cv = [d for d in last if d.fold.kind == "cv"]
+        index = np.concatenate([d.fold.val for d in cv])
+        c = choose(self.events.labels[index], self.events.datasets[index],
+                   np.concatenate([d.probs for d in cv])[None], epochs=False)
+        at = [Decided(d.fold, d.probs, decide(d.probs, LABELS, c.thresholds)) for d in last]
+        return {"argmax": grouped(self.events, last),
+                "thresholds": grouped(self.events, at), "choice": c.to_dict()}
+
+    def heard_otherwise(self, what: str) -> dict[str, Any]:
+        """Each held-out stethoscope heard otherwise (float members averaged, the fold's
+        choice): QUIET_DB quieter ("quiet": a model that hears the level, not the sound,
+        calls a quiet stethoscope's cycles normal), or without its calibration
+        ("uncalibrated"); its score, and how many cycles it calls adventitious, beside the
+        same as the protocol heard it."""
+        out: dict[str, Any] = {}
+        for f in self.folds:
+            if f.kind != "loso" or not all((what, f.name, s) in self.heard for s in self.seeds):
+                continue
+            c = self.choices[f.name]
+            y = self.events.labels[f.val]
+            quiet = np.mean([self.heard[what, f.name, s] for s in self.seeds], axis=0)
+            loud = self.ensemble(f)[c.epoch - 1]
+            pred_quiet, pred_loud = (decide(p, LABELS, c.thresholds) for p in (quiet, loud))
+            out[f.name.removeprefix("loso-")] = scores(y, quiet, pred_quiet) | {
+                "adventitious_called": round(float((pred_quiet != 0).mean()), 4),
+                "adventitious_called_at_its_level": round(float((pred_loud != 0).mean()), 4),
+                "adventitious_truth": round(float((y != 0).mean()), 4)}
+        return out
+
+    def floor_result(self, variant: str) -> dict[str, Any] | None:
+        probs = self.floor_probs.get(variant, {})
+        decided = [Decided(f, probs[f.name], probs[f.name].argmax(1)) for f in self.folds
+                   if f.name in probs]
+        if not decided:
+            return None
+        result = grouped(self.events, decided)
+        result["cv"].pop("sprsound", None)  # an ICBHI baseline: trained on ICBHI only
+        return result
+
+    def curve(self) -> list[dict[str, Any]]:
+        """The float ensemble at the argmax after every epoch (how long to train)."""
+        epochs = min(p.shape[0] for p in self.float_probs.values())
+        out = []
+        for e in range(epochs):
+            r = grouped(self.events, [Decided(f, p := self.ensemble(f)[e], p.argmax(1))
+                                      for f in self.folds])
+            out.append({"epoch": e + 1} | objective_parts(r))
+        return out
+
+    def report(self) -> dict[str, Any]:
+        shipped = grouped(self.events, self.as_shipped())
+        members = {s: grouped(self.events, self.member(s)) for s in self.seeds}
+        floors = {v: r for v in floor.VARIANTS if (r := self.floor_result(v)) is not None}
+        int8 = all((f.name, s) in self.int8_probs for f in self.folds for s in self.seeds)
+        report: dict[str, Any] = {
+            "recipe": self.recipe.to_dict(), "seeds": self.seeds,
+            "folds": [f.name for f in self.folds], "int8": int8,
+            "shipped": shipped | objective_parts(shipped),
+            "float_ensemble": grouped(self.events, self.as_shipped(int8=False)),
+            "members": {str(s): per_stethoscope(m) for s, m in members.items()},
+            "members_mean_sd": spread([per_stethoscope(m) for m in members.values()]),
+            "same_folds": self.same_folds(self.seeds[0]),
+            "floor": floors,
+            "choices": {name: c.to_dict() for name, c in self.choices.items()},
+            "shipping_choice": self.shipping_choice().to_dict(),
+            "prediction": prediction(shipped),
+            "quiet": {"db": QUIET_DB, "held_out": self.heard_otherwise("quiet")},
+            "uncalibrated": self.heard_otherwise("uncalibrated"),
+            "curve": self.curve()}
+        report["same_folds"]["prediction"] = prediction(report["same_folds"]["thresholds"])
+        report["floor_prediction"] = {v: prediction(r) for v, r in floors.items()}
+        report["gate"] = gate(report)
+        return report
+
+
+def objective_parts(result: dict[str, Any]) -> dict[str, Any]:
+    """ICBHI cv, the held-out mean, SPRSound cv and their mean (how recipes were ranked)."""
+    loso = [r["score"] for r in result["loso"].values()]
+    parts = {"icbhi_cv": result["cv"].get("icbhi", {}).get("score"),
+             "loso_mean": round(float(np.mean(loso)), 4) if loso else None,
+             "sprsound_cv": result["cv"].get("sprsound", {}).get("score")}
+    known = [float(v) for v in parts.values() if v is not None]
+    return parts | {"objective": round(float(np.mean(known)), 4) if known else None}
+
+
+def spread(rows: list[dict[str, float | None]]) -> dict[str, list[float] | None]:
+    """[mean, sd] of each column over the rows (the seeds)."""
+    out: dict[str, list[float] | None] = {}
+    for key in rows[0]:
+        values = [v for r in rows if (v := r[key]) is not None]
+        out[key] = [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)] \
+            if values else None
+    return out
+
+
+def gate(report: dict[str, Any]) -> dict[str, Any]:
+    """Beats the floor on every stethoscope, cross-validated and held out, by more than the
+    spread (module docstring)."""
+    mine = per_stethoscope(report["shipped"])
+    floors = [per_stethoscope(r) for r in report["floor"].values()]
+    fold_sd = report["shipped"]["cv"].get("icbhi", {}).get("fold_sd")
+    rows, passed = [], bool(floors)
+    for where in ("cv", "held out"):
+        for s in HELD_OUT_STETHOSCOPES:
+            key = f"{where} {s}"
+            floor_best = max((v for f in floors if (v := f[key]) is not None), default=None)
+            sd = fold_sd if where == "cv" else (report["members_mean_sd"].get(key) or [0, 0])[1]
+            score = mine[key]
+            if score is None or floor_best is None or sd is None:
+                rows.append({"where": key, "recipe": score, "floor": floor_best,
+                             "margin": None, "spread": sd, "passed": False})
+                passed = False
+                continue
+            margin = round(score - floor_best, 4)
+            ok = margin > sd
+            passed &= ok
+            rows.append({"where": key, "recipe": score, "floor": floor_best,
+                         "margin": margin, "spread": sd, "passed": ok})
+    quiet = report.get("quiet", {}).get("held_out", {})
+    for s in HELD_OUT_STETHOSCOPES:
+        q = quiet.get(s)
+        ratio = None if q is None else round(q["adventitious_called"] / max(
+            q["adventitious_called_at_its_level"], 1e-9), 3)
+        ok = q is not None and (q["adventitious_called_at_its_level"] < 0.02
+                                or (ratio is not None and ratio >= QUIET_RATIO))
+        passed &= ok
+        rows.append({"where": f"quiet {s}", "recipe": ratio, "floor": None, "margin": None,
+                     "spread": None, "passed": ok})
+    return {"passed": passed, "rows": rows}
+
+
+# -- presenting it -----------------------------------------------------------------------------
+def fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, list):
+        return f"{v[0]:.3f} ± {v[1]:.3f}"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def table_row(name: str, s: dict[str, Any]) -> str:
+    cells = [s["events"], s["sp"], s["se"], s["score"], s.get("auc"), s.get("crackle_recall"),
+             s.get("crackle_heard"), s.get("wheeze_recall")]
+    return f"| {name} | " + " | ".join(fmt(c) for c in cells) + " |"
+
+
+def detail(result: dict[str, Any]) -> list[str]:
+    head = ("| | events | Sp | Se | Score | AUC | crackle recall | crackle heard | wheeze "
+            "recall |\n|---|---|---|---|---|---|---|---|---|")
+    cv = result["cv"]
+    lines = ["Patient-grouped cross-validation, pooled out of fold:", "", head,
+             table_row("ICBHI (all)", cv["icbhi"])]
+    lines += [table_row(f"ICBHI {d}", s) for d, s in cv["icbhi_by_stethoscope"].items()]
+    if "sprsound" in cv:
+        lines.append(table_row("SPRSound", cv["sprsound"]))
+    lines += ["", f"ICBHI Score per fold {cv['icbhi']['fold_scores']}: "
+              f"{cv['icbhi']['fold_mean']} ± {cv['icbhi']['fold_sd']}", ""]
+    if result["loso"]:
+        lines += ["Leave one stethoscope out (its ICBHI cycles):", "", head]
+        lines += [table_row(d, s) for d, s in result["loso"].items()] + [""]
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    columns = [f"cv {s}" for s in HELD_OUT_STETHOSCOPES] + [
+        f"held out {s}" for s in HELD_OUT_STETHOSCOPES] + ["icbhi cv", "sprsound cv"]
+    pred = report["prediction"]
+    g = report["gate"]
+    lines = [
+        "# Validation protocol", "",
+        f"Members (seeds) {report['seeds']} in every fold; int8 at each fold's chosen epoch: "
+        f"{'yes' if report['int8'] else 'no (float numbers stand in)'}.", "",
+        f"**Prediction for the official ICBHI test** (held-out scores weighted "
+        f"{pred.get('mix')}): **{fmt(pred['official_test'])}** "
+        f"({', '.join(f'{s} {v:.3f}' for s, v in pred.get('parts', {}).items())}); the floor's "
+        + ", ".join(f"{v} {fmt(p['official_test'])}"
+                    for v, p in report["floor_prediction"].items())
+        + f"; 0.5.0's protocol (same folds) would have said "
+          f"{fmt(report['same_folds']['prediction']['official_test'])}.", "",
+        f"**Gate (beats the floor on every stethoscope by more than the spread): "
+        f"{'PASSED' if g['passed'] else 'NOT PASSED'}**", "",
+        "## Per stethoscope: the recipe beside the floor", "",
+        "ICBHI 4-class Score. *As shipped*: members' int8 outputs averaged, epoch and "
+        "threshold chosen on other folds. *Members*: each seed's float network alone "
+        "(mean ± sd). *Same folds*: one float network, threshold chosen on the predictions "
+        "it is scored on (0.5.0's protocol). *Floor*: gradient boosting on band statistics, "
+        "at the argmax.", "",
+        "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    rows = [("**as shipped**", per_stethoscope(report["shipped"])),
+            ("float ensemble, nested", per_stethoscope(report["float_ensemble"])),
+            ("members (mean ± sd)", report["members_mean_sd"]),
+            ("same folds, argmax", per_stethoscope(report["same_folds"]["argmax"])),
+            ("same folds, its threshold", per_stethoscope(report["same_folds"]["thresholds"]))]
+    rows += [(f"floor ({v})", per_stethoscope(r)) for v, r in report["floor"].items()]
+    lines += [f"| {name} | " + " | ".join(fmt(r.get(c)) for c in columns) + " |"
+              for name, r in rows]
+    lines += ["", "## The gate", "", "Rows \"quiet\": the share called adventitious 30 dB "
+              f"quieter over the share at its own level (at least {QUIET_RATIO}).", "",
+              "| where | recipe | best floor | margin | spread | |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['where']} | {fmt(r['recipe'])} | {fmt(r['floor'])} | {fmt(r['margin'])} "
+              f"| {fmt(r['spread'])} | {'pass' if r['passed'] else '**fail**'} |"
+              for r in g["rows"]]
+    quiet = report.get("quiet", {}).get("held_out", {})
+    if quiet:
+        lines += ["", f"## A quieter stethoscope ({report['quiet']['db']:g} dB)", "",
+                  "Each held-out stethoscope's cycles as a stethoscope that much quieter "
+                  "would give them (float members averaged, the fold's choice): a model "
+                  "that hears the level rather than the sound calls them normal.", "",
+                  "| held out | Score | Sp | Se | called adventitious | at its own level | "
+                  "truly adventitious |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {d} | {fmt(q['score'])} | {fmt(q['sp'])} | {fmt(q['se'])} | "
+                  f"{fmt(q['adventitious_called'])} | "
+                  f"{fmt(q['adventitious_called_at_its_level'])} | "
+                  f"{fmt(q['adventitious_truth'])} |" for d, q in quiet.items()]
+    uncalibrated = report.get("uncalibrated", {})
+    if uncalibrated:
+        lines += ["", "## Without a calibration", "",
+                  "Each held-out stethoscope standardised with the training stethoscopes' "
+                  "statistics pooled, as a device nobody calibrated is (above, it was "
+                  "calibrated on its other patients' recordings).", "",
+                  "| held out | Score | Sp | Se | called adventitious | calibrated | "
+                  "truly adventitious |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {d} | {fmt(q['score'])} | {fmt(q['sp'])} | {fmt(q['se'])} | "
+                  f"{fmt(q['adventitious_called'])} | "
+                  f"{fmt(q['adventitious_called_at_its_level'])} | "
+                  f"{fmt(q['adventitious_truth'])} |" for d, q in uncalibrated.items()]
+    lines += ["", "## Choices (convert.choice, on the other folds)", "",
+              "| fold | epoch | threshold | objective where chosen |", "|---|---|---|---|"]
+    lines += [f"| {name} | {c['epoch']} | {c['thresholds'] or 'argmax'} | {c['value']} |"
+              for name, c in report["choices"].items()]
+    c = report["shipping_choice"]
+    lines += [f"| **all folds (what ships)** | {c['epoch']} | {c['thresholds'] or 'argmax'} | "
+              f"{c['value']} |", "", "## As shipped, in detail", ""]
+    lines += detail(report["shipped"])
+    for v, r in report["floor"].items():
+        lines += [f"## Floor ({v})", "", *detail(r)]
+    lines += ["## Float ensemble per epoch (argmax)", "",
+              "| epoch | objective | ICBHI cv | held-out mean | SPRSound cv |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {c['epoch']} | {c['objective']} | {c['icbhi_cv']} | {c['loso_mean']} | "
+              f"{c['sprsound_cv']} |" for c in report["curve"]]
+    return "\n".join(lines) + "\n"
+
+
+def differences(recipe: dict[str, Any], chosen: dict[str, Any]) -> str:
+    """A recipe as its settings that differ from the chosen one's."""
+    keys = sorted(k for k in chosen.keys() | recipe.keys() if recipe.get(k) != chosen.get(k))
+    return ", ".join(f"{k} {recipe.get(k)}" for k in keys) or "the chosen recipe"
+
+
+def comparison(runs: dict[str, dict[str, Any]], chosen: str) -> str:
+    """Every protocol run of a choice side by side, with the floor: what a recipe changes, and
+    what that does per stethoscope, cross-validated and held out, as it would ship."""
+    columns = [f"cv {s}" for s in HELD_OUT_STETHOSCOPES] + [
+        f"held out {s}" for s in HELD_OUT_STETHOSCOPES] + ["icbhi cv", "sprsound cv"]
+    lines = ["# The recipes the protocol compared", "",
+             f"Chosen: **{chosen}**. ICBHI 4-class Score per stethoscope, as each recipe would "
+             "ship (its members' int8 outputs averaged, epochs and thresholds chosen on the "
+             "other folds), and the spread over its members (mean ± sd of the seeds alone, "
+             "float). \"cv\": patient-grouped cross-validation, pooled out of fold; \"held "
+             "out\": leave one stethoscope out. The floor is gradient boosting on band "
+             "statistics (`convert.floor`); the gate asks every stethoscope to beat it by more "
+             "than the spread; the prediction weighs the held-out scores by the official "
+             "test's stethoscope mix.", "",
+             "| run | differs from the chosen recipe by | " + " | ".join(columns)
+             + " | members' held-out mean ± sd | prediction | gate |",
+             "|" + "---|" * (len(columns) + 5)]
+    base = runs[chosen]["recipe"]
+    for name, r in runs.items():
+        mine = per_stethoscope(r["shipped"])
+        spread = r["members_mean_sd"]
+        held = [spread.get(f"held out {s}") for s in HELD_OUT_STETHOSCOPES]
+        held_text = " / ".join(fmt(h) for h in held)
+        lines.append(
+            f"| {'**' + name + '**' if name == chosen else name} | "
+            f"{differences(r['recipe'], base)} | "
+            + " | ".join(fmt(mine[c]) for c in columns)
+            + f" | {held_text} | {fmt(r['prediction']['official_test'])} | "
+            f"{'passed' if r['gate']['passed'] else 'not passed'} |")
+    for variant, f in runs[chosen]["floor"].items():
+        values = per_stethoscope(f)
+        lines.append(f"| floor ({variant}) | gradient boosting, ICBHI only | "
+                     + " | ".join(fmt(values[c]) for c in columns)
+                     + f" | – | {fmt(runs[chosen]['floor_prediction'][variant]['official_test'])}"
+                     " | – |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(report: dict[str, Any]) -> str:
+    s = per_stethoscope(report["shipped"])
+    return (f"as shipped: objective {report['shipped']['objective']}; "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in s.items())
+            + f"; predicted official test {fmt(report['prediction']['official_test'])}; "
+            f"gate {'passed' if report['gate']['passed'] else 'NOT passed'}")
+
+
+def plot_curves(curve: list[dict[str, Any]], out: Path, title: str) -> None:
+    from edge.plot import pyplot, save
+
+    fig, ax = pyplot().subplots(figsize=(7, 4))
+    epochs = [c["epoch"] for c in curve]
+    for key, style in (("objective", "k-"), ("icbhi_cv", "C0--"), ("loso_mean", "C3--"),
+                       ("sprsound_cv", "C2:")):
+        values = [c[key] for c in curve]
+        if any(v is not None for v in values):
+            ax.plot(epochs, values, style, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("4-class Score (float ensemble, argmax)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score saved protocol runs again (after a change to the scoring, or with the windows
+    combined another way), or compare several runs in one table."""
+    import argparse
+    import dataclasses
+    import json
+    import os
+    import shutil
+
+    from convert import recipe as recipes
+    from convert.folds import folds, load_corpus
+
+    ap = argparse.ArgumentParser(description="score or compare convert.crossval runs")
+    ap.add_argument("runs", type=Path, nargs="+", help="convert.crossval --out folders")
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "LUNGEDGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument("--cache", type=Path, default=Path(".cache/features"))
+    ap.add_argument("--as", dest="scoring", action="append", default=[], metavar="KEY=VALUE",
+                    help="score as if the recipe had this setting, one that training does not "
+                         f"depend on ({', '.join(SCORING_ONLY)}): written into a new folder "
+                         "RUN-KEY-VALUE, the run's predictions linked")
+    ap.add_argument("--compare", type=Path, metavar="OUT.md",
+                    help="write the runs side by side (the first is the reference)")
+    args = ap.parse_args(argv)
+    if args.compare:
+        runs = {r.name: json.loads((r / "crossval.json").read_text()) for r in args.runs}
+        args.compare.write_text(comparison(runs, args.runs[0].name))
+        print(args.compare.read_text())
+        return 0
+    for run in args.runs:
+        recipe = recipes.from_dict(json.loads((run / "recipe.json").read_text()))
+        out = run
+        for setting in args.scoring:
+            key, _, value = setting.partition("=")
+            if key not in SCORING_ONLY:
+                ap.error(f"--as {setting}: only {', '.join(SCORING_ONLY)} leave training as it "
+                         "was")
+            typed = value.lower() in ("1", "true", "yes") if key == "threshold" else value
+            recipe = dataclasses.replace(recipe, **{key: typed})
+            out = out.parent / f"{out.name}-{key}-{value}"
+        if out != run:
+            out.mkdir(exist_ok=True)
+            for f in run.glob("*.npz"):
+                if (out / f.name).exists():
+                    continue
+                if f.name.endswith("-int8.npz"):  # a rerun's int8 step may write these anew
+                    shutil.copy2(f, out / f.name)
+                else:
+                    (out / f.name).symlink_to(f.resolve())
+            (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1) + "\n")
+        events = load_corpus(args.data, recipe, args.cache)
+        report = ProtocolRun.load(out, events, folds(events), recipe).report()
+        (out / "crossval.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / "crossval.md").write_text(markdown(report))
+        plot_curves(report["curve"], out / "crossval_curves.png", out.name)
+        print(f"{out}: {summary(report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
