@@ -2,7 +2,7 @@
 workers → SQLite or PostgreSQL, with a web worker answering the ward overview meanwhile.
 
     .venv/bin/python bench/station_load.py [--devices 200] [--seconds 60] [--speed 1]
-        [--workers 1 2] [--db sqlite postgresql] [--ui]
+        [--burst N] [--workers 1 2] [--db sqlite postgresql] [--ui]
 
 Each device publishes schema-valid messages as a real one does, time compressed `--speed`
 times: a cycle every 1–2 s, alerts opening, updating and ending, status flaps, stats; and, on
@@ -11,6 +11,8 @@ per second sustained, ingest lag (message time → stored) p50/p99, the ward ove
 time with every device in it, and the counts that must hold: every distinct message stored
 once, no message lost, every injected gap recorded. `--ui` also measures, in headless
 Chromium, how long an open ward page takes to show a status change after its MQTT message.
+`--burst N` sends N messages as fast as the publishers can instead (twenty devices flushing an
+hour of spool after an outage), and the rate is then the station's ceiling.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ GAP_P, DUPLICATE_P = 0.002, 0.005
 
 
 def publish(devices: list[str], port: int, seconds: float, speed: float, seed: int,
-            result: Any) -> None:
+            result: Any, burst: int = 0) -> None:
+    """The devices' messages at `speed` times their real rate for `seconds`; or, with
+    `burst`, that many messages as fast as they go (spools flushed after an outage)."""
     import paho.mqtt.client as mqtt
 
     rng = random.Random(seed)
@@ -91,10 +95,10 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
             duplicates += 1
 
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while (sum(sent.values()) < burst) if burst else (time.monotonic() < end):
         device = min(due, key=due.get)  # type: ignore[arg-type]
         wait = due[device] - time.monotonic()
-        if wait > 0:
+        if wait > 0 and not burst:
             time.sleep(wait)
         t = time.time()
         label = "crackle" if rng.random() < 0.2 else "normal"
@@ -179,7 +183,8 @@ web: {{port: {args.web_port + 10}, secret_file: {tmp / 'secret'}}}
         queue: Any = mp.Queue()
         n_pub = max(1, min(4, args.devices // 25))
         pubs = [mp.Process(target=publish, args=(devices[i::n_pub], broker.port, args.seconds,
-                                                 args.speed, i, queue)) for i in range(n_pub)]
+                                                 args.speed, i, queue, args.burst // n_pub))
+                for i in range(n_pub)]
         started = time.time()
         for p in pubs:
             p.start()
@@ -238,7 +243,7 @@ web: {{port: {args.web_port + 10}, secret_file: {tmp / 'secret'}}}
             "doubled": n_cycles - len({k for k in got if k[1] == "cycle"} & cycle_keys),
             "gaps_injected": injected, "gaps_recorded": n_gaps,
             "msg_per_s": round(len(rows) / max(last - started, 1e-9)),
-            "drain_s": round(done - started - args.seconds, 1),
+            "drain_s": round(done - started - (0 if args.burst else args.seconds), 1),
             "lag_ms_p50": round(lags[len(lags) // 2]),
             "lag_ms_p99": round(lags[int(len(lags) * 0.99)]),
             "overview_ms_p50": round(statistics.median(overview_ms)),
@@ -326,6 +331,9 @@ web: {{port: {args.web_port + 20}, secret_file: {tmp / 'secret'}}}
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--burst", type=int, default=0,
+                    help="instead of --seconds at --speed: this many messages as fast as the "
+                         "publishers go (every device flushing its spool at once)")
     ap.add_argument("--seconds", type=float, default=60, help="of publishing, wall time")
     ap.add_argument("--speed", type=float, default=1,
                     help="time compression: a device sends a cycle every 1–2 s / speed")

@@ -119,31 +119,104 @@ class Store:
     # -- ingest ---------------------------------------------------------------------------
     def ingest(self, messages: Iterable[Message], refused: Iterable[Refusal] = (),
                now: float | None = None) -> int:
-        """Store a batch in one transaction; returns how many were new (not repeats)."""
+        """Store a batch in one transaction; returns how many were new (not repeats).
+
+        In bulk, as a burst needs it (a device's spool flushed after an outage, thousands at
+        once): the identities in one statement, each device's bookkeeping once per batch,
+        cycles and their per-minute sums as single inserts, one change row per device and
+        kind; the rest (alerts, summaries, statuses, clips, stats) in their order."""
         now = time.time() if now is None else now
-        stored = 0
         with self.engine.begin() as conn:
-            for r in refused:
-                conn.execute(insert(invalid).values(at=now, topic=r.topic[:300],
-                                                    reason=r.reason[:1000],
-                                                    excerpt=r.excerpt[:1000]))
-                conn.execute(insert(changes).values(at=now, device_id=None, what="invalid"))
+            rows = [{"at": now, "topic": r.topic[:300], "reason": r.reason[:1000],
+                     "excerpt": r.excerpt[:1000]} for r in refused]
             self.last_foreign = 0
+            candidates = []
             for m in messages:
-                foreign = self._foreign(conn, m)
+                foreign = self._foreign(conn, m) if m.kind in ("alert", "clip") else ""
                 if foreign:  # one device must not touch another's data: kept as a refusal
                     self.last_foreign += 1
-                    conn.execute(insert(invalid).values(
-                        at=now, topic=f"…/{m.device_id[:200]}/{m.kind}", reason=foreign[:1000],
-                        excerpt=json.dumps({k: m.body.get(k) for k in ("alert_id", "clip_id",
-                                                                       "event")})[:1000]))
+                    rows.append({"at": now, "topic": f"…/{m.device_id[:200]}/{m.kind}",
+                                 "reason": foreign[:1000], "excerpt": json.dumps(
+                                     {k: m.body.get(k) for k in ("alert_id", "clip_id",
+                                                                 "event")})[:1000]})
+                    log.warning("refused: %s", foreign[:300])
+                else:
+                    candidates.append(m)
+            if rows:
+                conn.execute(insert(invalid), rows)
+            fresh = self._first_time(conn, candidates, now)
+            if not fresh:
+                if rows:
                     conn.execute(insert(changes).values(at=now, device_id=None,
                                                         what="invalid"))
-                    log.warning("refused: %s", foreign[:300])
-                elif self._first_time(conn, m, now):
+                return 0
+            by_device: dict[str, list[Message]] = {}
+            for m in fresh:
+                by_device.setdefault(m.device_id, []).append(m)
+            for device_id, mine in by_device.items():
+                self._device_seen(conn, device_id, mine, now)
+            self._cycles(conn, [m for m in fresh if m.kind == "cycle"])
+            for m in fresh:
+                if m.kind != "cycle":
                     self._store(conn, m, now)
-                    stored += 1
-        return stored
+            what = sorted({(m.device_id, m.kind) for m in fresh})
+            conn.execute(insert(changes), [{"at": now, "device_id": d, "what": k}
+                                           for d, k in what]
+                         + ([{"at": now, "device_id": None, "what": "invalid"}] if rows
+                            else []))
+        return len(fresh)
+
+    def _first_time(self, conn: Connection, candidates: list[Message], now: float
+                    ) -> list[Message]:
+        """Records the messages' identities in one statement; those stored before (a
+        redelivery) are left out of what is returned."""
+        if not candidates:
+            return []
+        values = [{"device_id": m.device_id, "epoch": m.epoch, "kind": m.kind, "seq": m.seq,
+                   "sent": unix(m.body["ts"]), "at": now} for m in candidates]
+        new = set()
+        for i in range(0, len(values), 200):  # bounded statements (SQLite: 999 parameters)
+            new |= {tuple(r) for r in conn.execute(
+                _upsert(conn, received).values(values[i:i + 200]).on_conflict_do_nothing()
+                .returning(received.c.device_id, received.c.epoch, received.c.kind,
+                           received.c.seq))}
+        seen: set[tuple[str, str, str, int]] = set()
+        fresh = []
+        for m in candidates:  # a message twice in one batch is stored once
+            key = (m.device_id, m.epoch, m.kind, m.seq)
+            if key in new and key not in seen:
+                seen.add(key)
+                fresh.append(m)
+        return fresh
+
+    def _cycles(self, conn: Connection, new: list[Message]) -> None:
+        """Cycles in one insert, and the per-minute sums they add to in one upsert each."""
+        if not new:
+            return
+        rows, sums = [], {}
+        for m in new:
+            b = m.body
+            start = unix(b["start"])
+            rows.append({"device_id": m.device_id, "seq": m.seq, "session_id": b["session_id"],
+                         "start": start, "end": unix(b["end"]), "label": b["label"],
+                         "confidence": b["confidence"], "quality": b["quality"],
+                         "probs": b["probs"], "forced_cut": b["forced_cut"],
+                         "model": f"{b['model']['name']} {b['model']['version']}",
+                         "latency_ms": b["latency_ms"]})
+            good = b["quality"] >= POOR_QUALITY_BELOW
+            key = (m.device_id, int(start // 60))
+            total = sums.setdefault(key, {"cycles": 0, "good": 0, "abnormal": 0,
+                                          "quality_sum": 0.0})
+            total["cycles"] += 1
+            total["good"] += int(good)
+            total["abnormal"] += int(good and b["label"] != "normal")
+            total["quality_sum"] += b["quality"]
+        conn.execute(insert(cycles), rows)
+        for (device_id, minute), total in sorted(sums.items()):
+            ins = _upsert(conn, minutes).values(device_id=device_id, minute=minute, **total)
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=["device_id", "minute"],
+                set_={k: getattr(minutes.c, k) + getattr(ins.excluded, k) for k in total}))
 
     @staticmethod
     def _foreign(conn: Connection, m: Message) -> str:
@@ -167,14 +240,6 @@ class Store:
                 return (f"{m.device_id!r} sent {m.kind} for {what} {alert_id!r}, which is "
                         f"{owner!r}'s")
         return ""
-
-    def _first_time(self, conn: Connection, m: Message, now: float) -> bool:
-        """Records the message's identity; False if it was stored before (a redelivery)."""
-        new = conn.execute(_upsert(conn, received).values(
-            device_id=m.device_id, epoch=m.epoch, kind=m.kind, seq=m.seq,
-            sent=unix(m.body["ts"]), at=now).on_conflict_do_nothing()
-            .returning(received.c.seq)).first()  # (rowcount is -1 here on psycopg)
-        return new is not None
 
     def _gaps(self, conn: Connection, since: float, until: float, now: float) -> None:
         """Seqs still missing among the messages stored in [since, until): a stored message
@@ -204,26 +269,9 @@ class Store:
                                                     what="alert"))
 
     def _store(self, conn: Connection, m: Message, now: float) -> None:
+        """One message other than a cycle (those go in bulk)."""
         b = m.body
-        self._device_seen(conn, m, now)
-        if m.kind == "cycle":
-            start = unix(b["start"])
-            conn.execute(insert(cycles).values(
-                device_id=m.device_id, seq=m.seq, session_id=b["session_id"], start=start,
-                end=unix(b["end"]), label=b["label"], confidence=b["confidence"],
-                quality=b["quality"], probs=b["probs"], forced_cut=b["forced_cut"],
-                model=f"{b['model']['name']} {b['model']['version']}",
-                latency_ms=b["latency_ms"]))
-            good = b["quality"] >= POOR_QUALITY_BELOW
-            row = {"device_id": m.device_id, "minute": int(start // 60), "cycles": 1,
-                   "good": int(good), "abnormal": int(good and b["label"] != "normal"),
-                   "quality_sum": b["quality"]}
-            ins = _upsert(conn, minutes).values(**row)
-            conn.execute(ins.on_conflict_do_update(
-                index_elements=["device_id", "minute"],
-                set_={k: getattr(minutes.c, k) + getattr(ins.excluded, k)
-                      for k in ("cycles", "good", "abnormal", "quality_sum")}))
-        elif m.kind == "alert":
+        if m.kind == "alert":
             self._device_alert(conn, m, now)
         elif m.kind == "summary":
             conn.execute(insert(summaries).values(
@@ -244,32 +292,38 @@ class Store:
         elif m.kind == "stats":
             conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
                 stats=b, spool_depth=b["spool_depth"]))
-        conn.execute(insert(changes).values(at=now, device_id=m.device_id, what=m.kind))
 
-    def _device_seen(self, conn: Connection, m: Message, now: float) -> None:
+    def _device_seen(self, conn: Connection, device_id: str, mine: list[Message],
+                     now: float) -> None:
+        """A device's bookkeeping once per batch: heard from now; back from offline if it
+        sent anything but a status; a new numbering epoch noticed; its model."""
+        last = mine[-1]
         ins = _upsert(conn, devices).values(
-            device_id=m.device_id, state="online", reasons=[], first_seen=now, last_seen=now,
-            clock_synced=m.body["clock_synced"])
+            device_id=device_id, state="online", reasons=[], first_seen=now, last_seen=now,
+            clock_synced=last.body["clock_synced"])
         conn.execute(ins.on_conflict_do_update(
             index_elements=["device_id"],
             set_={"last_seen": ins.excluded.last_seen,
                   "clock_synced": ins.excluded.clock_synced}))
         state, epoch = conn.execute(select(devices.c.state, devices.c.epoch).where(
-            devices.c.device_id == m.device_id)).one()
-        if epoch != m.epoch and self._new_epoch(conn, m):
-            log.warning("%s numbers its messages in a new epoch, %s (was %s): a new spool, or "
-                        "a stop that left its counters in doubt; its numbering starts again",
-                        m.device_id, m.epoch, epoch or "none yet")
-            conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
-                epoch=m.epoch, epoch_since=now))
-        if state == "offline" and m.kind != "status":  # heard from again: it is back
-            conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
+            devices.c.device_id == device_id)).one()
+        for m in mine:
+            if m.epoch != epoch and self._new_epoch(conn, m):
+                if epoch is not None:
+                    log.warning("%s numbers its messages in a new epoch, %s (was %s): a new "
+                                "spool, or a stop that left its counters in doubt; its "
+                                "numbering starts again", device_id, m.epoch, epoch)
+                conn.execute(update(devices).where(devices.c.device_id == device_id).values(
+                    epoch=m.epoch, epoch_since=now))
+                epoch = m.epoch
+        if state == "offline" and any(m.kind != "status" for m in mine):  # it is back
+            conn.execute(update(devices).where(devices.c.device_id == device_id).values(
                 state="online", reasons=[]))
-            self._end_station_alarm(conn, m.device_id, "offline", now)
-        if m.kind == "cycle":
-            model = m.body["model"]
-            conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
-                model=f"{model['name']} {model['version']}"))
+            self._end_station_alarm(conn, device_id, "offline", now)
+        models = [m.body["model"] for m in mine if m.kind == "cycle"]
+        if models:
+            conn.execute(update(devices).where(devices.c.device_id == device_id).values(
+                model=f"{models[-1]['name']} {models[-1]['version']}"))
 
     @staticmethod
     def _new_epoch(conn: Connection, m: Message) -> bool:
