@@ -14,6 +14,11 @@ int8 model in `edge.model.ModelRunner` and the device's frontend. Per folder:
 - record level (SPRSound folders): Task 2-1, normal / adventitious / poor quality, from the
   streaming cycles of each recording with the tracker's record rules and quality measure.
 
+A model trained with `normalise: stethoscope` is scored as a site would run it: each
+stethoscope in the folder (ICBHI names it per recording; a SPRSound folder has one) is
+calibrated on the folder's *other* patients' annotated cycles, never on the patient being
+scored, exactly as the validation protocol held stethoscopes out.
+
 `--float` scores the package's float members (kept under report/float/) through the same
 steps instead, and `--agreement` scores the int8 models and counts how often the float members
 give each annotated event the same label: int8 against float on any recordings, not only on
@@ -34,6 +39,7 @@ from convert.features import at_model_rate
 from convert.metrics import confusion, icbhi_score, roc, roc_auc, sprsound_score
 from edge.analysis import Analysis, ClassifiedCycle
 from edge.audio_file import read_audio
+from edge.calibration import feature_statistics
 from edge.dsp.frontend import BandNormaliser, Frontend
 from edge.dsp.segmenter import SegmenterConfig
 from edge.model import RECORD, Classifier, Manifest, ModelRunner
@@ -56,8 +62,14 @@ def evaluate_folder(runner: Classifier, folder: Path, limit: int | None = None,
     norm = BandNormaliser(m.frontend)
     recs: list[Recording] = [r for r in iter_annotated(folder)
                              if patients is None or r.patient in patients][:limit]
+    site = site_calibrations(recs, m) if m.normalise == "stethoscope" and not getattr(
+        runner, "calibration", None) else None
     y_true, y_event, p_event, y_stream, rec_true, rec_pred = [], [], [], [], [], []
     for rec in recs:
+        if site is not None:
+            for r in (runner, reference):
+                if r is not None:
+                    r.standardise_with(*site[rec.device, rec.patient])
         audio = at_model_rate(str(rec.audio), m.sample_rate)
         cycles = stream(runner, rec.audio)
         norm.reset()
@@ -98,6 +110,10 @@ def evaluate_folder(runner: Classifier, folder: Path, limit: int | None = None,
         "streaming_binary": sprsound_score(binary_true, (np.asarray(y_stream) != 0).astype(int)),
         "roc": _roc(binary_true, 1 - probs[:, 0]),
     }
+    if site is not None:
+        out["calibration"] = ("per stethoscope, from the folder's other patients' annotated "
+                              "cycles (never the patient scored), as a site calibrates a new "
+                              "stethoscope")
     if reference is not None:
         out["agreement_with_float"] = {"events": len(agree),
                                        "labels_agree": round(float(np.mean(agree)), 4)
@@ -106,6 +122,30 @@ def evaluate_folder(runner: Classifier, folder: Path, limit: int | None = None,
         out["record_task_2_1"] = sprsound_score(np.asarray(rec_true), np.asarray(rec_pred),
                                                 exact=True)
         out["record_confusion"] = confusion(rec_true, rec_pred, 3)
+    return out
+
+
+def site_calibrations(recs: list[Recording], m: Manifest
+                      ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """For a model trained with normalise: stethoscope, the statistics each recording is
+    standardised with: its stethoscope's, from the other patients' recordings in the folder
+    (a recording that names no stethoscope shares the folder's), never the patient's own, as
+    the protocol validated it; with no other patient on it, the manifest's pooled ones."""
+    fe, norm = Frontend(m.frontend), BandNormaliser(m.frontend)
+    feats: dict[tuple[str, str], list[np.ndarray]] = {}
+    for rec in recs:
+        audio = at_model_rate(str(rec.audio), m.sample_rate)
+        norm.reset()
+        for ev in rec.events:
+            a, b = (round(t * m.sample_rate) for t in (ev.start_s, ev.end_s))
+            if b - a >= m.frontend.n_fft:
+                feats.setdefault((rec.device, rec.patient), []).append(norm(fe(audio[a:b])))
+    pooled = (np.asarray(m.feature_mean), np.asarray(m.feature_std))
+    out = {}
+    for device, patient in {(r.device, r.patient) for r in recs}:
+        others = [f for (d, p), fs in feats.items() if d == device and p != patient
+                  for f in fs]
+        out[device, patient] = feature_statistics(others) if others else pooled
     return out
 
 

@@ -338,6 +338,12 @@ class Classifier:
         self._mean = np.asarray(manifest.feature_mean, dtype=np.float32)
         self._std = np.asarray(manifest.feature_std, dtype=np.float32)
 
+    def standardise_with(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Statistics to standardise the features with instead of the manifest's (a
+        stethoscope's calibration)."""
+        self._mean = np.asarray(mean, dtype=np.float32)
+        self._std = np.asarray(std, dtype=np.float32)
+
     def windows(self, features: np.ndarray) -> np.ndarray:
         m = self.manifest
         return cycle_windows(features, m.window, self._mean, self._std)
@@ -389,8 +395,7 @@ class ModelRunner(Classifier):
             cal = load_calibration(path, m.frontend)
         except CalibrationError as exc:
             raise ModelError(str(exc)) from None
-        self._mean = np.asarray(cal.feature_mean, dtype=np.float32)
-        self._std = np.asarray(cal.feature_std, dtype=np.float32)
+        self.standardise_with(np.asarray(cal.feature_mean), np.asarray(cal.feature_std))
         return cal
 
     def window_probs(self, window: np.ndarray) -> np.ndarray:
