@@ -34,7 +34,7 @@ class Recipe:
     ema: float = 0.998
     augmentation: bool = True
     device_augmentation: bool = False  # simulate other stethoscopes: EQ, band limits, noise
-    balance: Literal["class", "device_class"] = "class"
+    balance: Literal["class", "device_class", "stethoscope"] = "class"
     # "stethoscope": features standardised by their stethoscope's own statistics, as a device
     # calibrated on its stethoscope (`lungedge calibrate`) standardises them
     normalise: Literal["global", "stethoscope"] = "global"
@@ -102,7 +102,9 @@ HELP = {
     "device_augmentation": "also simulate other stethoscopes: spectral tilt and band EQ, band "
                            "limits, background noise at 5–30 dB SNR, level",
     "balance": "sample weights: sqrt inverse frequency of the class, or of the class within "
-               "each stethoscope (so no stethoscope predicts a label)",
+               "each stethoscope (so no stethoscope predicts a label), or that and each "
+               "stethoscope weighing the square root of its events (so the largest does not "
+               "set what is learnt for the others)",
     "normalise": "standardise the features over all training events (global), or by each "
                  "stethoscope's own statistics (stethoscope: what a device calibrated on its "
                  "stethoscope with `lungedge calibrate` does)",

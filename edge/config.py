@@ -171,6 +171,8 @@ class SpoolConfig:
     memory_messages: int = setting(5000, "While the disk refuses writes (full, read-only, "
                                          "failing), messages wait in memory, up to this many.",
                                    ge=100)
+    drops_window_s: float = setting(600.0, "Drops make the status degraded while they are this "
+                                           "recent, s (stats count them all).", gt=0)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -66,6 +67,9 @@ class Daemon:
         self.model = ModelRef(m.name, m.version)
         self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.memory_messages)
         self._notice_until = time.monotonic() + NOTICE_S if self.spool.notice else 0.0
+        # (when, the spool's lifetime drop count): what it dropped recently
+        self._drops: deque[tuple[float, int]] = deque([(time.monotonic(),
+                                                        sum(self.spool.dropped().values()))])
         ha = cfg.homeassistant
         self.publisher: Publisher = publisher or MqttPublisher(
             cfg.mqtt, cfg.device_id, self.spool, self.model,
@@ -216,13 +220,22 @@ class Daemon:
             no_audio=tracker.active("no_audio"),
             poor_signal=tracker.active("poor_signal"),
             broker_unreachable=self.publisher.unreachable(),
-            spool_dropped=sum(self.spool.dropped().values()),
+            spool_dropped=self._recent_drops(),
             storage=self._storage()))
         if change is not None:
             self._report(change)
         if self.reload_requested:
             self.reload_requested = False
             self._check_reload()
+
+    def _recent_drops(self) -> int:
+        """Messages the spool dropped in the last spool.drops_window_s (its own count is a
+        lifetime one, kept across restarts: stats carry it)."""
+        now, total = time.monotonic(), sum(self.spool.dropped().values())
+        self._drops.append((now, total))
+        while self._drops and self._drops[0][0] < now - self.cfg.spool.drops_window_s:
+            self._drops.popleft()
+        return total - self._drops[0][1] if len(self._drops) > 1 else 0
 
     def _storage(self) -> str:
         """The spool's trouble as a status reason: its fault, and what is stranded on a card

@@ -36,7 +36,9 @@ class Observation:
     no_audio: bool = False  # the no_audio alert is open
     poor_signal: bool = False  # the poor_signal alert is open
     broker_unreachable: str = ""  # why delivery to the broker does not work now
-    spool_dropped: int = 0  # messages the full spool had to drop, ever
+    # messages the full spool had to drop lately (spool.drops_window_s): a spool that
+    # overflowed once, then drained, is healthy again, where it said "degraded" for good
+    spool_dropped: int = 0
     storage: str = ""  # the spool's storage is failing: why
 
     def reasons(self) -> tuple[str, ...]:
@@ -48,7 +50,7 @@ class Observation:
         if self.storage:
             out.append(self.storage)
         if self.spool_dropped:
-            out.append(f"spool full: {self.spool_dropped} message(s) dropped")
+            out.append(f"spool full: {self.spool_dropped} message(s) dropped lately")
         if self.poor_signal:
             out.append("poor signal")
         if self.broker_unreachable:

@@ -3,7 +3,8 @@
 The config file, a model's frontend parameters and its manifest are all read through
 `build()`, so they share one set of rules: unknown keys are errors (with the closest known key),
 values must have the field's type (an int is not a bool, "256" is not a number), numeric bounds
-come from the field (`setting(..., ge=…)`), a section may check itself (`validate()`), and every
+come from the field (`setting(..., ge=…)`), a section may check itself (`validate()`), a key a
+section no longer has (its `REMOVED`) is ignored with a warning saying why, and every
 error says where: file, line (for YAML), key path, what is wrong, what is allowed. The same field
 metadata documents the config (`lungedge.example.yaml` is generated from it).
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from dataclasses import field
 from typing import Any, Literal
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 
 class ValidationError(ValueError):
@@ -154,9 +158,15 @@ class _Builder:
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         values: dict[str, Any] = {}
+        removed: dict[str, str] = getattr(cls, "REMOVED", {})
         for key, value in data.items():
             key = str(key)
             key_path = f"{path}.{key}" if path else key
+            if key in removed:  # a key older files still hold: said, and ignored
+                line = self.lines.get(key_path)
+                log.warning("%s%s: %s: ignored: %s", self.source or "<input>",
+                            f":{line}" if line else "", key_path, removed[key])
+                continue
             if key not in fields:
                 close = difflib.get_close_matches(key, list(fields), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -167,6 +167,14 @@ def test_device_class_weights_make_every_stethoscope_predict_nothing() -> None:
 
     assert np.ptp(mixes("device_class"), axis=0).max() < 0.02
     assert np.ptp(mixes("class"), axis=0).max() > 0.2
+    # "stethoscope": the same mix within each, and each stethoscope's total weight in
+    # proportion to the square root of its events
+    assert np.ptp(mixes("stethoscope"), axis=0).max() < 0.02
+    w = event_weights(events, "stethoscope")
+    totals = {d: w[events.devices == d].sum() for d in np.unique(events.devices)}
+    sizes = {d: (events.devices == d).sum() for d in totals}
+    ratios = [totals[d] / np.sqrt(sizes[d]) for d in totals]
+    assert np.ptp(ratios) / np.mean(ratios) < 0.05
 
 
 def test_other_stethoscope_keeps_windows_normalised_as_the_device_would() -> None:

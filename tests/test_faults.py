@@ -46,10 +46,11 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-def stdin_daemon(tmp: Path, port: int, spool: Path, extra: str = "") -> subprocess.Popen[bytes]:
+def stdin_daemon(tmp: Path, port: int, spool: Path, extra: str = "",
+                 spool_extra: str = "") -> subprocess.Popen[bytes]:
     cfg = write_config(tmp, port, extra=extra).read_text()
     cfg = cfg.replace("  type: file\n", "  type: stdin\n").replace(
-        f"path: {tmp / 'spool.db'}", f"path: {spool}\n  memory_messages: 300")
+        f"path: {tmp / 'spool.db'}", f"path: {spool}\n  memory_messages: 300{spool_extra}")
     (tmp / "stdin.yaml").write_text(cfg + "log_repeat_s: 20\n")
     return subprocess.Popen([sys.executable, "-m", "edge", "run", "--config",
                              str(tmp / "stdin.yaml")], cwd=ROOT, stdin=subprocess.PIPE,
@@ -187,6 +188,32 @@ def test_a_failing_card_going_read_only_mid_stream_loses_nothing(tmp_path: Path,
     assert stats["spool_dropped"] == 0 and stats["spool_fault"] in ("spool: I/O error",
                                                                      "spool: read-only")
     assert "Traceback" not in log_of(tmp_path)
+    sub.close()
+
+
+def test_a_spool_that_overflowed_once_is_healthy_again_once_drained(tmp_path: Path,
+                                                                     broker: Any) -> None:
+    """The broker away long enough for the bounded spool to drop messages: degraded, with the
+    count. Once it has drained and nothing was dropped for spool.drops_window_s, the status is
+    online again (the drop count was a lifetime one: "degraded" for good)."""
+    sub = Subscriber(broker.port)
+    broker.stop()
+    proc = stdin_daemon(tmp_path, broker.port, tmp_path / "spool.db",
+                        spool_extra="\n  max_messages: 100\n  drops_window_s: 4")
+    feeder = Feeder(proc, speed=40)
+    deadline = time.monotonic() + 60
+    while "spool full:" not in log_of(tmp_path):
+        assert time.monotonic() < deadline and proc.poll() is None, log_of(tmp_path)[-2000:]
+        time.sleep(0.2)
+    feeder.speed = 1
+    broker.start()
+    sub.wait_for(lambda: any(r and r[0].startswith("spool full:") for r in statuses(sub)),
+                 timeout=30)
+    sub.wait_for(lambda: statuses(sub)[-1] == [] and sub.of("status")[-1]["state"] == "online",
+                 timeout=40)
+    feeder.close()
+    exits(proc, tmp_path)
+    assert sub.of("stats")[-1]["spool_dropped"] > 0  # the lifetime count stays in stats
     sub.close()
 
 

@@ -19,10 +19,10 @@ def test_health_goes_online_degraded_and_back_with_its_reasons() -> None:
     bad = h.observe(Observation(no_audio=True, poor_signal=True, spool_dropped=3))
     assert bad is not None and bad.state == State.DEGRADED
     # most important first: nothing is heard, then data is lost, then results may be wrong
-    assert bad.reasons == ("no audio", "spool full: 3 message(s) dropped", "poor signal")
-    assert str(bad) == "degraded: no audio; spool full: 3 message(s) dropped; poor signal"
+    assert bad.reasons == ("no audio", "spool full: 3 message(s) dropped lately", "poor signal")
+    assert str(bad) == "degraded: no audio; spool full: 3 message(s) dropped lately; poor signal"
     fewer = h.observe(Observation(spool_dropped=3))
-    assert fewer is not None and fewer.reasons == ("spool full: 3 message(s) dropped",)
+    assert fewer is not None and fewer.reasons == ("spool full: 3 message(s) dropped lately",)
     assert h.observe(Observation()).state == State.ONLINE  # type: ignore[union-attr]
 
 

@@ -159,14 +159,27 @@ def test_wheeze_alert_lifecycle_with_debounce_and_hysteresis() -> None:
     assert sum(lab in ("wheeze", "both") for lab in labels[end_at - 5:end_at + 1]) <= 1
 
 
-def test_low_confidence_and_poor_cycles_do_not_count_as_findings() -> None:
+def test_every_cycle_the_model_calls_adventitious_counts_but_poor_ones_do_not() -> None:
+    """The model's decision (with its manifest's threshold) is the only one: a crackle called
+    at confidence 0.3 counts (a second filter, tracker.min_confidence, kept 4 of the shipped
+    samples' 20 abnormal cycles from ever counting); a cycle of poor quality does not count as
+    a finding, and raises poor_signal."""
     tr = Tracker(TrackerConfig(), LABELS)
     events: list[TrackerEvent] = []
     for i in range(8):
         events += tr.on_cycle(cycle(10 * i, "crackle", conf=0.3))[1]
         events += tr.on_cycle(cycle(10 * i + 5, "wheeze", quality=0.1))[1]
     kinds = {a.kind for a in alerts(events)}
-    assert kinds == {"poor_signal"}  # the poor cycles raise poor_signal, not wheeze
+    assert kinds == {"crackle", "poor_signal"}  # the poor cycles raise poor_signal, not wheeze
+
+
+def test_an_older_config_with_min_confidence_still_loads(caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    with caplog.at_level("WARNING"):
+        cfg = parse_config("tracker:\n  min_confidence: 0.5\n", source="old.yaml")
+    assert cfg.tracker == TrackerConfig()
+    assert "old.yaml:2: tracker.min_confidence: ignored: every cycle the model calls " \
+        "adventitious counts" in caplog.text
 
 
 def test_no_audio_alert_and_sessions_end_on_silence_with_a_summary() -> None:
