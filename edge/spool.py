@@ -174,7 +174,7 @@ class Spool:
         if self.epoch:
             return False
         if not meta.get("epoch"):
-            self._new_epoch("a new spool")
+            self._new_epoch("a new spool", unexpected=bool(self.notice))
         elif meta.get("clean") != "1":
             self._new_epoch("the last run did not close the spool cleanly (a kill, a power cut "
                             "or a failing card: its counters may lag)")
@@ -183,9 +183,10 @@ class Spool:
             return True
         return False
 
-    def _new_epoch(self, why: str) -> None:
+    def _new_epoch(self, why: str, unexpected: bool = True) -> None:
         self.epoch, self.epoch_reason = new_epoch(), why
-        log.warning("numbering epoch %s: %s", self.epoch, why)
+        log.log(logging.WARNING if unexpected else logging.INFO, "numbering epoch %s: %s",
+                self.epoch, why)
 
     def _save_counters(self, clean: bool) -> None:
         """This run's epoch, every counter it holds (some may have advanced in memory only)

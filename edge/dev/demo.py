@@ -7,6 +7,7 @@ time. Without Mosquitto installed it says how to get it and classifies the sampl
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -52,10 +53,13 @@ mqtt:
   stats_interval_s: 5
 spool:
   path: {work / 'spool.db'}
+clips:
+  enabled: true
 """)
             if station:
                 return with_station(work, port)
-            print(f"broker: private Mosquitto on 127.0.0.1:{port}\n"
+            print(f"broker: private Mosquitto on 127.0.0.1:{port} (a second device: "
+                  f"mqtt: {{host: 127.0.0.1, port: {port}}} in its config)\n"
                   f"daemon: lungedge run on {sample.name} "
                   f"({'as fast as possible' if fast else 'played in real time, 15 s'})\n"
                   f"station: every message the daemon publishes, as it arrives\n")
@@ -86,6 +90,11 @@ def with_station(work: Path, port: int) -> int:
             s.bind(("127.0.0.1", 0))
             web = s.getsockname()[1]
     password = secrets.token_urlsafe(8)
+    deliveries = Path.cwd() / "lungedge-demo-deliveries.jsonl"
+    # the demo's pager: every clinical alert appended to a file, one JSON line each
+    append = f"import sys; open({str(deliveries)!r}, 'a').write(sys.stdin.read().strip() + '\\n')"
+    rule = {"name": "demo pager (a file)", "category": "clinical", "events": ["new", "update"],
+            "cooldown_s": 60, "command": [sys.executable, "-c", append]}
     (work / "station.yaml").write_text(f"""log_level: warning
 mqtt: {{port: {port}}}
 database: {{url: "sqlite:///{work / 'station.db'}"}}
@@ -94,6 +103,8 @@ web:
   auth: users
   secret_file: {work / 'secret'}
   users: [{{name: demo, password_hash: "{hash_password(password)}"}}]
+routing:
+  rules: {json.dumps([rule])}
 """)
     # Their own sessions: Ctrl-C reaches the demo only, which stops the device first (it
     # publishes `offline`), then the station, then the broker.
@@ -102,8 +113,11 @@ web:
     device = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config",
                                str(work / "lungedge.yaml")], cwd=ROOT, start_new_session=True)
     print(f"\nstation: http://127.0.0.1:{web}/  (log in as demo / {password} to acknowledge)"
-          f"\ndevice:  demo-bed-1, the sample looping in real time\nCtrl-C stops both.\n",
-          flush=True)
+          f"\ndevice:  demo-bed-1, the sample looping in real time, sending the audio behind "
+          f"its alerts (clips)\nbroker:  a private Mosquitto on 127.0.0.1:{port}; point a "
+          f"second device at it with mqtt: {{host: 127.0.0.1, port: {port}}} in its "
+          f"lungedge.yaml\nrouting: every clinical alert is delivered (a command) to "
+          f"{deliveries}: see Deliveries\nCtrl-C stops both.\n", flush=True)
     try:
         device.wait()
     except KeyboardInterrupt:
