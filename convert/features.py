@@ -107,14 +107,18 @@ def recording_events(name: str, recordings: list[Recording], frontend: FrontendP
 
 
 def cached_events(name: str, recordings: list[Recording], frontend: FrontendParams,
-                  cache_dir: Path | None) -> Events:
+                  cache_dir: Path | None, *, labels_change: bool = False) -> Events:
     """recording_events for a dataset folder, cached on disk keyed by everything that decides
     the features: the frontend parameters (band normalisation comes after), the resampler and
-    the recordings."""
+    the recordings; with `labels_change` (a site's folder, whose clinicians may change a
+    verdict), their labels too."""
     params = {k: v for k, v in frontend.to_dict().items() if not k.startswith("band_norm")}
-    key = hashlib.sha256(json.dumps([
-        name, params, f"soxr-{resample.soxr.__version__}-{resample.QUALITY}",
-        [(Path(r.audio).name, Path(r.audio).stat().st_size) for r in recordings]]).encode())
+    what = [name, params, f"soxr-{resample.soxr.__version__}-{resample.QUALITY}",
+            [(Path(r.audio).name, Path(r.audio).stat().st_size) for r in recordings]]
+    if labels_change:
+        what.append([[r.record_label, *((e.start_s, e.end_s, e.label) for e in r.events)]
+                     for r in recordings])
+    key = hashlib.sha256(json.dumps(what).encode())
     path = cache_dir / f"{name.replace('/', '_')}-{key.hexdigest()[:12]}.pkl" if cache_dir \
         else None
     if path is not None and path.exists():

@@ -33,20 +33,31 @@ class Fold:
 
 def load_corpus(data: Path, recipe: Recipe, cache: Path | None,
                 limit: int | None = None) -> Events:
+    """The recipe's corpora, then its sites (folders `lungedge station export-labels` wrote,
+    each a dataset "site/NAME" of its own)."""
     parts = []
     for split in (ICBHI, SPRSOUND):
         if split.split("/")[0] not in recipe.datasets:
             continue
         recordings = list(iter_annotated(data / split))[:limit]
         parts.append(cached_events(split, recordings, recipe.frontend, cache))
+    for site in recipe.sites:
+        recordings = list(iter_annotated(Path(site)))[:limit]
+        parts.append(cached_events(site_name(site), recordings, recipe.frontend, cache,
+                                   labels_change=True))
     return Events.join(parts)
+
+
+def site_name(folder: str) -> str:
+    return f"site/{Path(folder).name}"
 
 
 def folds(events: Events, k: int = 5, seed: int = 0) -> list[Fold]:
     """The cv folds, then the loso folds."""
     rng = np.random.default_rng(seed)
     fold_of: dict[str, int] = {}
-    for dataset in (ICBHI, SPRSOUND):
+    sites = sorted(set(events.datasets) - {ICBHI, SPRSOUND})  # dealt after the two corpora,
+    for dataset in (ICBHI, SPRSOUND, *sites):                   # whose folds they leave alone
         inside = events.datasets == dataset
         # deal each stethoscope's patients round the folds, continuing where the last left off
         dealt = 0

@@ -111,6 +111,10 @@ def grouped(events: Events, decided: Sequence[Decided]) -> dict[str, Any]:
             "fold_scores": [round(s, 4) for s in per_fold],
             "fold_mean": round(float(np.mean(per_fold)), 4),
             "fold_sd": round(float(np.std(per_fold)), 4)}
+    sites = sorted(set(ds[index]) - {ICBHI, SPRSOUND})
+    if sites:  # a site's own judged recordings, cross-validated by session
+        out["cv"]["sites"] = {d: scores(y[index][ds[index] == d], probs[ds[index] == d],
+                                        pred[ds[index] == d]) for d in sites}
     icbhi = ds[index] == ICBHI
     out["cv"]["icbhi_by_stethoscope"] = {
         s: scores(y[index][icbhi & (dev[index] == s)], probs[icbhi & (dev[index] == s)],
@@ -426,6 +430,7 @@ def detail(result: dict[str, Any]) -> list[str]:
     lines += [table_row(f"ICBHI {d}", s) for d, s in cv["icbhi_by_stethoscope"].items()]
     if "sprsound" in cv:
         lines.append(table_row("SPRSound", cv["sprsound"]))
+    lines += [table_row(d, r) for d, r in cv.get("sites", {}).items()]
     lines += ["", f"ICBHI Score per fold {cv['icbhi']['fold_scores']}: "
               f"{cv['icbhi']['fold_mean']} ± {cv['icbhi']['fold_sd']}", ""]
     if result["loso"]:

@@ -47,6 +47,9 @@ class Recipe:
     # the training corpora ("icbhi", "sprsound"): what the protocol validates and the trainer
     # trains on
     datasets: tuple[str, ...] = ("icbhi", "sprsound")
+    # a site's own labelled recordings (folders `lungedge station export-labels` wrote): they
+    # join the corpus, and the protocol reports them apart
+    sites: tuple[str, ...] = ()
     # the shipped members, one network per seed: the protocol trains each in every fold
     seeds: tuple[int, ...] = field(default=(0, 1, 2))
 
@@ -116,6 +119,8 @@ HELP = {
                  "with a gradient reversal of this weight (0: none), so the features stop "
                  "telling which stethoscope recorded them",
     "datasets": "training corpora: icbhi (ICBHI 2017 train), sprsound (SPRSound train)",
+    "sites": "folders of a site's own judged recordings (lungedge station export-labels), "
+             "added to the corpus and reported apart",
     "seeds": "one network per seed, in every fold of the protocol and in the package, "
              "whose int8 outputs the device averages",
 }
@@ -142,6 +147,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         elif name == "datasets":
             g.add_argument(flag, nargs="+", default=default, help=HELP[name],
                            choices=["icbhi", "sprsound"])
+        elif name == "sites":
+            g.add_argument(flag, nargs="+", default=default, help=HELP[name],
+                           metavar="FOLDER")
         else:
             choices = list(typing.get_args(hint)) if typing.get_origin(hint) is Literal \
                 else None
@@ -160,7 +168,7 @@ def from_dict(values: dict[str, Any]) -> Recipe:
 
 def from_arguments(args: argparse.Namespace) -> Recipe:
     values = {name: getattr(args, name) for name, _, _ in _flags()}
-    for name in ("filters", "time_pool", "seeds", "datasets"):
+    for name in ("filters", "time_pool", "seeds", "datasets", "sites"):
         if values[name] is not None:
             values[name] = tuple(values[name])
     frontend = FrontendParams(**{n: values.pop(n) for n in FRONTEND_FLAGS})

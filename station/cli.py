@@ -21,11 +21,13 @@ def register(sub: Any) -> None:
                        description="Subscribes to every device, stores what they publish and "
                                    "serves the ward view, the alert inbox and the history.")
     s.add_argument("action", nargs="?", default="run",
-                   choices=("run", "hash-password", "check-config"),
+                   choices=("run", "hash-password", "check-config", "export-labels"),
                    help="run (default); hash-password: a hash for the config's users; "
-                        "check-config: validate the config and exit")
-    s.add_argument("file", nargs="?", type=Path, metavar="CONFIG",
-                   help="the config (the same as --config), e.g. check-config station.yaml")
+                        "check-config: validate the config and exit; export-labels DIR: the "
+                        "clips clinicians judged, as a dataset per stethoscope")
+    s.add_argument("file", nargs="?", type=Path, metavar="CONFIG|DIR",
+                   help="the config (the same as --config), e.g. check-config station.yaml; "
+                        "for export-labels, the folder to write")
     s.add_argument("--config", type=Path, default=Path("/etc/lungedge/station.yaml"))
     s.add_argument("--shared", metavar="GROUP",
                    help="ingest as one of several workers sharing the broker's messages "
@@ -51,6 +53,20 @@ def main(args: argparse.Namespace) -> int:
             print("lungedge: error: the two passwords differ", file=sys.stderr)
             return 2
         print(hash_password(password))
+        return 0
+    if args.action == "export-labels":
+        if not args.file:
+            print("lungedge: error: export-labels needs the folder to write: lungedge station "
+                  "export-labels DIR [--config FILE]", file=sys.stderr)
+            return 2
+        from station.export import export
+
+        store = open_store(station_config.load(args.config).database.url)
+        counts = export(store.judged_clips(), args.file)
+        for folder, n in sorted(counts.items()):
+            print(f"{args.file / folder}: {n} recording(s)")
+        print(f"{args.file / 'labels.json'}: every verdict; score a model on a folder with "
+              f"`python -m convert.evaluate PACKAGE {args.file}/FOLDER --out report/`")
         return 0
     if args.file:
         args.config = args.file

@@ -40,6 +40,9 @@ devices = Table(
     Column("stats", JSON),  # the latest stats message
     Column("epoch", String(32)),  # the numbering epoch of its latest messages
     Column("epoch_since", Float),  # when that epoch was first heard
+    # the stethoscope (and site) it records with, as people name it: clinicians' verdicts on
+    # its clips are exported per stethoscope, a site's own validation data
+    Column("stethoscope", String(200)),
 )
 
 # Every message stored, by its identity: deduplication and gap detection.
@@ -146,6 +149,7 @@ clips = Table(
     Column("clip_id", String(64), primary_key=True),
     Column("device_id", String(200), nullable=False),
     Column("alert_id", String(100)),
+    Column("session_id", String(64)),  # the auscultation (a patient): what exports group by
     Column("start", Float, nullable=False),
     Column("end", Float, nullable=False),
     Column("label", String(64), nullable=False),
@@ -239,3 +243,18 @@ logins = Table(
     Index("logins_user", "user"),
 )
 
+# What clinicians say of the audio behind alerts: confirmed or corrected, by whom and when (the
+# latest per clip counts; every verdict is kept). Exported, they are a site's own labelled
+# recordings (`lungedge station export-labels`).
+verdicts = Table(
+    "verdicts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("clip_id", String(64), nullable=False),
+    Column("device_id", String(200), nullable=False),
+    Column("model_label", String(64), nullable=False),  # what the device called it
+    Column("verdict", String(20), nullable=False),  # a label, or not_a_breath
+    Column("by", String(200), nullable=False),
+    Column("at", Float, nullable=False),
+    Index("verdicts_clip", "clip_id", "at"),
+    Index("verdicts_device", "device_id", "at"),
+)

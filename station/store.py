@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from station.schema import (
     minutes,
     received,
     summaries,
+    verdicts,
 )
 from station.validate import Message, unix
 
@@ -286,6 +287,7 @@ class Store:
         elif m.kind == "clip":
             conn.execute(insert(clips).values(
                 clip_id=b["clip_id"], device_id=m.device_id, alert_id=b["alert_id"],
+                session_id=b["session_id"],
                 start=unix(b["cycle_start"]), end=unix(b["cycle_end"]), label=b["label"],
                 confidence=b["confidence"], encoding=b["encoding"],
                 sample_rate=b["sample_rate"], audio=base64.b64decode(b["audio_b64"])))
@@ -497,7 +499,12 @@ class Store:
         data_before = now - retention_days * 86400
         alerts_before = now - alert_retention_days * 86400
         with self.engine.begin() as conn:
-            conn.execute(delete(clips).where(clips.c.start < now - clip_retention_days * 86400))
+            # a clip a clinician has judged is labelled data: kept as long as alerts are
+            judged = select(verdicts.c.clip_id)
+            conn.execute(delete(clips).where(
+                clips.c.start < now - clip_retention_days * 86400, clips.c.clip_id.not_in(judged)))
+            conn.execute(delete(clips).where(
+                clips.c.start < now - alert_retention_days * 86400))
             conn.execute(delete(cycles).where(cycles.c.start < data_before))
             conn.execute(delete(minutes).where(minutes.c.minute < data_before // 60))
             conn.execute(delete(summaries).where(summaries.c.end < data_before))
@@ -618,13 +625,78 @@ class Store:
 
     def clips_of(self, *, alert_id: str | None = None, device_id: str | None = None,
                  limit: int = 20) -> list[dict[str, Any]]:
-        """The clips behind an alert, or a device's latest; without their audio."""
+        """The clips behind an alert, or a device's latest, each with its latest verdict;
+        without their audio."""
         q = select(*(c for c in clips.c if c.name != "audio"))
         q = q.where(clips.c.alert_id == alert_id) if alert_id else \
             q.where(clips.c.device_id == device_id)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q.order_by(clips.c.start.desc())
+            rows = [dict(r) for r in conn.execute(q.order_by(clips.c.start.desc())
                                                   .limit(limit)).mappings()]
+            latest = self._latest_verdicts(conn, [r["clip_id"] for r in rows])
+        return [r | {"verdict": latest.get(r["clip_id"])} for r in rows]
+
+    @staticmethod
+    def _latest_verdicts(conn: Connection, clip_ids: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if not clip_ids:
+            return out
+        for v in conn.execute(select(verdicts).where(verdicts.c.clip_id.in_(clip_ids))
+                              .order_by(verdicts.c.at, verdicts.c.id)).mappings():
+            out[v["clip_id"]] = dict(v)
+        return out
+
+    def record_verdict(self, clip_id: str, verdict: str, user: str, now: float) -> bool:
+        """A clinician's verdict on a clip (kept with who and when); False if no such clip."""
+        with self.engine.begin() as conn:
+            clip = conn.execute(select(clips.c.device_id, clips.c.label).where(
+                clips.c.clip_id == clip_id)).first()
+            if clip is None:
+                return False
+            conn.execute(insert(verdicts).values(clip_id=clip_id, device_id=clip.device_id,
+                                                 model_label=clip.label, verdict=verdict,
+                                                 by=user, at=now))
+            conn.execute(insert(changes).values(at=now, device_id=clip.device_id,
+                                                what="verdict"))
+        log.info("%s: clip %s (%s) is %s", user, clip_id, clip.label, verdict)
+        return True
+
+    def verdict_counts(self, device_id: str, since: float) -> dict[str, dict[str, int]]:
+        """{what the device called it: {what clinicians said: how many clips}}, the latest
+        verdict of each clip judged since `since`."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(verdicts).where(
+                verdicts.c.device_id == device_id, verdicts.c.at >= since)
+                .order_by(verdicts.c.at, verdicts.c.id)).mappings().all()
+        latest = {r["clip_id"]: r for r in rows}
+        out: dict[str, dict[str, int]] = {}
+        for r in latest.values():
+            said = out.setdefault(r["model_label"], {})
+            said[r["verdict"]] = said.get(r["verdict"], 0) + 1
+        return out
+
+    def judged_clips(self) -> Iterator[dict[str, Any]]:
+        """Every clip with a verdict (its latest), with its audio and its device's
+        stethoscope: what export-labels writes."""
+        with self.engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(select(verdicts.c.clip_id).distinct())]
+            for i in range(0, len(ids), 200):
+                chunk = ids[i:i + 200]
+                latest = self._latest_verdicts(conn, chunk)
+                for clip in conn.execute(select(clips, devices.c.stethoscope).join(
+                        devices, devices.c.device_id == clips.c.device_id, isouter=True)
+                        .where(clips.c.clip_id.in_(chunk))).mappings():
+                    yield dict(clip) | {"verdict": latest[clip["clip_id"]]}
+
+    def set_stethoscope(self, device_id: str, stethoscope: str, user: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(update(devices).where(devices.c.device_id == device_id)
+                                  .values(stethoscope=stethoscope.strip()[:200] or None))
+            if result.rowcount:
+                conn.execute(insert(changes).values(at=time.time(), device_id=device_id,
+                                                    what="label"))
+                log.info("%s: device %r records with %r", user, device_id, stethoscope)
+        return bool(result.rowcount)
 
     def clip_audio(self, clip_id: str) -> tuple[str, int, bytes, str] | None:
         """(encoding, sample rate, audio bytes, label) of a clip."""

@@ -186,6 +186,34 @@ def test_ward_live_alert_acknowledge_device_page(station: dict[str, Any], page: 
     page.wait_for_function("document.querySelector('figure.clip img').naturalWidth > 100")
     shot(page, station, "alert-clip")
 
+    # a clinician listens and says what it was: kept with who and when, shown beside the clip
+    clip_page = page.url
+    first = page.locator("figure.clip").first
+    heard = first.get_attribute("data-label")
+    assert heard in ("crackle", "both")  # the audio behind a crackle alert
+    first.locator("button[value=normal]").click()
+    page.wait_for_url(clip_page)
+    first = page.locator("figure.clip").first
+    assert "corrected to normal by nurse.ana" in first.inner_text()
+    shot(page, station, "alert-clip-judged")
+    # the device page: the stethoscope it records with, and what clinicians made of its calls
+    page.goto(base + "/devices/bed-7")
+    page.fill("input[name=stethoscope]", "Littmann 3200, ward 4")
+    page.click("button:has-text('Save')")
+    page.wait_for_url(base + "/devices/bed-7")
+    assert f"{heard} calls judged: 1 — 1 corrected to normal" in page.locator(
+        "#device").inner_text()
+    assert "records with Littmann 3200, ward 4" in page.content()
+    # and the verdicts leave as a dataset the toolchain reads
+    out = subprocess.run([sys.executable, "-m", "edge", "station", "export-labels",
+                          str(station["tmp"] / "labels"), "--config",
+                          str(station["tmp"] / "station.yaml")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Littmann-3200-ward-4: 1 recording(s)" in out.stdout
+    (txt,) = (station["tmp"] / "labels" / "Littmann-3200-ward-4").glob("*.txt")
+    assert txt.read_text().split()[2:] == ["0", "0"]  # normal: no crackle, no wheeze
+
 
 
 def test_hostile_strings_never_script_the_page(station: dict[str, Any], page: Any) -> None:

@@ -1,18 +1,24 @@
-"""The audio behind an alert: played in the page (an audio element) beside its spectrogram."""
+"""The audio behind an alert: played in the page (an audio element) beside its spectrogram, and
+what a clinician says it is (confirmed, or corrected), kept with who and when."""
 
 from __future__ import annotations
 
 import functools
 import io
+import time
 from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from station.web.site import VERDICT_CHOICES, Forbidden
+
 MEDIA = {"flac": "audio/flac", "wav": "audio/wav"}
+# What a clinician may say a clip is: one of the model's labels, or no breath at all.
+VERDICTS = VERDICT_CHOICES
 
 
 def decode(encoding: str, audio: bytes) -> np.ndarray:
@@ -57,5 +63,20 @@ def routes(site: Any) -> list[Route]:
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": "private, max-age=86400"})
 
-    return [Route("/clips/{clip_id}/audio", audio),
+    async def verdict(request: Request) -> Response:
+        form, user = await site.check_form(request)
+        if user is None:
+            raise Forbidden("log in to judge a clip: who said so is recorded with it")
+        said = str(form.get("verdict", ""))
+        if said not in VERDICTS:
+            raise Forbidden(f"a verdict is one of {', '.join(VERDICTS)}")
+        if not await run_in_threadpool(site.store.record_verdict,
+                                       request.path_params["clip_id"], said, user, time.time()):
+            return site.render(request, "missing.html", {"what": "that clip"}, 404)
+        back = str(form.get("back", "/alerts"))
+        return RedirectResponse(back if back.startswith("/") and not back.startswith("//")
+                                else "/alerts", 303)
+
+    return [Route("/clips/{clip_id}/verdict", verdict, methods=["POST"]),
+            Route("/clips/{clip_id}/audio", audio),
             Route("/clips/{clip_id}/spectrogram.png", picture)]

@@ -22,6 +22,7 @@ from station.liveness import Liveness
 from station.store import Store
 
 HERE = Path(__file__).parent
+VERDICT_CHOICES = ("normal", "crackle", "wheeze", "both", "not_a_breath")
 
 
 class Site:
@@ -35,7 +36,7 @@ class Site:
         env = self.templates.env
         env.filters |= {"clock": clock, "ago": ago, "pct": pct, "q": quote_path,
                         "evidence": evidence, "short": short}
-        env.globals |= {"alarms": alarms}
+        env.globals |= {"alarms": alarms, "verdict_choices": VERDICT_CHOICES}
         self._runner: Any = None
         self.throttle = auth.Throttle()
 

@@ -1,0 +1,60 @@
+"""`lungedge station export-labels DIR`: what clinicians said of the audio behind alerts, as a
+dataset the toolchain reads, one folder per stethoscope (or site).
+
+Each judged clip (its latest verdict) becomes one recording in ICBHI's format: NAME.flac, the
+cycle the device heard, beside NAME.txt, one line `0.000 END crackle wheeze` with the
+clinician's label. NAME is `SESSION_CLIP_Xx_sc_STETHOSCOPE`, so `convert.evaluate` scores a
+model on the folder, patients grouped by session, and `convert.crossval --sites FOLDER` adds
+it to the protocol: a site's own recordings become its validation data (and the calibration
+of a new stethoscope's adaptation data). Clips judged "not a breath" are listed in
+labels.json but left out of the dataset. Nothing is overwritten: a clip already exported is
+written again only if its verdict changed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+FLAGS = {"normal": (0, 0), "crackle": (1, 0), "wheeze": (0, 1), "both": (1, 1)}
+
+
+def slug(text: str | None) -> str:
+    """A name safe as one field of an ICBHI file name (no underscores, no slashes)."""
+    cleaned = re.sub(r"[^A-Za-z0-9]+", "-", text or "").strip("-")
+    return cleaned[:60] or "unnamed-stethoscope"
+
+
+def export(clips: Iterable[dict[str, Any]], out: Path) -> dict[str, int]:
+    """Writes the judged clips under `out`; returns how many recordings per folder."""
+    import soundfile
+
+    counts: dict[str, int] = {}
+    index: list[dict[str, Any]] = []
+    for clip in clips:
+        verdict = clip["verdict"]
+        folder = slug(clip.get("stethoscope"))
+        entry = {"clip_id": clip["clip_id"], "device_id": clip["device_id"],
+                 "stethoscope": clip.get("stethoscope"), "device_said": clip["label"],
+                 "clinician_said": verdict["verdict"], "by": verdict["by"],
+                 "at": verdict["at"], "folder": folder}
+        index.append(entry)
+        if verdict["verdict"] not in FLAGS:
+            continue
+        samples, rate = soundfile.read(io.BytesIO(bytes(clip["audio"])), dtype="int16")
+        session = slug(clip.get("session_id") or clip["device_id"])
+        name = f"{session}_{slug(clip['clip_id'])}_Xx_sc_{folder}"
+        target = out / folder
+        target.mkdir(parents=True, exist_ok=True)
+        crackle, wheeze = FLAGS[verdict["verdict"]]
+        soundfile.write(target / f"{name}.flac", samples, rate)
+        (target / f"{name}.txt").write_text(
+            f"0.000\t{len(samples) / rate:.3f}\t{crackle}\t{wheeze}\n")
+        counts[folder] = counts.get(folder, 0) + 1
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labels.json").write_text(json.dumps(index, indent=1) + "\n")
+    return counts
