@@ -53,9 +53,10 @@ station: $(VENV)/.station
 	@$(MAKE) --no-print-directory system-deps PKGS=mosquitto
 	$(BIN)/lungedge demo --station
 
-## Lint, then the whole test suite. pytest's exit code 5 (no test ran) is a failure.
+## Lint and type-check, then the whole test suite. pytest's exit code 5 (no test ran) is a failure.
 test: $(VENV)/.test .venv-tflite/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	@$(BIN)/python -m pytest -q -rs; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -57,7 +57,7 @@ def child_stages(wav: Path, cycles_out: Path | None, block_ms: int) -> dict[str,
     """The analysis path with every stage timed, then the floor on the same cycles."""
     t0 = time.perf_counter()
     import edge.analysis as analysis_mod
-    from edge.analysis import Analysis
+    from edge.analysis import Analysis, ClassifiedCycle
     from edge.config import Config
     from edge.model import ModelRunner
     from edge.sources.file import FileSource
@@ -82,7 +82,7 @@ def child_stages(wav: Path, cycles_out: Path | None, block_ms: int) -> dict[str,
     path.resampler.process = timed("resample", path.resampler.process)  # type: ignore[method-assign]
     path.segmenter.process = timed("segment", path.segmenter.process)  # type: ignore[method-assign]
     frontend = path.frontend
-    path.frontend = timed("frontend", frontend)  # type: ignore[assignment]
+    path.frontend = timed("frontend", frontend)
     predict = runner.predict
     runner.predict = timed("interpreter", predict)  # type: ignore[method-assign]
     analysis_mod.signal_quality = timed("quality", analysis_mod.signal_quality)
@@ -96,11 +96,11 @@ def child_stages(wav: Path, cycles_out: Path | None, block_ms: int) -> dict[str,
         except StopIteration:
             break
         for e in analysis.process(block):
-            if hasattr(e, "features"):
+            if isinstance(e, ClassifiedCycle):
                 features.append(e.features)
                 cycles.append(e.cycle.samples)
     for e in analysis.finish():
-        if hasattr(e, "features"):
+        if isinstance(e, ClassifiedCycle):
             features.append(e.features)
             cycles.append(e.cycle.samples)
     total = time.perf_counter() - t

@@ -31,7 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 from queue import Empty as queue_empty
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,14 +108,16 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
         c = seq[(device, "cycle")]
         if c % 10 == 0:  # alerts open, update and end
             open_id = alert_open[device]
-            event = "new" if open_id is None else rng.choice(["update", "end"])
+            event: Literal["new", "update", "end"] = "new" if open_id is None else \
+                ("update" if rng.random() < 0.5 else "end")
             alert_id = open_id or f"{device}-{c}"
             send(device, "alert", Alert(alert_id, event, "crackle", "s",
                                         CycleEvidence(3, 8, 0.375, 3), iso_ms(t - 20),
                                         iso_ms(t)))
             alert_open[device] = None if event == "end" else alert_id
         if c % 30 == 0:  # status flaps
-            state = rng.choice(["online", "online", "degraded"])
+            state: Literal["online", "degraded"] = "degraded" if rng.random() < 1 / 3 \
+                else "online"
             reasons = ["poor signal"] if state == "degraded" else []
             send(device, "status", Status(state, reasons[0] if reasons else None, reasons,
                                             MODEL))
@@ -249,9 +251,9 @@ web: {{port: {args.web_port + 10}, secret_file: {tmp / 'secret'}}}
             "overview_ms_p50": round(statistics.median(overview_ms)),
             "overview_ms_max": round(max(overview_ms))}
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
         for w in range(workers):  # what a worker said is worth seeing when numbers are off
             said = (tmp / f"worker{w}.log").read_text().splitlines()
             if said:

@@ -121,7 +121,7 @@ def evaluate_folder(runner: Classifier, folder: Path, limit: int | None = None,
     if rec_true:
         out["record_task_2_1"] = sprsound_score(np.asarray(rec_true), np.asarray(rec_pred),
                                                 exact=True)
-        out["record_confusion"] = confusion(rec_true, rec_pred, 3)
+        out["record_confusion"] = confusion(np.asarray(rec_true), np.asarray(rec_pred), 3)
     return out
 
 

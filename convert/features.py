@@ -14,6 +14,7 @@ import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def cached_events(name: str, recordings: list[Recording], frontend: FrontendPara
     the recordings; with `labels_change` (a site's folder, whose clinicians may change a
     verdict), their labels too."""
     params = {k: v for k, v in frontend.to_dict().items() if not k.startswith("band_norm")}
-    what = [name, params, f"soxr-{resample.soxr.__version__}-{resample.QUALITY}",
+    what: list[Any] = [name, params, f"soxr-{resample.soxr.__version__}-{resample.QUALITY}",
             [(Path(r.audio).name, Path(r.audio).stat().st_size) for r in recordings]]
     if labels_change:
         what.append([[r.record_label, *((e.start_s, e.end_s, e.label) for e in r.events)]

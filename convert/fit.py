@@ -161,9 +161,10 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float
     x[:, :, :1 if cepstral else static] += rng.normal(0, 0.3, (n, 1, 1)).astype(np.float32)
     x += rng.normal(0, 0.05, x.shape).astype(np.float32)
     t, f = np.arange(frames)[None, :], np.arange(feats)[None, :]
-    t0, tw = rng.integers(0, frames, n)[:, None], rng.integers(0, frames // 10 + 1, n)[:, None]
-    f0 = rng.integers(1 if cepstral else 0, static, n)[:, None]
-    fw = rng.integers(0, 4 if cepstral else static // 8 + 1, n)[:, None]
+    t0 = rng.integers(0, frames, size=(n, 1))
+    tw = rng.integers(0, frames // 10 + 1, size=(n, 1))
+    f0 = rng.integers(1 if cepstral else 0, static, size=(n, 1))
+    fw = rng.integers(0, 4 if cepstral else static // 8 + 1, size=(n, 1))
     x[(t >= t0) & (t < t0 + tw)] = 0
     x *= ~((f >= f0) & (f < np.minimum(f0 + fw, static)))[:, None, :]
     if mixup > 0:

@@ -49,7 +49,9 @@ def clipped_lstm_cell() -> type:
     function."""
     import tensorflow as tf
 
-    class ClippedLSTMCell(keras().layers.LSTMCell):
+    cell: Any = keras().layers.LSTMCell
+
+    class ClippedLSTMCell(cell):
         def __init__(self, units: int, cell_clip: float | None = None, **kwargs: Any) -> None:
             super().__init__(units, **kwargs)
             if self.dropout or self.recurrent_dropout:  # call() below would ignore them

@@ -595,7 +595,6 @@ def main(argv: list[str] | None = None) -> int:
     """Score saved protocol runs again (after a change to the scoring, or with the windows
     combined another way), or compare several runs in one table."""
     import argparse
-    import dataclasses
     import json
     import os
     import shutil
@@ -629,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"--as {setting}: only {', '.join(SCORING_ONLY)} leave training as it "
                          "was")
             typed = value.lower() in ("1", "true", "yes") if key == "threshold" else value
-            recipe = dataclasses.replace(recipe, **{key: typed})
+            recipe = recipes.from_dict(recipe.to_dict() | {key: typed})
             out = out.parent / f"{out.name}-{key}-{value}"
         if out != run:
             out.mkdir(exist_ok=True)

@@ -54,11 +54,12 @@ class Analysis:
                  segmenter: SegmenterConfig, tracker: TrackerConfig,
                  frontend: FrontendParams | None = None) -> None:
         """With no runner, cycles are only segmented (and `frontend` says which features)."""
-        if runner is None and frontend is None:
+        m = runner.manifest if runner else None
+        params = m.frontend if m else frontend
+        if params is None:
             raise ValueError("segmentation only needs the frontend parameters")
         self.runner = runner
-        m = runner.manifest if runner else None
-        self.path = SignalPath(source_rate, m.frontend if m else frontend, segmenter)
+        self.path = SignalPath(source_rate, params, segmenter)
         self.tracker = Tracker(tracker, m.labels, m.thresholds.get(RECORD), m.findings) \
             if m else None
         self.clock = StreamClock()

@@ -41,8 +41,8 @@ def feature_statistics(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
 @dataclass(frozen=True, kw_only=True)
 class Calibration:
     stethoscope: str  # what the operator calls it, e.g. "Littmann 3200, ward 4"
-    frontend: FrontendParams = complete(FrontendParams, "the features it was computed on: the "
-                                                        "model's, every parameter pinned")
+    frontend: FrontendParams = field(metadata=complete(
+        "the features it was computed on: the model's, every parameter pinned"))
     feature_mean: tuple[float, ...]
     feature_std: tuple[float, ...]
     cycles: int

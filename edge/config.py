@@ -14,6 +14,7 @@ import os
 import sys
 import textwrap
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -289,17 +290,19 @@ def _example(cls: type, path: str, indent: int, out: list[str],
         if not indent and dataclasses.is_dataclass(hints[f.name]):
             out.append("\n")
         out += [f"{pad}# {line}\n" for line in textwrap.wrap(doc, 96 - indent)]
-        if dataclasses.is_dataclass(hints[f.name]):
+        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name]):
             out.append(f"{pad}{f.name}:\n")
             _example(hints[f.name], key_path, indent + 2, out, values)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default if f.default is not dataclasses.MISSING else \
+            typing.cast(Callable[[], Any], f.default_factory)()
         value = values.get(key_path, default)
         out.append(pad + yaml.safe_dump({f.name: value}, default_flow_style=True,
                                         allow_unicode=True, width=1000).strip()[1:-1] + "\n")
         item = typing.get_args(hints[f.name])
-        if typing.get_origin(hints[f.name]) is list and item and dataclasses.is_dataclass(
-                item[0]):  # a list of sections (rules, users): one commented out, documented
+        # a list of sections (rules, users): one commented out, documented
+        if typing.get_origin(hints[f.name]) is list and item and isinstance(item[0], type) \
+                and dataclasses.is_dataclass(item[0]):
             entry: list[str] = []
             _example(item[0], f"{key_path}[]", 0, entry, values)
             out.append(f"{pad}# for example, one entry:\n")

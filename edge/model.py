@@ -85,7 +85,7 @@ class Manifest:
     version: str
     labels: tuple[str, ...]
     sample_rate: int
-    frontend: FrontendParams = complete(FrontendParams, "every frontend parameter, pinned")
+    frontend: FrontendParams = field(metadata=complete("every frontend parameter, pinned"))
     window: WindowSpec
     members: tuple[Member, ...]
     feature_mean: tuple[float, ...]  # per-feature normalisation before quantizing

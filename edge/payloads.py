@@ -35,9 +35,11 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ISO_MS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
 
-def wire(**schema: Any) -> Any:
-    """A required field with JSON Schema constraints (minimum, maximum, pattern, minLength)."""
-    return field(metadata={"schema": schema})
+def wire(**schema: Any) -> dict[str, Any]:
+    """A required field's JSON Schema constraints (minimum, maximum, pattern, minLength), as
+    `field(metadata=wire(...))`: a plain `field()` call, so type checkers see it has no
+    default."""
+    return {"schema": schema}
 
 
 def iso_ms(t: float) -> str:
@@ -72,20 +74,20 @@ def topic(prefix: str, device_id: str, kind: str) -> str:
 class Envelope:
     """In every message, before its body's keys."""
 
-    schema_version: int = wire(const=SCHEMA_VERSION)
-    device_id: str = wire(minLength=1, maxLength=200)
+    schema_version: int = field(metadata=wire(const=SCHEMA_VERSION))
+    device_id: str = field(metadata=wire(minLength=1, maxLength=200))
     # the numbering this seq belongs to: it changes when a device's counters could have gone
     # back (a new spool, an unclean stop), so (epoch, seq) is never reused
-    epoch: str = wire(pattern=EPOCH)
-    seq: int = wire(minimum=0)  # per topic and epoch, increasing: gaps show
-    ts: str = wire(pattern=ISO_MS)  # when the message was made (wall clock, UTC)
-    clock_synced: bool = wire()  # false: the wall clock had not been set (NTP) yet
+    epoch: str = field(metadata=wire(pattern=EPOCH))
+    seq: int = field(metadata=wire(minimum=0))  # per topic and epoch, increasing: gaps show
+    ts: str = field(metadata=wire(pattern=ISO_MS))  # when the message was made (wall clock, UTC)
+    clock_synced: bool = field(metadata=wire())  # false: the wall clock had not been set (NTP) yet
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    name: str = wire(minLength=1, maxLength=100)
-    version: str = wire(minLength=1, maxLength=50)
+    name: str = field(metadata=wire(minLength=1, maxLength=100))
+    version: str = field(metadata=wire(minLength=1, maxLength=50))
 
 
 @dataclass(frozen=True)
@@ -98,32 +100,32 @@ class Status:
 
 @dataclass(frozen=True)
 class Cycle:
-    session_id: str = wire(pattern=ID)
-    start: str = wire(pattern=ISO_MS)
-    end: str = wire(pattern=ISO_MS)
-    duration_s: float = wire(minimum=0)
-    label: str = wire(minLength=1, maxLength=64)
+    session_id: str = field(metadata=wire(pattern=ID))
+    start: str = field(metadata=wire(pattern=ISO_MS))
+    end: str = field(metadata=wire(pattern=ISO_MS))
+    duration_s: float = field(metadata=wire(minimum=0))
+    label: str = field(metadata=wire(minLength=1, maxLength=64))
     probs: dict[str, float]
-    confidence: float = wire(minimum=0, maximum=1)
-    quality: float = wire(minimum=0, maximum=1)
+    confidence: float = field(metadata=wire(minimum=0, maximum=1))
+    quality: float = field(metadata=wire(minimum=0, maximum=1))
     forced_cut: bool
     model: ModelRef
-    latency_ms: float = wire(minimum=0)
+    latency_ms: float = field(metadata=wire(minimum=0))
 
 
 @dataclass(frozen=True)
 class CycleEvidence:
     """A finding in the recent cycles: how many show it, of how many."""
 
-    cycles: int = wire(minimum=0)
-    window_cycles: int = wire(minimum=0)
-    fraction: float = wire(minimum=0, maximum=1)
-    total_cycles: int = wire(minimum=0)  # since the alert opened
+    cycles: int = field(metadata=wire(minimum=0))
+    window_cycles: int = field(metadata=wire(minimum=0))
+    fraction: float = field(metadata=wire(minimum=0, maximum=1))
+    total_cycles: int = field(metadata=wire(minimum=0))  # since the alert opened
 
 
 @dataclass(frozen=True)
 class SilenceEvidence:
-    silent_s: float = wire(minimum=0)
+    silent_s: float = field(metadata=wire(minimum=0))
 
 
 @dataclass(frozen=True)
@@ -131,32 +133,32 @@ class NoBreathingEvidence:
     """Sound all along (hiss, rubbing, a stethoscope off the chest), but no breathing cycle
     found in it for this long."""
 
-    no_cycle_s: float = wire(minimum=0)
+    no_cycle_s: float = field(metadata=wire(minimum=0))
 
 
 @dataclass(frozen=True)
 class Alert:
-    alert_id: str = wire(pattern=ID)
+    alert_id: str = field(metadata=wire(pattern=ID))
     event: Literal["new", "update", "end"]
     kind: Literal["wheeze", "crackle", "poor_signal", "no_audio"]
-    session_id: str | None = wire(pattern=ID)
+    session_id: str | None = field(metadata=wire(pattern=ID))
     evidence: CycleEvidence | SilenceEvidence | NoBreathingEvidence
-    first_cycle: str | None = wire(pattern=ISO_MS)
-    last_cycle: str | None = wire(pattern=ISO_MS)
+    first_cycle: str | None = field(metadata=wire(pattern=ISO_MS))
+    last_cycle: str | None = field(metadata=wire(pattern=ISO_MS))
 
 
 @dataclass(frozen=True)
 class Summary:
-    session_id: str = wire(pattern=ID)
-    start: str = wire(pattern=ISO_MS)
-    end: str = wire(pattern=ISO_MS)
-    duration_s: float = wire(minimum=0)
-    cycles: int = wire(minimum=0)
+    session_id: str = field(metadata=wire(pattern=ID))
+    start: str = field(metadata=wire(pattern=ISO_MS))
+    end: str = field(metadata=wire(pattern=ISO_MS))
+    duration_s: float = field(metadata=wire(minimum=0))
+    cycles: int = field(metadata=wire(minimum=0))
     cycles_by_label: dict[str, int]
-    abnormal_burden: float = wire(minimum=0, maximum=1)
-    poor_quality_fraction: float = wire(minimum=0, maximum=1)
+    abnormal_burden: float = field(metadata=wire(minimum=0, maximum=1))
+    poor_quality_fraction: float = field(metadata=wire(minimum=0, maximum=1))
     record_label: Literal["normal", "CAS", "DAS", "CAS & DAS", "poor quality"]
-    breathing_rate_per_min: float | None = wire(minimum=0)
+    breathing_rate_per_min: float | None = field(metadata=wire(minimum=0))
     ended_by: Literal["silence", "max_length", "shutdown", "end_of_stream"]
     model: ModelRef
 
@@ -165,44 +167,49 @@ class Summary:
 class Clip:
     """The audio of a cycle behind an alert, for a clinician to hear what the device heard."""
 
-    clip_id: str = wire(pattern=ID)
+    clip_id: str = field(metadata=wire(pattern=ID))
     # the alert it opened or updated (None: an abnormal cycle alone)
-    alert_id: str | None = wire(pattern=ID)
-    alert_kind: str | None = wire(maxLength=40)
-    session_id: str | None = wire(pattern=ID)
-    cycle_start: str = wire(pattern=ISO_MS)
-    cycle_end: str = wire(pattern=ISO_MS)
-    label: str = wire(minLength=1, maxLength=64)
-    confidence: float = wire(minimum=0, maximum=1)
-    sample_rate: int = wire(minimum=1000, maximum=192000)
-    encoding: Literal["flac", "wav"] = wire()
-    audio_b64: str = wire(maxLength=600_000)  # 16-bit mono at the model rate
+    alert_id: str | None = field(metadata=wire(pattern=ID))
+    alert_kind: str | None = field(metadata=wire(maxLength=40))
+    session_id: str | None = field(metadata=wire(pattern=ID))
+    cycle_start: str = field(metadata=wire(pattern=ISO_MS))
+    cycle_end: str = field(metadata=wire(pattern=ISO_MS))
+    label: str = field(metadata=wire(minLength=1, maxLength=64))
+    confidence: float = field(metadata=wire(minimum=0, maximum=1))
+    sample_rate: int = field(metadata=wire(minimum=1000, maximum=192000))
+    encoding: Literal["flac", "wav"] = field(metadata=wire())
+    audio_b64: str = field(metadata=wire(maxLength=600_000))  # 16-bit mono at the model rate
 
 
 @dataclass(frozen=True)
 class Stats:
-    uptime_s: float = wire(minimum=0)
-    audio_s: float = wire(minimum=0)
-    cycles: int = wire(minimum=0)
-    forced_cuts: int = wire(minimum=0)  # cycles cut at max_cycle_s: sound that did not stop
-    gaps: int = wire(minimum=0)  # audio lost, as the source reported it
-    gap_s: float = wire(minimum=0)
+    uptime_s: float = field(metadata=wire(minimum=0))
+    audio_s: float = field(metadata=wire(minimum=0))
+    cycles: int = field(metadata=wire(minimum=0))
+    # cycles cut at max_cycle_s: sound that did not stop
+    forced_cuts: int = field(metadata=wire(minimum=0))
+    gaps: int = field(metadata=wire(minimum=0))  # audio lost, as the source reported it
+    gap_s: float = field(metadata=wire(minimum=0))
     gap_reasons: dict[str, int]
-    restarts: int = wire(minimum=0)  # gaps too long to bridge: the segmenter started afresh
-    dropped_blocks: int = wire(minimum=0)  # capture outran processing
-    queue_depth: int = wire(minimum=0)
-    spool_depth: int = wire(minimum=0)  # waiting for the broker, on disk and in memory
-    spool_in_memory: int = wire(minimum=0)  # of those, held in memory: the disk refused them
-    spool_dropped: int = wire(minimum=0)
+    # gaps too long to bridge: the segmenter started afresh
+    restarts: int = field(metadata=wire(minimum=0))
+    dropped_blocks: int = field(metadata=wire(minimum=0))  # capture outran processing
+    queue_depth: int = field(metadata=wire(minimum=0))
+    # waiting for the broker, on disk and in memory
+    spool_depth: int = field(metadata=wire(minimum=0))
+    # of those, held in memory: the disk refused them
+    spool_in_memory: int = field(metadata=wire(minimum=0))
+    spool_dropped: int = field(metadata=wire(minimum=0))
     spool_fault: str | None  # the disk's trouble, while it lasts
     # on a card that cannot even be read now: they wait there (counted before it failed)
-    spool_stranded: int = wire(minimum=0)
-    cpu_percent: float = wire(minimum=0)
-    rss_mb: float = wire(minimum=0)
-    inference_ms_p50: float | None = wire(minimum=0)
-    inference_ms_p99: float | None = wire(minimum=0)
-    clips_sent: int = wire(minimum=0)
-    clips_dropped: int = wire(minimum=0)  # over the clip budget (clips.max_per_hour, …)
+    spool_stranded: int = field(metadata=wire(minimum=0))
+    cpu_percent: float = field(metadata=wire(minimum=0))
+    rss_mb: float = field(metadata=wire(minimum=0))
+    inference_ms_p50: float | None = field(metadata=wire(minimum=0))
+    inference_ms_p99: float | None = field(metadata=wire(minimum=0))
+    clips_sent: int = field(metadata=wire(minimum=0))
+    # over the clip budget (clips.max_per_hour, …)
+    clips_dropped: int = field(metadata=wire(minimum=0))
     runtime: str
     source: str
     source_counters: dict[str, int]
@@ -250,7 +257,7 @@ def _schema(tp: Any) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": _schema(args[1])}
     if origin is list:
         return {"type": "array", "items": _schema(args[0])}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         props = _properties(tp)
         return {"type": "object", "additionalProperties": False, "properties": props,
                 "required": list(props)}

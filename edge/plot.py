@@ -82,9 +82,9 @@ def plot_cycles(samples: np.ndarray, rate: int, cycles: list[dict[str, Any]], ou
         wave.text((c["start_s"] + c["end_s"]) / 2, wave.get_ylim()[1] * 0.85,
                   f"{c.get('label', '')}\n{c['confidence']:.2f}" if "label" in c
                   else str(c["index"]), ha="center", va="top", fontsize=7)
-    labels = sorted({c.get("label") for c in cycles}, key=str)
+    heard = sorted({c.get("label") for c in cycles}, key=str)
     wave.legend(handles=[Patch(color=palette.get(lab, UNLABELLED), alpha=0.4,
-                               label=lab or "cycle") for lab in labels],
+                               label=lab or "cycle") for lab in heard],
                 loc="lower right", fontsize=8)
     wave.set_title(title, fontsize=10)
     wave.set_ylabel("amplitude")

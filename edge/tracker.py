@@ -167,7 +167,7 @@ class Tracker:
         self.record_fraction = record_fraction
         self.findings = findings or DEFAULT_FINDINGS
         self.recent: deque[CycleResult] = deque(maxlen=cfg.window_cycles)
-        self.alerts: dict[str, _Alert] = {}
+        self.alerts: dict[AlertKind, _Alert] = {}
         self.session: _Session | None = None
         self.last_cycle_end: float | None = None  # stream seconds
         self._hearing_since: float | None = None  # sound without a pause since then
@@ -202,8 +202,10 @@ class Tracker:
         self.session.last = r.end
         self.recent.append(r)
         after: list[TrackerEvent] = []
-        for kind, rule in (("wheeze", self.cfg.wheeze), ("crackle", self.cfg.crackle),
-                           ("poor_signal", self.cfg.poor_signal)):
+        rules: tuple[tuple[AlertKind, AlertRule], ...] = (
+            ("wheeze", self.cfg.wheeze), ("crackle", self.cfg.crackle),
+            ("poor_signal", self.cfg.poor_signal))
+        for kind, rule in rules:
             after += self._evaluate(kind, rule)
         return before, after
 
@@ -241,19 +243,19 @@ class Tracker:
         """The stream ends: end every open alert and the session, so that subscribers are not
         left with alerts that never end and every session is summarised."""
         out: list[TrackerEvent] = [self._changed(kind, "end", self._evidence(kind))
-                                   for kind in list(self.alerts)]  # type: ignore[arg-type]
+                                   for kind in list(self.alerts)]
         self.alerts.clear()
         if self.session is not None:
             out += self._end_session(reason)
         return out
 
     # -- alerts -----------------------------------------------------------------------------
-    def _hit(self, kind: str, r: CycleResult) -> bool:
+    def _hit(self, kind: AlertKind, r: CycleResult) -> bool:
         if kind == "poor_signal":
             return r.quality < self.cfg.poor_quality_below
         return r.label in self.findings.get(kind, ()) and r.quality >= self.cfg.poor_quality_below
 
-    def _evidence(self, kind: str) -> Evidence:
+    def _evidence(self, kind: AlertKind) -> Evidence:
         if kind == "no_audio":
             return SilenceEvidence(0.0)
         if self.alerts.get(kind) and self.alerts[kind].no_breathing:
@@ -264,7 +266,7 @@ class Tracker:
         return CycleEvidence(hits, n, round(hits / n, 3) if n else 0.0,
                              alert.total if alert else hits)
 
-    def _evaluate(self, kind: str, rule: AlertRule) -> list[TrackerEvent]:
+    def _evaluate(self, kind: AlertKind, rule: AlertRule) -> list[TrackerEvent]:
         hits = sum(self._hit(kind, r) for r in self.recent)
         fraction = hits / len(self.recent)
         latest = self.recent[-1]

@@ -58,10 +58,11 @@ def section(cls: type, doc: str) -> Any:
     return field(default_factory=cls, metadata={"doc": doc})
 
 
-def complete(cls: type, doc: str = "") -> Any:
-    """A nested dataclass whose every key must be given (a manifest pins every frontend
-    parameter: a default there would silently describe another model)."""
-    return field(metadata={"doc": doc, "complete": True})
+def complete(doc: str = "") -> dict[str, Any]:
+    """The metadata of a nested dataclass whose every key must be given, as
+    `field(metadata=complete(...))` (a manifest pins every frontend parameter: a default there
+    would silently describe another model)."""
+    return {"doc": doc, "complete": True}
 
 
 def from_yaml(cls: type, text: str, source: str) -> Any:
@@ -192,7 +193,7 @@ class _Builder:
         return obj
 
     def value(self, tp: Any, value: Any, path: str, meta: Any) -> Any:
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             return self.dataclass(tp, value, path, complete=bool(meta.get("complete")))
         origin = typing.get_origin(tp)
         if tp is Any:
@@ -229,8 +230,8 @@ class _Builder:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", tuple: "a list"}.get(type(value),
-                                                                   repr(value))
+    kinds: dict[type, str] = {dict: "a mapping", list: "a list", tuple: "a list"}
+    return kinds.get(type(value), repr(value))
 
 
 def _is_union(tp: Any) -> bool:

@@ -194,7 +194,8 @@ class Store:
         """Cycles in one insert, and the per-minute sums they add to in one upsert each."""
         if not new:
             return
-        rows, sums = [], {}
+        rows: list[dict[str, Any]] = []
+        sums: dict[tuple[str, int], dict[str, float]] = {}
         for m in new:
             b = m.body
             start = unix(b["start"])

@@ -65,13 +65,13 @@ clips:
                   f"station: every message the daemon publishes, as it arrives\n")
             from edge.monitor import monitor
 
-            station = threading.Thread(target=monitor, args=("127.0.0.1", port, "lungedge"),
+            printer = threading.Thread(target=monitor, args=("127.0.0.1", port, "lungedge"),
                                        kwargs={"until_offline": True}, daemon=True)
-            station.start()
+            printer.start()
             time.sleep(0.5)
             run = subprocess.run([sys.executable, "-m", "edge", "run", "--config",
                                   str(work / "lungedge.yaml")], cwd=ROOT)
-            station.join(timeout=10)
+            printer.join(timeout=10)
             return run.returncode
 
 

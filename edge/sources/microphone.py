@@ -48,21 +48,20 @@ def _import_pyaudio() -> ModuleType:
 def list_input_devices(pa: Any | None = None) -> list[InputDevice]:
     """Every PortAudio device that can record."""
     own = pa is None
-    if own:
-        pa = _import_pyaudio().PyAudio()
+    audio: Any = _import_pyaudio().PyAudio() if pa is None else pa
     try:
         devices = []
-        for index in range(pa.get_device_count()):
-            info = pa.get_device_info_by_index(index)
+        for index in range(audio.get_device_count()):
+            info = audio.get_device_info_by_index(index)
             if int(info.get("maxInputChannels", 0)) <= 0:
                 continue
-            api = pa.get_host_api_info_by_index(info["hostApi"])["name"]
+            api = audio.get_host_api_info_by_index(info["hostApi"])["name"]
             devices.append(InputDevice(index, str(info["name"]), int(info["maxInputChannels"]),
                                        float(info["defaultSampleRate"]), str(api)))
         return devices
     finally:
         if own:
-            pa.terminate()
+            audio.terminate()
 
 
 def resolve_device(devices: list[InputDevice], wanted: int | str | None) -> InputDevice | None:

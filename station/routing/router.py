@@ -70,7 +70,7 @@ class Router:
                             .order_by(alert_log.c.id).limit(500)).mappings().all()
         for row in rows:
             for rule in self.rules.values():
-                if rule.takes(row, row["event"]):
+                if rule.takes(dict(row), row["event"]):
                     self._enqueue(conn, rule, row, row["event"], now,
                                   [("command", rule.command), ("webhook", rule.webhook)])
             cursor = row["id"]
@@ -88,7 +88,7 @@ class Router:
                                 .where(alerts.c.state == "open",
                                        alerts.c.opened_at <= waited)).mappings().all()
             for row in rows:
-                if not (needs_attention(row) and rule.takes(row, "new")):
+                if not (needs_attention(row) and rule.takes(dict(row), "new")):
                     continue
                 done = conn.execute(select(deliveries.c.id).where(
                     deliveries.c.rule == rule.name, deliveries.c.alert_id == row["alert_id"],
@@ -128,7 +128,7 @@ class Router:
             return f"cooldown: a delivery {now - recent:.0f} s ago"
         hour = conn.execute(select(func.count(func.distinct(deliveries.c.alert_id))).where(
             deliveries.c.rule == rule.name, deliveries.c.state != "suppressed",
-            deliveries.c.created_at > now - 3600)).scalar()
+            deliveries.c.created_at > now - 3600)).scalar() or 0
         if hour >= rule.max_per_hour:
             return f"rate limit: {hour} in the last hour"
         return None
