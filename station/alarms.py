@@ -14,16 +14,31 @@ class AlarmKind:
     category: str  # "clinical" or "technical"
     priority: int  # 1 high, 2 medium, 3 low
     title: str  # what a person reads
+    explain: str = ""  # what it means, on the alert's page
 
 
 KINDS = {k.kind: k for k in (
-    AlarmKind("wheeze", "clinical", 1, "wheeze (CAS)"),
-    AlarmKind("crackle", "clinical", 1, "crackles (DAS)"),
-    AlarmKind("offline", "technical", 2, "device offline"),
-    AlarmKind("no_audio", "technical", 2, "no audio"),
-    AlarmKind("poor_signal", "technical", 3, "poor signal"),
-    AlarmKind("spool_backlog", "technical", 3, "messages waiting on the device"),
-    AlarmKind("seq_gap", "technical", 3, "messages lost"),
+    AlarmKind("wheeze", "clinical", 1, "wheeze (CAS)",
+              "CAS: a continuous adventitious sound. A wheeze is a whistling, musical sound "
+              "lasting a quarter of a second or more, often on breathing out (narrowed "
+              "airways)."),
+    AlarmKind("crackle", "clinical", 1, "crackles (DAS)",
+              "DAS: a discontinuous adventitious sound. Crackles are brief popping clicks, "
+              "often on breathing in (fluid or secretions, airways opening)."),
+    AlarmKind("offline", "technical", 2, "device offline",
+              "The station has heard nothing from the device (or the broker said it went "
+              "away): check its power, network and the stethoscope."),
+    AlarmKind("no_audio", "technical", 2, "no audio",
+              "The device hears silence: the stethoscope is unplugged, muted or off the "
+              "chest."),
+    AlarmKind("poor_signal", "technical", 3, "poor signal",
+              "The device hears sound but no breathing it can trust: noise, rubbing, or the "
+              "stethoscope off the chest."),
+    AlarmKind("spool_backlog", "technical", 3, "messages waiting on the device",
+              "The device cannot deliver its results as fast as it makes them: the network "
+              "or the broker is slow or down."),
+    AlarmKind("seq_gap", "technical", 3, "messages lost",
+              "Some of the device's numbered messages never arrived: see Technician."),
 )}
 PRIORITY = {1: "high", 2: "medium", 3: "low"}
 

@@ -4,6 +4,8 @@ closed) and nothing a device sent ever reaches the page but through the template
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,28 @@ class Bar:
     colour: str
     label: str
     title: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    x: float
+    text: str  # the station's clock time, with the date where it is not today
+
+
+def axis(since: float, until: float, step_s: int, now: float) -> list[Tick]:
+    """Ticks on [since, until] at whole steps of the station's local clock (every 5 minutes,
+    every 3 hours), placed as the charts place their data."""
+    span = max(until - since, 1e-9)
+    offset = time.localtime(since).tm_gmtoff
+    t = math.ceil((since + offset) / step_s) * step_s - offset
+    today = time.localtime(now)[:3]
+    out = []
+    while t <= until:
+        local = time.localtime(t)
+        text = time.strftime("%H:%M" if local[:3] == today else "%d %b %H:%M", local)
+        out.append(Tick(round((t - since) / span * WIDTH, 1), text))
+        t += step_s
+    return out
 
 
 def timeline(cycles: list[dict[str, Any]], since: float, until: float,

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 POOR_QUALITY_BELOW = 0.3  # the device's default (tracker.poor_quality_below)
 GAP_KINDS = ("cycle", "alert", "summary")  # seq gaps worth an alarm (stats are QoS 0)
 SETTLE_S = 30.0  # a missing seq is a gap once it is this late (workers may reorder messages)
+RATE_WINDOW_S = 120.0  # the breathing rate the ward shows: cycles of the last two minutes
 
 
 @dataclass(frozen=True)
@@ -452,6 +453,16 @@ class Store:
                                                         what="alert"))
 
     # -- what people do -------------------------------------------------------------------
+    def acknowledge_technical(self, alert_ids: Iterable[str], user: str, note: str,
+                              now: float | None = None) -> int:
+        """Acknowledges these alarms at once, technical ones only (a clinical alert is
+        acknowledged by itself, by someone who looked at it); how many were."""
+        ids = list(alert_ids)
+        with self.engine.connect() as conn:
+            technical = [r[0] for r in conn.execute(select(alerts.c.alert_id).where(
+                alerts.c.alert_id.in_(ids), alerts.c.category == "technical"))]
+        return sum(self.acknowledge(a, user, note, now) for a in technical)
+
     def acknowledge(self, alert_id: str, user: str, note: str, now: float | None = None
                     ) -> bool:
         now = time.time() if now is None else now
@@ -532,38 +543,54 @@ class Store:
         return [dict(r) for r in rows]
 
     def overview(self, now: float) -> list[dict[str, Any]]:
-        """One row per device: identity, state, open alerts (clinical and technical apart),
-        abnormal burden over the last hour, breathing rate over the last two minutes."""
-        hour, recent = int(now // 60) - 60, int(now // 60) - 2
+        """One row per device: identity, state, its alerts (open ones, and clinical ones that
+        ended unseen; clinical and technical apart), abnormal burden over the last hour,
+        breathing rate over the last two minutes."""
+        hour = int(now // 60) - 60
         with self.engine.connect() as conn:
-            devs = conn.execute(select(devices).order_by(
-                func.coalesce(devices.c.label, devices.c.device_id))).mappings().all()
+            devs = conn.execute(select(devices)).mappings().all()
             sums = {r.device_id: r for r in conn.execute(
                 select(minutes.c.device_id, func.sum(minutes.c.good).label("good"),
                        func.sum(minutes.c.abnormal).label("abnormal"))
                 .where(minutes.c.minute >= hour).group_by(minutes.c.device_id))}
-            rates = {r.device_id: r.cycles for r in conn.execute(
-                select(minutes.c.device_id, func.sum(minutes.c.cycles).label("cycles"))
-                .where(minutes.c.minute >= recent, minutes.c.minute < recent + 2)
-                .group_by(minutes.c.device_id))}
-            open_alerts = conn.execute(select(alerts).where(alerts.c.state == "open")
-                                       .order_by(alerts.c.priority, alerts.c.opened_at)
-                                       ).mappings().all()
+            rates = self._breathing_rates(conn, now)
+            live = [a for a in conn.execute(
+                select(alerts).where(alerts.c.state.in_(("open", "ended")))
+                .order_by(alerts.c.priority, alerts.c.opened_at)).mappings()
+                # a clinical alert that ended before anyone saw it stays until someone does;
+                # a technical one that cleared itself (the device is back) leaves the ward
+                if a["state"] == "open" or (a["category"] == "clinical" and needs_attention(a))]
             gap_counts = {r.device_id: r.n for r in conn.execute(
                 select(gaps.c.device_id, func.count().label("n"))
                 .where(gaps.c.at >= now - 3600).group_by(gaps.c.device_id))}
         out = []
         for d in devs:
-            mine = [dict(a) for a in open_alerts if a["device_id"] == d["device_id"]]
+            mine = [dict(a) | {"attention": needs_attention(a)} for a in live
+                    if a["device_id"] == d["device_id"]]
             s = sums.get(d["device_id"])
             out.append(dict(d) | {
                 "clinical": [a for a in mine if a["category"] == "clinical"],
                 "technical": [a for a in mine if a["category"] == "technical"],
-                "attention": any(needs_attention(a) for a in mine),
+                "attention": any(a["attention"] for a in mine),
                 "burden": (s.abnormal / s.good) if s and s.good else None,
-                "rate": rates[d["device_id"]] / 2 if d["device_id"] in rates else None,
+                "rate": rates.get(d["device_id"]),
                 "gaps_last_hour": gap_counts.get(d["device_id"], 0)})
         return out
+
+    @staticmethod
+    def _breathing_rates(conn: Connection, now: float, device_id: str | None = None
+                         ) -> dict[str, float]:
+        """Breaths per minute over the cycles of the last two minutes, as the device counts
+        its sessions' (cycles × 60 / the time they span), so the ward, the device page and
+        the session summaries say one thing under one name."""
+        q = select(cycles.c.device_id, func.count().label("n"),
+                   func.min(cycles.c.start).label("first"), func.max(cycles.c.end).label("last")
+                   ).where(cycles.c.start >= now - RATE_WINDOW_S)
+        if device_id is not None:
+            q = q.where(cycles.c.device_id == device_id)
+        return {r.device_id: round(60 * r.n / (r.last - r.first), 1)
+                for r in conn.execute(q.group_by(cycles.c.device_id))
+                if r.n >= 2 and r.last > r.first}
 
     def device(self, device_id: str, now: float, minutes_back: int = 15,
                hours_back: int = 24, bucket_minutes: int = 15) -> dict[str, Any] | None:
@@ -596,9 +623,12 @@ class Store:
             history = conn.execute(select(alerts).where(alerts.c.device_id == device_id)
                                    .order_by(alerts.c.opened_at.desc()).limit(50)
                                    ).mappings().all()
-        return {"device": dict(d), "timeline": [dict(r) for r in timeline],
+            rate = self._breathing_rates(conn, now, device_id).get(device_id)
+        return {"device": dict(d) | {"rate": rate}, "timeline": [dict(r) for r in timeline],
                 "buckets": [dict(r) for r in trend], "first_bucket": first_bucket,
-                "n_buckets": n_buckets, "sessions": [dict(r) for r in sessions],
+                "n_buckets": n_buckets, "trend_since": first_bucket * bucket_minutes * 60,
+                "trend_until": (first_bucket + n_buckets) * bucket_minutes * 60,
+                "sessions": [dict(r) for r in sessions],
                 "alerts": [dict(r) for r in history], "since": now - minutes_back * 60}
 
     def inbox(self) -> list[dict[str, Any]]:
@@ -714,11 +744,17 @@ class Store:
                     .scalar_one(),
                     "gaps": conn.execute(select(func.count()).select_from(gaps)).scalar_one()}
 
+    def recent_gaps(self, since: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Messages found missing since `since`, newest first."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(gaps).where(gaps.c.at >= since)
+                                                  .order_by(gaps.c.at.desc()).limit(limit))
+                    .mappings()]
+
     def refused(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(select(invalid).order_by(invalid.c.id.desc())
                                                   .limit(limit)).mappings()]
-
 
     # -- logins -----------------------------------------------------------------------------
     def login(self, user: str, now: float) -> str:

@@ -102,7 +102,8 @@ web:
 
 
 PRIVATE = ["/ward", "/alerts", "/devices/bed-7", "/fragments/ward", "/events",
-           "/clips/anything.flac", "/analyse", "/deliveries"]
+           "/clips/anything.flac", "/analyse", "/deliveries", "/technician",
+           "/fragments/alerts/a1", "/alerts/a1"]
 
 
 def test_nothing_is_readable_without_a_login(station: str) -> None:

@@ -84,7 +84,10 @@ def page(station: dict[str, Any]) -> Iterator[Any]:
                                       bypass_csp=True)
         pg = context.new_page()
         dialogs: list[str] = []
-        pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        # dismissed, unless a test says it would answer yes (Resolve, bulk acknowledge)
+        pg.on("dialog", lambda d: (dialogs.append(d.message),
+                                   d.accept() if getattr(pg, "accept_dialogs", False)
+                                   else d.dismiss()))
         pg.dialogs = dialogs  # type: ignore[attr-defined]
         yield pg
         browser.close()

@@ -1,7 +1,11 @@
-"""The alert inbox: open alerts by attention, priority and age; acknowledge and resolve."""
+"""The alert inbox: alerts that need someone, filtered by category, device, kind, state and age,
+with counts; an alert's own page, live; acknowledge (one, or every technical alarm on the
+ward at once) and resolve."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -12,24 +16,64 @@ from starlette.routing import Route
 from station.web.site import Forbidden
 
 NOTE_MAX = 500
+SINCE_HOURS = (1, 8, 24)
+STATES = {"open": "open", "ended": "ended, not yet seen", "unseen": "not yet seen"}
+
+
+def choose(inbox: list[dict[str, Any]], query: Any, now: float) -> dict[str, Any]:
+    """The inbox as the query filters it (category, device, kind, state, hours), and the
+    counts of the whole inbox for each filter's choices."""
+    wanted = {k: str(query.get(k, "")) for k in ("category", "device", "kind", "state", "hours")}
+    hours = float(wanted["hours"]) if wanted["hours"] in map(str, SINCE_HOURS) else None
+
+    def keep(a: dict[str, Any]) -> bool:
+        return ((not wanted["category"] or a["category"] == wanted["category"])
+                and (not wanted["device"] or a["device_id"] == wanted["device"])
+                and (not wanted["kind"] or a["kind"] == wanted["kind"])
+                and (wanted["state"] != "open" or a["state"] == "open")
+                and (wanted["state"] != "ended" or a["state"] == "ended")
+                and (wanted["state"] != "unseen" or a["attention"])
+                and (hours is None or a["opened_at"] >= now - hours * 3600))
+
+    return {"rows": [a for a in inbox if keep(a)], "wanted": wanted, "total": len(inbox),
+            "by_category": Counter(a["category"] for a in inbox),
+            "by_kind": Counter(a["kind"] for a in inbox),
+            "by_device": Counter(a["device_id"] for a in inbox),
+            "unseen": sum(a["attention"] for a in inbox),
+            "states": STATES, "since_hours": SINCE_HOURS}
+
+
+def safe_back(form: Any, default: str) -> str:
+    back = str(form.get("back", default))
+    return back if back.startswith("/") and not back.startswith("//") else default
 
 
 def routes(site: Any) -> list[Route]:
+    async def inbox_context(request: Request) -> dict[str, Any]:
+        inbox = await run_in_threadpool(site.store.inbox)
+        return {"inbox": choose(inbox, request.query_params, time.time()),
+                "query": request.url.query}
+
     async def page(request: Request) -> Response:
-        return site.render(request, "alerts.html", {
-            "inbox": await run_in_threadpool(site.store.inbox)})
+        return site.render(request, "alerts.html", await inbox_context(request))
 
     async def fragment(request: Request) -> Response:
-        return site.render(request, "_alerts.html", {
-            "inbox": await run_in_threadpool(site.store.inbox)})
+        return site.render(request, "_alerts.html", await inbox_context(request))
 
-    async def detail(request: Request) -> Response:
-        alert_id = request.path_params["alert_id"]
+    async def alert_context(alert_id: str) -> dict[str, Any] | None:
         alert = await run_in_threadpool(site.store.alert, alert_id)
         if alert is None:
-            return site.render(request, "missing.html", {"what": "that alert"}, 404)
+            return None
         heard = await run_in_threadpool(lambda: site.store.clips_of(alert_id=alert_id))
-        return site.render(request, "alert.html", {"alert": alert, "clips": heard})
+        return {"alert": alert, "clips": heard}
+
+    def one(template: str) -> Any:
+        async def handler(request: Request) -> Response:
+            context = await alert_context(request.path_params["alert_id"])
+            if context is None:
+                return site.render(request, "missing.html", {"what": "that alert"}, 404)
+            return site.render(request, template, context)
+        return handler
 
     def action(name: str) -> Any:
         async def handler(request: Request) -> Response:
@@ -40,12 +84,24 @@ def routes(site: Any) -> list[Route]:
             do = site.store.acknowledge if name == "acknowledge" else site.store.resolve
             if not await run_in_threadpool(do, request.path_params["alert_id"], user, note):
                 return site.render(request, "missing.html", {"what": "that alert"}, 404)
-            back = str(form.get("back", "/alerts"))
-            return RedirectResponse(back if back.startswith("/") and not back.startswith("//")
-                                    else "/alerts", 303)
+            return RedirectResponse(safe_back(form, "/alerts"), 303)
         return handler
 
+    async def acknowledge_technical(request: Request) -> Response:
+        """The technical alarms the page showed, no more: one that arrived after the nurse
+        confirmed is still unseen."""
+        form, user = await site.check_form(request)
+        if user is None:
+            raise Forbidden("log in to acknowledge alarms: who did it is recorded")
+        ids = [str(i) for i in form.getlist("alert_id")][:1000]
+        await run_in_threadpool(site.store.acknowledge_technical, ids, user,
+                                "acknowledged with every technical alarm on the ward")
+        return RedirectResponse(safe_back(form, "/ward"), 303)
+
     return [Route("/alerts", page), Route("/fragments/alerts", fragment),
-            Route("/alerts/{alert_id}", detail),
+            Route("/alerts/ack-technical", acknowledge_technical, methods=["POST"]),
+            Route("/alerts/{alert_id}", one("alert.html")),
+            Route("/fragments/alerts/{alert_id}", one("_alert.html")),
             Route("/alerts/{alert_id}/ack", action("acknowledge"), methods=["POST"]),
             Route("/alerts/{alert_id}/resolve", action("resolve"), methods=["POST"])]
+

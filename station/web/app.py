@@ -35,6 +35,7 @@ from station.web import (
     events,
     overview,
     session,
+    technician,
 )
 from station.web.site import HERE, Forbidden, Site
 
@@ -69,7 +70,7 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
         Route("/", lambda r: RedirectResponse("/ward", 303)),
         *overview.routes(site), *devices.routes(site), *alerts.routes(site),
         *analyse.routes(site), *clips.routes(site), *deliveries.routes(site),
-        *events.routes(site),
+        *events.routes(site), *technician.routes(site),
         *session.routes(site),
         Route("/healthz", health),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

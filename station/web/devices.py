@@ -32,6 +32,9 @@ def routes(site: Any) -> list[Route]:
             "clips": heard, "judged": trust(judged),
             "bars": charts.timeline(data["timeline"], data["since"], now, labels),
             "trends": charts.trends(data["buckets"], data["first_bucket"], data["n_buckets"]),
+            "strip_axis": charts.axis(data["since"], now, STRIP_TICK_S, now),
+            "trend_axis": charts.axis(data["trend_since"], data["trend_until"],
+                                      TREND_TICK_S, now),
             "minutes": MINUTES, "hours": HOURS, "width": charts.WIDTH,
             "height": charts.HEIGHT}
 
@@ -66,6 +69,7 @@ def routes(site: Any) -> list[Route]:
 
 
 WEEK_S = 7 * 86400
+STRIP_TICK_S, TREND_TICK_S = 5 * 60, 3 * 3600  # the time axes' steps
 
 
 def trust(judged: dict[str, dict[str, int]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The ward: one tile per device, clinical alerts apart from technical problems."""
+"""The ward: one tile per device, the beds that need a person first (`station.ward`), the
+counts above them, clinical alerts apart from technical problems."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from station import ward
+
 
 def routes(site: Any) -> list[Route]:
     async def context() -> dict[str, Any]:
         now = time.time()
-        tiles = await run_in_threadpool(site.store.overview, now)
-        return {"tiles": tiles, "now": now}
+        tiles = ward.by_urgency(await run_in_threadpool(site.store.overview, now))
+        return {"tiles": tiles, "summary": ward.summary(tiles), "now": now,
+                "rank": ward.rank, "QUIET": ward.QUIET}
 
     async def page(request: Request) -> Response:
         return site.render(request, "ward.html", await context())

@@ -35,7 +35,8 @@ class Site:
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         env = self.templates.env
         env.filters |= {"clock": clock, "ago": ago, "pct": pct, "q": quote_path,
-                        "evidence": evidence, "short": short}
+                        "evidence": evidence, "short": short, "happened": happened,
+                        "detail": detail}
         env.globals |= {"alarms": alarms, "verdict_choices": VERDICT_CHOICES}
         self._runner: Any = None
         self.throttle = auth.Throttle()
@@ -97,8 +98,13 @@ class Forbidden(Exception):
     """A request the station refuses, with what to do about it."""
 
 
-def clock(t: float | None) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t)) if t else "–"
+def clock(t: float | None, today: float | None = None) -> str:
+    """A time as the station's clock shows it, with its date when it is not today."""
+    if not t:
+        return "–"
+    when, now = time.localtime(t), time.localtime(today)
+    same_day = (when.tm_year, when.tm_yday) == (now.tm_year, now.tm_yday)
+    return time.strftime("%H:%M:%S" if same_day else "%d %b %H:%M:%S", when)
 
 
 def ago(t: float | None, now: float) -> str:
@@ -120,6 +126,24 @@ def evidence(e: dict[str, Any]) -> str:
         return (f"sound for {e['no_cycle_s']:.0f} s but no breathing found (hiss, rubbing, off "
                 "the chest?)" if e["no_cycle_s"] else "breathing found again")
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in e.items())
+
+
+HAPPENED = {"new": "opened", "update": "more evidence", "end": "ended: no longer heard",
+            "ack": "acknowledged", "resolve": "resolved"}
+
+
+def happened(event: str) -> str:
+    """An alert's history event in words."""
+    return HAPPENED.get(event, event)
+
+
+def detail(d: dict[str, Any] | None) -> str:
+    """A history entry's detail in words: the evidence as the alert shows it, or the note."""
+    if not d:
+        return ""
+    if set(d) == {"note"}:
+        return f"“{d['note']}”"
+    return evidence(d)
 
 
 def short(text: str, n: int) -> str:
