@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -32,10 +31,9 @@ from edge.health import Change, Health, Observation
 from edge.messages import alert_body, cycle_body, summary_body
 from edge.model import ModelRunner
 from edge.payloads import ModelRef
-from edge.publisher import MqttPublisher, Publisher
+from edge.publisher import Publisher, open_publisher
 from edge.sources import open_source
 from edge.sources.base import AudioBlock, SourceError
-from edge.spool import Spool
 from edge.stats import DaemonStats
 from edge.systemd import Notifier
 from edge.tracker import AlertChanged, SessionEnded
@@ -43,7 +41,6 @@ from edge.tracker import AlertChanged, SessionEnded
 log = logging.getLogger(__name__)
 
 _END = object()  # capture → processing: the source has ended
-NOTICE_S = 3600.0  # a one-off storage event (a spool moved aside) stays in the status this long
 
 
 @runtime_checkable
@@ -65,15 +62,9 @@ class Daemon:
         self.runner = ModelRunner(cfg.model.path, cfg.model.num_threads, cfg.model.calibration)
         m = self.runner.manifest
         self.model = ModelRef(m.name, m.version)
-        self.spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.memory_messages)
-        self._notice_until = time.monotonic() + NOTICE_S if self.spool.notice else 0.0
-        # (when, the spool's lifetime drop count): what it dropped recently
-        self._drops: deque[tuple[float, int]] = deque([(time.monotonic(),
-                                                        sum(self.spool.dropped().values()))])
         ha = cfg.homeassistant
-        self.publisher: Publisher = publisher or MqttPublisher(
-            cfg.mqtt, cfg.device_id, self.spool, self.model,
-            homeassistant.birth_topic(ha) if ha.enabled else None)
+        self.publisher: Publisher = publisher or open_publisher(
+            cfg, self.model, homeassistant.birth_topic(ha) if ha.enabled else None)
         self.source = open_source(cfg.source, wait=True)
         self.analysis = Analysis(self.source.sample_rate, self.runner, cfg.segmenter,
                                  cfg.tracker)
@@ -215,36 +206,19 @@ class Daemon:
     def _observe(self) -> None:
         tracker = self.analysis.tracker
         assert tracker is not None
+        delivery = self.publisher.delivery()
         change = self.health.observe(Observation(
             source_error=self.source_error or getattr(self.source, "problem", ""),
             no_audio=tracker.active("no_audio"),
             poor_signal=tracker.active("poor_signal"),
             broker_unreachable=self.publisher.unreachable(),
-            spool_dropped=self._recent_drops(),
-            storage=self._storage()))
+            spool_dropped=delivery.dropped_recent,
+            storage=delivery.storage_problem()))
         if change is not None:
             self._report(change)
         if self.reload_requested:
             self.reload_requested = False
             self._check_reload()
-
-    def _recent_drops(self) -> int:
-        """Messages the spool dropped in the last spool.drops_window_s (its own count is a
-        lifetime one, kept across restarts: stats carry it)."""
-        now, total = time.monotonic(), sum(self.spool.dropped().values())
-        self._drops.append((now, total))
-        while self._drops and self._drops[0][0] < now - self.cfg.spool.drops_window_s:
-            self._drops.popleft()
-        return total - self._drops[0][1] if len(self._drops) > 1 else 0
-
-    def _storage(self) -> str:
-        """The spool's trouble as a status reason: its fault, and what is stranded on a card
-        that cannot be read; or a notice worth hearing once (a spool moved aside)."""
-        stranded = self.spool.stranded()
-        if self.spool.fault:
-            return self.spool.fault + (f" ({stranded} message(s) on it cannot be read)"
-                                       if stranded else "")
-        return self.spool.notice if time.monotonic() < self._notice_until else ""
 
     def _report(self, change: Change) -> None:
         log.log(logging.WARNING if change.reasons else logging.INFO, "status %s", change)
@@ -252,11 +226,11 @@ class Daemon:
         self.notifier.status(str(change))
 
     def _stats(self) -> Any:
+        d = self.publisher.delivery()
         return self.stats.snapshot(
-            self.analysis.stats, queue_depth=self.queue.qsize(), spool_depth=self.spool.depth(),
-            spool_in_memory=self.spool.in_memory(),
-            spool_dropped=sum(self.spool.dropped().values()),
-            spool_fault=self.spool.fault or None, spool_stranded=self.spool.stranded(),
+            self.analysis.stats, queue_depth=self.queue.qsize(), spool_depth=d.depth,
+            spool_in_memory=d.in_memory, spool_dropped=d.dropped,
+            spool_fault=d.fault or None, spool_stranded=d.stranded,
             clips_sent=self.clips.sent,
             clips_dropped=self.clips.dropped, runtime=self.runner.runtime,
             source=self.source.describe(), source_counters=self.source.counters())
@@ -293,10 +267,9 @@ class Daemon:
         self.publisher.publish("stats", self._stats())
         if not self.publisher.flush(timeout_s=10):
             log.warning("%d message(s) not yet acknowledged stay in the spool for next time",
-                        self.spool.depth())
+                        self.publisher.delivery().depth)
         self.health.stop()
         self.publisher.close("offline", "shutdown")
-        self.spool.close()
         log.info("stopped")
         if self._reexec:
             os.execv(sys.executable, [sys.executable, "-m", "edge", *sys.argv[1:]])

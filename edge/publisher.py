@@ -22,11 +22,13 @@ import queue
 import random
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge import clock
 from edge.clock import wall_clock_synced
-from edge.config import MqttConfig
+from edge.config import Config, MqttConfig
 from edge.payloads import (
     KINDS,
     SCHEMA_VERSION,
@@ -80,7 +82,43 @@ class Publisher(Protocol):
         """True once everything stored is delivered (or False after timeout_s)."""
         ...
 
-    def close(self, final_state: str = "offline", reason: str = "shutdown") -> None: ...
+    def delivery(self) -> Delivery:
+        """What delivery holds and has lost, for the device's status and stats."""
+        ...
+
+    def close(self, final_state: str = "offline", reason: str = "shutdown") -> None:
+        """Publishes the final status, stops, and closes what it stores messages in."""
+        ...
+
+
+NOTICE_S = 3600.0  # a one-off storage event (a spool moved aside) stays in the status this long
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """Delivery as the daemon reports it, whatever carries the messages: waiting, lost,
+    and the trouble of the storage behind it."""
+    depth: int = 0  # messages waiting for the broker, on disk and in memory
+    in_memory: int = 0  # of those, held in memory: the disk refused them
+    dropped: int = 0  # in the storage's lifetime (stats carry it)
+    dropped_recent: int = 0  # in the last spool.drops_window_s (the status says so)
+    fault: str = ""  # the storage cannot be written (a full or failing card)
+    stranded: int = 0  # messages on a card that can no longer be read
+    notice: str = ""  # a one-off event worth hearing for a while (a spool moved aside)
+
+    def storage_problem(self) -> str:
+        """The storage's trouble as a status reason ('' if none)."""
+        if self.fault:
+            return self.fault + (f" ({self.stranded} message(s) on it cannot be read)"
+                                 if self.stranded else "")
+        return self.notice
+
+
+def open_publisher(cfg: Config, model: ModelRef, birth_topic: str | None) -> MqttPublisher:
+    """The device's delivery: MQTT through its spool on the card."""
+    spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.memory_messages)
+    return MqttPublisher(cfg.mqtt, cfg.device_id, spool, model, birth_topic,
+                         drops_window_s=cfg.spool.drops_window_s)
 
 
 def envelope(device_id: str, seq: int, epoch: str) -> dict[str, Any]:
@@ -90,13 +128,22 @@ def envelope(device_id: str, seq: int, epoch: str) -> dict[str, Any]:
 
 
 class MqttPublisher:
+    """Delivery over MQTT: the spool on the card, and the thread that empties it to the
+    broker in order, at least once."""
+
     def __init__(self, cfg: MqttConfig, device_id: str, spool: Spool,
-                 model: ModelRef | None = None, birth_topic: str | None = None) -> None:
+                 model: ModelRef | None = None, birth_topic: str | None = None,
+                 drops_window_s: float = 3600.0) -> None:
         """`birth_topic`: when "online" arrives there (a Home Assistant restarted), the
         retained latest values are sent again."""
         self.cfg = cfg
         self.device_id = device_id
         self.spool = spool
+        self.drops_window_s = drops_window_s
+        # (when, the spool's lifetime drop count): what it dropped recently
+        self._drops: deque[tuple[float, int]] = deque([(time.monotonic(),
+                                                        sum(spool.dropped().values()))])
+        self._notice_until = time.monotonic() + NOTICE_S if spool.notice else 0.0
         self.model = model
         self.birth_topic = birth_topic
         self._retained: dict[str, bytes] = {}
@@ -154,8 +201,19 @@ class MqttPublisher:
             time.sleep(0.05)
         return self.spool.depth() == 0
 
+    def delivery(self) -> Delivery:
+        now, total = time.monotonic(), sum(self.spool.dropped().values())
+        self._drops.append((now, total))
+        while self._drops and self._drops[0][0] < now - self.drops_window_s:
+            self._drops.popleft()
+        return Delivery(
+            depth=self.spool.depth(), in_memory=self.spool.in_memory(), dropped=total,
+            dropped_recent=total - self._drops[0][1] if len(self._drops) > 1 else 0,
+            fault=self.spool.fault, stranded=self.spool.stranded(),
+            notice=self.spool.notice if now < self._notice_until else "")
+
     def close(self, final_state: str = "offline", reason: str = "shutdown") -> None:
-        """Publishes the final status (retained) and disconnects cleanly."""
+        """Publishes the final status (retained), disconnects cleanly, closes the spool."""
         client = self._client
         if client is not None and self._connected.is_set():
             info = client.publish(topic(self.cfg.topic_prefix, self.device_id, "status"),
@@ -166,6 +224,7 @@ class MqttPublisher:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
+        self.spool.close()
 
     # -- the sender thread -------------------------------------------------------------------
     def _status_payload(self, state: str, reasons: list[str]) -> bytes:

@@ -298,7 +298,8 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     assert "sprsound" not in report_json["floor"]["raw"]["cv"]  # an ICBHI baseline
     assert report_json["prediction"]["official_test"] is not None
     assert [r["where"] for r in report_json["gate"]["rows"]] == [
-        f"{w} {s}" for w in ("cv", "held out") for s in ("AKGC417L", "LittC2SE", "Meditron")]
+        f"{w} {s}" for w in ("cv", "held out", "quiet")
+        for s in ("AKGC417L", "LittC2SE", "Meditron")]
     # every fold's choice was made without it: the chosen epochs are within the run
     assert {c["epoch"] for c in report_json["choices"].values()} <= {1, 2}
     assert len(report_json["curve"]) == 2

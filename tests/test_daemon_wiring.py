@@ -13,7 +13,7 @@ import pytest
 from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.payloads import body_dict, schema
-from edge.publisher import envelope
+from edge.publisher import Delivery, envelope
 from tests.conftest import TEST_EPOCH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +52,9 @@ class MemoryPublisher:
 
     def flush(self, timeout_s: float) -> bool:
         return True
+
+    def delivery(self) -> Delivery:
+        return Delivery()  # everything delivered at once, nothing lost
 
     def close(self, final_state: str = "offline", reason: str = "shutdown") -> None:
         self.statuses.append((final_state, [reason]))

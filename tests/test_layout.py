@@ -94,6 +94,8 @@ def test_dependencies_point_one_way() -> None:
             if not name.startswith(("edge.dev", "edge.cli")):
                 assert not any(d.startswith("edge.dev") for d in deps), \
                     f"{name} imports a dev helper"
+        if name == "edge.daemon":  # delivery is one boundary: the daemon knows the Publisher
+            assert "edge.spool" not in deps, "edge.daemon reaches past its Publisher"
         if name.startswith("edge.dsp"):  # the signal path knows nothing after it
             later = {"edge.model", "edge.tracker", "edge.analysis", "edge.daemon",
                      "edge.publisher", "edge.spool", "edge.payloads"}
