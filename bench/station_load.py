@@ -151,9 +151,9 @@ def status_body(state: str) -> Any:
 def run_setting(db: str, workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from sqlalchemy import func, select
 
-    from station.private_postgres import PrivatePostgres
     from station.schema import cycles, gaps, received
     from station.store import SETTLE_S, Store
+    from tests.private_postgres import PrivatePostgres
 
     pg = PrivatePostgres(tmp / "pg") if db == "postgresql" else None
     url = pg.url if pg else f"sqlite:///{tmp / 'station.db'}"

@@ -50,6 +50,9 @@ Event = ClassifiedCycle | AlertChanged | SessionEnded
 
 
 class Analysis:
+    """One stream's analysis, from audio blocks to cycle results, alerts and sessions: the
+    only place those are made, so every caller (daemon, classify, evaluation) agrees."""
+
     def __init__(self, source_rate: int, runner: Classifier | None,
                  segmenter: SegmenterConfig, tracker: TrackerConfig,
                  frontend: FrontendParams | None = None) -> None:

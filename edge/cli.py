@@ -27,7 +27,6 @@ from edge.sources.stdin import StdinSource
 from edge.typed import yaml_lines
 
 EXIT_USAGE = 2
-JSON_SCHEMA_VERSION = 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,9 @@ class AlertSignal(Protocol):
 
 
 class Daemon:
+    """The always-on service around one analysis: it keeps capture, processing and delivery
+    apart so none can stall another, and says how each is doing (health, stats, systemd)."""
+
     def __init__(self, cfg: Config, config_path: Path | None = None,
                  publisher: Publisher | None = None) -> None:
         """`publisher`: delivery (default: MQTT through the spool); tests give their own."""

@@ -1,7 +1,7 @@
 """The signal path, source blocks → resample → segment → features (the frontend), as one object.
 
 The analysis path (edge.analysis) drives it. Lost audio (a block's `gap_s`) is filled with
-silence when it is short, keeping every later timestamp true; a gap longer than a cycle can be
+silence when it is short, keeping every later timestamp true; a gap longer than a cycle can last
 restarts the segmenter on a new time origin instead of pushing minutes of zeros through it.
 """
 
@@ -47,6 +47,9 @@ class PathStats:
 
 
 class SignalPath:
+    """The audio half of the analysis, kept apart from the model so the trainer and the
+    evaluation cut and featurise cycles exactly as the device does."""
+
     def __init__(self, source_rate: int, frontend: FrontendParams,
                  segmenter: SegmenterConfig) -> None:
         self.source_rate = source_rate

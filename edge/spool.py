@@ -73,6 +73,10 @@ def fault_of(exc: sqlite3.Error) -> str:
 
 
 class Spool:
+    """The device's memory of what it still owes the broker: every message is numbered and on
+    disk before it is sent, so a crash, a power cut or a broker outage loses nothing, and a
+    failing card degrades delivery instead of stopping the device."""
+
     def __init__(self, path: str | Path, max_messages: int,
                  memory_messages: int = MEMORY_MESSAGES) -> None:
         self.path = Path(path)

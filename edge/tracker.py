@@ -159,6 +159,9 @@ def new_id() -> str:
 
 
 class Tracker:
+    """Turns a noisy stream of per-cycle labels into alerts a clinician can act on (debounced,
+    with hysteresis) and sessions with a record-level label; it knows nothing of the wire."""
+
     def __init__(self, cfg: TrackerConfig, labels: tuple[str, ...],
                  record_fraction: float | None = None,
                  findings: dict[str, tuple[str, ...]] | None = None) -> None:

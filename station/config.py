@@ -177,7 +177,6 @@ class StationConfig:
                                       "shipped one).")
 
 
-DEFAULT_PATH = Path("/etc/lungedge/station.yaml")
 EXAMPLE_HEADER = """\
 # lungedge station configuration: every key, its default and what it means. Generated from the
 # typed definitions (`python -m station.config > station/station.example.yaml`). Unknown keys

@@ -41,6 +41,10 @@ class Received:
 
 
 class Ingest:
+    """Moves every device's messages from the broker into the store, acknowledging each only
+    once it is committed or kept as a refusal, so a station crash or a poison message loses
+    nothing and wedges nothing."""
+
     def __init__(self, cfg: StationConfig, store: Store) -> None:
         self.cfg = cfg
         self.store = store

@@ -9,10 +9,13 @@ these tables; a test checks that they agree.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    Connection,
     Float,
     Index,
     Integer,
@@ -21,7 +24,31 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
+
+
+class Lock(IntEnum):
+    """PostgreSQL advisory locks: the jobs that station workers sharing one database take in
+    turns. Named here once, so no two jobs share an id by accident."""
+    MIGRATE = 7453921  # upgrading the schema at start (waited for)
+    SWEEP = 7453922  # station alarms and gaps
+    ROUTE = 7453923  # the router's pass
+
+
+def wait_turn(conn: Connection, lock: Lock) -> None:
+    """Holds `lock` until the transaction ends, waiting for another worker to finish with it
+    (nothing to wait for on SQLite: one process writes)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": int(lock)})
+
+
+def my_turn(conn: Connection, lock: Lock) -> bool:
+    """True if this transaction now holds `lock` (until it ends); False while another worker
+    does that job, which it then skips."""
+    return conn.dialect.name != "postgresql" or bool(conn.execute(
+        text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": int(lock)}).scalar())
+
 
 metadata = MetaData()
 

@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from station import alarms
 from station.schema import (
+    Lock,
     alert_log,
     alerts,
     changes,
@@ -49,9 +50,11 @@ from station.schema import (
     invalid,
     logins,
     minutes,
+    my_turn,
     received,
     summaries,
     verdicts,
+    wait_turn,
 )
 from station.validate import Message, unix
 
@@ -100,8 +103,7 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":  # several workers may start together
-            conn.execute(text("SELECT pg_advisory_xact_lock(7453921)"))
+        wait_turn(conn, Lock.MIGRATE)  # several workers may start together
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
@@ -112,6 +114,9 @@ def _upsert(conn: Connection, table: Any) -> Any:
 
 
 class Store:
+    """The station's one door to its database: ingest, alarms, people's actions and the UI's
+    reads go through it, so what is acknowledged to the broker is what is stored."""
+
     def __init__(self, url: str) -> None:
         self.engine = connect(url)
         self.last_foreign = 0  # messages of the last ingest() refused as another's data
@@ -435,8 +440,7 @@ class Store:
         """Time- and state-driven station alarms: silent devices, spool backlogs, and the gaps
         among messages that have had time to settle. One worker at a time."""
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql" and not conn.execute(
-                    text("SELECT pg_try_advisory_xact_lock(7453922)")).scalar():
+            if not my_turn(conn, Lock.SWEEP):
                 return  # another worker is sweeping
             checked = self._gaps_checked_until
             self._gaps_checked_until = now - SETTLE_S

@@ -69,7 +69,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A private PostgreSQL on a free port (tests may stop and start it); stopped afterwards."""
-    from station.private_postgres import PrivatePostgres, find_bin
+    from tests.private_postgres import PrivatePostgres, find_bin
 
     if find_bin() is None:
         pytest.skip("PostgreSQL is not installed (`apt-get install postgresql`; `make test` "

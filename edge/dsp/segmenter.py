@@ -1,9 +1,11 @@
 """Streaming breathing-cycle segmentation: cuts continuous audio into cycles as it arrives.
 
-A breath is heard as a rise of band energy (a few hundred Hz to ~1.2 kHz) above the chest's
-background. The segmenter follows a smoothed log-energy envelope (10 ms frames), tracks the
-background as a running quantile of the recent envelope, and detects breath sound with
-hysteresis (`on_db` above the floor to start, below `off_db` for `merge_gap_s` to end).
+A breath is heard as a rise of band energy (`band_low_hz`–`band_high_hz`, 195–1010 Hz by
+default) above the chest's background. The segmenter follows a smoothed log-energy envelope
+(10 ms frames), tracks the background as a running quantile of the recent envelope, and
+detects breath sound when the envelope rises `on_db` above the floor and ends it once it stays
+below floor + `off_db` for `merge_gap_s`. `off_db` may be set below `on_db` for hysteresis; by
+default the two are equal and `merge_gap_s` alone keeps a breath from flickering.
 
 A cycle starts `pad_s` before a breath's onset (the sound begins before the energy clears a
 threshold) and ends `tail_s` after the sound stops, or earlier where the next breath begins:

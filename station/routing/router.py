@@ -12,11 +12,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from station.routing.rules import RoutingConfig, Rule
 from station.routing.targets import DeliveryFailed, post_webhook, run_command
-from station.schema import alert_log, alerts, deliveries, delivery_attempts, devices, routing_state
+from station.schema import (
+    Lock,
+    alert_log,
+    alerts,
+    deliveries,
+    delivery_attempts,
+    devices,
+    my_turn,
+    routing_state,
+)
 from station.store import Store, needs_attention
 
 log = logging.getLogger(__name__)
@@ -31,6 +40,9 @@ def send(target: str, where: Any, message: dict[str, Any]) -> str:
 
 
 class Router:
+    """Gets each alert to the people the rules name, once, across restarts and workers, and
+    escalates what nobody acknowledged: paging is a record in the database, not a side effect."""
+
     def __init__(self, cfg: RoutingConfig, store: Store, deliver: Send = send) -> None:
         self.cfg = cfg
         self.rules = {r.name: r for r in cfg.rules}
@@ -46,8 +58,7 @@ class Router:
         if not self.rules:
             return
         with self.store.engine.begin() as conn:
-            if conn.dialect.name == "postgresql" and not conn.execute(
-                    text("SELECT pg_try_advisory_xact_lock(7453923)")).scalar():
+            if not my_turn(conn, Lock.ROUTE):
                 return  # another worker is routing
             self._route(conn, now)
             self._escalate(conn, now)
