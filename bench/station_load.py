@@ -107,7 +107,8 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
         label = "crackle" if rng.random() < 0.2 else "normal"
         send(device, "cycle", Cycle("s", iso_ms(t - 2), iso_ms(t), 2.0, label,
                                     {"normal": 0.7, "crackle": 0.3}, 0.7,
-                                    round(rng.uniform(0.4, 1), 3), False, MODEL, 380.0))
+                                    round(rng.uniform(0.4, 1), 3), True, False, MODEL,
+                                    380.0))
         c = seq[(device, "cycle")]
         if c % 10 == 0:  # alerts open, update and end
             open_id = alert_open[device]

@@ -37,6 +37,7 @@ class ClassifiedCycle:
     cycle: Cycle  # its samples at the model rate
     features: np.ndarray
     quality: float
+    good: bool  # quality enough to count as evidence (TrackerConfig.good)
     prediction: Prediction | None  # None: segmentation only, no model
     inference_ms: float
     session_id: str | None
@@ -62,6 +63,7 @@ class Analysis:
         if params is None:
             raise ValueError("segmentation only needs the frontend parameters")
         self.runner = runner
+        self.tracker_cfg = tracker
         self.path = SignalPath(source_rate, params, segmenter)
         self.tracker = Tracker(tracker, m.labels, m.thresholds.get(RECORD), m.findings) \
             if m else None
@@ -118,7 +120,8 @@ class Analysis:
                                                      prediction.confidence, quality))
             before, after = list(b), list(a)
         cycle = ClassifiedCycle(self._index, c.start_s, c.end_s, c.cycle, c.features, quality,
-                                prediction, ms, self.tracker.session_id if self.tracker else None)
+                                self.tracker_cfg.good(quality), prediction, ms,
+                                self.tracker.session_id if self.tracker else None)
         self._index += 1
         return [*before, cycle, *after]
 

@@ -17,9 +17,11 @@ def cycle_body(c: ClassifiedCycle, clock: StreamClock, model: ModelRef) -> Cycle
     assert c.prediction is not None and c.session_id is not None
     p = c.prediction
     end = clock.wall(c.end)
-    return Cycle(c.session_id, iso_ms(clock.wall(c.start)), iso_ms(end),
-                 round(c.duration_s, 3), p.label, p.probs, round(p.confidence, 4), c.quality,
-                 c.cycle.forced_cut, model, round(max(0.0, wall_clock.wall() - end) * 1000, 1))
+    return Cycle(session_id=c.session_id, start=iso_ms(clock.wall(c.start)), end=iso_ms(end),
+                 duration_s=round(c.duration_s, 3), label=p.label, probs=p.probs,
+                 confidence=round(p.confidence, 4), quality=c.quality, good=c.good,
+                 forced_cut=c.cycle.forced_cut, model=model,
+                 latency_ms=round(max(0.0, wall_clock.wall() - end) * 1000, 1))
 
 
 def alert_body(a: AlertChanged, clock: StreamClock) -> Alert:

@@ -25,7 +25,8 @@ from typing import Any, Literal
 # reasons; timestamps say whether the wall clock was synchronised. 3: the status names the model.
 # 4: every message carries the numbering epoch of its seq (a subscriber keys repeats on epoch,
 # kind and seq), and a poor_signal alert may say sound was heard but no breathing found.
-SCHEMA_VERSION = 4
+# 5: a cycle says whether it was good enough to count (`good`), the device's judgement.
+SCHEMA_VERSION = 5
 EPOCH = r"^[0-9a-f]{8,32}$"
 # Ids a device makes (sessions, alerts, clips: 16 hex digits) go into a station's URLs and keys:
 # no "/", nothing a database column of 64 characters cannot hold.
@@ -108,6 +109,9 @@ class Cycle:
     probs: dict[str, float]
     confidence: float = field(metadata=wire(minimum=0, maximum=1))
     quality: float = field(metadata=wire(minimum=0, maximum=1))
+    # the device's own judgement: quality enough to count in alerts and summaries
+    # (tracker.poor_quality_below), so a reader never copies the device's cut
+    good: bool
     forced_cut: bool
     model: ModelRef
     latency_ms: float = field(metadata=wire(minimum=0))

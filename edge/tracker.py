@@ -67,6 +67,11 @@ class TrackerConfig:
                                              "cycles, s.", gt=0)
     session_max_s: float = setting(600.0, "…or after this long, s.", gt=0)
 
+    def good(self, quality: float) -> bool:
+        """Whether a cycle of this quality counts as evidence (alerts, burden, record label):
+        the device's judgement, which its cycle messages carry so no reader re-derives it."""
+        return quality >= self.poor_quality_below
+
 
 @dataclass(frozen=True)
 class CycleResult:
@@ -255,8 +260,8 @@ class Tracker:
     # -- alerts -----------------------------------------------------------------------------
     def _hit(self, kind: AlertKind, r: CycleResult) -> bool:
         if kind == "poor_signal":
-            return r.quality < self.cfg.poor_quality_below
-        return r.label in self.findings.get(kind, ()) and r.quality >= self.cfg.poor_quality_below
+            return not self.cfg.good(r.quality)
+        return r.label in self.findings.get(kind, ()) and self.cfg.good(r.quality)
 
     def _evidence(self, kind: AlertKind) -> Evidence:
         if kind == "no_audio":
@@ -314,7 +319,7 @@ class Tracker:
         cycles = s.cycles
         n = len(cycles)
         by_label = Counter(r.label for r in cycles)
-        good = sum(r.quality >= self.cfg.poor_quality_below for r in cycles)
+        good = sum(self.cfg.good(r.quality) for r in cycles)
         burden, rate = self._so_far(s)
         out.append(SessionEnded(
             s.session_id, s.start, s.last, n, {lab: by_label.get(lab, 0) for lab in self.labels},
@@ -330,7 +335,7 @@ class Tracker:
         return self._so_far(self.session) if self.session else (None, None)
 
     def _so_far(self, s: _Session) -> tuple[float | None, float | None]:
-        good = [r for r in s.cycles if r.quality >= self.cfg.poor_quality_below]
+        good = [r for r in s.cycles if self.cfg.good(r.quality)]
         n, span = len(s.cycles), s.last - s.start
         return (round(sum(r.label != "normal" for r in good) / len(good), 3) if good else None,
                 round(60 * n / span, 1) if n >= 2 and span > 0 else None)

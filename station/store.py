@@ -60,7 +60,6 @@ from station.validate import Message, unix
 
 log = logging.getLogger(__name__)
 
-POOR_QUALITY_BELOW = 0.3  # the device's default (tracker.poor_quality_below)
 GAP_KINDS = ("cycle", "alert", "summary")  # seq gaps worth an alarm (stats are QoS 0)
 SETTLE_S = 30.0  # a missing seq is a gap once it is this late (workers may reorder messages)
 MINUTE_SUMS = ("cycles", "good", "abnormal", "quality_sum")  # what each minute row adds up
@@ -211,7 +210,7 @@ class Store:
                          "probs": b["probs"], "forced_cut": b["forced_cut"],
                          "model": f"{b['model']['name']} {b['model']['version']}",
                          "latency_ms": b["latency_ms"]})
-            good = b["quality"] >= POOR_QUALITY_BELOW
+            good = b["good"]
             key = (m.device_id, int(start // 60))
             total = sums.setdefault(key, {"cycles": 0, "good": 0, "abnormal": 0,
                                           "quality_sum": 0.0})

@@ -24,6 +24,9 @@ MAX_BYTES = 64 * 1024  # the largest real message (stats of a serial source) is 
 # A device of schema 3 numbered its messages before epochs existed: they keep one epoch of
 # their own, and a device updated to 4 starts a new one.
 LEGACY_EPOCH = "00000000"
+# A device of schema 4 or earlier did not say whether a cycle counted: every one of them judged
+# with the same cut (tracker.poor_quality_below's default), the only place the station knows it.
+LEGACY_QUALITY_CUT = 0.3
 TIMES = ("ts", "start", "end", "first_cycle", "last_cycle", "cycle_start", "cycle_end")
 
 
@@ -70,6 +73,18 @@ def schema_error(kind: str, body: Any) -> str:
     return f"{kind} schema: {where}: {e.message[:200]}"
 
 
+def upgrade(kind: str, body: Any) -> Any:
+    """An older device's message in today's schema (what it meant, said today's way); the
+    schema then judges it like any other."""
+    if not isinstance(body, dict) or body.get("schema_version") not in (3, 4):
+        return body
+    if body["schema_version"] == 3 and "epoch" not in body:
+        body = body | {"epoch": LEGACY_EPOCH}
+    if kind == "cycle" and isinstance(body.get("quality"), (int, float)) and "good" not in body:
+        body = body | {"good": body["quality"] >= LEGACY_QUALITY_CUT}
+    return body | {"schema_version": SCHEMA_VERSION}
+
+
 def parse(topic: str, payload: bytes, prefix: str) -> Message:
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != prefix:
@@ -85,8 +100,7 @@ def parse(topic: str, payload: bytes, prefix: str) -> Message:
         body = json.loads(payload, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise Refused(f"not JSON: {exc}") from None
-    if isinstance(body, dict) and body.get("schema_version") == 3 and "epoch" not in body:
-        body = body | {"schema_version": SCHEMA_VERSION, "epoch": LEGACY_EPOCH}
+    body = upgrade(kind, body)
     why = schema_error(kind, body)
     if why:
         raise Refused(why)

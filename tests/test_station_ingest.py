@@ -75,7 +75,8 @@ def publisher(port: int) -> mqtt.Client:
 def cycle_message(device: str, seq: int) -> bytes:
     t = time.time()
     body = Cycle("s1", iso_ms(t - 2), iso_ms(t), 2.0, "normal",
-                 {"normal": 0.9, "crackle": 0.1}, 0.9, 0.8, False, ModelRef("m", "1"), 400.0)
+                 {"normal": 0.9, "crackle": 0.1}, 0.9, 0.8, True, False, ModelRef("m", "1"),
+                 400.0)
     return json.dumps(envelope(device, seq, TEST_EPOCH) | body_dict(body)).encode()
 
 

@@ -199,3 +199,34 @@ def test_hostile_strings_are_stored_as_text_and_refusals_counted(database_url: s
     (tile,) = store.overview(time.time())
     assert tile["device_id"] == HOSTILE and tile["reasons"][0] == script
     assert store.counts()["invalid"] == 1 and store.refused()[0]["reason"] == "not JSON"
+
+
+def test_a_cycle_counts_as_its_device_judged_it(database_url: str) -> None:
+    """The station keeps no copy of a device's quality cut: a cycle counts (minute sums, burden)
+    when its device said `good`; a schema-4 device's cycle is judged with that schema's cut."""
+    from sqlalchemy import func, select
+
+    from edge.payloads import Cycle, ModelRef, iso_ms
+    from edge.publisher import envelope
+    from station.schema import minutes
+
+    store = Store(database_url)
+    t = 1_800_000_000.0  # one minute for all three
+
+    def cycle(seq: int, quality: float, good: bool | None, label: str) -> Message:
+        body = envelope("bed-1", seq, TEST_EPOCH) | body_dict(Cycle(
+            "s1", iso_ms(t + seq), iso_ms(t + seq + 2), 2.0, label, {label: 0.9}, 0.9, quality,
+            bool(good), False, ModelRef("m", "1"), 400.0))
+        if good is None:  # as a device of schema 4 sent it
+            body = {k: v for k, v in body.items() if k != "good"} | {"schema_version": 4}
+        return parse("lungedge/bed-1/cycle", json.dumps(body).encode(), "lungedge")
+
+    store.ingest([cycle(0, 0.9, False, "crackle"),  # a stricter device: not evidence
+                  cycle(1, 0.2, True, "crackle"),  # a laxer one: evidence
+                  cycle(2, 0.2, None, "crackle"),  # schema 4, under 0.3: not evidence
+                  cycle(3, 0.8, None, "normal")], now=t + 10)  # schema 4: good
+    with store.engine.connect() as conn:
+        good, abnormal, n = conn.execute(select(
+            func.sum(minutes.c.good), func.sum(minutes.c.abnormal),
+            func.sum(minutes.c.cycles))).one()
+    assert (n, good, abnormal) == (4, 2, 1)

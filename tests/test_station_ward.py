@@ -58,7 +58,7 @@ class Ward:
             t = now - 24 + n * 4
             self.send(device, "cycle", body_dict(Cycle(
                 "s1", iso_ms(t), iso_ms(t + 3.9), 3.9, "normal", {"normal": 0.9}, 0.9, 0.8,
-                False, MODEL, 400.0)), synced=synced)
+                True, False, MODEL, 400.0)), synced=synced)
 
     def alert(self, device: str, alert_id: str, kind: str, event: str = "new",
               cycles: int = 3) -> None:

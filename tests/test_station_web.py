@@ -115,7 +115,7 @@ def simulate_ward(port: int, beds: int = 6) -> None:
             t = now - 300 + n * 7
             label = "wheeze" if i == 1 and n % 3 == 0 else "normal"
             body = Cycle("s", iso_ms(t), iso_ms(t + 3), 3.0, label, {label: 0.9}, 0.9, 0.8,
-                         False, ModelRef("lungedge-cnnlstm", "0.5.0"), 400.0)
+                         True, False, ModelRef("lungedge-cnnlstm", "0.5.0"), 400.0)
             pub.publish(f"lungedge/{device}/cycle",
                         json.dumps(envelope(device, n, TEST_EPOCH) | body_dict(body)), qos=1)
         summary = Summary("s", iso_ms(now - 300), iso_ms(now - 20), 280.0, 40,
