@@ -105,19 +105,20 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
             time.sleep(wait)
         t = time.time()
         label = "crackle" if rng.random() < 0.2 else "normal"
-        send(device, "cycle", Cycle("s", iso_ms(t - 2), iso_ms(t), 2.0, label,
-                                    {"normal": 0.7, "crackle": 0.3}, 0.7,
-                                    round(rng.uniform(0.4, 1), 3), True, False, MODEL,
-                                    380.0))
+        send(device, "cycle", Cycle(session_id="s", start=iso_ms(t - 2), end=iso_ms(t),
+                                    duration_s=2.0, label=label,
+                                    probs={"normal": 0.7, "crackle": 0.3}, confidence=0.7,
+                                    quality=round(rng.uniform(0.4, 1), 3), good=True,
+                                    forced_cut=False, model=MODEL, latency_ms=380.0))
         c = seq[(device, "cycle")]
         if c % 10 == 0:  # alerts open, update and end
             open_id = alert_open[device]
             event: Literal["new", "update", "end"] = "new" if open_id is None else \
                 ("update" if rng.random() < 0.5 else "end")
             alert_id = open_id or f"{device}-{c}"
-            send(device, "alert", Alert(alert_id, event, "crackle", "s",
-                                        CycleEvidence(3, 8, 0.375, 3), iso_ms(t - 20),
-                                        iso_ms(t)))
+            send(device, "alert", Alert(alert_id=alert_id, event=event, kind="crackle",
+                                        session_id="s", evidence=CycleEvidence(3, 8, 0.375, 3),
+                                        first_cycle=iso_ms(t - 20), last_cycle=iso_ms(t)))
             alert_open[device] = None if event == "end" else alert_id
         if c % 30 == 0:  # status flaps
             state: Literal["online", "degraded"] = "degraded" if rng.random() < 1 / 3 \

@@ -79,9 +79,11 @@ class ClipMaker:
         self._recent.append((now, len(data)))
         self._last_clipped = c.index
         self.sent += 1
-        return Clip(uuid.uuid4().hex[:16], alert.alert_id if alert else None,
-                    alert.kind if alert else None, c.session_id,
-                    iso_ms(self.clock.wall(c.start)), iso_ms(self.clock.wall(c.end)),
-                    c.prediction.label, round(c.prediction.confidence, 4),
-                    c.cycle.sample_rate, encoding,  # type: ignore[arg-type]
-                    base64.b64encode(data).decode())
+        return Clip(
+            clip_id=uuid.uuid4().hex[:16], alert_id=alert.alert_id if alert else None,
+            alert_kind=alert.kind if alert else None, session_id=c.session_id,
+            cycle_start=iso_ms(self.clock.wall(c.start)),
+            cycle_end=iso_ms(self.clock.wall(c.end)), label=c.prediction.label,
+            confidence=round(c.prediction.confidence, 4), sample_rate=c.cycle.sample_rate,
+            encoding=encoding,  # type: ignore[arg-type]
+            audio_b64=base64.b64encode(data).decode())

@@ -25,13 +25,18 @@ def cycle_body(c: ClassifiedCycle, clock: StreamClock, model: ModelRef) -> Cycle
 
 
 def alert_body(a: AlertChanged, clock: StreamClock) -> Alert:
-    return Alert(a.alert_id, a.event, a.kind, a.session_id, a.evidence,
-                 None if a.first_cycle is None else iso_ms(clock.wall(a.first_cycle)),
-                 None if a.last_cycle is None else iso_ms(clock.wall(a.last_cycle)))
+    return Alert(
+        alert_id=a.alert_id, event=a.event, kind=a.kind, session_id=a.session_id,
+        evidence=a.evidence,
+        first_cycle=None if a.first_cycle is None else iso_ms(clock.wall(a.first_cycle)),
+        last_cycle=None if a.last_cycle is None else iso_ms(clock.wall(a.last_cycle)))
 
 
 def summary_body(s: SessionEnded, clock: StreamClock, model: ModelRef) -> Summary:
-    return Summary(s.session_id, iso_ms(clock.wall(s.start)), iso_ms(clock.wall(s.end)),
-                   round(s.end - s.start, 3), s.cycles, s.cycles_by_label, s.abnormal_burden,
-                   s.poor_quality_fraction, s.record_label,  # type: ignore[arg-type]
-                   s.breathing_rate_per_min, s.ended_by, model)
+    return Summary(
+        session_id=s.session_id, start=iso_ms(clock.wall(s.start)),
+        end=iso_ms(clock.wall(s.end)), duration_s=round(s.end - s.start, 3), cycles=s.cycles,
+        cycles_by_label=s.cycles_by_label, abnormal_burden=s.abnormal_burden,
+        poor_quality_fraction=s.poor_quality_fraction,
+        record_label=s.record_label,  # type: ignore[arg-type]
+        breathing_rate_per_min=s.breathing_rate_per_min, ended_by=s.ended_by, model=model)

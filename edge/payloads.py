@@ -99,7 +99,7 @@ class Status:
     model: ModelRef | None  # what the device classifies with (null: not loaded)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cycle:
     session_id: str = field(metadata=wire(pattern=ID))
     start: str = field(metadata=wire(pattern=ISO_MS))
@@ -140,7 +140,7 @@ class NoBreathingEvidence:
     no_cycle_s: float = field(metadata=wire(minimum=0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Alert:
     alert_id: str = field(metadata=wire(pattern=ID))
     event: Literal["new", "update", "end"]
@@ -151,7 +151,7 @@ class Alert:
     last_cycle: str | None = field(metadata=wire(pattern=ISO_MS))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Summary:
     session_id: str = field(metadata=wire(pattern=ID))
     start: str = field(metadata=wire(pattern=ISO_MS))
@@ -167,7 +167,7 @@ class Summary:
     model: ModelRef
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Clip:
     """The audio of a cycle behind an alert, for a clinician to hear what the device heard."""
 

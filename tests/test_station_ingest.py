@@ -74,9 +74,10 @@ def publisher(port: int) -> mqtt.Client:
 
 def cycle_message(device: str, seq: int) -> bytes:
     t = time.time()
-    body = Cycle("s1", iso_ms(t - 2), iso_ms(t), 2.0, "normal",
-                 {"normal": 0.9, "crackle": 0.1}, 0.9, 0.8, True, False, ModelRef("m", "1"),
-                 400.0)
+    body = Cycle(session_id="s1", start=iso_ms(t - 2), end=iso_ms(t), duration_s=2.0,
+                 label="normal", probs={"normal": 0.9, "crackle": 0.1}, confidence=0.9,
+                 quality=0.8, good=True, forced_cut=False, model=ModelRef("m", "1"),
+                 latency_ms=400.0)
     return json.dumps(envelope(device, seq, TEST_EPOCH) | body_dict(body)).encode()
 
 

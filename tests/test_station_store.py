@@ -133,8 +133,9 @@ def test_a_device_cannot_touch_another_devices_alert(database_url: str) -> None:
     store.ingest([alert_message("bed-7", 0, "new", kind="crackle")])
     store.ingest([alert_message("bed-8", 0, "end", kind="crackle")])
     clip = envelope("bed-8", 0, TEST_EPOCH) | body_dict(Clip(
-        "c0ffee", "a1", "crackle", "s1", "2026-12-03T10:00:00.000Z",
-        "2026-12-03T10:00:02.000Z", "normal", 0.99, 4000, "flac", "AAAA"))
+        clip_id="c0ffee", alert_id="a1", alert_kind="crackle", session_id="s1",
+        cycle_start="2026-12-03T10:00:00.000Z", cycle_end="2026-12-03T10:00:02.000Z",
+        label="normal", confidence=0.99, sample_rate=4000, encoding="flac", audio_b64="AAAA"))
     store.ingest([parse("lungedge/bed-8/clip", json.dumps(clip).encode(), "lungedge")])
     alert = store.alert("a1")
     assert alert is not None and alert["state"] == "open" and alert["device_id"] == "bed-7"
@@ -215,8 +216,9 @@ def test_a_cycle_counts_as_its_device_judged_it(database_url: str) -> None:
 
     def cycle(seq: int, quality: float, good: bool | None, label: str) -> Message:
         body = envelope("bed-1", seq, TEST_EPOCH) | body_dict(Cycle(
-            "s1", iso_ms(t + seq), iso_ms(t + seq + 2), 2.0, label, {label: 0.9}, 0.9, quality,
-            bool(good), False, ModelRef("m", "1"), 400.0))
+            session_id="s1", start=iso_ms(t + seq), end=iso_ms(t + seq + 2), duration_s=2.0,
+            label=label, probs={label: 0.9}, confidence=0.9, quality=quality, good=bool(good),
+            forced_cut=False, model=ModelRef("m", "1"), latency_ms=400.0))
         if good is None:  # as a device of schema 4 sent it
             body = {k: v for k, v in body.items() if k != "good"} | {"schema_version": 4}
         return parse("lungedge/bed-1/cycle", json.dumps(body).encode(), "lungedge")

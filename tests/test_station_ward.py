@@ -57,8 +57,9 @@ class Ward:
         for n in range(6):  # a breath every 4 s: 15 breaths/min
             t = now - 24 + n * 4
             self.send(device, "cycle", body_dict(Cycle(
-                "s1", iso_ms(t), iso_ms(t + 3.9), 3.9, "normal", {"normal": 0.9}, 0.9, 0.8,
-                True, False, MODEL, 400.0)), synced=synced)
+                session_id="s1", start=iso_ms(t), end=iso_ms(t + 3.9), duration_s=3.9,
+                label="normal", probs={"normal": 0.9}, confidence=0.9, quality=0.8, good=True,
+                forced_cut=False, model=MODEL, latency_ms=400.0)), synced=synced)
 
     def alert(self, device: str, alert_id: str, kind: str, event: str = "new",
               cycles: int = 3) -> None:
@@ -66,7 +67,8 @@ class Ward:
         evidence = NoBreathingEvidence(30.0) if kind == "poor_signal" else \
             CycleEvidence(cycles, 8, round(cycles / 8, 3), cycles)
         self.send(device, "alert", body_dict(Alert(
-            alert_id, event, kind, "s1", evidence, iso_ms(now - 20), iso_ms(now))))
+            alert_id=alert_id, event=event, kind=kind, session_id="s1",  # type: ignore[arg-type]
+            evidence=evidence, first_cycle=iso_ms(now - 20), last_cycle=iso_ms(now))))
 
 
 def log_in(page: Any, base: str) -> None:  # noqa: F811

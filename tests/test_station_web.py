@@ -114,13 +114,18 @@ def simulate_ward(port: int, beds: int = 6) -> None:
         for n in range(40):
             t = now - 300 + n * 7
             label = "wheeze" if i == 1 and n % 3 == 0 else "normal"
-            body = Cycle("s", iso_ms(t), iso_ms(t + 3), 3.0, label, {label: 0.9}, 0.9, 0.8,
-                         True, False, ModelRef("lungedge-cnnlstm", "0.5.0"), 400.0)
+            body = Cycle(session_id="s", start=iso_ms(t), end=iso_ms(t + 3), duration_s=3.0,
+                         label=label, probs={label: 0.9}, confidence=0.9, quality=0.8,
+                         good=True, forced_cut=False,
+                         model=ModelRef("lungedge-cnnlstm", "0.5.0"), latency_ms=400.0)
             pub.publish(f"lungedge/{device}/cycle",
                         json.dumps(envelope(device, n, TEST_EPOCH) | body_dict(body)), qos=1)
-        summary = Summary("s", iso_ms(now - 300), iso_ms(now - 20), 280.0, 40,
-                          {"normal": 40, "crackle": 0, "wheeze": 0, "both": 0}, 0.0, 0.0,
-                          "normal", 14.0, "silence", ModelRef("lungedge-cnnlstm", "0.5.0"))
+        summary = Summary(session_id="s", start=iso_ms(now - 300), end=iso_ms(now - 20),
+                          duration_s=280.0, cycles=40,
+                          cycles_by_label={"normal": 40, "crackle": 0, "wheeze": 0, "both": 0},
+                          abnormal_burden=0.0, poor_quality_fraction=0.0, record_label="normal",
+                          breathing_rate_per_min=14.0, ended_by="silence",
+                          model=ModelRef("lungedge-cnnlstm", "0.5.0"))
         pub.publish(f"lungedge/{device}/summary",
                     json.dumps(envelope(device, 0, TEST_EPOCH) | body_dict(summary)), qos=1)
     status = envelope(HOSTILE_ID, 0, TEST_EPOCH) | {"state": "degraded", "reason": SCRIPT,
