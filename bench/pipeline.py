@@ -66,7 +66,7 @@ def child_stages(wav: Path, cycles_out: Path | None, block_ms: int) -> dict[str,
     cfg = Config()
     runner = ModelRunner(SHIPPED)
     source = FileSource(wav, block_ms=block_ms)
-    analysis = Analysis(source.sample_rate, runner, cfg.segmenter, cfg.tracker)
+    analysis = Analysis(source.sample_rate, runner, cfg.tracker)
     spent: dict[str, float] = {}
 
     def timed(name: str, fn: Any) -> Any:

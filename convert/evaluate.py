@@ -41,7 +41,6 @@ from edge.analysis import Analysis, ClassifiedCycle
 from edge.audio_file import read_audio
 from edge.calibration import feature_statistics
 from edge.dsp.frontend import BandNormaliser, Frontend
-from edge.dsp.segmenter import SegmenterConfig
 from edge.model import RECORD, Classifier, Manifest, ModelRunner
 from edge.plot import pyplot, save
 from edge.sources.base import AudioBlock
@@ -152,7 +151,7 @@ def site_calibrations(recs: list[Recording], m: Manifest
 def stream(runner: Classifier, recording: Path) -> list[ClassifiedCycle]:
     """The device's analysis path over a whole recording, no annotation used: its cycles."""
     x, rate = read_audio(recording)
-    analysis = Analysis(rate, runner, SegmenterConfig(), TrackerConfig())
+    analysis = Analysis(rate, runner, TrackerConfig())
     events = analysis.process(AudioBlock(x, rate, 0.0, 0.0)) + analysis.finish()
     return [e for e in events if isinstance(e, ClassifiedCycle)]
 
@@ -160,7 +159,7 @@ def stream(runner: Classifier, recording: Path) -> list[ClassifiedCycle]:
 def record_class(cycles: list[ClassifiedCycle], manifest: Manifest) -> int:
     """Task 2-1's class of the label the device's session summary would give the recording."""
     label = record_label([c.prediction.label for c in cycles if c.prediction],
-                         [c.quality for c in cycles], TrackerConfig().poor_quality_below,
+                         [c.quality for c in cycles], manifest.poor_quality_below,
                          manifest.thresholds.get(RECORD), manifest.findings)
     return {"normal": 0, "poor quality": 2}.get(label, 1)
 

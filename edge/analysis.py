@@ -11,7 +11,6 @@ pass with `idle()`. `clock` maps stream seconds to wall-clock time for whoever p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,7 +36,7 @@ class ClassifiedCycle:
     cycle: Cycle  # its samples at the model rate
     features: np.ndarray
     quality: float
-    good: bool  # quality enough to count as evidence (TrackerConfig.good)
+    good: bool | None  # quality enough to count as evidence (Tracker.good); None: no model
     prediction: Prediction | None  # None: segmentation only, no model
     inference_ms: float
     session_id: str | None
@@ -54,19 +53,20 @@ class Analysis:
     """One stream's analysis, from audio blocks to cycle results, alerts and sessions: the
     only place those are made, so every caller (daemon, classify, evaluation) agrees."""
 
-    def __init__(self, source_rate: int, runner: Classifier | None,
-                 segmenter: SegmenterConfig, tracker: TrackerConfig,
+    def __init__(self, source_rate: int, runner: Classifier | None, tracker: TrackerConfig,
                  frontend: FrontendParams | None = None) -> None:
-        """With no runner, cycles are only segmented (and `frontend` says which features)."""
+        """What decides the cycles and their labels is the model's (its manifest: frontend,
+        segmenter, thresholds, quality cut); `tracker` holds the deployment's alert and session
+        rules. With no runner, cycles are only segmented, with today's segmenter (and
+        `frontend` says which features)."""
         m = runner.manifest if runner else None
         params = m.frontend if m else frontend
         if params is None:
             raise ValueError("segmentation only needs the frontend parameters")
         self.runner = runner
-        self.tracker_cfg = tracker
-        self.path = SignalPath(source_rate, params, segmenter)
-        self.tracker = Tracker(tracker, m.labels, m.thresholds.get(RECORD), m.findings) \
-            if m else None
+        self.path = SignalPath(source_rate, params, m.segmenter if m else SegmenterConfig())
+        self.tracker = Tracker(tracker, m.labels, m.thresholds.get(RECORD), m.findings,
+                               m.poor_quality_below) if m else None
         self.clock = StreamClock()
         self.position = 0.0  # stream seconds heard so far
         self.last_audio = 0.0  # stream second at which the latest non-silent block ended
@@ -120,17 +120,9 @@ class Analysis:
                                                      prediction.confidence, quality))
             before, after = list(b), list(a)
         cycle = ClassifiedCycle(self._index, c.start_s, c.end_s, c.cycle, c.features, quality,
-                                self.tracker_cfg.good(quality), prediction, ms,
+                                self.tracker.good(quality) if self.tracker else None,
+                                prediction, ms,
                                 self.tracker.session_id if self.tracker else None)
         self._index += 1
         return [*before, cycle, *after]
 
-
-def analyse(blocks: Iterable[AudioBlock], source_rate: int, runner: Classifier | None,
-            segmenter: SegmenterConfig, tracker: TrackerConfig,
-            frontend: FrontendParams | None = None) -> Iterator[Event]:
-    """Every event of a finite stream, in order, ending it with `end_of_stream`."""
-    a = Analysis(source_rate, runner, segmenter, tracker, frontend)
-    for block in blocks:
-        yield from a.process(block)
-    yield from a.finish()

@@ -34,7 +34,7 @@ def classify_source(label: str, source: AudioSource, runner: Classifier | None, 
     """One recording or live source through the analysis path: its report. Prints each cycle
     as it is found unless `quiet` (a live source shows them as they happen); stops at the
     source's end, after `seconds` of audio, or at Ctrl-C."""
-    analysis = Analysis(source.sample_rate, runner, cfg.segmenter, cfg.tracker,
+    analysis = Analysis(source.sample_rate, runner, cfg.tracker,
                         None if runner else FrontendParams())
     kept: list[np.ndarray] = []
     audio_s = 0.0

@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--channels", type=int, default=1,
                    help="interleaved channels of raw audio on standard input (default 1)")
     c.add_argument("--config", type=Path,
-                   help="take the source (when no FILE is given) and segmenter from this config")
+                   help="take the source (when no FILE is given) and the alert rules from this "
+                        "config")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("--model", type=Path, help="model package folder (default: the config's "
                                               "model.path, else the shipped model)")
@@ -93,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to write it, e.g. /var/lib/lungedge/calibration.json")
     b.add_argument("--stethoscope", required=True,
                    help="what you call it (model and place), kept in the file")
-    b.add_argument("--config", type=Path, help="the source (with no FILE) and segmenter")
+    b.add_argument("--config", type=Path, help="the source (with no FILE)")
     b.add_argument("--model", type=Path, help="model package folder (default: the config's "
                                               "model.path, else the shipped model)")
     b.add_argument("--seconds", type=float, default=300.0,
@@ -252,7 +253,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                     return
 
         feats += [c.features for c in run_signal_path(blocks(), source.sample_rate,
-                                                       manifest.frontend, cfg.segmenter)]
+                                                       manifest.frontend, manifest.segmenter)]
         audio_s += taken
     try:
         calibration = calibrate(feats, manifest.frontend, args.stethoscope, audio_s,

@@ -17,12 +17,11 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from edge.audio_format import MAX_CHANNELS, MAX_RATE, MIN_RATE
-from edge.dsp.segmenter import SegmenterConfig
 from edge.tracker import TrackerConfig
 from edge.typed import Invalid, ValidationError, from_yaml, section, setting
 
@@ -204,10 +203,16 @@ class HomeAssistantConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The deployment: where audio comes from and results go, and the alert rules a ward
+    chose. What decides a cycle and its label is the model's (its manifest), not here."""
+
+    REMOVED: ClassVar[dict[str, str]] = {
+        "segmenter": "the segmenter's settings decide which cycles the model hears: they "
+                     "travel with the model (its manifest's segmenter)"}
+
     device_id: str = setting("lungedge-1", "This device's id: names its MQTT topics.")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "Log verbosity.")
     source: SourceConfig = section(SourceConfig, "Audio input.")
-    segmenter: SegmenterConfig = section(SegmenterConfig, "Breathing-cycle segmentation.")
     model: ModelConfig = section(ModelConfig, "The classifier.")
     tracker: TrackerConfig = section(TrackerConfig, "Smoothing, alerts and sessions.")
     mqtt: MqttConfig = section(MqttConfig, "Where results go.")

@@ -69,8 +69,7 @@ class Daemon:
         self.publisher: Publisher = publisher or open_publisher(
             cfg, self.model, homeassistant.birth_topic(ha) if ha.enabled else None)
         self.source = open_source(cfg.source, wait=True)
-        self.analysis = Analysis(self.source.sample_rate, self.runner, cfg.segmenter,
-                                 cfg.tracker)
+        self.analysis = Analysis(self.source.sample_rate, self.runner, cfg.tracker)
         self.clips = ClipMaker(cfg.clips, self.analysis.clock)
         self._last_cycle: ClassifiedCycle | None = None
         self.health = Health()

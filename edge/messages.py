@@ -14,7 +14,7 @@ from edge.tracker import AlertChanged, SessionEnded
 
 
 def cycle_body(c: ClassifiedCycle, clock: StreamClock, model: ModelRef) -> Cycle:
-    assert c.prediction is not None and c.session_id is not None
+    assert c.prediction is not None and c.session_id is not None and c.good is not None
     p = c.prediction
     end = clock.wall(c.end)
     return Cycle(session_id=c.session_id, start=iso_ms(clock.wall(c.start)), end=iso_ms(end),

@@ -21,7 +21,8 @@ import numpy as np
 from edge.calibration import Calibration, CalibrationError
 from edge.calibration import load as load_calibration
 from edge.dsp.frontend import FrontendParams
-from edge.typed import ValidationError, build, complete
+from edge.dsp.segmenter import SegmenterConfig
+from edge.typed import ValidationError, build, complete, setting
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ log = logging.getLogger(__name__)
 # quantization, where 1–3 had one model.tflite described by input, output and sha256) and
 # normalise. An older manifest predates them and still loads, with what its models took (MFCC;
 # no band normalisation; one member): a software update must not strand a deployed model.
-MANIFEST_SCHEMA_VERSION = 4
-READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
+# 5 added the segmenter's settings and the quality cut: they decide which cycles the model hears
+# and which of its calls count, so they travel with it; an older manifest gets the values every
+# model before 5 ran with (the operator's config held them then, at these defaults).
+MANIFEST_SCHEMA_VERSION = 5
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4, 5)
 FRONTEND_BEFORE_SCHEMA = {2: {"band_norm": "none", "band_norm_s": 10.0},
                           1: {"features": "mfcc", "band_norm": "none", "band_norm_s": 10.0}}
 # The one threshold a manifest may carry: the summed probability of the adventitious classes at
@@ -42,6 +46,9 @@ ADVENTITIOUS = "adventitious"
 # it depends on how often the model calls a normal cycle adventitious, so it is chosen on
 # validation recordings with the model and travels with it (default: edge.tracker's).
 RECORD = "record_fraction"
+# A cycle of lower signal quality (edge.dsp.quality) is poor, not evidence: the value every
+# model so far was chosen with, and what a manifest that does not say gets.
+POOR_QUALITY_BELOW = 0.3
 # Which labels show which finding (the alert kinds and the record label's CAS/DAS), for a
 # manifest that does not say: the four-class models' convention.
 DEFAULT_FINDINGS: dict[str, tuple[str, ...]] = {"wheeze": ("wheeze", "both"),
@@ -98,6 +105,12 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     findings: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_FINDINGS))
+    # which stretches of audio become the cycles the model hears (tuned on training recordings)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig, metadata=complete(
+        "every segmenter setting, pinned"))
+    poor_quality_below: float = setting(
+        POOR_QUALITY_BELOW, "A cycle whose signal quality is below this is poor: not evidence "
+                            "for an alert, a burden or a record label.", ge=0, le=1)
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +136,15 @@ class Manifest:
                              "model")
         if isinstance(d.get("frontend"), dict):
             d = d | {"frontend": FRONTEND_BEFORE_SCHEMA.get(version, {}) | d["frontend"]}
+        if version < 5:  # the operator's config decided these then, at today's defaults
+            d = {"segmenter": dataclasses.asdict(SegmenterConfig()),
+                 "poor_quality_below": POOR_QUALITY_BELOW} | d
+        else:
+            missing = [k for k in ("segmenter", "poor_quality_below") if k not in d]
+            if missing:
+                raise ModelError(f"{where}: missing key(s) {missing}: a schema-5 manifest "
+                                 "carries the segmenter and the quality cut its model was "
+                                 "chosen with")
         if version < 4:  # one model.tflite, described at the top level
             d = {k: v for k, v in d.items() if k not in ("input", "output", "sha256")} | {
                 "members": [{"file": "model.tflite"} | {k: d[k] for k in ("sha256", "input",

@@ -21,7 +21,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from edge.model import DEFAULT_FINDINGS
+from edge.model import DEFAULT_FINDINGS, POOR_QUALITY_BELOW
 from edge.payloads import CycleEvidence, NoBreathingEvidence, SilenceEvidence
 from edge.typed import Invalid, section, setting
 
@@ -50,14 +50,14 @@ class TrackerConfig:
     # never count towards an alert. The model's decision is the only one now.
     REMOVED: ClassVar[dict[str, str]] = {
         "min_confidence": "every cycle the model calls adventitious counts towards an alert; "
-                          "the model's own threshold (its manifest) is the only one"}
+                          "the model's own threshold (its manifest) is the only one",
+        "poor_quality_below": "which cycles are good enough to count travels with the model "
+                              "(its manifest's poor_quality_below)"}
 
     window_cycles: int = setting(8, "Recent cycles the alert rules look at.", ge=1, le=100)
     wheeze: AlertRule = section(AlertRule, "Wheeze (CAS) alerts.")
     crackle: AlertRule = section(AlertRule, "Crackle (DAS) alerts.")
     poor_signal: AlertRule = section(AlertRule, "Poor-signal alerts (low cycle quality).")
-    poor_quality_below: float = setting(0.3, "A cycle's quality below this is poor.", ge=0,
-                                        le=1)
     no_audio_s: float = setting(10.0, "No audio (or only silence) for this long raises "
                                       "no_audio, s.", gt=0)
     no_breathing_s: float = setting(20.0, "Sound all along but no breathing cycle found in it "
@@ -66,11 +66,6 @@ class TrackerConfig:
     session_silence_s: float = setting(30.0, "A session ends after this long without "
                                              "cycles, s.", gt=0)
     session_max_s: float = setting(600.0, "…or after this long, s.", gt=0)
-
-    def good(self, quality: float) -> bool:
-        """Whether a cycle of this quality counts as evidence (alerts, burden, record label):
-        the device's judgement, which its cycle messages carry so no reader re-derives it."""
-        return quality >= self.poor_quality_below
 
 
 @dataclass(frozen=True)
@@ -169,16 +164,26 @@ class Tracker:
 
     def __init__(self, cfg: TrackerConfig, labels: tuple[str, ...],
                  record_fraction: float | None = None,
-                 findings: dict[str, tuple[str, ...]] | None = None) -> None:
+                 findings: dict[str, tuple[str, ...]] | None = None,
+                 poor_quality_below: float = POOR_QUALITY_BELOW) -> None:
+        """`labels` to `poor_quality_below`: the model's decisions (its manifest); `cfg`: the
+        deployment's alert and session rules."""
         self.cfg = cfg
         self.labels = labels
         self.record_fraction = record_fraction
         self.findings = findings or DEFAULT_FINDINGS
+        self.poor_quality_below = poor_quality_below
         self.recent: deque[CycleResult] = deque(maxlen=cfg.window_cycles)
         self.alerts: dict[AlertKind, _Alert] = {}
         self.session: _Session | None = None
         self.last_cycle_end: float | None = None  # stream seconds
         self._hearing_since: float | None = None  # sound without a pause since then
+
+    def good(self, quality: float) -> bool:
+        """Whether a cycle of this quality counts as evidence (alerts, burden, record label):
+        the model's judgement, which the device's cycle messages carry so no reader
+        re-derives it."""
+        return quality >= self.poor_quality_below
 
     @property
     def session_id(self) -> str | None:
@@ -260,8 +265,8 @@ class Tracker:
     # -- alerts -----------------------------------------------------------------------------
     def _hit(self, kind: AlertKind, r: CycleResult) -> bool:
         if kind == "poor_signal":
-            return not self.cfg.good(r.quality)
-        return r.label in self.findings.get(kind, ()) and self.cfg.good(r.quality)
+            return not self.good(r.quality)
+        return r.label in self.findings.get(kind, ()) and self.good(r.quality)
 
     def _evidence(self, kind: AlertKind) -> Evidence:
         if kind == "no_audio":
@@ -319,13 +324,13 @@ class Tracker:
         cycles = s.cycles
         n = len(cycles)
         by_label = Counter(r.label for r in cycles)
-        good = sum(self.cfg.good(r.quality) for r in cycles)
+        good = sum(self.good(r.quality) for r in cycles)
         burden, rate = self._so_far(s)
         out.append(SessionEnded(
             s.session_id, s.start, s.last, n, {lab: by_label.get(lab, 0) for lab in self.labels},
             burden or 0.0, round(1 - good / n, 3) if n else 0.0,
             record_label([r.label for r in cycles], [r.quality for r in cycles],
-                         self.cfg.poor_quality_below, self.record_fraction, self.findings),
+                         self.poor_quality_below, self.record_fraction, self.findings),
             rate, ended_by))
         return out
 
@@ -335,7 +340,7 @@ class Tracker:
         return self._so_far(self.session) if self.session else (None, None)
 
     def _so_far(self, s: _Session) -> tuple[float | None, float | None]:
-        good = [r for r in s.cycles if self.cfg.good(r.quality)]
+        good = [r for r in s.cycles if self.good(r.quality)]
         n, span = len(s.cycles), s.last - s.start
         return (round(sum(r.label != "normal" for r in good) / len(good), 3) if good else None,
                 round(60 * n / span, 1) if n >= 2 and span > 0 else None)

@@ -34,8 +34,8 @@ def test_example_config_is_generated_from_the_field_docs() -> None:
     cfg = load_config(EXAMPLE)
     assert cfg == dataclasses.replace(Config(), model=ModelConfig(
         path=EXAMPLE_VALUES["model.path"]))
-    assert "  # Low edge of the band whose energy marks breath sound, Hz. (> 0)\n  band_low_hz: " \
-        "195.0\n" in EXAMPLE.read_text()  # a key with its doc line and bound, in its section
+    assert "  # No audio (or only silence) for this long raises no_audio, s. (> 0)\n" \
+        "  no_audio_s: 10.0\n" in EXAMPLE.read_text()  # a key with its doc line and bound, in its section
 
 
 def test_empty_file_gives_defaults() -> None:
@@ -65,8 +65,8 @@ def test_wrong_type_and_bounds() -> None:
 def test_cross_field_rules() -> None:
     err = error_of("source:\n  type: file\n")
     assert err.key_path == "source.file.path"
-    err = error_of("segmenter:\n  band_low_hz: 900\n  band_high_hz: 300\n")
-    assert err.key_path == "segmenter.band_high_hz" and err.line == 3
+    err = error_of("tracker:\n  crackle:\n    on_fraction: 0.2\n    off_fraction: 0.3\n")
+    assert err.key_path == "tracker.crackle.off_fraction" and err.line == 4
     err = error_of("device_id: 'ward 3/bed 2'\n")
     assert "MQTT topic level" in str(err)
 
@@ -98,10 +98,10 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert "model.path: /opt/lungedge/models/lungedge-cnnlstm/manifest.json: not found" \
             in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
-    bad.write_text("segmenter:\n  on_db: -1\n")
+    bad.write_text("tracker:\n  no_audio_s: -1\n")
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}:2: segmenter.on_db: must be > 0" in err
+    assert f"{bad}:2: tracker.no_audio_s: must be > 0" in err
     assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
     assert "no such file" in capsys.readouterr().err
 

@@ -97,7 +97,7 @@ def test_the_device_path_does_not_import_scipy_signal() -> None:
             "from edge.model import ModelRunner\n"
             "from edge.sources.base import AudioBlock\n"
             "c = Config()\n"
-            "a = Analysis(44100, ModelRunner('models/lungedge-cnnlstm'), c.segmenter, c.tracker)\n"
+            "a = Analysis(44100, ModelRunner('models/lungedge-cnnlstm'), c.tracker)\n"
             "a.process(AudioBlock(np.zeros(44100, np.float32), 44100, 0.0, 0.0))\n"
             "print(sorted(m for m in sys.modules if m.startswith('scipy.signal')))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge.dsp.segmenter import SegmenterConfig
 from edge.model import ModelError, ModelRunner, decide, load_manifest
 
 SMOKE = Path(__file__).resolve().parent / "data" / "smoke_model"
@@ -51,14 +52,24 @@ def test_a_schema_1_manifest_loads_as_the_mfcc_model_it_was() -> None:
     assert json.loads((SMOKE / "manifest.json").read_text())["schema_version"] == 1
     m = ModelRunner(SMOKE).manifest
     assert m.frontend.features == "mfcc" and m.frontend.band_norm == "none"
-    assert m.schema_version == 4 and m.frontend.n_features == m.members[0].input.shape[2]
+    assert m.schema_version == 5 and m.frontend.n_features == m.members[0].input.shape[2]
+    # what decided its cycles then (the config's defaults) is what it gets
+    assert m.segmenter == SegmenterConfig() and m.poor_quality_below == 0.3
     assert [member.file for member in m.members] == ["model.tflite"]
 
 
 def test_manifest_schema_versions_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"schema_version 5; this lungedge reads "
-                                         r"\[1, 2, 3, 4\]: update lungedge"):
-        load_manifest(_package_edited(tmp_path / "a", lambda m: m.update(schema_version=5)))
+    with pytest.raises(ModelError, match=r"schema_version 6; this lungedge reads "
+                                         r"\[1, 2, 3, 4, 5\]: update lungedge"):
+        load_manifest(_package_edited(tmp_path / "a", lambda m: m.update(schema_version=6)))
+    # schema 5 must carry the segmenter and the quality cut, every setting of them
+    with pytest.raises(ModelError, match=r"missing key\(s\) \['segmenter', "
+                                         r"'poor_quality_below'\]: a schema-5 manifest"):
+        load_manifest(_package_edited(tmp_path / "d", lambda m: m.update(schema_version=5)))
+    with pytest.raises(ModelError, match=r"segmenter: missing key\(s\) \['band_low_hz'"):
+        today = load_manifest(SMOKE).to_dict()  # the smoke model's, as schema 5 writes it
+        load_manifest(_package_edited(tmp_path / "e", lambda m: (
+            m.clear(), m.update(today | {"segmenter": {"on_db": 5.0}}))))
     # schema 2 must pin the frontend's output, like every other frontend parameter
     with pytest.raises(ModelError, match=r"frontend: missing key\(s\) \['features'\]"):
         load_manifest(_package_edited(tmp_path / "b", lambda m: m.update(schema_version=2)))

@@ -173,13 +173,31 @@ def test_every_cycle_the_model_calls_adventitious_counts_but_poor_ones_do_not() 
     assert kinds == {"crackle", "poor_signal"}  # the poor cycles raise poor_signal, not wheeze
 
 
-def test_an_older_config_with_min_confidence_still_loads(caplog: pytest.LogCaptureFixture
-                                                         ) -> None:
+def test_an_older_config_with_the_models_decisions_still_loads(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Settings that decided what the model hears or what counts moved to the manifest: a
+    config that still holds them loads, and says, line by line, that they are ignored."""
+    old = ("segmenter:\n  on_db: 6\n  tail_s: 2\ntracker:\n  min_confidence: 0.5\n"
+           "  poor_quality_below: 0.4\n  window_cycles: 6\n")
     with caplog.at_level("WARNING"):
-        cfg = parse_config("tracker:\n  min_confidence: 0.5\n", source="old.yaml")
-    assert cfg.tracker == TrackerConfig()
-    assert "old.yaml:2: tracker.min_confidence: ignored: every cycle the model calls " \
+        cfg = parse_config(old, source="old.yaml")
+    assert cfg.tracker == TrackerConfig(window_cycles=6)
+    assert "old.yaml:1: segmenter: ignored: the segmenter's settings decide which cycles " \
+        "the model hears" in caplog.text
+    assert "old.yaml:5: tracker.min_confidence: ignored: every cycle the model calls " \
         "adventitious counts" in caplog.text
+    assert "old.yaml:6: tracker.poor_quality_below: ignored: which cycles are good enough " \
+        "to count travels with the model" in caplog.text
+
+
+def test_the_quality_cut_is_the_models() -> None:
+    """A cycle of quality 0.35 is evidence under the default cut (0.3) and not under a model
+    whose manifest says 0.4; the tracker takes the model's."""
+    for cut, kinds in ((0.3, {"crackle"}), (0.4, {"poor_signal"})):
+        tr = Tracker(TrackerConfig(), LABELS, poor_quality_below=cut)
+        events = [e for i in range(8) for e in tr.on_cycle(cycle(10 * i, "crackle",
+                                                                 quality=0.35))[1]]
+        assert {a.kind for a in alerts(events)} == kinds
 
 
 def test_no_audio_alert_and_sessions_end_on_silence_with_a_summary() -> None:
