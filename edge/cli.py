@@ -204,7 +204,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from edge.sources.microphone import list_input_devices
+    from edge.sources.sound_card import list_input_devices
 
     devices = list_input_devices()
     if not devices:

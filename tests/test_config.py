@@ -35,7 +35,7 @@ def test_example_config_is_generated_from_the_field_docs() -> None:
     assert cfg == dataclasses.replace(Config(), model=ModelConfig(
         path=EXAMPLE_VALUES["model.path"]))
     assert "  # No audio (or only silence) for this long raises no_audio, s. (> 0)\n" \
-        "  no_audio_s: 10.0\n" in EXAMPLE.read_text()  # a key with its doc line and bound, in its section
+        "  no_audio_s: 10.0\n" in EXAMPLE.read_text()  # a key, its doc and bound, in its section
 
 
 def test_empty_file_gives_defaults() -> None:

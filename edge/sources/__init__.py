@@ -42,8 +42,8 @@ def open_source(cfg: SourceConfig, wait: bool = False) -> AudioSource:
         return SerialSource(sc.port, sample_rate=sc.sample_rate, baud=sc.baud,
                             gain_db=sc.gain_db, stall_timeout_s=sc.stall_timeout_s,
                             reopen_backoff_max_s=sc.reopen_backoff_max_s)
-    from edge.sources.microphone import MicrophoneSource
+    from edge.sources.sound_card import SoundCardSource
 
     p = cfg.pyaudio
-    return MicrophoneSource(device=p.device, sample_rate=p.sample_rate, channels=p.channels,
+    return SoundCardSource(device=p.device, sample_rate=p.sample_rate, channels=p.channels,
                             block_ms=cfg.block_ms, reopen_backoff_max_s=p.reopen_backoff_max_s)

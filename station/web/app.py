@@ -33,9 +33,9 @@ from station.web import (
     deliveries,
     devices,
     events,
-    overview,
-    session,
+    login,
     technician,
+    ward,
 )
 from station.web.site import HERE, Forbidden, Site
 
@@ -68,10 +68,10 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
 
     routes = [
         Route("/", lambda r: RedirectResponse("/ward", 303)),
-        *overview.routes(site), *devices.routes(site), *alerts.routes(site),
+        *ward.routes(site), *devices.routes(site), *alerts.routes(site),
         *analyse.routes(site), *clips.routes(site), *deliveries.routes(site),
         *events.routes(site), *technician.routes(site),
-        *session.routes(site),
+        *login.routes(site),
         Route("/healthz", health),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

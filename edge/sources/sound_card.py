@@ -88,7 +88,7 @@ def resolve_device(devices: list[InputDevice], wanted: int | str | None) -> Inpu
     return matches[0]
 
 
-class MicrophoneSource:
+class SoundCardSource:
     """Reads blocks from a PortAudio input; survives overflows and device loss."""
 
     def __init__(self, *, device: int | str | None, sample_rate: int, channels: int = 1,

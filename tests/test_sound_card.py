@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from edge.sources.base import SourceError
-from edge.sources.microphone import INPUT_OVERFLOWED, InputDevice, MicrophoneSource, resolve_device
+from edge.sources.sound_card import INPUT_OVERFLOWED, InputDevice, SoundCardSource, resolve_device
 
 pytest.importorskip("pyaudio", reason="pyaudio not installed (needs portaudio19-dev); "
                                       "`pip install '.[audio]'`")
@@ -57,8 +57,8 @@ def run_py(home: Path, code: str) -> subprocess.CompletedProcess[str]:
 def test_reads_an_alsa_pcm_through_portaudio(alsa_home: Path) -> None:
     proc = run_py(alsa_home, """
 import json
-from edge.sources.microphone import MicrophoneSource
-src = MicrophoneSource(device="lungtest", sample_rate=8000, block_ms=100)
+from edge.sources.sound_card import SoundCardSource
+src = SoundCardSource(device="lungtest", sample_rate=8000, block_ms=100)
 out = []
 for block in src.blocks():
     out.append(block.samples.tolist())
@@ -81,8 +81,8 @@ def test_devices_command_and_unknown_device(alsa_home: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "lungtest" in proc.stdout
     proc = run_py(alsa_home, """
-from edge.sources.microphone import MicrophoneSource
-MicrophoneSource(device="stethoscope", sample_rate=8000)
+from edge.sources.sound_card import SoundCardSource
+SoundCardSource(device="stethoscope", sample_rate=8000)
 """)
     assert proc.returncode != 0
     assert "no input device whose name contains 'stethoscope'" in proc.stderr
@@ -155,7 +155,7 @@ def fake_pyaudio(scripts: list[list[str]], failed_opens: int) -> types.ModuleTyp
     return mod
 
 
-def collect(src: MicrophoneSource) -> list:
+def collect(src: SoundCardSource) -> list:
     out = []
     try:
         for block in src.blocks():
@@ -167,7 +167,7 @@ def collect(src: MicrophoneSource) -> list:
 
 def test_overflow_is_counted_and_becomes_an_exact_gap() -> None:
     mod = fake_pyaudio([["data", "overflow", "overflow", "data", "data"]], 0)
-    src = MicrophoneSource(device="steth", sample_rate=8000, block_ms=100, pyaudio_module=mod)
+    src = SoundCardSource(device="steth", sample_rate=8000, block_ms=100, pyaudio_module=mod)
     blocks = collect(src)
     assert src.overflows == 2 and src.counters() == {"overflows": 2, "reopens": 0}
     assert [b.gap_s for b in blocks] == [0, pytest.approx(0.2), 0]
@@ -178,7 +178,7 @@ def test_overflow_is_counted_and_becomes_an_exact_gap() -> None:
 def test_device_loss_reopens_with_backoff_and_reports_the_gap(monkeypatch: Any) -> None:
     mod = fake_pyaudio([["data", "lost"], ["data", "data"]], failed_opens=2)
     sleeps: list[float] = []
-    src = MicrophoneSource(device=None, sample_rate=8000, block_ms=100, pyaudio_module=mod,
+    src = SoundCardSource(device=None, sample_rate=8000, block_ms=100, pyaudio_module=mod,
                            reopen_backoff_max_s=0.8)
     monkeypatch.setattr(src._stop, "wait", lambda d: sleeps.append(d) or False)
     blocks = collect(src)
