@@ -231,7 +231,7 @@ def body_dict(body: Any) -> dict[str, Any]:
 def json_schema(kind: str) -> dict[str, Any]:
     """The JSON Schema of a `kind` message: the envelope's keys, then the body's."""
     body = BODIES[kind]
-    props = _properties(Envelope) | _properties(body)
+    props = properties(Envelope) | properties(body)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"lungedge/{kind}.json", "title": (body.__doc__ or kind).split("\n")[0]
             if body.__doc__ and not body.__doc__.startswith(body.__name__) else kind,
@@ -239,13 +239,16 @@ def json_schema(kind: str) -> dict[str, Any]:
             "required": list(props)}
 
 
-def _properties(cls: type) -> dict[str, Any]:
+def properties(cls: type) -> dict[str, Any]:
+    """JSON Schema properties of a dataclass's fields (the station's page schema uses it too)."""
     hints = typing.get_type_hints(cls)
     return {f.name: _schema(hints[f.name]) | f.metadata.get("schema", {})
             for f in dataclasses.fields(cls)}
 
 
 def _schema(tp: Any) -> dict[str, Any]:
+    if tp is Any:  # any JSON value (evidence whose shape depends on its kind)
+        return {}
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
@@ -262,7 +265,7 @@ def _schema(tp: Any) -> dict[str, Any]:
     if origin is list:
         return {"type": "array", "items": _schema(args[0])}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        props = _properties(tp)
+        props = properties(tp)
         return {"type": "object", "additionalProperties": False, "properties": props,
                 "required": list(props)}
     if tp is int:  # a bound a database column (and a JSON number) holds exactly

@@ -6,6 +6,7 @@ a nurse must never read a flat battery as a wheeze, nor miss a wheeze among cabl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ KINDS = {k.kind: k for k in (
     AlarmKind("seq_gap", "technical", 3, "messages lost",
               "Some of the device's numbered messages never arrived: see Technician."),
 )}
-PRIORITY = {1: "high", 2: "medium", 3: "low"}
+Priority = Literal["high", "medium", "low"]
+PRIORITY: dict[int, Priority] = {1: "high", 2: "medium", 3: "low"}
 
 
 def of(kind: str) -> AlarmKind:

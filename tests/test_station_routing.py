@@ -11,11 +11,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 pytest.importorskip("sqlalchemy", reason="the station extra: pip install 'lungedge[station]'")
 
 from edge.typed import build
+from station.routing.page import PAGE_SCHEMA_VERSION, page_schema, shipped_schema
 from station.routing.router import Router, failures_since, recent
 from station.routing.rules import RoutingConfig
 from station.store import Store
@@ -84,6 +86,9 @@ def test_rules_route_clinical_and_technical_apart(database_url: str, receiver: R
     assert message["alert"]["category"] == "clinical" and message["alert"]["priority"] == "high"
     lines = [json.loads(line) for line in technical.read_text().splitlines()]
     assert [(m["alert"]["kind"], m["event"]) for m in lines] == [("no_audio", "new")]
+    for page in [*receiver.got, *lines]:  # what an integrator receives is the documented page
+        jsonschema.validate(page, shipped_schema())
+        assert page["schema_version"] == PAGE_SCHEMA_VERSION
     store.ingest([alert_message("bed-1", 2, "update", "a1", "wheeze")], now=t + 3)
     router.step(t + 4)
     assert len(receiver.got) == 1  # the rule takes `new` only
@@ -162,3 +167,8 @@ def test_escalation_of_what_nobody_acknowledged(database_url: str, receiver: Rec
     router.step(t + 400)  # once per alert
     lines = [json.loads(line) for line in escalated.read_text().splitlines()]
     assert [(m["alert"]["alert_id"], m["event"]) for m in lines] == [("unseen", "escalation")]
+
+
+def test_the_page_schema_is_generated_from_its_dataclasses() -> None:
+    assert shipped_schema() == page_schema(), \
+        "regenerate: python -m station.routing.page"

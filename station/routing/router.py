@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from station.routing.page import Page, PagedAlert, PageEvent
 from station.routing.rules import RoutingConfig, Rule
 from station.routing.targets import DeliveryFailed, post_webhook, run_command
 from station.schema import (
@@ -110,7 +111,7 @@ class Router:
                                    ("escalate_webhook", rule.escalate_webhook)],
                                   limited=False)
 
-    def _enqueue(self, conn: Connection, rule: Rule, alert: Any, event: str, now: float,
+    def _enqueue(self, conn: Connection, rule: Rule, alert: Any, event: PageEvent, now: float,
                  targets: list[tuple[str, Any]], limited: bool = True) -> None:
         why = self._held(conn, rule, alert, now) if limited else None
         message = self._message(rule, alert, event)
@@ -144,17 +145,16 @@ class Router:
             return f"rate limit: {hour} in the last hour"
         return None
 
-    def _message(self, rule: Rule, alert: Any, event: str) -> dict[str, Any]:
+    def _message(self, rule: Rule, alert: Any, event: PageEvent) -> dict[str, Any]:
         from station import alarms
 
         url = self.cfg.public_url
-        return {"rule": rule.name, "event": event, "alert": {
-            "alert_id": alert["alert_id"], "device_id": alert["device_id"],
-            "bed": alert.get("label"), "kind": alert["kind"],
-            "title": alarms.of(alert["kind"]).title, "category": alert["category"],
-            "priority": alarms.PRIORITY[alert["priority"]], "state": alert["state"],
-            "opened_at": alert["opened_at"], "evidence": alert["evidence"],
-            "link": f"{url.rstrip('/')}/alerts/{alert['alert_id']}" if url else None}}
+        return Page(rule=rule.name, event=event, alert=PagedAlert(
+            alert_id=alert["alert_id"], device_id=alert["device_id"], bed=alert.get("label"),
+            kind=alert["kind"], title=alarms.of(alert["kind"]).title,
+            category=alert["category"], priority=alarms.PRIORITY[alert["priority"]],
+            state=alert["state"], opened_at=alert["opened_at"], evidence=alert["evidence"],
+            link=f"{url.rstrip('/')}/alerts/{alert['alert_id']}" if url else None)).to_json()
 
     # -- delivering ---------------------------------------------------------------------------
     def _deliver_due(self, now: float) -> None:
