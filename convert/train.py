@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 
 from convert import recipe as recipes
 from convert.datasets import LABELS, iter_annotated
-from convert.features import Events
+from convert.features import Events, band_normalised
 from convert.fit import Windows, fit, windows
 from convert.folds import SPRSOUND, folds, load_corpus
 from convert.metrics import sprsound_score
@@ -46,6 +47,8 @@ from convert.package import (
 from convert.protocol import ProtocolRun
 from convert.recipe import Recipe
 from convert.verify import VerificationError, verify
+from edge.calibration import MIN_CYCLES, calibrate
+from edge.calibration import save as save_calibration
 from edge.model import RECORD, decide
 from edge.tracker import RECORD_FRACTION, record_label
 
@@ -211,6 +214,28 @@ def package(models: dict[int, Any], recipe: Recipe, train: Windows,
     return checks | {"ops": op_names(tflites[0])}
 
 
+def training_calibrations(events: Events, recipe: Recipe, out: Path, made_with: str
+                          ) -> list[str]:
+    """With normalise "stethoscope": each training stethoscope's statistics (the ones its
+    events were standardised with in training), written as the calibration `lungedge
+    calibrate` makes (calibrations/NAME.json in the package). A device on one of those
+    stethoscopes, and the demo on SPRSound's samples, is calibrated without recording anything;
+    a stethoscope the model never met still needs `lungedge calibrate`."""
+    feats, _ = band_normalised(events, recipe.frontend)
+    hop_s = recipe.frontend.hop_length / recipe.frontend.sample_rate
+    written = []
+    for device in sorted({str(d) for d in events.devices}):
+        mine = [f for f, d in zip(feats, events.devices, strict=True) if str(d) == device]
+        if len(mine) < MIN_CYCLES:
+            continue  # too few to stand for the stethoscope (the uncalibrated fallback does)
+        name = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-")
+        save_calibration(calibrate(mine, recipe.frontend, device,
+                                   sum(len(f) for f in mine) * hop_s, made_with),
+                         out / "calibrations" / f"{name}.json")
+        written.append(name)
+    return written
+
+
 def seed_report(args: argparse.Namespace, log: Any) -> None:
     """Every member of the package alone (its own int8 file, the package's thresholds),
     scored on the report folders: the spread a single network has, beside the package."""
@@ -308,6 +333,10 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         "choice": choice.to_dict(), "record_threshold": record,
         "protocol_prediction": report["prediction"], "floor_gate": gate["passed"]}
     checks = package(models, shipped, train, thresholds, provenance, args, log)
+    if shipped.normalise == "stethoscope":
+        written = training_calibrations(events, shipped, args.out,
+                                        f"lungedge-cnnlstm {args.version}")
+        log(f"calibrations of the training stethoscopes: {', '.join(written)}")
     (args.out / "report").mkdir(parents=True, exist_ok=True)
     (args.out / "report" / "training.json").write_text(json.dumps(
         {"recipe": recipe.to_dict(), "epochs": choice.epoch, "members": list(models),

@@ -20,6 +20,14 @@ from edge.dev.local_broker import LocalBroker, find_mosquitto
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "lungedge-cnnlstm"
 DEFAULT_SAMPLE = ROOT / "models" / "samples" / "wheeze_65121853_1.5_0_p1_4228.wav"
+# The shipped samples are SPRSound recordings, made with its Yunting II stethoscope: a package
+# trained per stethoscope carries that stethoscope's calibration, and the demo uses it.
+SAMPLES_STETHOSCOPE = "Yunting-II"
+
+
+def samples_calibration(model: Path) -> Path | None:
+    path = model / "calibrations" / f"{SAMPLES_STETHOSCOPE}.json"
+    return path if path.is_file() else None
 
 
 def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool = False,
@@ -32,7 +40,8 @@ def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool 
         from edge.model import ModelRunner
         from edge.sources.file import FileSource
 
-        classify_source(str(sample), FileSource(sample), ModelRunner(model), Config())
+        classify_source(str(sample), FileSource(sample),
+                        ModelRunner(model, calibration=samples_calibration(model)), Config())
         return 0
     with tempfile.TemporaryDirectory(prefix="lungedge-demo-") as tmp:
         work = Path(tmp)
@@ -48,6 +57,7 @@ source:
     loop: {str(station).lower()}
 model:
   path: {model}
+  calibration: {samples_calibration(model) or "null"}
 mqtt:
   port: {port}
   stats_interval_s: 5
