@@ -26,6 +26,11 @@ def describe(kind: str, p: dict[str, Any]) -> str:
         return (f"audio {p['audio_s']} s, {p['cycles']} cycles, spool {p['spool_depth']}, "
                 f"inference p50 {p['inference_ms_p50']} ms, rss {p['rss_mb']} MB"
                 + (f", source {troubles}" if troubles else ""))
+    if kind == "clip":  # the audio itself is of no use on a terminal: what it is, and its size
+        return (f"{p['label']} conf {p['confidence']:.2f} behind "
+                f"{p.get('alert_kind') or 'no alert'}, {p['cycle_start'][11:23]}–"
+                f"{p['cycle_end'][11:23]}, {p['encoding']} at {p['sample_rate']} Hz, "
+                f"{len(p['audio_b64']) * 3 // 4 // 1024} KB")
     return json.dumps(p)
 
 

@@ -287,7 +287,8 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     from convert import crossval, train
 
     tiny = ["--limit", "24", "--epochs", "2", "--filters", "4", "8", "--lstm-units", "8",
-            "--band-norm", "gain", "--seeds", "0", "1", "--cache", str(tmp_path / "cache"),
+            "--band-norm", "gain", "--normalise", "stethoscope", "--seeds", "0", "1",
+            "--cache", str(tmp_path / "cache"),
             "--data", str(SHARED_DATA)]
     assert crossval.main(["--out", str(tmp_path / "cv"), "--jobs", "2", *tiny]) == 0
     report_json = json.loads((tmp_path / "cv" / "crossval.json").read_text())
@@ -332,6 +333,12 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     training = json.loads((tmp_path / "pkg" / "report" / "training.json").read_text())
     assert set(training["verify"]["per_member"]) == {"member-0.tflite", "member-1.tflite"}
     assert runner.predict(np.zeros((40, manifest.frontend.n_features))).label in LABELS
+    # trained per stethoscope: its training stethoscopes' calibrations come with it, usable
+    # as a device uses one (those with fewer than MIN_CYCLES events have none)
+    calibrations = sorted((tmp_path / "pkg" / "calibrations").glob("*.json"))
+    assert "AKGC417L.json" in [p.name for p in calibrations]
+    calibrated = ModelRunner(tmp_path / "pkg", calibration=calibrations[0])
+    assert calibrated.calibration is not None and calibrated.calibration.cycles >= 20
     # …and its report: the protocol's numbers and held-out scores in the manifest
     from convert import evaluate, report
 
