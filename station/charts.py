@@ -77,13 +77,14 @@ def series(values: list[float | None], top: float, height: int = HEIGHT) -> Seri
 
 
 def trends(buckets: list[dict[str, Any]], first: int, n: int) -> dict[str, Any]:
-    """Per bucket: abnormal burden (0…1), breathing rate (cycles per minute heard), quality."""
+    """Per bucket: abnormal burden (0…1), breathing rate (the store's: over the stretches of
+    breathing heard in the bucket), quality."""
     by_bucket = {int(r["bucket"]): r for r in buckets}
     burden, rate, quality = [], [], []
     for h in range(first, first + n):
         r = by_bucket.get(h)
         burden.append(r["abnormal"] / r["good"] if r and r["good"] else None)
-        rate.append(r["cycles"] / r["minutes"] if r and r["minutes"] else None)
+        rate.append(r["rate"] if r else None)
         quality.append(r["quality_sum"] / r["cycles"] if r and r["cycles"] else None)
     top_rate = max([v for v in rate if v is not None] + [30.0])
     return {"burden": series(burden, 1.0), "rate": series(rate, top_rate),

@@ -64,6 +64,9 @@ GAP_KINDS = ("cycle", "alert", "summary")  # seq gaps worth an alarm (stats are 
 SETTLE_S = 30.0  # a missing seq is a gap once it is this late (workers may reorder messages)
 MINUTE_SUMS = ("cycles", "good", "abnormal", "quality_sum")  # what each minute row adds up
 RATE_WINDOW_S = 120.0  # the breathing rate the ward shows: cycles of the last two minutes
+# A pause between cycles longer than this ends a stretch of breathing heard (the device's own
+# session ends after 30 s without cycles): rates are measured over such stretches only.
+BREATHING_PAUSE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -629,11 +632,15 @@ class Store:
                        func.sum(minutes.c.cycles).label("cycles"),
                        func.sum(minutes.c.good).label("good"),
                        func.sum(minutes.c.abnormal).label("abnormal"),
-                       func.sum(minutes.c.quality_sum).label("quality_sum"),
-                       func.count().label("minutes"))
+                       func.sum(minutes.c.quality_sum).label("quality_sum"))
                 .where(minutes.c.device_id == device_id,
                        minutes.c.minute >= first_bucket * bucket_minutes)
                 .group_by(text("bucket")).order_by(text("bucket"))).mappings().all()
+            heard = conn.execute(
+                select(cycles.c.start, cycles.c.end)
+                .where(cycles.c.device_id == device_id,
+                       cycles.c.start >= first_bucket * bucket_minutes * 60)
+                .order_by(cycles.c.start)).all()
             sessions = conn.execute(select(summaries).where(summaries.c.device_id == device_id)
                                     .order_by(summaries.c.end.desc()).limit(20)
                                     ).mappings().all()
@@ -641,8 +648,10 @@ class Store:
                                    .order_by(alerts.c.opened_at.desc()).limit(50)
                                    ).mappings().all()
             rate = self._breathing_rates(conn, now, device_id).get(device_id)
+        rates = rates_by_bucket([(r.start, r.end) for r in heard], bucket_minutes * 60)
         return {"device": dict(d) | {"rate": rate}, "timeline": [dict(r) for r in timeline],
-                "buckets": [dict(r) for r in trend], "first_bucket": first_bucket,
+                "buckets": [dict(r) | {"rate": rates.get(int(r["bucket"]))} for r in trend],
+                "first_bucket": first_bucket,
                 "n_buckets": n_buckets, "trend_since": first_bucket * bucket_minutes * 60,
                 "trend_until": (first_bucket + n_buckets) * bucket_minutes * 60,
                 "sessions": [dict(r) for r in sessions],
@@ -808,3 +817,31 @@ def needs_attention(alert: Any) -> bool:
     if alert["state"] == "resolved":
         return False
     return alert["acked_version"] is None or alert["version"] > alert["acked_version"]
+
+
+def rates_by_bucket(heard: list[tuple[float, float]], bucket_s: float) -> dict[int, float]:
+    """Breaths per minute in each time bucket, as the device counts a session's (cycles × 60 /
+    the time they span), over the stretches of breathing heard in the bucket: a pause longer
+    than BREATHING_PAUSE_S, or the bucket's edge, ends a stretch. So a quarter of an hour with
+    two minutes of auscultation says the rate of those two minutes, not their cycles spread over
+    the minutes that had any. `heard`: the cycles' (start, end), in order."""
+    n: dict[int, int] = {}
+    span: dict[int, float] = {}
+
+    def close(bucket: int, count: int, first: float, last: float) -> None:
+        if count >= 2 and last > first:
+            n[bucket] = n.get(bucket, 0) + count
+            span[bucket] = span.get(bucket, 0.0) + last - first
+
+    run: tuple[int, int, float, float] | None = None  # bucket, cycles, first start, last end
+    for start, end in heard:
+        bucket = int(start // bucket_s)
+        if run and (bucket != run[0] or start - run[3] > BREATHING_PAUSE_S):
+            close(*run)
+            run = None
+        run = (bucket, 1, start, end) if run is None else (bucket, run[1] + 1, run[2],
+                                                           max(run[3], end))
+    if run:
+        close(*run)
+    return {b: round(60 * n[b] / span[b], 1) for b in n}
+

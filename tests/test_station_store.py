@@ -232,3 +232,24 @@ def test_a_cycle_counts_as_its_device_judged_it(database_url: str) -> None:
             func.sum(minutes.c.good), func.sum(minutes.c.abnormal),
             func.sum(minutes.c.cycles))).one()
     assert (n, good, abnormal) == (4, 2, 1)
+
+
+def test_the_breathing_rate_trend_is_the_rate_of_what_was_heard() -> None:
+    """A quarter of an hour with a short auscultation says the rate of that auscultation:
+    cycles × 60 / the time they span, per stretch of breathing (a pause over 30 s or the
+    bucket's edge ends one), as the device counts a session. It said 6/min for a device heard
+    for 24 s at 15/min (six cycles in the one minute that had any)."""
+    from station.store import rates_by_bucket
+
+    breaths = [(100.0 + 4 * i, 103.9 + 4 * i) for i in range(6)]  # 15/min for 24 s
+    assert rates_by_bucket(breaths, 900.0) == {0: round(60 * 6 / 23.9, 1)}
+    # two auscultations in one bucket, ten minutes apart: the pause is not breathing
+    later = [(700.0 + 3 * i, 702.9 + 3 * i) for i in range(10)]  # 20/min
+    both = rates_by_bucket(breaths + later, 900.0)[0]
+    assert both == round(60 * 16 / (23.9 + 29.9), 1)
+    # a stretch across a bucket's edge counts in each bucket for its own cycles (three each
+    # here); one cycle alone says nothing
+    edge = [(890.0 + 4 * i, 893.9 + 4 * i) for i in range(6)]
+    assert rates_by_bucket(edge, 900.0) == {0: round(60 * 3 / 11.9, 1),
+                                            1: round(60 * 3 / 11.9, 1)}
+    assert rates_by_bucket([(10.0, 14.0)], 900.0) == {}
