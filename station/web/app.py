@@ -86,12 +86,22 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
             return RedirectResponse(f"/login?next={quote(path, safe='/')}", 303)
         return PlainTextResponse("log in first", status_code=401)
 
+    async def page_since(request: Request, call_next: Any) -> Response:
+        """The change a page's live updates start after is the one current when the request
+        began, before its data was read: taken after (as it was), a change stored while the
+        page was being made was in neither the page nor its updates, and the ward could miss a
+        device for good (a browser test caught it under load)."""
+        if request.method == "GET" and not request.url.path.startswith(("/static/", "/events")):
+            request.state.since = await run_in_threadpool(site.store.latest_change)
+        return await call_next(request)
+
     middleware = [
         Middleware(SessionMiddleware, secret_key=auth.session_secret(cfg.web.secret_file),
                    session_cookie="lungedge_station", same_site="strict",
                    https_only=cfg.web.secure_cookies, max_age=int(cfg.web.session_max_h * 3600)),
         Middleware(BaseHTTPMiddleware, dispatch=login_to_read),
         Middleware(BaseHTTPMiddleware, dispatch=security_headers),
+        Middleware(BaseHTTPMiddleware, dispatch=page_since),
     ]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={Forbidden: forbidden})

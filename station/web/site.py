@@ -63,7 +63,10 @@ class Site:
         now = time.time()
         # the page shows what was stored up to this change: its live updates start after it,
         # so a change stored between this render and the page's subscription is not missed
-        since = self.store.latest_change()
+        # (app.page_since took it before the page's data was read)
+        since = getattr(request.state, "since", None)
+        if since is None:
+            since = self.store.latest_change()
         failed = failures_since(self.store, now - 3600) if self.cfg.routing.rules else 0
         return self.templates.TemplateResponse(request, name, {
             "now": now, "user": self.user(request), "auth": self.cfg.web.auth,
