@@ -158,9 +158,10 @@ def stream(runner: Classifier, recording: Path) -> list[ClassifiedCycle]:
 
 def record_class(cycles: list[ClassifiedCycle], manifest: Manifest) -> int:
     """Task 2-1's class of the label the device's session summary would give the recording."""
-    label = record_label([c.prediction.label for c in cycles if c.prediction],
-                         [c.quality for c in cycles], manifest.poor_quality_below,
-                         manifest.thresholds.get(RECORD), manifest.findings)
+    judged = [c for c in cycles if c.prediction]
+    label = record_label([c.prediction.label for c in judged if c.prediction],
+                         [bool(c.good) for c in judged], manifest.thresholds.get(RECORD),
+                         manifest.findings)
     return {"normal": 0, "poor quality": 2}.get(label, 1)
 
 

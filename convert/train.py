@@ -95,7 +95,7 @@ def choose_record_fraction(record_labels: list[str], events: Events, index: np.n
     truth = np.array([truth_of[r] for r in keys])
 
     def task(fraction: float) -> float:
-        pred = [0 if record_label(by_recording[r], [1.0] * len(by_recording[r]), 0.0,
+        pred = [0 if record_label(by_recording[r], [True] * len(by_recording[r]),
                                   fraction) == "normal" else 1 for r in keys]
         return sprsound_score(truth, np.array(pred))["score"]
 

@@ -116,22 +116,24 @@ class SessionEnded:
 TrackerEvent = AlertChanged | SessionEnded
 
 
-def record_label(labels: list[str], qualities: list[float], poor_below: float,
+def record_label(labels: list[str], good: list[bool],
                  fraction: float | None = None,
                  findings: dict[str, tuple[str, ...]] | None = None) -> str:
-    """A recording's label from its cycles: mostly poor cycles (or none) → poor quality;
+    """A recording's label from its cycles' labels and whether each was good enough to count
+    (the model's judgement, `Tracker.good`): mostly poor cycles (or none) → poor quality;
     adventitious when `fraction` of the good cycles are (a model's manifest may set it:
     edge.model.RECORD), named CAS, DAS or CAS & DAS by the findings (wheeze, crackle; a label
     may show both) that make up at least half of that; else normal. The session summary and
     the record-level evaluation both call this, so the Task 2-1 score is the device's."""
     fraction = fraction or RECORD_FRACTION
     findings = findings or DEFAULT_FINDINGS
-    good = [lab for lab, q in zip(labels, qualities, strict=True) if q >= poor_below]
-    if not labels or 1 - len(good) / len(labels) >= POOR_RECORD_FRACTION:
+    counted = [lab for lab, g in zip(labels, good, strict=True) if g]
+    if not labels or 1 - len(counted) / len(labels) >= POOR_RECORD_FRACTION:
         return "poor quality"
-    if sum(lab != "normal" for lab in good) < fraction * len(good):
+    if sum(lab != "normal" for lab in counted) < fraction * len(counted):
         return "normal"
-    cas, das = (sum(lab in findings.get(kind, ()) for lab in good) >= fraction / 2 * len(good)
+    cas, das = (sum(lab in findings.get(kind, ()) for lab in counted)
+                >= fraction / 2 * len(counted)
                 for kind in ("wheeze", "crackle"))
     return "CAS & DAS" if cas and das else "CAS" if cas else "DAS"
 
@@ -329,8 +331,8 @@ class Tracker:
         out.append(SessionEnded(
             s.session_id, s.start, s.last, n, {lab: by_label.get(lab, 0) for lab in self.labels},
             burden or 0.0, round(1 - good / n, 3) if n else 0.0,
-            record_label([r.label for r in cycles], [r.quality for r in cycles],
-                         self.poor_quality_below, self.record_fraction, self.findings),
+            record_label([r.label for r in cycles], [self.good(r.quality) for r in cycles],
+                         self.record_fraction, self.findings),
             rate, ended_by))
         return out
 

@@ -29,18 +29,22 @@ class Tick:
     text: str  # the station's clock time, with the date where it is not today
 
 
+def local_time(t: float, now: float, seconds: bool = True) -> str:
+    """`t` on the station's clock, with its date where that is not today."""
+    when = time.localtime(t)
+    fmt = "%H:%M:%S" if seconds else "%H:%M"
+    return time.strftime(fmt if when[:3] == time.localtime(now)[:3] else "%d %b " + fmt, when)
+
+
 def axis(since: float, until: float, step_s: int, now: float) -> list[Tick]:
     """Ticks on [since, until] at whole steps of the station's local clock (every 5 minutes,
     every 3 hours), placed as the charts place their data."""
     span = max(until - since, 1e-9)
     offset = time.localtime(since).tm_gmtoff
     t = math.ceil((since + offset) / step_s) * step_s - offset
-    today = time.localtime(now)[:3]
     out = []
     while t <= until:
-        local = time.localtime(t)
-        text = time.strftime("%H:%M" if local[:3] == today else "%d %b %H:%M", local)
-        out.append(Tick(round((t - since) / span * WIDTH, 1), text))
+        out.append(Tick(round((t - since) / span * WIDTH, 1), local_time(t, now, seconds=False)))
         t += step_s
     return out
 

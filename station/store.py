@@ -600,17 +600,17 @@ class Store:
     @staticmethod
     def _breathing_rates(conn: Connection, now: float, device_id: str | None = None
                          ) -> dict[str, float]:
-        """Breaths per minute over the cycles of the last two minutes, as the device counts
-        its sessions' (cycles × 60 / the time they span), so the ward, the device page and
-        the session summaries say one thing under one name."""
-        q = select(cycles.c.device_id, func.count().label("n"),
-                   func.min(cycles.c.start).label("first"), func.max(cycles.c.end).label("last")
-                   ).where(cycles.c.start >= now - RATE_WINDOW_S)
+        """Each device's breathing rate over its cycles of the last two minutes
+        (`breathing_rate`)."""
+        q = select(cycles.c.device_id, cycles.c.start, cycles.c.end).where(
+            cycles.c.start >= now - RATE_WINDOW_S)
         if device_id is not None:
             q = q.where(cycles.c.device_id == device_id)
-        return {r.device_id: round(60 * r.n / (r.last - r.first), 1)
-                for r in conn.execute(q.group_by(cycles.c.device_id))
-                if r.n >= 2 and r.last > r.first}
+        heard: dict[str, list[tuple[float, float]]] = {}
+        for r in conn.execute(q.order_by(cycles.c.device_id, cycles.c.start)):
+            heard.setdefault(r.device_id, []).append((r.start, r.end))
+        return {d: rate for d, times in heard.items()
+                if (rate := breathing_rate(times)) is not None}
 
     def device(self, device_id: str, now: float, minutes_back: int = 15,
                hours_back: int = 24, bucket_minutes: int = 15) -> dict[str, Any] | None:
@@ -819,29 +819,30 @@ def needs_attention(alert: Any) -> bool:
     return alert["acked_version"] is None or alert["version"] > alert["acked_version"]
 
 
-def rates_by_bucket(heard: list[tuple[float, float]], bucket_s: float) -> dict[int, float]:
-    """Breaths per minute in each time bucket, as the device counts a session's (cycles × 60 /
-    the time they span), over the stretches of breathing heard in the bucket: a pause longer
-    than BREATHING_PAUSE_S, or the bucket's edge, ends a stretch. So a quarter of an hour with
-    two minutes of auscultation says the rate of those two minutes, not their cycles spread over
-    the minutes that had any. `heard`: the cycles' (start, end), in order."""
-    n: dict[int, int] = {}
-    span: dict[int, float] = {}
-
-    def close(bucket: int, count: int, first: float, last: float) -> None:
-        if count >= 2 and last > first:
-            n[bucket] = n.get(bucket, 0) + count
-            span[bucket] = span.get(bucket, 0.0) + last - first
-
-    run: tuple[int, int, float, float] | None = None  # bucket, cycles, first start, last end
+def breathing_rate(heard: list[tuple[float, float]]) -> float | None:
+    """Breaths per minute as the device counts a session's (cycles × 60 / the time they span),
+    over the stretches of breathing among these cycles: a pause longer than
+    BREATHING_PAUSE_S ends one, so the time between two auscultations is not breathing. The
+    ward, the device page (now and its trend) and the session summaries say one thing under
+    one name. `heard`: the cycles' (start, end), in order; None with no stretch of two."""
+    stretches: list[list[float]] = []  # [cycles, first start, last end]
     for start, end in heard:
-        bucket = int(start // bucket_s)
-        if run and (bucket != run[0] or start - run[3] > BREATHING_PAUSE_S):
-            close(*run)
-            run = None
-        run = (bucket, 1, start, end) if run is None else (bucket, run[1] + 1, run[2],
-                                                           max(run[3], end))
-    if run:
-        close(*run)
-    return {b: round(60 * n[b] / span[b], 1) for b in n}
+        if stretches and start - stretches[-1][2] <= BREATHING_PAUSE_S:
+            stretches[-1][0] += 1
+            stretches[-1][2] = max(stretches[-1][2], end)
+        else:
+            stretches.append([1, start, end])
+    counted = [(n, last - first) for n, first, last in stretches if n >= 2 and last > first]
+    span = sum(s for _, s in counted)
+    return round(60 * sum(n for n, _ in counted) / span, 1) if span else None
 
+
+def rates_by_bucket(heard: list[tuple[float, float]], bucket_s: float) -> dict[int, float]:
+    """`breathing_rate` in each time bucket, over the cycles that started in it: a quarter of
+    an hour with two minutes of auscultation says the rate of those two minutes (it said their
+    cycles spread over the minutes that had any: 6/min for 24 s heard at 15/min)."""
+    by_bucket: dict[int, list[tuple[float, float]]] = {}
+    for start, end in heard:
+        by_bucket.setdefault(int(start // bucket_s), []).append((start, end))
+    return {b: rate for b, times in by_bucket.items()
+            if (rate := breathing_rate(times)) is not None}

@@ -16,6 +16,7 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 
+from edge.model import POOR_QUALITY_BELOW
 from edge.payloads import BODIES, SCHEMA_VERSION, schema
 
 MAX_BYTES = 64 * 1024  # the largest real message (stats of a serial source) is under 2 KB
@@ -24,9 +25,6 @@ MAX_BYTES = 64 * 1024  # the largest real message (stats of a serial source) is 
 # A device of schema 3 numbered its messages before epochs existed: they keep one epoch of
 # their own, and a device updated to 4 starts a new one.
 LEGACY_EPOCH = "00000000"
-# A device of schema 4 or earlier did not say whether a cycle counted: every one of them judged
-# with the same cut (tracker.poor_quality_below's default), the only place the station knows it.
-LEGACY_QUALITY_CUT = 0.3
 TIMES = ("ts", "start", "end", "first_cycle", "last_cycle", "cycle_start", "cycle_end")
 
 
@@ -81,7 +79,9 @@ def upgrade(kind: str, body: Any) -> Any:
     if body["schema_version"] == 3 and "epoch" not in body:
         body = body | {"epoch": LEGACY_EPOCH}
     if kind == "cycle" and isinstance(body.get("quality"), (int, float)) and "good" not in body:
-        body = body | {"good": body["quality"] >= LEGACY_QUALITY_CUT}
+        # a device of schema 4 or earlier judged every cycle with the cut that models without
+        # one in their manifest get (edge.model.POOR_QUALITY_BELOW), and did not say so
+        body = body | {"good": body["quality"] >= POOR_QUALITY_BELOW}
     return body | {"schema_version": SCHEMA_VERSION}
 
 

@@ -180,5 +180,5 @@ def test_record_fraction_choice_uses_the_device_record_rule() -> None:
     for r in range(3, n_recordings, 2):
         labels = [("normal", "crackle", "wheeze", "both")[i]
                   for i in events.labels[events.recordings == r]]
-        said = record_label(labels, [1.0] * len(labels), 0.0, fraction)
+        said = record_label(labels, [True] * len(labels), fraction)
         assert (said != "normal") == (truth[r] == "CAS")

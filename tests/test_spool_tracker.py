@@ -284,5 +284,5 @@ def test_quality_measure_separates_breathing_from_flat_noise() -> None:
 def test_record_label_counts_good_cycles_of_any_adventitious_kind(
         counts: dict[str, int], poor: int, expected: str) -> None:
     labels = [lab for lab, n in counts.items() for _ in range(n)] + ["wheeze"] * poor
-    qualities = [0.9] * (len(labels) - poor) + [0.1] * poor
-    assert record_label(labels, qualities, poor_below=0.3) == expected
+    good = [True] * (len(labels) - poor) + [False] * poor
+    assert record_label(labels, good) == expected

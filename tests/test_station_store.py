@@ -239,7 +239,7 @@ def test_the_breathing_rate_trend_is_the_rate_of_what_was_heard() -> None:
     cycles × 60 / the time they span, per stretch of breathing (a pause over 30 s or the
     bucket's edge ends one), as the device counts a session. It said 6/min for a device heard
     for 24 s at 15/min (six cycles in the one minute that had any)."""
-    from station.store import rates_by_bucket
+    from station.store import breathing_rate, rates_by_bucket
 
     breaths = [(100.0 + 4 * i, 103.9 + 4 * i) for i in range(6)]  # 15/min for 24 s
     assert rates_by_bucket(breaths, 900.0) == {0: round(60 * 6 / 23.9, 1)}
@@ -253,3 +253,6 @@ def test_the_breathing_rate_trend_is_the_rate_of_what_was_heard() -> None:
     assert rates_by_bucket(edge, 900.0) == {0: round(60 * 3 / 11.9, 1),
                                             1: round(60 * 3 / 11.9, 1)}
     assert rates_by_bucket([(10.0, 14.0)], 900.0) == {}
+    # "now" (the last two minutes) follows the same rule: two auscultations 40 s apart
+    again = [(163.9 + 4 * i, 167.8 + 4 * i) for i in range(6)]
+    assert breathing_rate(breaths + again) == round(60 * 12 / (2 * 23.9), 1)

@@ -91,7 +91,7 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
         began, before its data was read: taken after (as it was), a change stored while the
         page was being made was in neither the page nor its updates, and the ward could miss a
         device for good (a browser test caught it under load)."""
-        if request.method == "GET" and not request.url.path.startswith(("/static/", "/events")):
+        if not request.url.path.startswith(("/static/", "/events")):
             request.state.since = await run_in_threadpool(site.store.latest_change)
         return await call_next(request)
 

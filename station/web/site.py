@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from station import alarms, auth
+from station.charts import local_time
 from station.config import StationConfig
 from station.liveness import Liveness
 from station.store import Store
@@ -61,12 +62,9 @@ class Site:
         from station.routing.router import failures_since
 
         now = time.time()
-        # the page shows what was stored up to this change: its live updates start after it,
-        # so a change stored between this render and the page's subscription is not missed
-        # (app.page_since took it before the page's data was read)
-        since = getattr(request.state, "since", None)
-        if since is None:
-            since = self.store.latest_change()
+        # the page's live updates start after the change current when its request began
+        # (app.page_since), before its data was read: nothing stored meanwhile is missed
+        since = request.state.since
         failed = failures_since(self.store, now - 3600) if self.cfg.routing.rules else 0
         return self.templates.TemplateResponse(request, name, {
             "now": now, "user": self.user(request), "auth": self.cfg.web.auth,
@@ -103,11 +101,7 @@ class Forbidden(Exception):
 
 def clock(t: float | None, today: float | None = None) -> str:
     """A time as the station's clock shows it, with its date when it is not today."""
-    if not t:
-        return "–"
-    when, now = time.localtime(t), time.localtime(today)
-    same_day = (when.tm_year, when.tm_yday) == (now.tm_year, now.tm_yday)
-    return time.strftime("%H:%M:%S" if same_day else "%d %b %H:%M:%S", when)
+    return local_time(t, time.time() if today is None else today) if t else "–"
 
 
 def ago(t: float | None, now: float) -> str:
