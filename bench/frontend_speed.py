@@ -19,10 +19,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.audio_file import read_audio
 from edge.dsp.frontend import Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
-from edge.model import load_manifest
+from edge.pipeline.model import load_manifest
+from edge.sources.audio_file import read_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "models" / "samples"

@@ -56,10 +56,10 @@ def peak_rss_mb() -> float:
 def child_stages(wav: Path, cycles_out: Path | None, block_ms: int) -> dict[str, Any]:
     """The analysis path with every stage timed, then the floor on the same cycles."""
     t0 = time.perf_counter()
-    import edge.analysis as analysis_mod
-    from edge.analysis import Analysis, ClassifiedCycle
-    from edge.config import Config
-    from edge.model import ModelRunner
+    import edge.pipeline.analysis as analysis_mod
+    from edge.pipeline.analysis import Analysis, ClassifiedCycle
+    from edge.pipeline.model import ModelRunner
+    from edge.service.config import Config
     from edge.sources.file import FileSource
     imported = time.perf_counter() - t0
 
@@ -135,7 +135,7 @@ def child_seed(cycles_npz: Path) -> dict[str, Any]:
     from frontend_speed import librosa_features
 
     from convert.package import average, build_cnn_lstm
-    from edge.model import cycle_windows, load_manifest
+    from edge.pipeline.model import cycle_windows, load_manifest
     imported = time.perf_counter() - t0
     m = load_manifest(SHIPPED)
     arch = m.training["architecture"]
@@ -160,7 +160,7 @@ def child_seed(cycles_npz: Path) -> dict[str, Any]:
 
 def child_latency(n: int) -> dict[str, Any]:
     """ms per window of the shipped model on this interpreter, every member (best of 5 × n)."""
-    from edge.model import ModelRunner
+    from edge.pipeline.model import ModelRunner
 
     runner = ModelRunner(SHIPPED)
     shape = runner.manifest.members[0].input.shape
@@ -215,7 +215,7 @@ def make_inputs(seconds: float, where: Path) -> dict[int, Path]:
     import soundfile as sf
     import soxr
 
-    from edge.audio_file import read_audio
+    from edge.sources.audio_file import read_audio
 
     parts = [read_audio(p)[0] for p in sorted((ROOT / "models" / "samples").glob("*.wav"))]
     one = np.concatenate(parts)

@@ -28,10 +28,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convert.datasets import iter_annotated
-from edge.audio_file import read_audio
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.dsp.segmenter import CycleSegmenter, SegmenterConfig
+from edge.sources.audio_file import read_audio
 
 MODEL_RATE = FrontendParams().sample_rate
 

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.audio_file import read_audio
+from edge.sources.audio_file import read_audio
 from firmware_bridge.decoder import AudioTimeline, FrameDecoder, LinkStats
 from firmware_bridge.protocol import Audio, Frame, FrameType
 

@@ -39,8 +39,9 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.dev.local_broker import LocalBroker  # noqa: E402
-from edge.payloads import (  # noqa: E402
+from edge.delivery.publisher import envelope  # noqa: E402
+from edge.delivery.spool import new_epoch  # noqa: E402
+from edge.delivery.wire import (  # noqa: E402
     Alert,
     Cycle,
     CycleEvidence,
@@ -50,8 +51,7 @@ from edge.payloads import (  # noqa: E402
     body_dict,
     iso_ms,
 )
-from edge.publisher import envelope  # noqa: E402
-from edge.spool import new_epoch  # noqa: E402
+from edge.dev.local_broker import LocalBroker  # noqa: E402
 
 MODEL = ModelRef("lungedge-cnnlstm", "0.5.0")
 EPOCH = new_epoch()  # the simulated devices' numbering (one per run, as a fresh spool)
@@ -154,7 +154,8 @@ def run_setting(db: str, workers: int, args: argparse.Namespace, tmp: Path) -> d
     from sqlalchemy import func, select
 
     from station.schema import cycles, gaps, received
-    from station.store import SETTLE_S, Store
+    from station.store import Store
+    from station.store.station_alarms import SETTLE_S
     from tests.private_postgres import PrivatePostgres
 
     pg = PrivatePostgres(tmp / "pg") if db == "postgresql" else None

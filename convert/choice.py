@@ -22,7 +22,7 @@ import numpy as np
 from convert.datasets import LABELS
 from convert.folds import ICBHI, SPRSOUND
 from convert.metrics import icbhi_score, sprsound_score
-from edge.model import ADVENTITIOUS, decide
+from edge.pipeline.model import ADVENTITIOUS, decide
 
 THRESHOLD_GRID = tuple(float(t) for t in np.round(np.arange(0.10, 0.91, 0.02), 2))
 

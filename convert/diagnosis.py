@@ -24,7 +24,7 @@ from convert.datasets import LABELS, iter_icbhi
 from convert.features import at_model_rate
 from convert.metrics import confusion
 from edge.dsp.frontend import Frontend
-from edge.model import ModelRunner
+from edge.pipeline.model import ModelRunner
 
 GROUPS = {"Healthy": "healthy", "COPD": "chronic", "Bronchiectasis": "chronic",
           "Asthma": "chronic", "URTI": "non-chronic", "LRTI": "non-chronic",

@@ -5,7 +5,7 @@
 
 A FOLDER is in ICBHI format (audio + .txt cycles) or SPRSound format (audio + .json), so the
 withheld ICBHI test split can be scored with this same command. Everything goes through the
-int8 model in `edge.model.ModelRunner` and the device's frontend. Per folder:
+int8 model in `edge.pipeline.model.ModelRunner` and the device's frontend. Per folder:
 
 - event level, annotated boundaries: ICBHI-style 4-class Se/Sp/Score and the binary
   (normal vs adventitious) SPRSound Task 1-1 SE/SP/AS/HS/Score, confusion matrix, ROC curve;
@@ -37,14 +37,14 @@ import numpy as np
 from convert.datasets import LABELS, Recording, iter_annotated
 from convert.features import at_model_rate
 from convert.metrics import confusion, icbhi_score, roc, roc_auc, sprsound_score
-from edge.analysis import Analysis, ClassifiedCycle
-from edge.audio_file import read_audio
-from edge.calibration import feature_statistics
+from edge.cli.plot import pyplot, save
 from edge.dsp.frontend import BandNormaliser, Frontend
-from edge.model import RECORD, Classifier, Manifest, ModelRunner
-from edge.plot import pyplot, save
+from edge.pipeline.analysis import Analysis, ClassifiedCycle
+from edge.pipeline.calibration import feature_statistics
+from edge.pipeline.model import RECORD, Classifier, Manifest, ModelRunner
+from edge.pipeline.tracker import TrackerConfig, record_label
+from edge.sources.audio_file import read_audio
 from edge.sources.base import AudioBlock
-from edge.tracker import TrackerConfig, record_label
 
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
 

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from convert.datasets import LABELS, Recording
-from edge.audio_file import read_audio
-from edge.calibration import feature_statistics
 from edge.dsp import resample
 from edge.dsp.frontend import BandNormaliser, Frontend, FrontendParams
 from edge.dsp.resample import StreamingResampler
-from edge.model import WindowSpec, cycle_windows
+from edge.pipeline.calibration import feature_statistics
+from edge.pipeline.model import WindowSpec, cycle_windows
+from edge.sources.audio_file import read_audio
 
 
 def at_model_rate(path: str, rate: int) -> np.ndarray:

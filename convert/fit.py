@@ -16,7 +16,7 @@ from convert.datasets import LABELS
 from convert.features import Events, band_normalised, normalisation
 from convert.recipe import Recipe
 from edge.dsp.frontend import FrontendParams
-from edge.model import combine_windows, cycle_windows
+from edge.pipeline.model import combine_windows, cycle_windows
 
 DB = np.log(10) / 10  # one decibel of power in natural-log units (the frontend's log)
 MAX_WEIGHT = 10.0  # no handful of events may dominate a batch

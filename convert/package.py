@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edge.dsp.frontend import FrontendParams
-from edge.model import (
+from edge.pipeline.model import (
     MANIFEST_SCHEMA_VERSION,
     Classifier,
     Manifest,
@@ -179,7 +179,7 @@ def write_package(out: Path, tflite: bytes | Sequence[bytes], *, name: str, vers
     """Writes the members' .tflite files (one model, or several the device averages) and a
     manifest whose tensor specs are read back from them; a .tflite left from an earlier
     package in OUT is removed, so the folder holds exactly what the manifest lists."""
-    from edge.model import Member, _interpreter_class
+    from edge.pipeline.model import Member, _interpreter_class
 
     models = [tflite] if isinstance(tflite, bytes) else list(tflite)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,7 @@ def int8_probabilities(tflite: bytes | Any, windows: np.ndarray) -> np.ndarray:
     """The dequantized outputs of an int8 model (its bytes, or a loaded interpreter) for
     normalised windows (n, frames, features), one window at a time as the device invokes it:
     what verification compares with the float model and what the protocol scores."""
-    from edge.model import _interpreter_class
+    from edge.pipeline.model import _interpreter_class
 
     if isinstance(tflite, bytes):
         interpreter_cls, _ = _interpreter_class()
@@ -233,7 +233,7 @@ def int8_probabilities(tflite: bytes | Any, windows: np.ndarray) -> np.ndarray:
 
 def op_names(tflite: bytes) -> list[str]:
     """Builtin op names in a model (for checks: int8 builtins only, no Flex ops)."""
-    from edge.model import _interpreter_class
+    from edge.pipeline.model import _interpreter_class
 
     interpreter_cls, _ = _interpreter_class()
     it = interpreter_cls(model_content=tflite)
@@ -246,7 +246,7 @@ class FloatMembers(Classifier):
     are measured against on any recordings (`convert.evaluate --float/--agreement`)."""
 
     def __init__(self, package: Path) -> None:
-        from edge.model import load_manifest
+        from edge.pipeline.model import load_manifest
 
         super().__init__(load_manifest(package))
         seeds = self.manifest.training.get("members")

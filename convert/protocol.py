@@ -42,7 +42,7 @@ from convert.fit import event_predictions
 from convert.folds import HELD_OUT_STETHOSCOPES, ICBHI, QUIET_DB, SPRSOUND, Fold, member_path
 from convert.metrics import icbhi_score, roc_auc, sprsound_score
 from convert.recipe import Recipe
-from edge.model import decide
+from edge.pipeline.model import decide
 
 # A held-out stethoscope heard QUIET_DB quieter must still be called adventitious at least
 # this often, relative to its own level: a model that hears the level, not the sound, calls
@@ -574,7 +574,7 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def plot_curves(curve: list[dict[str, Any]], out: Path, title: str) -> None:
-    from edge.plot import pyplot, save
+    from edge.cli.plot import pyplot, save
 
     fig, ax = pyplot().subplots(figsize=(7, 4))
     epochs = [c["epoch"] for c in curve]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edge.dsp.frontend import FrontendParams
-from edge.model import WindowSpec
+from edge.pipeline.model import WindowSpec
 
 # A window is 2.05 s (8,192 samples at 4 kHz) whatever the frame hop: ICBHI's median cycle is
 # 2.5 s and SPRSound's median event 1.2 s. Windows over a long cycle overlap by half.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.protocol import comparison, per_stethoscope
-from edge.plot import pyplot, save
+from edge.cli.plot import pyplot, save
 
 PROTOCOL_FILES = ("crossval.md", "crossval.json", "crossval_curves.png", "recipe.json")
 

@@ -17,7 +17,7 @@ from convert.datasets import LABELS, iter_sprsound
 from convert.features import event_features, normalisation, windows_of
 from convert.package import build_cnn_lstm, to_int8_tflite, write_package
 from edge.dsp.frontend import FrontendParams
-from edge.model import WindowSpec
+from edge.pipeline.model import WindowSpec
 
 SAMPLES = Path(__file__).resolve().parents[1] / "models" / "samples"
 

@@ -47,10 +47,10 @@ from convert.package import (
 from convert.protocol import ProtocolRun
 from convert.recipe import Recipe
 from convert.verify import VerificationError, verify
-from edge.calibration import MIN_CYCLES, calibrate
-from edge.calibration import save as save_calibration
-from edge.model import RECORD, decide
-from edge.tracker import RECORD_FRACTION, record_label
+from edge.pipeline.calibration import MIN_CYCLES, calibrate
+from edge.pipeline.calibration import save as save_calibration
+from edge.pipeline.model import RECORD, decide
+from edge.pipeline.tracker import RECORD_FRACTION, record_label
 
 CORPORA = {"icbhi": "ICBHI 2017 official train (526 recordings, 77 patients)",
            "sprsound": "SPRSound train (1949 recordings, 251 patients)"}
@@ -242,7 +242,7 @@ def seed_report(args: argparse.Namespace, log: Any) -> None:
     import shutil
 
     from convert.evaluate import evaluate_folder
-    from edge.model import ModelRunner, load_manifest
+    from edge.pipeline.model import ModelRunner, load_manifest
 
     manifest = load_manifest(args.out)
     seeds = manifest.training.get("members", {})

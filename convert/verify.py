@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.model import ModelError, ModelRunner
+from edge.pipeline.model import ModelError, ModelRunner
 
 ALLOWED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
                "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX", "STRIDED_SLICE", "MEAN", "ADD", "MUL",

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from edge.plot import colours
+from edge.cli.plot import colours
 
 WIDTH, HEIGHT = 900, 60
 

@@ -1,5 +1,5 @@
 """The station's configuration: typed, frozen dataclasses from one YAML file, read by the same
-loader as the device's (edge.typed), so its errors name the file, line and key path too.
+loader as the device's (edge.loader), so its errors name the file, line and key path too.
 
 `python -m station.config` prints the documented example (`station/station.example.yaml` is
 that, checked by a test).
@@ -13,8 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge.config import BrokerConfig, ConfigError, example_of, read_config_file
-from edge.typed import Invalid, ValidationError, from_yaml, section, setting
+from edge.delivery.settings import BrokerConfig
+from edge.loader import (
+    ConfigError,
+    Invalid,
+    ValidationError,
+    example_of,
+    from_yaml,
+    read_config_file,
+    section,
+    setting,
+)
 from station.routing.rules import RoutingConfig
 
 

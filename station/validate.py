@@ -16,8 +16,8 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 
-from edge.model import POOR_QUALITY_BELOW
-from edge.payloads import BODIES, SCHEMA_VERSION, schema
+from edge.delivery.wire import BODIES, SCHEMA_VERSION, schema
+from edge.pipeline.model import POOR_QUALITY_BELOW
 
 MAX_BYTES = 64 * 1024  # the largest real message (stats of a serial source) is under 2 KB
 
@@ -80,7 +80,7 @@ def upgrade(kind: str, body: Any) -> Any:
         body = body | {"epoch": LEGACY_EPOCH}
     if kind == "cycle" and isinstance(body.get("quality"), (int, float)) and "good" not in body:
         # a device of schema 4 or earlier judged every cycle with the cut that models without
-        # one in their manifest get (edge.model.POOR_QUALITY_BELOW), and did not say so
+        # one in their manifest get (edge.pipeline.model.POOR_QUALITY_BELOW), and did not say so
         body = body | {"good": body["quality"] >= POOR_QUALITY_BELOW}
     return body | {"schema_version": SCHEMA_VERSION}
 

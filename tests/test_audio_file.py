@@ -11,7 +11,7 @@ import pytest
 import scipy.io.wavfile
 import soundfile
 
-from edge.audio_file import AudioFileError, open_audio, read_audio
+from edge.sources.audio_file import AudioFileError, open_audio, read_audio
 
 RATE = 8000
 

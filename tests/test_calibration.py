@@ -13,9 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.calibration import MIN_CYCLES, CalibrationError, calibrate, feature_statistics, load
 from edge.dsp.frontend import FrontendParams
-from edge.model import ModelError, ModelRunner
+from edge.pipeline.calibration import (
+    MIN_CYCLES,
+    CalibrationError,
+    calibrate,
+    feature_statistics,
+    load,
+)
+from edge.pipeline.model import ModelError, ModelRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tests" / "data" / "smoke_model"
@@ -33,7 +39,7 @@ def stethoscope_model(tmp_path: Path) -> Path:
 
 
 def lungedge(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from edge.cli import main; "
+    return subprocess.run([sys.executable, "-c", "from edge.cli.main import main; "
                            "raise SystemExit(main())", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
 
@@ -85,7 +91,7 @@ def test_a_calibration_is_checked_against_the_model(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     other = FrontendParams(features="mfcc", n_mfcc=frontend.n_mfcc, n_mels=32)
     feats = [rng.normal(size=(40, other.n_features)).astype(np.float32) for _ in range(25)]
-    from edge.calibration import save
+    from edge.pipeline.calibration import save
 
     save(calibrate(feats, other, "s", 60.0, "m"), tmp_path / "other.json")
     with pytest.raises(ModelError, match=r"other.json: made for other features \(frontend "

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
-from edge.config import (
+from edge.cli.main import main
+from edge.loader import ConfigError
+from edge.service.config import (
     EXAMPLE_VALUES,
     Config,
-    ConfigError,
     ModelConfig,
     example_yaml,
     load_config,
@@ -30,7 +30,7 @@ def test_example_config_is_generated_from_the_field_docs() -> None:
     bound or doc line cannot change in one and not the other; and it loads as the defaults
     (apart from where install.sh puts the model)."""
     assert EXAMPLE.read_text() == example_yaml(), \
-        "regenerate: python -m edge.config > edge/lungedge.example.yaml"
+        "regenerate: python -m edge.service.config > edge/lungedge.example.yaml"
     cfg = load_config(EXAMPLE)
     assert cfg == dataclasses.replace(Config(), model=ModelConfig(
         path=EXAMPLE_VALUES["model.path"]))

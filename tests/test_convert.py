@@ -15,8 +15,8 @@ from convert.datasets import LABELS
 from convert.features import Events, at_model_rate
 from edge.dsp.frontend import Frontend, FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
-from edge.model import ADVENTITIOUS, Manifest, ModelRunner, decide, load_manifest
-from edge.signal_path import run_signal_path
+from edge.pipeline.model import ADVENTITIOUS, Manifest, ModelRunner, decide, load_manifest
+from edge.pipeline.signal_path import run_signal_path
 from edge.sources.file import FileSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
 
     from convert.package import keras, write_package
     from convert.verify import VerificationError, verify
-    from edge.model import WindowSpec
+    from edge.pipeline.model import WindowSpec
 
     k = keras()
     inp = k.Input((8, 4, 1), batch_size=1)
@@ -379,7 +379,7 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
 def _predictions(python: str, cycles: Path) -> dict[str, object]:
     code = f"""
 import json, numpy as np
-from edge.model import ModelRunner
+from edge.pipeline.model import ModelRunner
 r = ModelRunner({str(SHIPPED)!r})
 cycles = np.load({str(cycles)!r})
 print(json.dumps({{"runtime": r.runtime,
@@ -471,7 +471,7 @@ def test_pooling_and_cell_clip_survive_the_batch_one_copy() -> None:
 def cell_state_ranges(tflite: bytes) -> list[float]:
     """The width (max − min) of the cell state's int8 range at each unrolled step: what TANH(c)
     reads."""
-    from edge.model import _interpreter_class
+    from edge.pipeline.model import _interpreter_class
 
     it = _interpreter_class()[0](model_content=tflite)
     tensors = {t["index"]: t for t in it.get_tensor_details()}

@@ -20,8 +20,8 @@ import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge.delivery.wire import schema
 from edge.dev.local_broker import LocalBroker as Broker
-from edge.payloads import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_MODEL = ROOT / "tests" / "data" / "smoke_model"
@@ -434,7 +434,7 @@ def test_notify_ready_status_and_watchdog_only_while_audio_flows(tmp_path: Path,
 
     import numpy as np
 
-    from edge.audio_file import read_audio
+    from edge.sources.audio_file import read_audio
 
     x, _ = read_audio(SAMPLE)
     pcm = (np.clip(x * 32768, -32768, 32767)).astype("<i2").tobytes()

@@ -10,10 +10,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from edge.config import parse_config
-from edge.daemon import Daemon
-from edge.payloads import body_dict, schema
-from edge.publisher import Delivery, envelope
+from edge.delivery.publisher import Delivery, envelope
+from edge.delivery.wire import body_dict, schema
+from edge.service.config import parse_config
+from edge.service.daemon import Daemon
 from tests.conftest import TEST_EPOCH
 
 ROOT = Path(__file__).resolve().parents[1]

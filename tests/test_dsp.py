@@ -91,10 +91,10 @@ def test_memoised_designs_are_scipys() -> None:
 
 def test_the_device_path_does_not_import_scipy_signal() -> None:
     """It costs ≈ 1 s of start-up and ≈ 40 MB (edge/dsp/filters.py)."""
-    code = ("import sys, numpy as np, edge.daemon, edge.cli\n"
-            "from edge.analysis import Analysis\n"
-            "from edge.config import Config\n"
-            "from edge.model import ModelRunner\n"
+    code = ("import sys, numpy as np, edge.service.daemon, edge.cli.main\n"
+            "from edge.pipeline.analysis import Analysis\n"
+            "from edge.service.config import Config\n"
+            "from edge.pipeline.model import ModelRunner\n"
             "from edge.sources.base import AudioBlock\n"
             "c = Config()\n"
             "a = Analysis(44100, ModelRunner('models/lungedge-cnnlstm'), c.tracker)\n"

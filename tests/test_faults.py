@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.audio_file import read_audio
+from edge.sources.audio_file import read_audio
 from tests.test_daemon import ROOT, SAMPLE, Subscriber, finish, write_config
 
 SPEECH = np.concatenate([read_audio(p)[0] for p in sorted(
@@ -254,8 +254,8 @@ def test_a_damaged_spool_at_start_is_moved_aside(tmp_path: Path, broker: Any,
     if damage == "garbage":
         spool.write_bytes(os.urandom(5000))
     elif damage == "truncated":  # a real spool, cut by a power cut
-        from edge.publisher import envelope
-        from edge.spool import Spool
+        from edge.delivery.publisher import envelope
+        from edge.delivery.spool import Spool
 
         s = Spool(spool, 1000)
         for i in range(200):
@@ -291,8 +291,8 @@ def test_wall_clock_jumps_break_nothing(tmp_path: Path, broker: Any,
     (libfaketime would do this from outside, but its clock_nanosleep breaks Python 3.11's
     time.sleep when the monotonic clock is excluded: wolfcw/libfaketime#426.)"""
     from edge import clock
-    from edge.config import load_config
-    from edge.daemon import Daemon
+    from edge.service.config import load_config
+    from edge.service.daemon import Daemon
 
     offset = [0.0]
     real = time.time

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.audio_file import read_audio
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
-from edge.signal_path import run_signal_path
+from edge.pipeline.signal_path import run_signal_path
+from edge.sources.audio_file import read_audio
 from edge.sources.base import SourceError
 from edge.sources.file import FileSource
 from edge.sources.serial import SerialSource

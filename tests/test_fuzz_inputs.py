@@ -16,9 +16,10 @@ import scipy.io.wavfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.audio_file import AudioFileError, open_audio
-from edge.config import Config, ConfigError, parse_config
-from edge.model import Manifest, ModelError
+from edge.loader import ConfigError
+from edge.pipeline.model import Manifest, ModelError
+from edge.service.config import Config, parse_config
+from edge.sources.audio_file import AudioFileError, open_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((ROOT / "models" / "lungedge-cnnlstm" / "manifest.json").read_text())

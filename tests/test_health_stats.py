@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.health import Health, Observation, State
-from edge.stats import InferenceTimes
+from edge.service.health import Health, Observation, State
+from edge.service.stats import InferenceTimes
 
 
 def test_health_goes_online_degraded_and_back_with_its_reasons() -> None:

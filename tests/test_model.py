@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge.dsp.segmenter import SegmenterConfig
-from edge.model import ModelError, ModelRunner, decide, load_manifest
+from edge.pipeline.model import ModelError, ModelRunner, decide, load_manifest
 
 SMOKE = Path(__file__).resolve().parent / "data" / "smoke_model"
 LABELS = ("normal", "crackle", "wheeze", "both")
@@ -129,7 +129,7 @@ def test_threshold_choice_writes_a_threshold_the_device_applies(tmp_path: Path) 
     """The rule's search over out-of-fold predictions keeps the best point of its grid (none
     if the argmax does better), and the device's decision with it is the one scored."""
     from convert.choice import choose
-    from edge.model import decide
+    from edge.pipeline.model import decide
 
     events, index, probs = _out_of_fold(np.random.default_rng(0))
     y, datasets = events.labels[index], events.datasets[index]
@@ -162,9 +162,9 @@ def test_the_rule_picks_the_epoch_whose_predictions_are_best() -> None:
 
 def test_record_fraction_choice_uses_the_device_record_rule() -> None:
     """The record fraction is chosen on the SPRSound recordings' out-of-fold event labels,
-    through edge.tracker.record_label, the rule the device's session summary applies."""
+    through edge.pipeline.tracker.record_label, the rule the device's session summary applies."""
     from convert.train import choose_record_fraction
-    from edge.tracker import record_label
+    from edge.pipeline.tracker import record_label
 
     events, index, _ = _out_of_fold(np.random.default_rng(1))
     n_recordings = int(events.recordings.max()) + 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from edge.monitor import describe
-from edge.payloads import Clip, body_dict
+from edge.cli.monitor import describe
+from edge.delivery.wire import Clip, body_dict
 
 
 def test_a_clip_is_described_not_dumped() -> None:

@@ -12,16 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.analysis import Analysis, ClassifiedCycle
-from edge.audio_file import read_audio
-from edge.cli import main
+from edge.cli.main import main
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
-from edge.model import load_manifest
-from edge.signal_path import SignalPath, run_signal_path
+from edge.pipeline.analysis import Analysis, ClassifiedCycle
+from edge.pipeline.model import load_manifest
+from edge.pipeline.signal_path import SignalPath, run_signal_path
+from edge.pipeline.tracker import TrackerConfig
+from edge.sources.audio_file import read_audio
 from edge.sources.base import AudioBlock
 from edge.sources.file import FileSource
-from edge.tracker import TrackerConfig
 from tests.conftest import breathing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def shipped_networks() -> list[str]:
 
 def sample_labels(wav: Path) -> list[list[Any]]:
     """Per cycle of a shipped sample: start and the shipped model's label and confidence."""
-    from edge.model import ModelRunner
+    from edge.pipeline.model import ModelRunner
 
     runner = ModelRunner(SHIPPED_MODEL)
     src = FileSource(wav, block_ms=100)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.segmenter import CycleSegmenter, SegmenterConfig
-from edge.signal_path import run_signal_path
+from edge.pipeline.signal_path import run_signal_path
 from edge.sources.base import AudioBlock
 from tests.conftest import breathing
 

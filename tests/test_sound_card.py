@@ -77,7 +77,7 @@ print(json.dumps({"blocks": out, "describe": src.describe(), "state": src.state}
 
 @pytest.mark.alsa
 def test_devices_command_and_unknown_device(alsa_home: Path) -> None:
-    proc = run_py(alsa_home, "from edge.cli import main; raise SystemExit(main(['devices']))")
+    proc = run_py(alsa_home, "from edge.cli.main import main; raise SystemExit(main(['devices']))")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "lungtest" in proc.stdout
     proc = run_py(alsa_home, """

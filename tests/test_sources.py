@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.audio_file import read_audio
-from edge.config import parse_config
+from edge.service.config import parse_config
 from edge.sources import open_source
+from edge.sources.audio_file import read_audio
 from edge.sources.file import FileSource
 from edge.sources.stdin import StdinSource
 

@@ -10,13 +10,12 @@ import jsonschema
 import pytest
 
 from edge.clock import StreamClock
-from edge.config import parse_config
+from edge.delivery.encode import alert_body, summary_body
+from edge.delivery.publisher import envelope
+from edge.delivery.spool import Spool
+from edge.delivery.wire import ModelRef, body_dict, schema
 from edge.dsp.quality import signal_quality
-from edge.messages import alert_body, summary_body
-from edge.payloads import ModelRef, body_dict, schema
-from edge.publisher import envelope
-from edge.spool import Spool
-from edge.tracker import (
+from edge.pipeline.tracker import (
     AlertChanged,
     CycleResult,
     SessionEnded,
@@ -25,6 +24,7 @@ from edge.tracker import (
     TrackerEvent,
     record_label,
 )
+from edge.service.config import parse_config
 
 LABELS = ("normal", "crackle", "wheeze", "both")
 
@@ -67,7 +67,7 @@ def test_the_write_ahead_log_stays_small(tmp_path: Path) -> None:
     """A spool taking messages faster than a device ever sends them, each acknowledged soon
     after: its WAL is checkpointed and cut back, never the 4 MB SQLite lets it grow to by
     default (which filled a 512 KB tmpfs by itself)."""
-    from edge.spool import WAL_BYTES, WAL_PAGES
+    from edge.delivery.spool import WAL_BYTES, WAL_PAGES
 
     spool = Spool(tmp_path / "s.db", max_messages=100_000)
     wal = tmp_path / "s.db-wal"

@@ -21,8 +21,8 @@ pytest.importorskip("sqlalchemy", reason="the station extra: pip install 'lunged
 import paho.mqtt.client as mqtt
 from sqlalchemy import func, select
 
-from edge.payloads import Cycle, ModelRef, body_dict, iso_ms
-from edge.publisher import envelope
+from edge.delivery.publisher import envelope
+from edge.delivery.wire import Cycle, ModelRef, body_dict, iso_ms
 from station.config import StationConfig
 from station.ingest import Ingest
 from station.schema import cycles

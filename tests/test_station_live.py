@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.publisher import envelope
-from edge.typed import build
+from edge.delivery.publisher import envelope
+from edge.loader import build
 from station.config import StationConfig
 from station.store import Store
 from station.validate import parse

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from edge.payloads import BODIES, ModelRef, Status, body_dict, schema
-from edge.publisher import envelope
+from edge.delivery.publisher import envelope
+from edge.delivery.wire import BODIES, ModelRef, Status, body_dict, schema
 from station.ingest import Ingest, Received
 from station.schema import alerts, invalid
 from station.store import Store

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the station extra: pip install 'lungedge[station]'")
 
-from edge.payloads import body_dict
+from edge.delivery.wire import body_dict
 from station.store import Refusal, Store
 from station.validate import Message, Refused, parse
 from tests.conftest import TEST_EPOCH
@@ -91,7 +91,7 @@ def test_a_gap_in_seq_is_recorded_and_raises_a_technical_alarm(database_url: str
 
 def alert_message(device: str, seq: int, event: str, alert_id: str = "a1",
                   kind: str = "wheeze") -> Message:
-    from edge.publisher import envelope
+    from edge.delivery.publisher import envelope
 
     body: dict[str, Any] = envelope(device, seq, TEST_EPOCH) | {
         "alert_id": alert_id, "event": event, "kind": kind, "session_id": "s1",
@@ -126,8 +126,8 @@ def test_a_device_cannot_touch_another_devices_alert(database_url: str) -> None:
     "normal 0.99" clip to its evidence (alerts and clips were looked up by id alone). Now
     both are refused, kept as refusals saying whose they were, and bed-7's alert is as it
     was."""
-    from edge.payloads import Clip
-    from edge.publisher import envelope
+    from edge.delivery.publisher import envelope
+    from edge.delivery.wire import Clip
 
     store = Store(database_url)
     store.ingest([alert_message("bed-7", 0, "new", kind="crackle")])
@@ -189,7 +189,7 @@ def test_malformed_messages_are_refused_with_a_reason(topic: str, payload: bytes
 
 
 def test_hostile_strings_are_stored_as_text_and_refusals_counted(database_url: str) -> None:
-    from edge.publisher import envelope
+    from edge.delivery.publisher import envelope
 
     store = Store(database_url)
     script = "<script>window.pwned=1</script>"
@@ -207,8 +207,8 @@ def test_a_cycle_counts_as_its_device_judged_it(database_url: str) -> None:
     when its device said `good`; a schema-4 device's cycle is judged with that schema's cut."""
     from sqlalchemy import func, select
 
-    from edge.payloads import Cycle, ModelRef, iso_ms
-    from edge.publisher import envelope
+    from edge.delivery.publisher import envelope
+    from edge.delivery.wire import Cycle, ModelRef, iso_ms
     from station.schema import minutes
 
     store = Store(database_url)

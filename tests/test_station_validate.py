@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("fastjsonschema", reason="the station extra: pip install 'lungedge[station]'")
 
-from edge.payloads import ModelRef, Status, body_dict
-from edge.publisher import envelope
+from edge.delivery.publisher import envelope
+from edge.delivery.wire import ModelRef, Status, body_dict
 from station.validate import _fast, _validator, schema_error
 from tests.conftest import TEST_EPOCH
 from tests.test_daemon_wiring import SAMPLES, run_daemon

@@ -15,7 +15,8 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
-from edge.payloads import (
+from edge.delivery.publisher import envelope
+from edge.delivery.wire import (
     Alert,
     Cycle,
     CycleEvidence,
@@ -24,7 +25,6 @@ from edge.payloads import (
     body_dict,
     iso_ms,
 )
-from edge.publisher import envelope
 from tests.conftest import TEST_EPOCH
 from tests.test_station_ingest import publisher, wait
 from tests.test_station_web import page, shot, station  # noqa: F401  (fixtures)

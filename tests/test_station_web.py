@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("sqlalchemy", reason="the station extra: pip install 'lungedge[station]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
-from edge.payloads import Cycle, ModelRef, Summary, body_dict, iso_ms  # noqa: E402
-from edge.publisher import envelope  # noqa: E402
+from edge.delivery.publisher import envelope  # noqa: E402
+from edge.delivery.wire import Cycle, ModelRef, Summary, body_dict, iso_ms  # noqa: E402
 from station.auth import hash_password  # noqa: E402
 from tests.conftest import TEST_EPOCH, _free_port  # noqa: E402
 from tests.test_daemon import finish, start_daemon, write_config  # noqa: E402

@@ -35,9 +35,9 @@ def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool 
     if find_mosquitto() is None:
         print("No MQTT broker here: install Mosquitto (`sudo apt-get install mosquitto`) to "
               "see the daemon publish. Meanwhile, the same recording classified offline:\n")
-        from edge.classify import classify_source
-        from edge.config import Config
-        from edge.model import ModelRunner
+        from edge.cli.classify import classify_source
+        from edge.pipeline.model import ModelRunner
+        from edge.service.config import Config
         from edge.sources.file import FileSource
 
         classify_source(str(sample), FileSource(sample),
@@ -73,7 +73,7 @@ clips:
                   f"daemon: lungedge run on {sample.name} "
                   f"({'as fast as possible' if fast else 'played in real time, 15 s'})\n"
                   f"station: every message the daemon publishes, as it arrives\n")
-            from edge.monitor import monitor
+            from edge.cli.monitor import monitor
 
             printer = threading.Thread(target=monitor, args=("127.0.0.1", port, "lungedge"),
                                        kwargs={"until_offline": True}, daemon=True)

@@ -110,7 +110,7 @@ class FrontendParams:
     def from_dict(cls, data: dict[str, Any], where: str = "frontend") -> FrontendParams:
         """Parameters from a manifest section: every key must be given (a default would
         silently describe another model), and every problem names its key under `where`."""
-        from edge.typed import ValidationError, build
+        from edge.loader import ValidationError, build
 
         try:
             return build(cls, data, source=where, complete=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.dsp.filters import StreamingSos, bandpass_sos
-from edge.typed import Invalid, setting
+from edge.loader import Invalid, setting
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge.config import SourceConfig
 from edge.sources.base import AudioBlock, AudioSource, SourceError
+from edge.sources.settings import SourceConfig
 
 __all__ = ["AudioBlock", "AudioSource", "SourceError", "open_source"]
 

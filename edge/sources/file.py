@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edge import clock
-from edge.audio_file import open_audio
+from edge.sources.audio_file import open_audio
 from edge.sources.base import AudioBlock
 
 

@@ -12,7 +12,7 @@ from typing import BinaryIO
 import numpy as np
 
 from edge import clock
-from edge.audio_format import FormatError, check_format
+from edge.sources.audio_format import FormatError, check_format
 from edge.sources.base import AudioBlock, SourceError, to_mono_float32
 
 log = logging.getLogger(__name__)

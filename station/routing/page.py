@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from edge.payloads import properties
+from edge.delivery.wire import properties
 from station.alarms import Priority
 
 PAGE_SCHEMA_VERSION = 1

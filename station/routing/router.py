@@ -12,22 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
-
 from station.routing.page import Page, PagedAlert, PageEvent
 from station.routing.rules import RoutingConfig, Rule
 from station.routing.targets import DeliveryFailed, post_webhook, run_command
-from station.schema import (
-    Lock,
-    alert_log,
-    alerts,
-    deliveries,
-    delivery_attempts,
-    devices,
-    my_turn,
-    routing_state,
-)
 from station.store import Store, needs_attention
+from station.store.deliveries import RoutingTurn
 
 log = logging.getLogger(__name__)
 
@@ -58,89 +47,56 @@ class Router:
         now = time.time() if now is None else now
         if not self.rules:
             return
-        with self.store.engine.begin() as conn:
-            if not my_turn(conn, Lock.ROUTE):
+        with self.store.deliveries.routing_turn() as turn:
+            if turn is None:
                 return  # another worker is routing
-            self._route(conn, now)
-            self._escalate(conn, now)
+            self._route(turn, now)
+            self._escalate(turn, now)
         self._deliver_due(now)
 
     # -- deciding -----------------------------------------------------------------------------
-    def _route(self, conn: Connection, now: float) -> None:
-        cursor = conn.execute(select(routing_state.c.value).where(
-            routing_state.c.name == "alert_log")).scalar()
-        if cursor is None:  # a new router starts from its start: old alerts are not paged
-            cursor = conn.execute(select(func.coalesce(func.max(alert_log.c.id), 0)).where(
-                alert_log.c.at < self.started)).scalar()
-            conn.execute(insert(routing_state).values(name="alert_log", value=cursor))
-        rows = conn.execute(select(alert_log.c.id, alert_log.c.event, alerts, devices.c.label)
-                            .join(alerts, alerts.c.alert_id == alert_log.c.alert_id)
-                            .join(devices, devices.c.device_id == alerts.c.device_id,
-                                  isouter=True)
-                            .where(alert_log.c.id > cursor,
-                                   alert_log.c.event.in_(("new", "update", "end")))
-                            .order_by(alert_log.c.id).limit(500)).mappings().all()
-        for row in rows:
+    def _route(self, turn: RoutingTurn, now: float) -> None:
+        for row in turn.alert_events(self.started):
             for rule in self.rules.values():
                 if rule.takes(dict(row), row["event"]):
-                    self._enqueue(conn, rule, row, row["event"], now,
+                    self._enqueue(turn, rule, row, row["event"], now,
                                   [("command", rule.command), ("webhook", rule.webhook)])
-            cursor = row["id"]
-        conn.execute(update(routing_state).where(routing_state.c.name == "alert_log")
-                     .values(value=cursor))
+            turn.routed_to(row["id"])
 
-    def _escalate(self, conn: Connection, now: float) -> None:
+    def _escalate(self, turn: RoutingTurn, now: float) -> None:
         for rule in self.rules.values():
             if rule.escalate_after_min is None:
                 continue
-            waited = now - rule.escalate_after_min * 60
-            rows = conn.execute(select(alerts, devices.c.label)
-                                .join(devices, devices.c.device_id == alerts.c.device_id,
-                                      isouter=True)
-                                .where(alerts.c.state == "open",
-                                       alerts.c.opened_at <= waited)).mappings().all()
-            for row in rows:
+            for row in turn.open_since(now - rule.escalate_after_min * 60):
                 if not (needs_attention(row) and rule.takes(dict(row), "new")):
                     continue
-                done = conn.execute(select(deliveries.c.id).where(
-                    deliveries.c.rule == rule.name, deliveries.c.alert_id == row["alert_id"],
-                    deliveries.c.event == "escalation")).first()
-                if done is None:
-                    self._enqueue(conn, rule, row, "escalation", now,
+                if not turn.escalated(rule.name, row["alert_id"]):
+                    self._enqueue(turn, rule, row, "escalation", now,
                                   [("escalate_command", rule.escalate_command),
                                    ("escalate_webhook", rule.escalate_webhook)],
                                   limited=False)
 
-    def _enqueue(self, conn: Connection, rule: Rule, alert: Any, event: PageEvent, now: float,
-                 targets: list[tuple[str, Any]], limited: bool = True) -> None:
-        why = self._held(conn, rule, alert, now) if limited else None
+    def _enqueue(self, turn: RoutingTurn, rule: Rule, alert: Any, event: PageEvent,
+                 now: float, targets: list[tuple[str, Any]], limited: bool = True) -> None:
+        why = self._held(turn, rule, alert, now) if limited else None
         message = self._message(rule, alert, event)
         for target, where in targets:
             if not where:
                 continue
-            conn.execute(insert(deliveries).values(
-                rule=rule.name, target=target, alert_id=alert["alert_id"],
-                device_id=alert["device_id"], kind=alert["kind"], event=event,
-                message=message, state="suppressed" if why else "pending", why=why,
-                attempts=0, created_at=now, next_at=None if why else now,
-                done_at=now if why else None))
+            turn.add(rule=rule.name, target=target, alert=alert, event=event, message=message,
+                     held_back=why, now=now)
             if why:
                 log.info("rule %r: %s for %r held back (%s)", rule.name, event,
                          alert["device_id"], why)
 
     @staticmethod
-    def _held(conn: Connection, rule: Rule, alert: Any, now: float) -> str | None:
+    def _held(turn: RoutingTurn, rule: Rule, alert: Any, now: float) -> str | None:
         """Why this delivery is held back, if it is: the device and kind's cooldown, or the
         rule's hourly limit."""
-        recent = conn.execute(select(func.max(deliveries.c.created_at)).where(
-            deliveries.c.rule == rule.name, deliveries.c.device_id == alert["device_id"],
-            deliveries.c.kind == alert["kind"], deliveries.c.state != "suppressed",
-            deliveries.c.event != "escalation")).scalar()
+        recent = turn.last_paged(rule.name, alert["device_id"], alert["kind"])
         if recent is not None and now - recent < rule.cooldown_s:
             return f"cooldown: a delivery {now - recent:.0f} s ago"
-        hour = conn.execute(select(func.count(func.distinct(deliveries.c.alert_id))).where(
-            deliveries.c.rule == rule.name, deliveries.c.state != "suppressed",
-            deliveries.c.created_at > now - 3600)).scalar() or 0
+        hour = turn.alerts_paged_since(rule.name, now - 3600)
         if hour >= rule.max_per_hour:
             return f"rate limit: {hour} in the last hour"
         return None
@@ -158,18 +114,7 @@ class Router:
 
     # -- delivering ---------------------------------------------------------------------------
     def _deliver_due(self, now: float) -> None:
-        with self.store.engine.begin() as conn:
-            # a worker killed while sending: its claims are free again after two minutes
-            conn.execute(update(deliveries).where(deliveries.c.state == "sending",
-                                                  deliveries.c.next_at < now - 120)
-                         .values(state="pending"))
-            due = conn.execute(select(deliveries).where(deliveries.c.state == "pending",
-                                                        deliveries.c.next_at <= now)
-                               .order_by(deliveries.c.id).limit(20)).mappings().all()
-            claimed = [d for d in due if conn.execute(
-                update(deliveries).where(deliveries.c.id == d["id"],
-                                         deliveries.c.state == "pending")
-                .values(state="sending", next_at=now).returning(deliveries.c.id)).first()]
+        claimed = self.store.deliveries.claim_due(now)
         for d in claimed:  # outside any transaction: a slow webhook holds no lock
             rule = self.rules.get(d["rule"])
             where = getattr(rule, d["target"], None) if rule else None
@@ -192,28 +137,6 @@ class Router:
                 values = {"state": "failed", "why": detail, "done_at": time.time()}
                 log.error("delivery %d (rule %r, %s of %r) failed after %d attempt(s): %s",
                           d["id"], d["rule"], d["event"], d["device_id"], attempts, detail)
-            with self.store.engine.begin() as conn:
-                conn.execute(update(deliveries).where(deliveries.c.id == d["id"])
-                             .values(attempts=attempts, **values))
-                conn.execute(insert(delivery_attempts).values(
-                    delivery_id=d["id"], at=time.time(), ok=ok, detail=detail[:1000]))
+            self.store.deliveries.attempted(d["id"], attempts, ok, detail, time.time(),
+                                            **values)
 
-
-def recent(store: Store, limit: int = 100) -> list[dict[str, Any]]:
-    """The latest deliveries, each with its attempts: what the Deliveries page shows."""
-    with store.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(select(deliveries).order_by(
-            deliveries.c.id.desc()).limit(limit)).mappings()]
-        ids = [r["id"] for r in rows]
-        attempts = conn.execute(select(delivery_attempts).where(
-            delivery_attempts.c.delivery_id.in_(ids)).order_by(delivery_attempts.c.at)
-        ).mappings().all() if ids else []
-    for r in rows:
-        r["tries"] = [dict(a) for a in attempts if a["delivery_id"] == r["id"]]
-    return rows
-
-
-def failures_since(store: Store, since: float) -> int:
-    with store.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(deliveries).where(
-            deliveries.c.state == "failed", deliveries.c.done_at >= since)).scalar_one()

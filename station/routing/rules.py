@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edge.typed import Invalid, setting
+from edge.loader import Invalid, setting
 
 EVENTS = ("new", "update", "end")
 

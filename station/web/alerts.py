@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from station.web.site import Forbidden
+from station.web.site import Forbidden, Site
 
 NOTE_MAX = 500
 SINCE_HOURS = (1, 8, 24)
@@ -48,7 +48,7 @@ def safe_back(form: Any, default: str) -> str:
     return back if back.startswith("/") and not back.startswith("//") else default
 
 
-def routes(site: Any) -> list[Route]:
+def routes(site: Site) -> list[Route]:
     async def inbox_context(request: Request) -> dict[str, Any]:
         inbox = await run_in_threadpool(site.store.inbox)
         return {"inbox": choose(inbox, request.query_params, time.time()),

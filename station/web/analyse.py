@@ -1,5 +1,5 @@
 """Analyse a recording: upload a WAV or FLAC, get the per-cycle table, every session's summary
-and the plot, from the device's own analysis path (edge.classify).
+and the plot, from the device's own analysis path (edge.cli.classify).
 
 It must never take the station down: a 46 MB WAV took it to 4.8 GB and a 1.1 MB FLAC of two
 hours of silence to 6.7 GB (the unit's MemoryMax is 1 GB: five uploads stopped ingest). So it
@@ -21,15 +21,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from edge.audio_file import open_audio
-from edge.config import Config
+from edge.service.config import Config
+from edge.sources.audio_file import open_audio
 from edge.sources.base import SourceError
+from station.web.site import Site
 
 SUFFIXES = (".wav", ".wave", ".flac")
 
 
-def analyse_file(site: Any, path: Path, name: str) -> dict[str, Any]:
-    from edge.classify import classify_source
+def analyse_file(site: Site, path: Path, name: str) -> dict[str, Any]:
+    from edge.cli.classify import classify_source
     from edge.sources.file import FileSource
 
     plot = path.with_suffix(".png")
@@ -61,7 +62,7 @@ def capped(request: Request, limit: int) -> Request:
     return Request(request.scope, counting)
 
 
-def routes(site: Any) -> list[Route]:
+def routes(site: Site) -> list[Route]:
     one_at_a_time = asyncio.Lock()  # an analysis uses a core: never two at once
 
     async def page(request: Request) -> Response:
@@ -90,12 +91,12 @@ def routes(site: Any) -> list[Route]:
     return [Route("/analyse", page, methods=["GET", "POST"])]
 
 
-def too_large(site: Any, request: Request) -> Response:
+def too_large(site: Site, request: Request) -> Response:
     return site.render(request, "analyse.html", {"report": None, "error": "the recording is "
                        f"over {site.cfg.web.max_upload_mb:g} MB"}, 413)
 
 
-async def analyse_upload(site: Any, request: Request, form: Any) -> Response:
+async def analyse_upload(site: Site, request: Request, form: Any) -> Response:
     upload = form.get("recording")
     name = Path(getattr(upload, "filename", "") or "").name
     if not name or Path(name).suffix.lower() not in SUFFIXES:

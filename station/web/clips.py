@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import io
 import time
-from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from station.web.site import VERDICT_CHOICES, Forbidden
+from station.web.site import VERDICT_CHOICES, Forbidden, Site
 
 MEDIA = {"flac": "audio/flac", "wav": "audio/wav"}
 # What a clinician may say a clip is: one of the model's labels, or no breath at all.
@@ -30,7 +29,7 @@ def decode(encoding: str, audio: bytes) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def spectrogram(encoding: str, rate: int, audio: bytes, label: str) -> bytes:
-    from edge.plot import pyplot
+    from edge.cli.plot import pyplot
 
     plt = pyplot()
     samples = decode(encoding, audio)
@@ -47,7 +46,7 @@ def spectrogram(encoding: str, rate: int, audio: bytes, label: str) -> bytes:
     return out.getvalue()
 
 
-def routes(site: Any) -> list[Route]:
+def routes(site: Site) -> list[Route]:
     async def audio(request: Request) -> Response:
         clip = await run_in_threadpool(site.store.clip_audio, request.path_params["clip_id"])
         if clip is None:

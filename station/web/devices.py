@@ -12,12 +12,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from station import charts
-from station.web.site import Forbidden, quote_path
+from station.web.site import Forbidden, Site, quote_path
 
 MINUTES, HOURS = 15, 24
 
 
-def routes(site: Any) -> list[Route]:
+def routes(site: Site) -> list[Route]:
     async def context(device_id: str) -> dict[str, Any] | None:
         now = time.time()
         data = await run_in_threadpool(site.store.device, device_id, now, MINUTES, HOURS)

@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
+from station.web.site import Site
+
 POLL_S = 0.25
 
 
-def routes(site: Any) -> list[Route]:
+def routes(site: Site) -> list[Route]:
     async def stream(request: Request) -> EventSourceResponse:
         async def changes() -> AsyncIterator[dict[str, str]]:
             since = request.query_params.get("since", "")

@@ -4,7 +4,6 @@ good. With auth: proxy a trusted proxy says who; with none, the station is read-
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -12,9 +11,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from station import auth
+from station.web.site import Site
 
 
-def routes(site: Any) -> list[Route]:
+def routes(site: Site) -> list[Route]:
     async def login(request: Request) -> Response:
         if request.method == "GET":
             return site.render(request, "login.html", {"error": None})

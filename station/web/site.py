@@ -59,13 +59,11 @@ class Site:
 
     def render(self, request: Request, name: str, context: dict[str, Any],
                status: int = 200) -> Response:
-        from station.routing.router import failures_since
-
         now = time.time()
         # the page's live updates start after the change current when its request began
         # (app.page_since), before its data was read: nothing stored meanwhile is missed
         since = request.state.since
-        failed = failures_since(self.store, now - 3600) if self.cfg.routing.rules else 0
+        failed = self.store.deliveries.failures_since(now - 3600) if self.cfg.routing.rules else 0
         return self.templates.TemplateResponse(request, name, {
             "now": now, "user": self.user(request), "auth": self.cfg.web.auth,
             "csrf": auth.csrf_token(request.session), "failed_deliveries": failed,
@@ -85,8 +83,8 @@ class Site:
     def runner(self) -> Any:
         """The model for `analyse a recording`, loaded on first use."""
         if self._runner is None:
-            from edge.classify import default_model
-            from edge.model import ModelRunner
+            from edge.cli.classify import default_model
+            from edge.pipeline.model import ModelRunner
 
             path = self.cfg.model or default_model()
             if path is None:

@@ -12,10 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from station.web.site import Site
+
 DAY_S = 86400
 
 
-def routes(site: Any) -> list[Route]:
+def routes(site: Site) -> list[Route]:
     async def page(request: Request) -> Response:
         now = time.time()
 

@@ -12,9 +12,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from station import ward
+from station.web.site import Site
 
 
-def routes(site: Any) -> list[Route]:
+def routes(site: Site) -> list[Route]:
     async def context() -> dict[str, Any]:
         now = time.time()
         tiles = ward.by_urgency(await run_in_threadpool(site.store.overview, now))

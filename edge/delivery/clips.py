@@ -17,11 +17,11 @@ from collections import deque
 
 import numpy as np
 
-from edge.analysis import ClassifiedCycle
 from edge.clock import StreamClock
-from edge.config import ClipsConfig
-from edge.payloads import Clip, iso_ms
-from edge.tracker import AlertChanged
+from edge.delivery.settings import ClipsConfig
+from edge.delivery.wire import Clip, iso_ms
+from edge.pipeline.analysis import ClassifiedCycle
+from edge.pipeline.tracker import AlertChanged
 
 HOUR_S = 3600.0
 

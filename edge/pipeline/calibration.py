@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge.dsp.frontend import FrontendParams
-from edge.typed import ValidationError, build, complete
+from edge.loader import ValidationError, build, complete
 
 CALIBRATION_SCHEMA_VERSION = 1
 MIN_CYCLES = 20  # fewer breathing cycles than this make a noisy estimate: record longer

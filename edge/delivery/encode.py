@@ -7,10 +7,10 @@ classified cycle becomes what a station reads.
 from __future__ import annotations
 
 from edge import clock as wall_clock
-from edge.analysis import ClassifiedCycle
 from edge.clock import StreamClock
-from edge.payloads import Alert, Cycle, ModelRef, Summary, iso_ms
-from edge.tracker import AlertChanged, SessionEnded
+from edge.delivery.wire import Alert, Cycle, ModelRef, Summary, iso_ms
+from edge.pipeline.analysis import ClassifiedCycle
+from edge.pipeline.tracker import AlertChanged, SessionEnded
 
 
 def cycle_body(c: ClassifiedCycle, clock: StreamClock, model: ModelRef) -> Cycle:

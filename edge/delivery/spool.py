@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.payloads import KINDS
+from edge.delivery.wire import KINDS
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import Config
-from edge.typed import yaml_lines
+from edge.loader import yaml_lines
+from edge.service.config import Config
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Problem:
 
 
 def problems(cfg: Config) -> list[Problem]:
-    from edge.model import ModelError, load_manifest
+    from edge.pipeline.model import ModelError, load_manifest
 
     out: list[Problem] = []
     if cfg.model.path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio_format import FormatError, check_format
+from edge.sources.audio_format import FormatError, check_format
 from edge.sources.base import SourceError, to_mono_float32
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge import __version__
-from edge.config import HomeAssistantConfig
-from edge.payloads import ModelRef, topic
+from edge.delivery.settings import HomeAssistantConfig
+from edge.delivery.wire import ModelRef, topic
 
 ALERT_KINDS = ("wheeze", "crackle", "no_audio", "poor_signal")
 _NAMES = {"wheeze": "Wheeze alert", "crackle": "Crackle alert", "no_audio": "No audio",

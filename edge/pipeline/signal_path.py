@@ -1,6 +1,6 @@
 """The signal path, source blocks → resample → segment → features (the frontend), as one object.
 
-The analysis path (edge.analysis) drives it. Lost audio (a block's `gap_s`) is filled with
+The analysis path (edge.pipeline.analysis) drives it. Lost audio (a block's `gap_s`) is filled with
 silence when it is short, keeping every later timestamp true; a gap longer than a cycle can last
 restarts the segmenter on a new time origin instead of pushing minutes of zeros through it.
 """

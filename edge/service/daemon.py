@@ -23,20 +23,22 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from edge import homeassistant, logs
-from edge.analysis import Analysis, ClassifiedCycle, Event
-from edge.clips import ClipMaker
-from edge.config import Config, ConfigError, load_config
-from edge.health import Change, Health, Observation
-from edge.messages import alert_body, cycle_body, summary_body
-from edge.model import ModelRunner
-from edge.payloads import ModelRef
-from edge.publisher import Publisher, open_publisher
+from edge.delivery import homeassistant
+from edge.delivery.clips import ClipMaker
+from edge.delivery.encode import alert_body, cycle_body, summary_body
+from edge.delivery.publisher import Publisher, open_publisher
+from edge.delivery.wire import ModelRef
+from edge.loader import ConfigError
+from edge.pipeline.analysis import Analysis, ClassifiedCycle, Event
+from edge.pipeline.model import ModelRunner
+from edge.pipeline.tracker import AlertChanged, SessionEnded
+from edge.service import logs
+from edge.service.config import Config, load_config
+from edge.service.health import Change, Health, Observation
+from edge.service.stats import DaemonStats
+from edge.service.systemd import Notifier
 from edge.sources import open_source
 from edge.sources.base import AudioBlock, SourceError
-from edge.stats import DaemonStats
-from edge.systemd import Notifier
-from edge.tracker import AlertChanged, SessionEnded
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ class Daemon:
         self.model = ModelRef(m.name, m.version)
         ha = cfg.homeassistant
         self.publisher: Publisher = publisher or open_publisher(
-            cfg, self.model, homeassistant.birth_topic(ha) if ha.enabled else None)
+            cfg.mqtt, cfg.spool, cfg.device_id, self.model,
+            homeassistant.birth_topic(ha) if ha.enabled else None)
         self.source = open_source(cfg.source, wait=True)
         self.analysis = Analysis(self.source.sample_rate, self.runner, cfg.tracker)
         self.clips = ClipMaker(cfg.clips, self.analysis.clock)

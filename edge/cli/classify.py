@@ -1,8 +1,8 @@
 """`lungedge classify`: the analysis path over recordings (or a live source), as a table or JSON.
 
-It drives the same `edge.analysis.Analysis` as the daemon, so its cycles, labels, alerts and
-sessions are what the device would publish for the same audio: every session of a recording is
-summarised (a pause longer than `tracker.session_silence_s`, or a recording longer than
+It drives the same `edge.pipeline.analysis.Analysis` as the daemon, so its cycles, labels,
+alerts and sessions are what the device would publish for the same audio: every session of a
+recording is summarised (a pause longer than `tracker.session_silence_s`, or a recording longer than
 `session_max_s`, makes several), and time rules such as no_audio run on the recording's own
 timeline.
 """
@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from edge.analysis import Analysis, ClassifiedCycle, Event
-from edge.config import Config
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.resample import StreamingResampler
-from edge.model import Classifier
+from edge.pipeline.analysis import Analysis, ClassifiedCycle, Event
+from edge.pipeline.model import Classifier
+from edge.pipeline.tracker import AlertChanged, SessionEnded
+from edge.service.config import Config
 from edge.sources.base import AudioBlock, AudioSource, SourceError
-from edge.tracker import AlertChanged, SessionEnded
 
 JSON_SCHEMA_VERSION = 2  # 2: every session's summary, alerts with their times
 PLOT_RATE = 8000  # Hz: what --plot keeps of the audio (the model hears up to 2 kHz)
@@ -101,7 +101,7 @@ def classify_source(label: str, source: AudioSource, runner: Classifier | None, 
     if not quiet:
         print_summary(report)
     if plot:
-        from edge.plot import plot_cycles
+        from edge.cli.plot import plot_cycles
 
         assert plotted is not None
         plot_cycles(np.concatenate([*kept, plotted.flush()]), plotted.rate_out, rows, plot,

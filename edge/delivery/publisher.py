@@ -28,8 +28,9 @@ from typing import Any, Protocol
 
 from edge import clock
 from edge.clock import wall_clock_synced
-from edge.config import Config, MqttConfig
-from edge.payloads import (
+from edge.delivery.settings import MqttConfig, SpoolConfig
+from edge.delivery.spool import Spool
+from edge.delivery.wire import (
     KINDS,
     SCHEMA_VERSION,
     Envelope,
@@ -39,7 +40,6 @@ from edge.payloads import (
     iso_ms,
     topic,
 )
-from edge.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,12 @@ class Delivery:
         return self.notice
 
 
-def open_publisher(cfg: Config, model: ModelRef, birth_topic: str | None) -> MqttPublisher:
+def open_publisher(mqtt: MqttConfig, spool: SpoolConfig, device_id: str, model: ModelRef,
+                   birth_topic: str | None) -> MqttPublisher:
     """The device's delivery: MQTT through its spool on the card."""
-    spool = Spool(cfg.spool.path, cfg.spool.max_messages, cfg.spool.memory_messages)
-    return MqttPublisher(cfg.mqtt, cfg.device_id, spool, model, birth_topic,
-                         drops_window_s=cfg.spool.drops_window_s)
+    return MqttPublisher(mqtt, device_id,
+                         Spool(spool.path, spool.max_messages, spool.memory_messages), model,
+                         birth_topic, drops_window_s=spool.drops_window_s)
 
 
 def envelope(device_id: str, seq: int, epoch: str) -> dict[str, Any]:

@@ -21,9 +21,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from edge.model import DEFAULT_FINDINGS, POOR_QUALITY_BELOW
-from edge.payloads import CycleEvidence, NoBreathingEvidence, SilenceEvidence
-from edge.typed import Invalid, section, setting
+from edge.loader import Invalid, section, setting, wire
+from edge.pipeline.model import DEFAULT_FINDINGS, POOR_QUALITY_BELOW
 
 RECORD_FRACTION = 0.2  # share of adventitious good cycles that makes a record adventitious
 POOR_RECORD_FRACTION = 0.5  # share of poor cycles that makes a record poor quality
@@ -79,6 +78,29 @@ class CycleResult:
     quality: float
 
 
+@dataclass(frozen=True)
+class CycleEvidence:
+    """A finding in the recent cycles: how many show it, of how many."""
+
+    cycles: int = field(metadata=wire(minimum=0))
+    window_cycles: int = field(metadata=wire(minimum=0))
+    fraction: float = field(metadata=wire(minimum=0, maximum=1))
+    total_cycles: int = field(metadata=wire(minimum=0))  # since the alert opened
+
+
+@dataclass(frozen=True)
+class SilenceEvidence:
+    silent_s: float = field(metadata=wire(minimum=0))
+
+
+@dataclass(frozen=True)
+class NoBreathingEvidence:
+    """Sound all along (hiss, rubbing, a stethoscope off the chest), but no breathing cycle
+    found in it for this long."""
+
+    no_cycle_s: float = field(metadata=wire(minimum=0))
+
+
 AlertKind = Literal["wheeze", "crackle", "poor_signal", "no_audio"]
 Evidence = CycleEvidence | SilenceEvidence | NoBreathingEvidence
 
@@ -122,8 +144,8 @@ def record_label(labels: list[str], good: list[bool],
     """A recording's label from its cycles' labels and whether each was good enough to count
     (the model's judgement, `Tracker.good`): mostly poor cycles (or none) → poor quality;
     adventitious when `fraction` of the good cycles are (a model's manifest may set it:
-    edge.model.RECORD), named CAS, DAS or CAS & DAS by the findings (wheeze, crackle; a label
-    may show both) that make up at least half of that; else normal. The session summary and
+    edge.pipeline.model.RECORD), named CAS, DAS or CAS & DAS by the findings (wheeze, crackle;
+    a label may show both) that make up at least half of that; else normal. The session summary and
     the record-level evaluation both call this, so the Task 2-1 score is the device's."""
     fraction = fraction or RECORD_FRACTION
     findings = findings or DEFAULT_FINDINGS

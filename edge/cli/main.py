@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from edge.cli.plot import PlotError
 from edge.dsp.frontend import FrontendParams
-from edge.plot import PlotError
+from edge.loader import ConfigError, yaml_lines
+from edge.service.config import DEFAULT_CONFIG_PATH, Config, load_config
 from edge.sources import open_source
 from edge.sources.base import SourceError
 from edge.sources.file import FileSource
 from edge.sources.stdin import StdinSource
-from edge.typed import yaml_lines
 
 EXIT_USAGE = 2
 
@@ -139,9 +139,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge import preflight
-    from edge.daemon import Daemon
-    from edge.model import ModelError
+    from edge.pipeline.model import ModelError
+    from edge.service import preflight
+    from edge.service.daemon import Daemon
 
     cfg = load_config(args.config)
     logging.getLogger().setLevel(cfg.log_level.upper())
@@ -183,14 +183,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from edge.monitor import monitor
+    from edge.cli.monitor import monitor
 
     return monitor(args.host, args.port, args.prefix, as_json=args.json,
                    until_offline=args.until_offline)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from edge import preflight
+    from edge.service import preflight
 
     cfg = load_config(args.file)
     found = preflight.report(cfg, str(args.file), Path(args.file).read_text(encoding="utf-8"))
@@ -219,10 +219,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge.calibration import CalibrationError, calibrate, save
-    from edge.classify import default_model
-    from edge.model import load_manifest
-    from edge.signal_path import run_signal_path
+    from edge.cli.classify import default_model
+    from edge.pipeline.calibration import CalibrationError, calibrate, save
+    from edge.pipeline.model import load_manifest
+    from edge.pipeline.signal_path import run_signal_path
 
     cfg = load_config(args.config) if args.config else Config()
     if not args.files and not args.config:
@@ -268,8 +268,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from edge.classify import JSON_SCHEMA_VERSION, classify_source, default_model
-    from edge.model import ModelError, ModelRunner
+    from edge.cli.classify import JSON_SCHEMA_VERSION, classify_source, default_model
+    from edge.pipeline.model import ModelError, ModelRunner
 
     cfg = load_config(args.config) if args.config else Config()
     if not args.files and not args.config:

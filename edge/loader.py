@@ -14,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import textwrap
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import field
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -42,6 +45,13 @@ class Invalid(ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+def wire(**schema: Any) -> dict[str, Any]:
+    """A required field's JSON Schema constraints (minimum, maximum, pattern, minLength), as
+    `field(metadata=wire(...))`: a plain `field()` call, so type checkers see it has no
+    default."""
+    return {"schema": schema}
 
 
 def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None,
@@ -263,3 +273,72 @@ def describe(tp: Any) -> str:
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
              type(None): "null"}
     return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+# -- config files ----------------------------------------------------------------------------
+class ConfigError(ValidationError):
+    """A configuration problem a user can fix: where it is and what is allowed."""
+
+
+
+
+def read_config_file(path: Path, example: str) -> str:
+    """A config file's text; a missing or unreadable one is a ConfigError naming the file and,
+    when missing, the example to start from."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no such file; pass --config PATH or create it from {example}",
+                          source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
+
+
+def example_of(cls: type, header: str, values: dict[str, Any]) -> str:
+    """A documented YAML example of a config dataclass: `values` (by key path) where it is
+    not to show the defaults."""
+    out = [header]
+    _example(cls, "", 0, out, values)
+    return "".join(out)
+
+
+def _example(cls: type, path: str, indent: int, out: list[str],
+             values: dict[str, Any]) -> None:
+    hints = typing.get_type_hints(cls)
+    pad = " " * indent
+    for f in dataclasses.fields(cls):
+        key_path = f"{path}.{f.name}" if path else f.name
+        doc = f.metadata.get("doc", "") + _bounds(hints[f.name], f.metadata)
+        if not indent and dataclasses.is_dataclass(hints[f.name]):
+            out.append("\n")
+        out += [f"{pad}# {line}\n" for line in textwrap.wrap(doc, 96 - indent)]
+        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name]):
+            out.append(f"{pad}{f.name}:\n")
+            _example(hints[f.name], key_path, indent + 2, out, values)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else \
+            typing.cast(Callable[[], Any], f.default_factory)()
+        value = values.get(key_path, default)
+        out.append(pad + yaml.safe_dump({f.name: value}, default_flow_style=True,
+                                        allow_unicode=True, width=1000).strip()[1:-1] + "\n")
+        item = typing.get_args(hints[f.name])
+        # a list of sections (rules, users): one commented out, documented
+        if typing.get_origin(hints[f.name]) is list and item and isinstance(item[0], type) \
+                and dataclasses.is_dataclass(item[0]):
+            entry: list[str] = []
+            _example(item[0], f"{key_path}[]", 0, entry, values)
+            out.append(f"{pad}# for example, one entry:\n")
+            first = True
+            for line in "".join(entry).splitlines():
+                if line.startswith("#"):
+                    out.append(f"{pad}#     {line}\n")
+                else:
+                    out.append(f"{pad}#   {'- ' if first else '  '}{line}\n")
+                    first = False
+
+def _bounds(tp: Any, meta: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " One of: " + ", ".join(str(v) for v in typing.get_args(tp)) + "."
+    parts = [f"{op} {meta[k]}" for k, op in (("ge", "≥"), ("gt", ">"), ("le", "≤"))
+             if meta.get(k) is not None]
+    return f" ({', '.join(parts)})" if parts else ""

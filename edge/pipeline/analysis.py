@@ -20,10 +20,10 @@ from edge.clock import StreamClock
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.quality import signal_quality
 from edge.dsp.segmenter import Cycle, SegmenterConfig
-from edge.model import RECORD, Classifier, Prediction
-from edge.signal_path import CycleFeatures, PathStats, SignalPath
+from edge.pipeline.model import RECORD, Classifier, Prediction
+from edge.pipeline.signal_path import CycleFeatures, PathStats, SignalPath
+from edge.pipeline.tracker import AlertChanged, CycleResult, SessionEnded, Tracker, TrackerConfig
 from edge.sources.base import AudioBlock
-from edge.tracker import AlertChanged, CycleResult, SessionEnded, Tracker, TrackerConfig
 
 SILENCE_RMS = 10 ** (-70 / 20)  # a block this quiet counts as no audio
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.payloads import Stats
-from edge.signal_path import PathStats
+from edge.delivery.wire import Stats
+from edge.pipeline.signal_path import PathStats
 
 RING = 4096  # inference times kept: about an hour of breathing at one cycle per second
 

@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge.calibration import Calibration, CalibrationError
-from edge.calibration import load as load_calibration
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
-from edge.typed import ValidationError, build, complete, setting
+from edge.loader import ValidationError, build, complete, setting
+from edge.pipeline.calibration import Calibration, CalibrationError
+from edge.pipeline.calibration import load as load_calibration
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ FRONTEND_BEFORE_SCHEMA = {2: {"band_norm": "none", "band_norm_s": 10.0},
 ADVENTITIOUS = "adventitious"
 # The share of a recording's good cycles that must be adventitious for the recording to be:
 # it depends on how often the model calls a normal cycle adventitious, so it is chosen on
-# validation recordings with the model and travels with it (default: edge.tracker's).
+# validation recordings with the model and travels with it (default: edge.pipeline.tracker's).
 RECORD = "record_fraction"
 # A cycle of lower signal quality (edge.dsp.quality) is poor, not evidence: the value every
 # model so far was chosen with, and what a manifest that does not say gets.

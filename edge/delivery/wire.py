@@ -1,11 +1,11 @@
 """What lungedge publishes: one frozen dataclass per message body, the envelope every message
 carries, the topic kinds with their delivery settings, and the JSON Schemas.
 
-The dataclasses are the definition. The JSON Schemas in `edge/schemas/` (shipped, so a station
-in any language validates against the same files) are generated from them
-(`python -m edge.payloads`), and a test keeps the committed files equal to what the dataclasses
-generate; other tests validate real messages against them. Keys are snake_case; labels are
-whatever the model's manifest says, so they are strings here, not an enumeration.
+The dataclasses are the definition. The JSON Schemas in `edge/delivery/schemas/` (shipped, so
+a station in any language validates against the same files) are generated from them
+(`python -m edge.delivery.wire`), and a test keeps the committed files equal to what the
+dataclasses generate; other tests validate real messages against them. Keys are snake_case;
+labels are whatever the model's manifest says, so they are strings here, not an enumeration.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from edge.loader import wire
+from edge.pipeline.tracker import CycleEvidence, NoBreathingEvidence, SilenceEvidence
+
 # 2: labels are the model's (no fixed enumeration); stats carry forced cuts, restarts and gap
 # reasons; timestamps say whether the wall clock was synchronised. 3: the status names the model.
 # 4: every message carries the numbering epoch of its seq (a subscriber keys repeats on epoch,
@@ -34,13 +37,6 @@ ID = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_INT = 2**53  # every integer: what JSON numbers hold exactly, and any database column
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ISO_MS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
-
-
-def wire(**schema: Any) -> dict[str, Any]:
-    """A required field's JSON Schema constraints (minimum, maximum, pattern, minLength), as
-    `field(metadata=wire(...))`: a plain `field()` call, so type checkers see it has no
-    default."""
-    return {"schema": schema}
 
 
 def iso_ms(t: float) -> str:
@@ -115,29 +111,6 @@ class Cycle:
     forced_cut: bool
     model: ModelRef
     latency_ms: float = field(metadata=wire(minimum=0))
-
-
-@dataclass(frozen=True)
-class CycleEvidence:
-    """A finding in the recent cycles: how many show it, of how many."""
-
-    cycles: int = field(metadata=wire(minimum=0))
-    window_cycles: int = field(metadata=wire(minimum=0))
-    fraction: float = field(metadata=wire(minimum=0, maximum=1))
-    total_cycles: int = field(metadata=wire(minimum=0))  # since the alert opened
-
-
-@dataclass(frozen=True)
-class SilenceEvidence:
-    silent_s: float = field(metadata=wire(minimum=0))
-
-
-@dataclass(frozen=True)
-class NoBreathingEvidence:
-    """Sound all along (hiss, rubbing, a stethoscope off the chest), but no breathing cycle
-    found in it for this long."""
-
-    no_cycle_s: float = field(metadata=wire(minimum=0))
 
 
 @dataclass(frozen=True, kw_only=True)
