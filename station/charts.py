@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from edge.cli.plot import colours
+from station.store.read_models import Bucket, TimelineCycle
 
 WIDTH, HEIGHT = 900, 60
 
@@ -49,19 +51,19 @@ def axis(since: float, until: float, step_s: int, now: float) -> list[Tick]:
     return out
 
 
-def timeline(cycles: list[dict[str, Any]], since: float, until: float,
+def timeline(cycles: Sequence[TimelineCycle], since: float, until: float,
              labels: tuple[str, ...]) -> list[Bar]:
     """Each cycle as a bar on [since, until], coloured by its label."""
     span = max(until - since, 1e-9)
     palette = colours(labels)
     out = []
     for c in cycles:
-        x0 = max(0.0, (c["start"] - since) / span * WIDTH)
-        x1 = min(WIDTH, (c["end"] - since) / span * WIDTH)
+        x0 = max(0.0, (c.start - since) / span * WIDTH)
+        x1 = min(WIDTH, (c.end - since) / span * WIDTH)
         if x1 > x0:
             out.append(Bar(round(x0, 1), round(max(x1 - x0, 1.0), 1),
-                           palette.get(c["label"], palette[None]), c["label"],
-                           f"{c['label']} {c['confidence']:.2f}, quality {c['quality']:.2f}"))
+                           palette.get(c.label, palette[None]), c.label,
+                           f"{c.label} {c.confidence:.2f}, quality {c.quality:.2f}"))
     return out
 
 
@@ -80,16 +82,18 @@ def series(values: list[float | None], top: float, height: int = HEIGHT) -> Seri
     return Series(" ".join(f"{x},{y}" for x, y in dots), dots)
 
 
-def trends(buckets: list[dict[str, Any]], first: int, n: int) -> dict[str, Any]:
+def trends(buckets: Sequence[Bucket], first: int, n: int) -> dict[str, Any]:
     """Per bucket: abnormal burden (0…1), breathing rate (the store's: over the stretches of
     breathing heard in the bucket), quality."""
-    by_bucket = {int(r["bucket"]): r for r in buckets}
-    burden, rate, quality = [], [], []
+    by_bucket = {r.bucket: r for r in buckets}
+    burden: list[float | None] = []
+    rate: list[float | None] = []
+    quality: list[float | None] = []
     for h in range(first, first + n):
         r = by_bucket.get(h)
-        burden.append(r["abnormal"] / r["good"] if r and r["good"] else None)
-        rate.append(r["rate"] if r else None)
-        quality.append(r["quality_sum"] / r["cycles"] if r and r["cycles"] else None)
+        burden.append(r.abnormal / r.good if r and r.good else None)
+        rate.append(r.rate if r else None)
+        quality.append(r.quality_sum / r.cycles if r and r.cycles else None)
     top_rate = max([v for v in rate if v is not None] + [30.0])
     return {"burden": series(burden, 1.0), "rate": series(rate, top_rate),
             "quality": series(quality, 1.0), "top_rate": round(top_rate),

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from station.store.read_models import JudgedClip
+
 FLAGS = {"normal": (0, 0), "crackle": (1, 0), "wheeze": (0, 1), "both": (1, 1)}
 
 
@@ -29,28 +31,28 @@ def slug(text: str | None) -> str:
     return cleaned[:60] or "unnamed-stethoscope"
 
 
-def export(clips: Iterable[dict[str, Any]], out: Path) -> dict[str, int]:
+def export(clips: Iterable[JudgedClip], out: Path) -> dict[str, int]:
     """Writes the judged clips under `out`; returns how many recordings per folder."""
     import soundfile
 
     counts: dict[str, int] = {}
     index: list[dict[str, Any]] = []
     for clip in clips:
-        verdict = clip["verdict"]
-        folder = slug(clip.get("stethoscope"))
-        entry = {"clip_id": clip["clip_id"], "device_id": clip["device_id"],
-                 "stethoscope": clip.get("stethoscope"), "device_said": clip["label"],
-                 "clinician_said": verdict["verdict"], "by": verdict["by"],
-                 "at": verdict["at"], "folder": folder}
+        verdict = clip.verdict
+        folder = slug(clip.stethoscope)
+        entry = {"clip_id": clip.clip_id, "device_id": clip.device_id,
+                 "stethoscope": clip.stethoscope, "device_said": clip.label,
+                 "clinician_said": verdict.verdict, "by": verdict.by,
+                 "at": verdict.at, "folder": folder}
         index.append(entry)
-        if verdict["verdict"] not in FLAGS:
+        if verdict.verdict not in FLAGS:
             continue
-        samples, rate = soundfile.read(io.BytesIO(bytes(clip["audio"])), dtype="int16")
-        session = slug(clip.get("session_id") or clip["device_id"])
-        name = f"{session}_{slug(clip['clip_id'])}_Xx_sc_{folder}"
+        samples, rate = soundfile.read(io.BytesIO(clip.audio), dtype="int16")
+        session = slug(clip.session_id or clip.device_id)
+        name = f"{session}_{slug(clip.clip_id)}_Xx_sc_{folder}"
         target = out / folder
         target.mkdir(parents=True, exist_ok=True)
-        crackle, wheeze = FLAGS[verdict["verdict"]]
+        crackle, wheeze = FLAGS[verdict.verdict]
         soundfile.write(target / f"{name}.flac", samples, rate)
         (target / f"{name}.txt").write_text(
             f"0.000\t{len(samples) / rate:.3f}\t{crackle}\t{wheeze}\n")

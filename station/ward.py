@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from station.store.read_models import Alert, Tile
+
 ATTENTION_CLINICAL, ATTENTION_TECHNICAL, SEEN_CLINICAL, PROBLEM, QUIET = range(5)
 
 
@@ -27,28 +29,28 @@ def name_key(name: str) -> tuple[Any, ...]:
                  for part in re.split(r"(\d+)", text) if part)
 
 
-def rank(tile: dict[str, Any]) -> int:
-    if any(a["attention"] for a in tile["clinical"]):
+def rank(tile: Tile) -> int:
+    if any(a.attention for a in tile.clinical):
         return ATTENTION_CLINICAL
-    if any(a["attention"] for a in tile["technical"]):
+    if any(a.attention for a in tile.technical):
         return ATTENTION_TECHNICAL
-    if tile["clinical"]:
+    if tile.clinical:
         return SEEN_CLINICAL
-    if tile["technical"] or tile["state"] != "online":
+    if tile.technical or tile.state != "online":
         return PROBLEM
     return QUIET
 
 
-def latest_change(tile: dict[str, Any], category: str) -> float:
-    return max((a["updated_at"] for a in tile[category] if a["attention"]), default=0.0)
+def latest_change(alerts: tuple[Alert, ...]) -> float:
+    return max((a.updated_at for a in alerts if a.attention), default=0.0)
 
 
-def by_urgency(tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def key(t: dict[str, Any]) -> tuple[Any, ...]:
+def by_urgency(tiles: list[Tile]) -> list[Tile]:
+    def key(t: Tile) -> tuple[Any, ...]:
         r = rank(t)
-        newest = -latest_change(t, "clinical" if r == ATTENTION_CLINICAL else "technical") \
+        newest = -latest_change(t.clinical if r == ATTENTION_CLINICAL else t.technical) \
             if r in (ATTENTION_CLINICAL, ATTENTION_TECHNICAL) else 0.0
-        return (r, newest, name_key(t["label"] or t["device_id"]))
+        return (r, newest, name_key(t.name))
     return sorted(tiles, key=key)
 
 
@@ -66,15 +68,15 @@ class Summary:
     unseen_clinical_ids: tuple[str, ...]  # a new one here sounds the tone, where it is on
 
 
-def summary(tiles: list[dict[str, Any]]) -> Summary:
-    clinical = [a for t in tiles for a in t["clinical"]]
-    technical = [a for t in tiles for a in t["technical"]]
-    states = [t["state"] for t in tiles]
+def summary(tiles: list[Tile]) -> Summary:
+    clinical = [a for t in tiles for a in t.clinical]
+    technical = [a for t in tiles for a in t.technical]
+    states = [t.state for t in tiles]
     return Summary(
-        clinical_unseen=sum(a["attention"] for a in clinical),
-        clinical_open=sum(a["state"] == "open" for a in clinical),
-        technical_unseen=sum(a["attention"] for a in technical),
-        technical_unseen_ids=tuple(a["alert_id"] for a in technical if a["attention"]),
+        clinical_unseen=sum(a.attention for a in clinical),
+        clinical_open=sum(a.state == "open" for a in clinical),
+        technical_unseen=sum(a.attention for a in technical),
+        technical_unseen_ids=tuple(a.alert_id for a in technical if a.attention),
         devices=len(tiles), online=states.count("online"), degraded=states.count("degraded"),
         offline=states.count("offline"),
-        unseen_clinical_ids=tuple(sorted(a["alert_id"] for a in clinical if a["attention"])))
+        unseen_clinical_ids=tuple(sorted(a.alert_id for a in clinical if a.attention)))

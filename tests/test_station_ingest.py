@@ -112,13 +112,13 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
              str(tmp_path / "spool.db")], capture_output=True, text=True).stdout)
         assert spooled == 0  # the daemon delivered everything
         wait(lambda: store.device("bed-7", time.time()) is not None
-             and len(store.device("bed-7", time.time())["sessions"]) == 1, 90,  # type: ignore
+             and len(store.device("bed-7", time.time()).sessions) == 1, 90,  # type: ignore
              "the daemon's session summary is stored")
         device = store.device("bed-7", time.time())
         assert device is not None
-        (session,) = device["sessions"]
-        assert len(stored_cycles(store, "bed-7")) == session["cycles"] > 5
-        assert stored_cycles(store, "bed-7") == list(range(session["cycles"]))
+        (session,) = device.sessions
+        assert len(stored_cycles(store, "bed-7")) == session.cycles > 5
+        assert stored_cycles(store, "bed-7") == list(range(session.cycles))
         wait(lambda: store.counts()["invalid"] == 5, 10, "the five refusals are counted")
         assert worker.is_alive() and ingest.refused == 5
         # a message the schema allows but a database may not (PostgreSQL refuses NUL in text):
@@ -130,8 +130,8 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
         wait(lambda: stored_cycles(store, "bed-y") == [0], 10, "the next message is stored")
         postgres = database_url.startswith("postgresql")
         assert store.counts()["invalid"] == 5 + postgres and worker.is_alive()
-        (tile,) = [t for t in store.overview(time.time()) if t["device_id"] == "bed-x"]
-        assert tile["reasons"] == [script]  # kept as text, escaped where shown
+        (tile,) = [t for t in store.overview(time.time()) if t.device_id == "bed-x"]
+        assert tile.reasons == [script]  # kept as text, escaped where shown
         hostile.loop_stop()
     finally:
         stop.set()

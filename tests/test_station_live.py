@@ -16,6 +16,7 @@ from edge.delivery.publisher import envelope
 from edge.loader import build
 from station.config import StationConfig
 from station.store import Store
+from station.store.read_models import Tile
 from station.validate import parse
 from station.web.app import create_app
 from tests.conftest import TEST_EPOCH
@@ -50,7 +51,7 @@ def test_a_change_stored_while_the_ward_is_made_reaches_its_updates(tmp_path: Pa
                                 "database": {"url": f"sqlite:///{tmp_path / 'station.db'}"}})
     read = store.overview
 
-    def overview_then_a_device_speaks(now: float) -> list[dict[str, Any]]:
+    def overview_then_a_device_speaks(now: float) -> list[Tile]:
         tiles = read(now)
         status = envelope("bed-late", 0, TEST_EPOCH) | {
             "state": "online", "reason": None, "reasons": [], "model": None}
@@ -63,4 +64,4 @@ def test_a_change_stored_while_the_ward_is_made_reaches_its_updates(tmp_path: Pa
     assert "bed-late" not in html  # stored after the page's data was read…
     since = int(re.search(r'data-since="(\d*)"', html).group(1) or 0)  # type: ignore[union-attr]
     # …so the page's updates must start before it: the browser will be told and refetch
-    assert [c["device_id"] for c in store.changes_since(since)] == ["bed-late"]
+    assert [c.device_id for c in store.changes_since(since)] == ["bed-late"]

@@ -61,13 +61,13 @@ def test_real_messages_stored_once_with_their_numbers(database_url: str,
     n_cycles = sum(k == "cycle" for k, _ in device_messages)
     assert store.counts()["messages"] == len(messages)
     device = store.device("bed-1", now + 60)
-    assert device is not None and len(device["timeline"]) == n_cycles
-    assert len(device["sessions"]) == 1 and device["sessions"][0]["cycles"] == n_cycles
+    assert device is not None and len(device.timeline) == n_cycles
+    assert len(device.sessions) == 1 and device.sessions[0].cycles == n_cycles
     # the alert ended with the recording, before anyone saw it: still on the ward, as ended
-    assert [(a["state"], a["attention"]) for a in tile["clinical"]] == [("ended", True)]
-    assert tile["burden"] is not None
-    history = device["alerts"]
-    assert {a["kind"] for a in history} >= {"crackle"} and all(a["state"] == "ended"
+    assert [(a.state, a.attention) for a in tile.clinical] == [("ended", True)]
+    assert tile.burden is not None
+    history = device.alerts
+    assert {a.kind for a in history} >= {"crackle"} and all(a.state == "ended"
                                                                 for a in history)
 
 
@@ -79,13 +79,13 @@ def test_a_gap_in_seq_is_recorded_and_raises_a_technical_alarm(database_url: str
     now = time.time()
     store.ingest(messages[::-1], now=now)  # in any order: a gap is what never arrives
     store.sweep(now + 10, offline_after_s=1e9, spool_backlog=10**6)
-    assert store.overview(now + 10)[0]["technical"] == []  # not yet settled
+    assert store.overview(now + 10)[0].technical == ()  # not yet settled
     store.sweep(now + 60, offline_after_s=1e9, spool_backlog=10**6)
     store.sweep(now + 65, offline_after_s=1e9, spool_backlog=10**6)  # recorded once
     (tile,) = store.overview(now + 65)
-    assert tile["gaps_last_hour"] == 1
-    assert [a["kind"] for a in tile["technical"]] == ["seq_gap"]
-    assert tile["technical"][0]["evidence"] == {"kind": "cycle", "first_missing": 3,
+    assert tile.gaps_last_hour == 1
+    assert [a.kind for a in tile.technical] == ["seq_gap"]
+    assert tile.technical[0].evidence == {"kind": "cycle", "first_missing": 3,
                                                 "last_missing": 4}
 
 
@@ -105,18 +105,18 @@ def test_acknowledged_alert_stops_calling_attention_until_it_changes(database_ur
     store = Store(database_url)
     store.ingest([alert_message("bed-2", 0, "new")])
     (inbox,) = store.inbox()
-    assert inbox["attention"] and inbox["category"] == "clinical" and inbox["priority"] == 1
+    assert inbox.attention and inbox.category == "clinical" and inbox.priority == 1
     assert store.acknowledge("a1", "nurse.ana", "listened again")
     (inbox,) = store.inbox()
-    assert not inbox["attention"] and inbox["acked_by"] == "nurse.ana"
+    assert not inbox.attention and inbox.acked_by == "nurse.ana"
     store.ingest([alert_message("bed-2", 1, "update")])  # more evidence: attention again
     (inbox,) = store.inbox()
-    assert inbox["attention"] and inbox["ack_note"] == "listened again"
+    assert inbox.attention and inbox.ack_note == "listened again"
     store.ingest([alert_message("bed-2", 2, "end")])
-    assert store.inbox()[0]["state"] == "ended"  # ended, but changed since it was seen
+    assert store.inbox()[0].state == "ended"  # ended, but changed since it was seen
     assert store.resolve("a1", "dr.bo", "reviewed")
     assert store.inbox() == []
-    events = [h["event"] for h in store.alert("a1")["history"]]  # type: ignore[index]
+    events = [h.event for h in store.alert("a1").history]  # type: ignore[union-attr]
     assert events == ["new", "ack", "update", "end", "resolve"]
     assert not store.acknowledge("no-such-alert", "x", "")
 
@@ -138,8 +138,8 @@ def test_a_device_cannot_touch_another_devices_alert(database_url: str) -> None:
         label="normal", confidence=0.99, sample_rate=4000, encoding="flac", audio_b64="AAAA"))
     store.ingest([parse("lungedge/bed-8/clip", json.dumps(clip).encode(), "lungedge")])
     alert = store.alert("a1")
-    assert alert is not None and alert["state"] == "open" and alert["device_id"] == "bed-7"
-    assert [h["actor"] for h in alert["history"]] == ["bed-7"]
+    assert alert is not None and alert.state == "open" and alert.device_id == "bed-7"
+    assert [h.actor for h in alert.history] == ["bed-7"]
     assert store.clips_of(alert_id="a1") == []
     assert store.counts()["invalid"] == 2
     assert store.last_foreign == 1
@@ -153,14 +153,14 @@ def test_offline_and_spool_backlog_are_station_alarms(database_url: str,
     store.sweep(now + 10, offline_after_s=180, spool_backlog=1)  # stats said spool_depth ≥ 0
     store.sweep(now + 400, offline_after_s=180, spool_backlog=10**6)
     (tile,) = store.overview(now + 400)
-    assert tile["state"] == "offline"
-    assert [a["kind"] for a in tile["technical"]] == ["offline"]
+    assert tile.state == "offline"
+    assert [a.kind for a in tile.technical] == ["offline"]
     store.ingest(as_messages(device_messages[:1]), now=now + 401)  # a repeat: still offline
     next_alert = sum(k == "alert" for k, _ in device_messages)
     store.ingest([alert_message("bed-1", next_alert, "new", "a9")], now=now + 402)  # back
     (tile,) = store.overview(now + 402)
-    assert tile["state"] == "online" and tile["technical"] == []
-    assert [a["alert_id"] for a in tile["clinical"] if a["state"] == "open"] == ["a9"]
+    assert tile.state == "online" and tile.technical == ()
+    assert [a.alert_id for a in tile.clinical if a.state == "open"] == ["a9"]
 
 
 HOSTILE = "<img src=x onerror=\"window.pwned=1\">&amp;<b>bed"  # no '/': a topic level
@@ -198,8 +198,8 @@ def test_hostile_strings_are_stored_as_text_and_refusals_counted(database_url: s
     m = parse(f"lungedge/{HOSTILE}/status", json.dumps(status).encode(), "lungedge")
     store.ingest([m], [Refusal("lungedge/x/cycle", "not JSON", "\\xff")])
     (tile,) = store.overview(time.time())
-    assert tile["device_id"] == HOSTILE and tile["reasons"][0] == script
-    assert store.counts()["invalid"] == 1 and store.refused()[0]["reason"] == "not JSON"
+    assert tile.device_id == HOSTILE and tile.reasons[0] == script
+    assert store.counts()["invalid"] == 1 and store.refused()[0].reason == "not JSON"
 
 
 def test_a_cycle_counts_as_its_device_judged_it(database_url: str) -> None:
@@ -256,3 +256,26 @@ def test_the_breathing_rate_trend_is_the_rate_of_what_was_heard() -> None:
     # "now" (the last two minutes) follows the same rule: two auscultations 40 s apart
     again = [(163.9 + 4 * i, 167.8 + 4 * i) for i in range(6)]
     assert breathing_rate(breaths + again) == round(60 * 12 / (2 * 23.9), 1)
+
+
+def test_read_models_have_their_tables_columns() -> None:
+    """Each read model names every column of its table (the clip's audio aside, which only a
+    judged clip carries): a column added to the schema reaches the pages by name."""
+    import dataclasses
+
+    from station import schema
+    from station.store import read_models as rm
+
+    for model, table, apart in ((rm.Device, schema.devices, set()),
+                                (rm.Alert, schema.alerts, set()),
+                                (rm.LogEntry, schema.alert_log, set()),
+                                (rm.Session, schema.summaries, set()),
+                                (rm.Clip, schema.clips, {"audio"}),
+                                (rm.JudgedClip, schema.clips, set()),
+                                (rm.Verdict, schema.verdicts, set()),
+                                (rm.Change, schema.changes, set()),
+                                (rm.Gap, schema.gaps, set()),
+                                (rm.Refused, schema.invalid, set())):
+        names = {f.name for f in dataclasses.fields(model)}
+        missing = {c.name for c in table.c} - apart - names
+        assert not missing, f"{model.__name__} lacks {sorted(missing)} of {table.name}"

@@ -35,35 +35,35 @@ def test_verdicts_are_kept_counted_and_exported(database_url: str, clip_messages
     now = time.time()
     store.ingest(as_messages(clip_messages), now=now)
     heard = store.clips_of(device_id="bed-1", limit=50)
-    assert len(heard) >= 2 and all(c["verdict"] is None for c in heard)
+    assert len(heard) >= 2 and all(c.verdict is None for c in heard)
     first, second = heard[0], heard[1]
-    assert first["session_id"]  # the clip knows its session: the exported "patient"
+    assert first.session_id  # the clip knows its session: the exported "patient"
 
-    assert store.record_verdict(first["clip_id"], first["label"], "dr.bo", now)
-    assert store.record_verdict(second["clip_id"], "wheeze", "nurse.ana", now)
-    assert store.record_verdict(second["clip_id"], "normal", "dr.bo", now + 1)  # thought again
+    assert store.record_verdict(first.clip_id, first.label, "dr.bo", now)
+    assert store.record_verdict(second.clip_id, "wheeze", "nurse.ana", now)
+    assert store.record_verdict(second.clip_id, "normal", "dr.bo", now + 1)  # thought again
     assert not store.record_verdict("no-such-clip", "normal", "dr.bo", now)
 
-    latest = {c["clip_id"]: c["verdict"] for c in store.clips_of(device_id="bed-1", limit=50)}
-    assert latest[first["clip_id"]]["verdict"] == first["label"]
-    assert latest[second["clip_id"]]["verdict"] == "normal"
-    assert latest[second["clip_id"]]["by"] == "dr.bo"
+    latest = {c.clip_id: c.verdict for c in store.clips_of(device_id="bed-1", limit=50)}
+    assert latest[first.clip_id].verdict == first.label
+    assert latest[second.clip_id].verdict == "normal"
+    assert latest[second.clip_id].by == "dr.bo"
     counts = store.verdict_counts("bed-1", since=now - 60)
-    said = {first["label"], second["label"]}
+    said = {first.label, second.label}
     assert sum(sum(v.values()) for v in counts.values()) == 2  # one per clip, the latest
-    assert counts[second["label"]].get("normal", 0) >= 1 and said <= counts.keys()
+    assert counts[second.label].get("normal", 0) >= 1 and said <= counts.keys()
 
     # the device records with a stethoscope the site names: the dataset's folder
     assert store.set_stethoscope("bed-1", "Littmann 3200, ward 4", "dr.bo")
     exported = export(store.judged_clips(), tmp_path / "labels")
     assert exported == {"Littmann-3200-ward-4": 2}
     index = json.loads((tmp_path / "labels" / "labels.json").read_text())
-    assert {e["clinician_said"] for e in index} == {first["label"], "normal"}
+    assert {e["clinician_said"] for e in index} == {first.label, "normal"}
     recordings = list(iter_icbhi(tmp_path / "labels" / "Littmann-3200-ward-4"))
     assert {r.device for r in recordings} == {"Littmann-3200-ward-4"}
-    assert {r.patient for r in recordings} == {first["session_id"].replace("_", "-")}
+    assert {r.patient for r in recordings} == {first.session_id.replace("_", "-")}
     assert sorted(e.label for r in recordings for e in r.events) == sorted(
-        [first["label"], "normal"])
+        [first.label, "normal"])
 
     # the toolchain scores the shipped model on what the clinicians said
     assert evaluate.main([str(SHIPPED), str(tmp_path / "labels" / "Littmann-3200-ward-4"),
@@ -74,8 +74,8 @@ def test_verdicts_are_kept_counted_and_exported(database_url: str, clip_messages
     # past the clip retention, an unjudged clip goes; a judged one is labelled data and stays
     store.purge(now + 3 * 86400, retention_days=30, alert_retention_days=365,
                 clip_retention_days=2)
-    left = {c["clip_id"] for c in store.clips_of(device_id="bed-1", limit=50)}
-    assert left == {first["clip_id"], second["clip_id"]}
+    left = {c.clip_id for c in store.clips_of(device_id="bed-1", limit=50)}
+    assert left == {first.clip_id, second.clip_id}
     store.purge(now + 400 * 86400, retention_days=30, alert_retention_days=365,
                 clip_retention_days=2)
     assert store.clips_of(device_id="bed-1", limit=50) == []

@@ -3,7 +3,7 @@ the technician's counts, and the changes the live pages follow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
@@ -23,6 +23,24 @@ from station.schema import (
     verdicts,
 )
 from station.store.database import Tables
+from station.store.read_models import (
+    Alert,
+    AlertPage,
+    Bucket,
+    Change,
+    Clip,
+    DeviceNow,
+    DevicePage,
+    Gap,
+    JudgedClip,
+    LogEntry,
+    Refused,
+    Session,
+    Tile,
+    TimelineCycle,
+    Verdict,
+    of,
+)
 
 RATE_WINDOW_S = 120.0  # the breathing rate the ward shows: cycles of the last two minutes
 # A pause between cycles longer than this ends a stretch of breathing heard (the device's own
@@ -37,13 +55,13 @@ class Views(Tables):
         with self.engine.connect() as conn:
             return conn.execute(select(func.coalesce(func.max(changes.c.id), 0))).scalar_one()
 
-    def changes_since(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
+    def changes_since(self, after: int, limit: int = 500) -> list[Change]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(changes).where(changes.c.id > after)
                                 .order_by(changes.c.id).limit(limit)).mappings().all()
-        return [dict(r) for r in rows]
+        return [of(Change, r) for r in rows]
 
-    def overview(self, now: float) -> list[dict[str, Any]]:
+    def overview(self, now: float) -> list[Tile]:
         """One row per device: identity, state, its alerts (open ones, and clinical ones that
         ended unseen; clinical and technical apart), abnormal burden over the last hour,
         breathing rate over the last two minutes."""
@@ -66,16 +84,15 @@ class Views(Tables):
                 .where(gaps.c.at >= now - 3600).group_by(gaps.c.device_id))}
         out = []
         for d in devs:
-            mine = [dict(a) | {"attention": needs_attention(a)} for a in live
-                    if a["device_id"] == d["device_id"]]
+            mine = [alert(a) for a in live if a["device_id"] == d["device_id"]]
             s = sums.get(d["device_id"])
-            out.append(dict(d) | {
-                "clinical": [a for a in mine if a["category"] == "clinical"],
-                "technical": [a for a in mine if a["category"] == "technical"],
-                "attention": any(a["attention"] for a in mine),
-                "burden": (s.abnormal / s.good) if s and s.good else None,
-                "rate": rates.get(d["device_id"]),
-                "gaps_last_hour": gap_counts.get(d["device_id"], 0)})
+            out.append(of(Tile, d,
+                          clinical=tuple(a for a in mine if a.category == "clinical"),
+                          technical=tuple(a for a in mine if a.category == "technical"),
+                          attention=any(a.attention for a in mine),
+                          burden=(s.abnormal / s.good) if s and s.good else None,
+                          rate=rates.get(d["device_id"]),
+                          gaps_last_hour=gap_counts.get(d["device_id"], 0)))
         return out
 
     @staticmethod
@@ -94,7 +111,7 @@ class Views(Tables):
                 if (rate := breathing_rate(times)) is not None}
 
     def device(self, device_id: str, now: float, minutes_back: int = 15,
-               hours_back: int = 24, bucket_minutes: int = 15) -> dict[str, Any] | None:
+               hours_back: int = 24, bucket_minutes: int = 15) -> DevicePage | None:
         with self.engine.connect() as conn:
             d = conn.execute(select(devices).where(devices.c.device_id == device_id)
                              ).mappings().first()
@@ -130,15 +147,18 @@ class Views(Tables):
                                    ).mappings().all()
             rate = self._breathing_rates(conn, now, device_id).get(device_id)
         rates = rates_by_bucket([(r.start, r.end) for r in heard], bucket_minutes * 60)
-        return {"device": dict(d) | {"rate": rate}, "timeline": [dict(r) for r in timeline],
-                "buckets": [dict(r) | {"rate": rates.get(int(r["bucket"]))} for r in trend],
-                "first_bucket": first_bucket,
-                "n_buckets": n_buckets, "trend_since": first_bucket * bucket_minutes * 60,
-                "trend_until": (first_bucket + n_buckets) * bucket_minutes * 60,
-                "sessions": [dict(r) for r in sessions],
-                "alerts": [dict(r) for r in history], "since": now - minutes_back * 60}
+        return DevicePage(
+            device=of(DeviceNow, d, rate=rate),
+            timeline=tuple(of(TimelineCycle, r) for r in timeline),
+            buckets=tuple(of(Bucket, r, bucket=int(r["bucket"]),
+                             rate=rates.get(int(r["bucket"]))) for r in trend),
+            first_bucket=first_bucket, n_buckets=n_buckets,
+            trend_since=first_bucket * bucket_minutes * 60,
+            trend_until=(first_bucket + n_buckets) * bucket_minutes * 60,
+            sessions=tuple(of(Session, r) for r in sessions),
+            alerts=tuple(alert(r) for r in history), since=now - minutes_back * 60)
 
-    def inbox(self) -> list[dict[str, Any]]:
+    def inbox(self) -> list[Alert]:
         """Alerts that need someone: every open one, and ended ones that changed since anyone
         saw them (or were never seen); attention first, then priority, then the oldest."""
         with self.engine.connect() as conn:
@@ -146,11 +166,10 @@ class Views(Tables):
                 select(alerts, devices.c.label).join(
                     devices, devices.c.device_id == alerts.c.device_id, isouter=True)
                 .where(alerts.c.state.in_(("open", "ended")))).mappings().all()
-        out = [dict(r) | {"attention": needs_attention(r)} for r in rows
-               if r["state"] == "open" or needs_attention(r)]
-        return sorted(out, key=lambda a: (not a["attention"], a["priority"], a["opened_at"]))
+        out = [alert(r) for r in rows if r["state"] == "open" or needs_attention(r)]
+        return sorted(out, key=lambda a: (not a.attention, a.priority, a.opened_at))
 
-    def alert(self, alert_id: str) -> dict[str, Any] | None:
+    def alert(self, alert_id: str) -> AlertPage | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(alerts).where(alerts.c.alert_id == alert_id)
                                ).mappings().first()
@@ -158,30 +177,29 @@ class Views(Tables):
                 return None
             history = conn.execute(select(alert_log).where(alert_log.c.alert_id == alert_id)
                                    .order_by(alert_log.c.at)).mappings().all()
-        return dict(row) | {"history": [dict(h) for h in history],
-                            "attention": needs_attention(row)}
+        return of(AlertPage, row, attention=needs_attention(row),
+                  history=tuple(of(LogEntry, h) for h in history))
 
     def clips_of(self, *, alert_id: str | None = None, device_id: str | None = None,
-                 limit: int = 20) -> list[dict[str, Any]]:
+                 limit: int = 20) -> list[Clip]:
         """The clips behind an alert, or a device's latest, each with its latest verdict;
         without their audio."""
         q = select(*(c for c in clips.c if c.name != "audio"))
         q = q.where(clips.c.alert_id == alert_id) if alert_id else \
             q.where(clips.c.device_id == device_id)
         with self.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(q.order_by(clips.c.start.desc())
-                                                  .limit(limit)).mappings()]
+            rows = conn.execute(q.order_by(clips.c.start.desc()).limit(limit)).mappings().all()
             latest = self._latest_verdicts(conn, [r["clip_id"] for r in rows])
-        return [r | {"verdict": latest.get(r["clip_id"])} for r in rows]
+        return [of(Clip, r, verdict=latest.get(r["clip_id"])) for r in rows]
 
     @staticmethod
-    def _latest_verdicts(conn: Connection, clip_ids: list[str]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def _latest_verdicts(conn: Connection, clip_ids: list[str]) -> dict[str, Verdict]:
+        out: dict[str, Verdict] = {}
         if not clip_ids:
             return out
         for v in conn.execute(select(verdicts).where(verdicts.c.clip_id.in_(clip_ids))
                               .order_by(verdicts.c.at, verdicts.c.id)).mappings():
-            out[v["clip_id"]] = dict(v)
+            out[v["clip_id"]] = of(Verdict, v)
         return out
 
     def verdict_counts(self, device_id: str, since: float) -> dict[str, dict[str, int]]:
@@ -198,7 +216,7 @@ class Views(Tables):
             said[r["verdict"]] = said.get(r["verdict"], 0) + 1
         return out
 
-    def judged_clips(self) -> Iterator[dict[str, Any]]:
+    def judged_clips(self) -> Iterator[JudgedClip]:
         """Every clip with a verdict (its latest), with its audio and its device's
         stethoscope: what export-labels writes."""
         with self.engine.connect() as conn:
@@ -209,7 +227,8 @@ class Views(Tables):
                 for clip in conn.execute(select(clips, devices.c.stethoscope).join(
                         devices, devices.c.device_id == clips.c.device_id, isouter=True)
                         .where(clips.c.clip_id.in_(chunk))).mappings():
-                    yield dict(clip) | {"verdict": latest[clip["clip_id"]]}
+                    yield of(JudgedClip, clip, audio=bytes(clip["audio"]),
+                             verdict=latest[clip["clip_id"]])
 
     def clip_audio(self, clip_id: str) -> tuple[str, int, bytes, str] | None:
         """(encoding, sample rate, audio bytes, label) of a clip."""
@@ -226,20 +245,25 @@ class Views(Tables):
                     .scalar_one(),
                     "gaps": conn.execute(select(func.count()).select_from(gaps)).scalar_one()}
 
-    def recent_gaps(self, since: float, limit: int = 100) -> list[dict[str, Any]]:
+    def recent_gaps(self, since: float, limit: int = 100) -> list[Gap]:
         """Messages found missing since `since`, newest first."""
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(gaps).where(gaps.c.at >= since)
-                                                  .order_by(gaps.c.at.desc()).limit(limit))
+            return [of(Gap, r) for r in conn.execute(select(gaps).where(gaps.c.at >= since)
+                                                     .order_by(gaps.c.at.desc()).limit(limit))
                     .mappings()]
 
-    def refused(self, limit: int = 50) -> list[dict[str, Any]]:
+    def refused(self, limit: int = 50) -> list[Refused]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(invalid).order_by(invalid.c.id.desc())
-                                                  .limit(limit)).mappings()]
+            return [of(Refused, r) for r in conn.execute(
+                select(invalid).order_by(invalid.c.id.desc()).limit(limit)).mappings()]
 
 
-def needs_attention(alert: Any) -> bool:
+def alert(row: Mapping[Any, Any]) -> Alert:
+    """An alert row (with its device's label, where joined) as the pages read it."""
+    return of(Alert, row, attention=needs_attention(row))
+
+
+def needs_attention(alert: Mapping[Any, Any]) -> bool:
     """Open (or ended unseen) and not acknowledged since it last changed."""
     if alert["state"] == "resolved":
         return False

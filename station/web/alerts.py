@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from station.store.read_models import Alert
 from station.web.site import Forbidden, Site
 
 NOTE_MAX = 500
@@ -20,26 +21,26 @@ SINCE_HOURS = (1, 8, 24)
 STATES = {"open": "open", "ended": "ended, not yet seen", "unseen": "not yet seen"}
 
 
-def choose(inbox: list[dict[str, Any]], query: Any, now: float) -> dict[str, Any]:
+def choose(inbox: list[Alert], query: Any, now: float) -> dict[str, Any]:
     """The inbox as the query filters it (category, device, kind, state, hours), and the
     counts of the whole inbox for each filter's choices."""
     wanted = {k: str(query.get(k, "")) for k in ("category", "device", "kind", "state", "hours")}
     hours = float(wanted["hours"]) if wanted["hours"] in map(str, SINCE_HOURS) else None
 
-    def keep(a: dict[str, Any]) -> bool:
-        return ((not wanted["category"] or a["category"] == wanted["category"])
-                and (not wanted["device"] or a["device_id"] == wanted["device"])
-                and (not wanted["kind"] or a["kind"] == wanted["kind"])
-                and (wanted["state"] != "open" or a["state"] == "open")
-                and (wanted["state"] != "ended" or a["state"] == "ended")
-                and (wanted["state"] != "unseen" or a["attention"])
-                and (hours is None or a["opened_at"] >= now - hours * 3600))
+    def keep(a: Alert) -> bool:
+        return ((not wanted["category"] or a.category == wanted["category"])
+                and (not wanted["device"] or a.device_id == wanted["device"])
+                and (not wanted["kind"] or a.kind == wanted["kind"])
+                and (wanted["state"] != "open" or a.state == "open")
+                and (wanted["state"] != "ended" or a.state == "ended")
+                and (wanted["state"] != "unseen" or a.attention)
+                and (hours is None or a.opened_at >= now - hours * 3600))
 
     return {"rows": [a for a in inbox if keep(a)], "wanted": wanted, "total": len(inbox),
-            "by_category": Counter(a["category"] for a in inbox),
-            "by_kind": Counter(a["kind"] for a in inbox),
-            "by_device": Counter(a["device_id"] for a in inbox),
-            "unseen": sum(a["attention"] for a in inbox),
+            "by_category": Counter(a.category for a in inbox),
+            "by_kind": Counter(a.kind for a in inbox),
+            "by_device": Counter(a.device_id for a in inbox),
+            "unseen": sum(a.attention for a in inbox),
             "states": STATES, "since_hours": SINCE_HOURS}
 
 

@@ -23,18 +23,18 @@ def routes(site: Site) -> list[Route]:
         data = await run_in_threadpool(site.store.device, device_id, now, MINUTES, HOURS)
         if data is None:
             return None
-        labels = tuple(sorted({c["label"] for c in data["timeline"]} | {
+        labels = tuple(sorted({c.label for c in data.timeline} | {
             "normal", "crackle", "wheeze", "both"}))
         heard = await run_in_threadpool(lambda: site.store.clips_of(device_id=device_id,
                                                                     limit=5))
         judged = await run_in_threadpool(site.store.verdict_counts, device_id, now - WEEK_S)
-        return data | {
+        return {
+            "device": data.device, "sessions": data.sessions, "alerts": data.alerts,
             "clips": heard, "judged": trust(judged),
-            "bars": charts.timeline(data["timeline"], data["since"], now, labels),
-            "trends": charts.trends(data["buckets"], data["first_bucket"], data["n_buckets"]),
-            "strip_axis": charts.axis(data["since"], now, STRIP_TICK_S, now),
-            "trend_axis": charts.axis(data["trend_since"], data["trend_until"],
-                                      TREND_TICK_S, now),
+            "bars": charts.timeline(data.timeline, data.since, now, labels),
+            "trends": charts.trends(data.buckets, data.first_bucket, data.n_buckets),
+            "strip_axis": charts.axis(data.since, now, STRIP_TICK_S, now),
+            "trend_axis": charts.axis(data.trend_since, data.trend_until, TREND_TICK_S, now),
             "minutes": MINUTES, "hours": HOURS, "width": charts.WIDTH,
             "height": charts.HEIGHT}
 

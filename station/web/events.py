@@ -34,9 +34,9 @@ def routes(site: Site) -> list[Route]:
                     yield {"event": "health", "data": json.dumps({"problem": problem})}
                 new = await run_in_threadpool(site.store.changes_since, last)
                 if new:
-                    last = new[-1]["id"]
+                    last = new[-1].id
                     yield {"event": "change", "data": json.dumps(
-                        [{"device_id": c["device_id"], "what": c["what"]} for c in new])}
+                        [{"device_id": c.device_id, "what": c.what} for c in new])}
                 await asyncio.sleep(POLL_S)
 
         return EventSourceResponse(changes(), ping=15)

@@ -25,10 +25,10 @@ def routes(site: Site) -> list[Route]:
             tiles = site.store.overview(now)
             return {"refused": site.store.refused(100), "counts": site.store.counts(),
                     "gaps": site.store.recent_gaps(now - DAY_S),
-                    "clocks": [t for t in tiles if t["clock_synced"] is False],
-                    "epochs": [t for t in tiles if t["epoch_since"]
-                               and t["epoch_since"] >= now - DAY_S
-                               and t["epoch_since"] > t["first_seen"] + 1]}
+                    "clocks": [t for t in tiles if t.clock_synced is False],
+                    "epochs": [t for t in tiles if t.epoch_since
+                               and t.epoch_since >= now - DAY_S
+                               and t.epoch_since > t.first_seen + 1]}
 
         return site.render(request, "technician.html", await run_in_threadpool(read))
 

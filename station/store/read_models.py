@@ -1,0 +1,231 @@
+"""What the station's pages read, typed: one frozen dataclass per thing shown (a device, its
+tile on the ward, an alert, a clip and its verdict, a device's page), built from the store's
+rows by `of()`. A test keeps each one's fields equal to its table's columns, so a column added
+to the schema is a column the pages can see, by name, checked by mypy."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def of(cls: type[T], row: Mapping[Any, Any], **more: Any) -> T:
+    """A read model from a row: its columns that the class has, and `more`."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in row.items() if k in names and k not in more}, **more)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Device:
+    """A device as the station knows it (table `devices`)."""
+
+    device_id: str
+    label: str | None  # the bed or place, edited in the UI
+    state: str  # online, degraded, offline
+    reasons: list[str]
+    first_seen: float
+    last_seen: float
+    status_at: float | None
+    clock_synced: bool | None
+    model: str | None
+    spool_depth: int | None
+    stats: dict[str, Any] | None
+    epoch: str | None
+    epoch_since: float | None
+    stethoscope: str | None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.device_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceNow(Device):
+    rate: float | None  # breaths per minute over the last two minutes heard
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alert:
+    """An alert or alarm (table `alerts`), whether it needs someone, and its bed's label."""
+
+    alert_id: str
+    device_id: str
+    kind: str
+    category: str  # clinical or technical
+    priority: int  # 1 high … 3 low
+    source: str  # device, or station
+    state: str  # open, ended, resolved
+    opened_at: float
+    updated_at: float
+    ended_at: float | None
+    version: int
+    evidence: dict[str, Any]
+    session_id: str | None
+    detail: str | None
+    acked_by: str | None
+    acked_at: float | None
+    ack_note: str | None
+    acked_version: int | None
+    resolved_by: str | None
+    resolved_at: float | None
+    attention: bool  # open (or ended unseen) and not acknowledged since it last changed
+    label: str | None = None  # its device's label, where the page shows it
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogEntry:
+    """One line of an alert's history (table `alert_log`)."""
+
+    id: int
+    alert_id: str
+    device_id: str
+    at: float
+    event: str  # new update end ack resolve
+    actor: str | None
+    detail: dict[str, Any] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertPage(Alert):
+    history: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tile(DeviceNow):
+    """A device on the ward: its alerts, clinical apart from technical, and the last hour."""
+
+    clinical: tuple[Alert, ...]
+    technical: tuple[Alert, ...]
+    attention: bool
+    burden: float | None  # abnormal of the good cycles of the last hour
+    gaps_last_hour: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimelineCycle:
+    start: float
+    end: float
+    label: str
+    confidence: float
+    quality: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bucket:
+    """A stretch of the device page's trend (sums of `minutes`)."""
+
+    bucket: int  # minute // bucket minutes
+    cycles: int
+    good: int
+    abnormal: int
+    quality_sum: float
+    rate: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Session:
+    """An auscultation's summary, as the device sent it (table `summaries`)."""
+
+    device_id: str
+    epoch: str
+    seq: int
+    session_id: str
+    start: float
+    end: float
+    cycles: int
+    cycles_by_label: dict[str, int]
+    abnormal_burden: float
+    poor_quality_fraction: float
+    record_label: str
+    breathing_rate_per_min: float | None
+    ended_by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevicePage:
+    device: DeviceNow
+    timeline: tuple[TimelineCycle, ...]  # the last minutes' cycles
+    buckets: tuple[Bucket, ...]  # the trend, where there was anything
+    first_bucket: int
+    n_buckets: int
+    trend_since: float
+    trend_until: float
+    sessions: tuple[Session, ...]
+    alerts: tuple[Alert, ...]  # its latest, any state
+    since: float  # where the timeline starts
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """A clinician's word on a clip (table `verdicts`)."""
+
+    id: int
+    clip_id: str
+    device_id: str
+    model_label: str  # what the device called it
+    verdict: str
+    by: str
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clip:
+    """A clip's description (table `clips` without its audio) and its latest verdict."""
+
+    clip_id: str
+    device_id: str
+    alert_id: str | None
+    session_id: str | None
+    start: float
+    end: float
+    label: str
+    confidence: float
+    encoding: str
+    sample_rate: int
+    verdict: Verdict | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgedClip(Clip):
+    """A clip a clinician judged, with its audio and its device's stethoscope: labelled data."""
+
+    audio: bytes
+    stethoscope: str | None
+    verdict: Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """Something stored that a live page may need to show (table `changes`)."""
+
+    id: int
+    at: float
+    device_id: str | None
+    what: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gap:
+    """Messages found missing (table `gaps`)."""
+
+    device_id: str
+    epoch: str
+    kind: str
+    first_missing: int
+    last_missing: int
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refused:
+    """A message the station did not store, and why (table `invalid`)."""
+
+    id: int
+    at: float
+    topic: str
+    reason: str
+    excerpt: str
