@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from convert import floor
+from convert import floor, protocol_report
 from convert import recipe as recipes
 from convert.features import Events
 from convert.fit import Windows, fit, windows
@@ -256,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                for s in recipe.seeds for f in fold_list if f.kind == "loso"], args, recipe,
               record)
     report = protocol.ProtocolRun.load(args.out, events, fold_list, recipe).report()
-    (args.out / "crossval.json").write_text(json.dumps(report, indent=1) + "\n")
+    protocol_report.save(report, args.out / "crossval.json")
     (args.out / "crossval.md").write_text(protocol.markdown(report))
-    protocol.plot_curves(report["curve"], args.out / "crossval_curves.png", args.out.name)
+    protocol.plot_curves(report.curve, args.out / "crossval_curves.png", args.out.name)
     log(protocol.summary(report))
     return 0
 

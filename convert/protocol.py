@@ -27,6 +27,7 @@ hospital, a manikin) were all called normal by a model that had learnt the level
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,24 @@ from convert.features import Events
 from convert.fit import event_predictions
 from convert.folds import HELD_OUT_STETHOSCOPES, ICBHI, QUIET_DB, SPRSOUND, Fold, member_path
 from convert.metrics import icbhi_score, roc_auc, sprsound_score
+from convert.protocol_report import (
+    CrossValidated,
+    CurvePoint,
+    Gate,
+    GateRow,
+    HeardOtherwise,
+    Objective,
+    PooledScores,
+    Prediction,
+    ProtocolReport,
+    Quiet,
+    Result,
+    SameFolds,
+    Scores,
+    ShippedResult,
+    load,
+    save,
+)
 from convert.recipe import Recipe
 from edge.pipeline.model import decide
 
@@ -54,9 +73,9 @@ SCORING_ONLY = ("aggregate", "threshold")
 OFFICIAL_TEST_MIX = {"AKGC417L": 0.67, "Meditron": 0.17, "Litt3200": 0.17}
 
 
-def scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """What the report gives for a group of events, decided as `pred`: the ICBHI 4-class
-    score, normal vs adventitious, and the recall of each finding."""
+def score_parts(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """What the report gives for a group of events, decided as `pred` (`Scores`' fields): the
+    ICBHI 4-class score, normal vs adventitious, and the recall of each finding."""
     four = icbhi_score(y, pred)
     adventitious = (y != 0).astype(int)
     out: dict[str, Any] = {
@@ -74,6 +93,10 @@ def scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict[str, Any]
     return out
 
 
+def scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> Scores:
+    return Scores(**score_parts(y, probs, pred))
+
+
 @dataclass(frozen=True)
 class Decided:
     """One fold's validation events as some model decided them."""
@@ -83,18 +106,16 @@ class Decided:
     pred: np.ndarray  # label index per event
 
 
-def grouped(events: Events, decided: Sequence[Decided]) -> dict[str, Any]:
+def grouped(events: Events, decided: Sequence[Decided]) -> Result:
     """The cv folds pooled (ICBHI, per stethoscope, SPRSound, per-fold scores) and every loso
     fold alone."""
     y, dev, ds = events.labels, events.devices, events.datasets
-    out: dict[str, Any] = {"cv": {}, "loso": {}}
+    loso = {d.fold.name.removeprefix("loso-"): scores(y[d.fold.val], d.probs, d.pred)
+            for d in decided if d.fold.kind == "loso"}
     cv = [d for d in decided if d.fold.kind == "cv"]
-    for d in decided:
-        if d.fold.kind == "loso":
-            out["loso"][d.fold.name.removeprefix("loso-")] = scores(y[d.fold.val], d.probs,
-                                                                    d.pred)
     if not cv:
-        return out
+        return Result(cv=CrossValidated(), loso=loso)
+    pooled: dict[str, PooledScores] = {}
     index = np.concatenate([d.fold.val for d in cv])
     probs = np.concatenate([d.probs for d in cv])
     pred = np.concatenate([d.pred for d in cv])
@@ -107,46 +128,48 @@ def grouped(events: Events, decided: Sequence[Decided]) -> dict[str, Any]:
             mine = ds[d.fold.val] == dataset
             if mine.any():
                 per_fold.append(icbhi_score(y[d.fold.val][mine], d.pred[mine])["score"])
-        out["cv"][key] = scores(y[index][inside], probs[inside], pred[inside]) | {
-            "fold_scores": [round(s, 4) for s in per_fold],
-            "fold_mean": round(float(np.mean(per_fold)), 4),
-            "fold_sd": round(float(np.std(per_fold)), 4)}
-    sites = sorted(set(ds[index]) - {ICBHI, SPRSOUND})
-    if sites:  # a site's own judged recordings, cross-validated by session
-        out["cv"]["sites"] = {d: scores(y[index][ds[index] == d], probs[ds[index] == d],
-                                        pred[ds[index] == d]) for d in sites}
+        pooled[key] = PooledScores(
+            **score_parts(y[index][inside], probs[inside], pred[inside]),
+            fold_scores=[round(s, 4) for s in per_fold],
+            fold_mean=round(float(np.mean(per_fold)), 4),
+            fold_sd=round(float(np.std(per_fold)), 4))
+    # a site's own judged recordings, cross-validated by session
+    sites = {d: scores(y[index][ds[index] == d], probs[ds[index] == d], pred[ds[index] == d])
+             for d in sorted(set(ds[index]) - {ICBHI, SPRSOUND})}
     icbhi = ds[index] == ICBHI
-    out["cv"]["icbhi_by_stethoscope"] = {
+    by_stethoscope = {
         s: scores(y[index][icbhi & (dev[index] == s)], probs[icbhi & (dev[index] == s)],
                   pred[icbhi & (dev[index] == s)])
         for s in sorted(set(dev[index][icbhi]))}
-    return out
+    return Result(cv=CrossValidated(icbhi=pooled.get("icbhi"),
+                                    sprsound=pooled.get("sprsound"), sites=sites,
+                                    icbhi_by_stethoscope=by_stethoscope), loso=loso)
 
 
-def per_stethoscope(result: dict[str, Any]) -> dict[str, float | None]:
+def per_stethoscope(result: Result) -> dict[str, float | None]:
     """{"cv AKGC417L": score, …, "held out AKGC417L": score, …, "icbhi cv", "sprsound cv"}."""
-    cv, by = result["cv"], result["cv"].get("icbhi_by_stethoscope", {})
+    cv, by = result.cv, result.cv.icbhi_by_stethoscope
     out: dict[str, float | None] = {}
     for s in HELD_OUT_STETHOSCOPES:
-        out[f"cv {s}"] = by[s]["score"] if s in by else None
+        out[f"cv {s}"] = by[s].score if s in by else None
     for s in HELD_OUT_STETHOSCOPES:
-        out[f"held out {s}"] = result["loso"][s]["score"] if s in result["loso"] else None
-    out["icbhi cv"] = cv["icbhi"]["score"] if "icbhi" in cv else None
-    out["sprsound cv"] = cv["sprsound"]["score"] if "sprsound" in cv else None
+        out[f"held out {s}"] = result.loso[s].score if s in result.loso else None
+    out["icbhi cv"] = cv.icbhi.score if cv.icbhi else None
+    out["sprsound cv"] = cv.sprsound.score if cv.sprsound else None
     return out
 
 
-def prediction(result: dict[str, Any]) -> dict[str, Any]:
+def prediction(result: Result) -> Prediction:
     """The protocol's guess for the official ICBHI test, from held-out scores (see above)."""
-    held = {s: r["score"] for s, r in result["loso"].items()}
+    held = {s: r.score for s, r in result.loso.items()}
     if not held:
-        return {"official_test": None, "why": "no stethoscope held out"}
+        return Prediction(official_test=None, why="no stethoscope held out")
     parts = {s: held.get(s, min(held.values())) for s in OFFICIAL_TEST_MIX}
     value = sum(OFFICIAL_TEST_MIX[s] * v for s, v in parts.items()) / sum(
         OFFICIAL_TEST_MIX.values())
-    return {"official_test": round(value, 4), "parts": parts, "mix": OFFICIAL_TEST_MIX,
-            "assumed": {s: "the worst held-out score (no stethoscope like it to hold out)"
-                        for s in OFFICIAL_TEST_MIX if s not in held}}
+    return Prediction(official_test=round(value, 4), parts=parts, mix=OFFICIAL_TEST_MIX,
+                      assumed={s: "the worst held-out score (no stethoscope like it to hold "
+                                  "out)" for s in OFFICIAL_TEST_MIX if s not in held})
 
 
 class ProtocolRun:
@@ -270,7 +293,7 @@ class ProtocolRun:
             out.append(Decided(f, probs, decide(probs, LABELS, c.thresholds)))
         return out
 
-    def same_folds(self, seed: int) -> dict[str, Any]:
+    def same_folds(self, seed: int) -> SameFolds:
         """0.5.0's protocol: one float network at the last epoch, thresholds chosen on the
         very out-of-fold predictions they are then scored with."""
         last = [Decided(f, p := self.float_probs[f.name, seed][-1], p.argmax(1))
@@ -280,16 +303,17 @@ class ProtocolRun:
         c = choose(self.events.labels[index], self.events.datasets[index],
                    np.concatenate([d.probs for d in cv])[None], epochs=False)
         at = [Decided(d.fold, d.probs, decide(d.probs, LABELS, c.thresholds)) for d in last]
-        return {"argmax": grouped(self.events, last),
-                "thresholds": grouped(self.events, at), "choice": c.to_dict()}
+        thresholds = grouped(self.events, at)
+        return SameFolds(argmax=grouped(self.events, last), thresholds=thresholds,
+                         choice=c.to_dict(), prediction=prediction(thresholds))
 
-    def heard_otherwise(self, what: str) -> dict[str, Any]:
+    def heard_otherwise(self, what: str) -> dict[str, HeardOtherwise]:
         """Each held-out stethoscope heard otherwise (float members averaged, the fold's
         choice): QUIET_DB quieter ("quiet": a model that hears the level, not the sound,
         calls a quiet stethoscope's cycles normal), or without its calibration
         ("uncalibrated"); its score, and how many cycles it calls adventitious, beside the
         same as the protocol heard it."""
-        out: dict[str, Any] = {}
+        out: dict[str, HeardOtherwise] = {}
         for f in self.folds:
             if f.kind != "loso" or not all((what, f.name, s) in self.heard for s in self.seeds):
                 continue
@@ -298,66 +322,65 @@ class ProtocolRun:
             quiet = np.mean([self.heard[what, f.name, s] for s in self.seeds], axis=0)
             loud = self.ensemble(f)[c.epoch - 1]
             pred_quiet, pred_loud = (decide(p, LABELS, c.thresholds) for p in (quiet, loud))
-            out[f.name.removeprefix("loso-")] = scores(y, quiet, pred_quiet) | {
-                "adventitious_called": round(float((pred_quiet != 0).mean()), 4),
-                "adventitious_called_at_its_level": round(float((pred_loud != 0).mean()), 4),
-                "adventitious_truth": round(float((y != 0).mean()), 4)}
+            out[f.name.removeprefix("loso-")] = HeardOtherwise(
+                **score_parts(y, quiet, pred_quiet),
+                adventitious_called=round(float((pred_quiet != 0).mean()), 4),
+                adventitious_called_at_its_level=round(float((pred_loud != 0).mean()), 4),
+                adventitious_truth=round(float((y != 0).mean()), 4))
         return out
 
-    def floor_result(self, variant: str) -> dict[str, Any] | None:
+    def floor_result(self, variant: str) -> Result | None:
         probs = self.floor_probs.get(variant, {})
         decided = [Decided(f, probs[f.name], probs[f.name].argmax(1)) for f in self.folds
                    if f.name in probs]
         if not decided:
             return None
         result = grouped(self.events, decided)
-        result["cv"].pop("sprsound", None)  # an ICBHI baseline: trained on ICBHI only
-        return result
+        # an ICBHI baseline: trained on ICBHI only
+        return dataclasses.replace(result, cv=dataclasses.replace(result.cv, sprsound=None))
 
-    def curve(self) -> list[dict[str, Any]]:
+    def curve(self) -> list[CurvePoint]:
         """The float ensemble at the argmax after every epoch (how long to train)."""
         epochs = min(p.shape[0] for p in self.float_probs.values())
         out = []
         for e in range(epochs):
             r = grouped(self.events, [Decided(f, p := self.ensemble(f)[e], p.argmax(1))
                                       for f in self.folds])
-            out.append({"epoch": e + 1} | objective_parts(r))
+            out.append(CurvePoint(epoch=e + 1, **dataclasses.asdict(objective_parts(r))))
         return out
 
-    def report(self) -> dict[str, Any]:
-        shipped = grouped(self.events, self.as_shipped())
+    def report(self) -> ProtocolReport:
+        grouped_shipped = grouped(self.events, self.as_shipped())
+        shipped = ShippedResult(cv=grouped_shipped.cv, loso=grouped_shipped.loso,
+                                **dataclasses.asdict(objective_parts(grouped_shipped)))
         members = {s: grouped(self.events, self.member(s)) for s in self.seeds}
-        floors = {v: r for v in floor.VARIANTS if (r := self.floor_result(v)) is not None}
+        floors: dict[str, Result] = {
+            v: r for v in floor.VARIANTS if (r := self.floor_result(v)) is not None}
         int8 = all((f.name, s) in self.int8_probs for f in self.folds for s in self.seeds)
-        report: dict[str, Any] = {
-            "recipe": self.recipe.to_dict(), "seeds": self.seeds,
-            "folds": [f.name for f in self.folds], "int8": int8,
-            "shipped": shipped | objective_parts(shipped),
-            "float_ensemble": grouped(self.events, self.as_shipped(int8=False)),
-            "members": {str(s): per_stethoscope(m) for s, m in members.items()},
-            "members_mean_sd": spread([per_stethoscope(m) for m in members.values()]),
-            "same_folds": self.same_folds(self.seeds[0]),
-            "floor": floors,
-            "choices": {name: c.to_dict() for name, c in self.choices.items()},
-            "shipping_choice": self.shipping_choice().to_dict(),
-            "prediction": prediction(shipped),
-            "quiet": {"db": QUIET_DB, "held_out": self.heard_otherwise("quiet")},
-            "uncalibrated": self.heard_otherwise("uncalibrated"),
-            "curve": self.curve()}
-        report["same_folds"]["prediction"] = prediction(report["same_folds"]["thresholds"])
-        report["floor_prediction"] = {v: prediction(r) for v, r in floors.items()}
-        report["gate"] = gate(report)
-        return report
+        members_mean_sd = spread([per_stethoscope(m) for m in members.values()])
+        quiet = Quiet(db=QUIET_DB, held_out=self.heard_otherwise("quiet"))
+        return ProtocolReport(
+            recipe=self.recipe.to_dict(), seeds=self.seeds,
+            folds=[f.name for f in self.folds], int8=int8, shipped=shipped,
+            float_ensemble=grouped(self.events, self.as_shipped(int8=False)),
+            members={str(s): per_stethoscope(m) for s, m in members.items()},
+            members_mean_sd=members_mean_sd, same_folds=self.same_folds(self.seeds[0]),
+            floor=floors, choices={name: c.to_dict() for name, c in self.choices.items()},
+            shipping_choice=self.shipping_choice().to_dict(), prediction=prediction(shipped),
+            quiet=quiet, uncalibrated=self.heard_otherwise("uncalibrated"),
+            curve=self.curve(),
+            floor_prediction={v: prediction(r) for v, r in floors.items()},
+            gate=gate(shipped, floors, members_mean_sd, quiet))
 
 
-def objective_parts(result: dict[str, Any]) -> dict[str, Any]:
+def objective_parts(result: Result) -> Objective:
     """ICBHI cv, the held-out mean, SPRSound cv and their mean (how recipes were ranked)."""
-    loso = [r["score"] for r in result["loso"].values()]
-    parts = {"icbhi_cv": result["cv"].get("icbhi", {}).get("score"),
+    loso = [r.score for r in result.loso.values()]
+    parts = {"icbhi_cv": result.cv.icbhi.score if result.cv.icbhi else None,
              "loso_mean": round(float(np.mean(loso)), 4) if loso else None,
-             "sprsound_cv": result["cv"].get("sprsound", {}).get("score")}
+             "sprsound_cv": result.cv.sprsound.score if result.cv.sprsound else None}
     known = [float(v) for v in parts.values() if v is not None]
-    return parts | {"objective": round(float(np.mean(known)), 4) if known else None}
+    return Objective(**parts, objective=round(float(np.mean(known)), 4) if known else None)
 
 
 def spread(rows: list[dict[str, float | None]]) -> dict[str, list[float] | None]:
@@ -370,40 +393,40 @@ def spread(rows: list[dict[str, float | None]]) -> dict[str, list[float] | None]
     return out
 
 
-def gate(report: dict[str, Any]) -> dict[str, Any]:
+def gate(shipped: Result, floor_results: dict[str, Result],
+         members_mean_sd: dict[str, list[float] | None], quiet: Quiet) -> Gate:
     """Beats the floor on every stethoscope, cross-validated and held out, by more than the
     spread (module docstring)."""
-    mine = per_stethoscope(report["shipped"])
-    floors = [per_stethoscope(r) for r in report["floor"].values()]
-    fold_sd = report["shipped"]["cv"].get("icbhi", {}).get("fold_sd")
+    mine = per_stethoscope(shipped)
+    floors = [per_stethoscope(r) for r in floor_results.values()]
+    fold_sd = shipped.cv.icbhi.fold_sd if shipped.cv.icbhi else None
     rows, passed = [], bool(floors)
     for where in ("cv", "held out"):
         for s in HELD_OUT_STETHOSCOPES:
             key = f"{where} {s}"
             floor_best = max((v for f in floors if (v := f[key]) is not None), default=None)
-            sd = fold_sd if where == "cv" else (report["members_mean_sd"].get(key) or [0, 0])[1]
+            sd = fold_sd if where == "cv" else (members_mean_sd.get(key) or [0, 0])[1]
             score = mine[key]
             if score is None or floor_best is None or sd is None:
-                rows.append({"where": key, "recipe": score, "floor": floor_best,
-                             "margin": None, "spread": sd, "passed": False})
+                rows.append(GateRow(where=key, recipe=score, floor=floor_best, margin=None,
+                                    spread=sd, passed=False))
                 passed = False
                 continue
             margin = round(score - floor_best, 4)
             ok = margin > sd
             passed &= ok
-            rows.append({"where": key, "recipe": score, "floor": floor_best,
-                         "margin": margin, "spread": sd, "passed": ok})
-    quiet = report.get("quiet", {}).get("held_out", {})
+            rows.append(GateRow(where=key, recipe=score, floor=floor_best, margin=margin,
+                                spread=sd, passed=ok))
     for s in HELD_OUT_STETHOSCOPES:
-        q = quiet.get(s)
-        ratio = None if q is None else round(q["adventitious_called"] / max(
-            q["adventitious_called_at_its_level"], 1e-9), 3)
-        ok = q is not None and (q["adventitious_called_at_its_level"] < 0.02
+        q = quiet.held_out.get(s)
+        ratio = None if q is None else round(q.adventitious_called / max(
+            q.adventitious_called_at_its_level, 1e-9), 3)
+        ok = q is not None and (q.adventitious_called_at_its_level < 0.02
                                 or (ratio is not None and ratio >= QUIET_RATIO))
         passed &= ok
-        rows.append({"where": f"quiet {s}", "recipe": ratio, "floor": None, "margin": None,
-                     "spread": None, "passed": ok})
-    return {"passed": passed, "rows": rows}
+        rows.append(GateRow(where=f"quiet {s}", recipe=ratio, floor=None, margin=None,
+                            spread=None, passed=ok))
+    return Gate(passed=passed, rows=rows)
 
 
 # -- presenting it -----------------------------------------------------------------------------
@@ -415,48 +438,49 @@ def fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def table_row(name: str, s: dict[str, Any]) -> str:
-    cells = [s["events"], s["sp"], s["se"], s["score"], s.get("auc"), s.get("crackle_recall"),
-             s.get("crackle_heard"), s.get("wheeze_recall")]
+def table_row(name: str, s: Scores) -> str:
+    cells = [s.events, s.sp, s.se, s.score, s.auc, s.crackle_recall, s.crackle_heard,
+             s.wheeze_recall]
     return f"| {name} | " + " | ".join(fmt(c) for c in cells) + " |"
 
 
-def detail(result: dict[str, Any]) -> list[str]:
+def detail(result: Result) -> list[str]:
     head = ("| | events | Sp | Se | Score | AUC | crackle recall | crackle heard | wheeze "
             "recall |\n|---|---|---|---|---|---|---|---|---|")
-    cv = result["cv"]
-    lines = ["Patient-grouped cross-validation, pooled out of fold:", "", head,
-             table_row("ICBHI (all)", cv["icbhi"])]
-    lines += [table_row(f"ICBHI {d}", s) for d, s in cv["icbhi_by_stethoscope"].items()]
-    if "sprsound" in cv:
-        lines.append(table_row("SPRSound", cv["sprsound"]))
-    lines += [table_row(d, r) for d, r in cv.get("sites", {}).items()]
-    lines += ["", f"ICBHI Score per fold {cv['icbhi']['fold_scores']}: "
-              f"{cv['icbhi']['fold_mean']} ± {cv['icbhi']['fold_sd']}", ""]
-    if result["loso"]:
+    cv = result.cv
+    lines = ["Patient-grouped cross-validation, pooled out of fold:", "", head]
+    if cv.icbhi:
+        lines.append(table_row("ICBHI (all)", cv.icbhi))
+    lines += [table_row(f"ICBHI {d}", s) for d, s in cv.icbhi_by_stethoscope.items()]
+    if cv.sprsound:
+        lines.append(table_row("SPRSound", cv.sprsound))
+    lines += [table_row(d, r) for d, r in cv.sites.items()]
+    if cv.icbhi:
+        lines += ["", f"ICBHI Score per fold {cv.icbhi.fold_scores}: "
+                  f"{cv.icbhi.fold_mean} ± {cv.icbhi.fold_sd}", ""]
+    if result.loso:
         lines += ["Leave one stethoscope out (its ICBHI cycles):", "", head]
-        lines += [table_row(d, s) for d, s in result["loso"].items()] + [""]
+        lines += [table_row(d, s) for d, s in result.loso.items()] + [""]
     return lines
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: ProtocolReport) -> str:
     columns = [f"cv {s}" for s in HELD_OUT_STETHOSCOPES] + [
         f"held out {s}" for s in HELD_OUT_STETHOSCOPES] + ["icbhi cv", "sprsound cv"]
-    pred = report["prediction"]
-    g = report["gate"]
+    pred = report.prediction
+    g = report.gate
     lines = [
         "# Validation protocol", "",
-        f"Members (seeds) {report['seeds']} in every fold; int8 at each fold's chosen epoch: "
-        f"{'yes' if report['int8'] else 'no (float numbers stand in)'}.", "",
+        f"Members (seeds) {report.seeds} in every fold; int8 at each fold's chosen epoch: "
+        f"{'yes' if report.int8 else 'no (float numbers stand in)'}.", "",
         f"**Prediction for the official ICBHI test** (held-out scores weighted "
-        f"{pred.get('mix')}): **{fmt(pred['official_test'])}** "
-        f"({', '.join(f'{s} {v:.3f}' for s, v in pred.get('parts', {}).items())}); the floor's "
-        + ", ".join(f"{v} {fmt(p['official_test'])}"
-                    for v, p in report["floor_prediction"].items())
+        f"{pred.mix}): **{fmt(pred.official_test)}** "
+        f"({', '.join(f'{s} {v:.3f}' for s, v in pred.parts.items())}); the floor's "
+        + ", ".join(f"{v} {fmt(p.official_test)}" for v, p in report.floor_prediction.items())
         + f"; 0.5.0's protocol (same folds) would have said "
-          f"{fmt(report['same_folds']['prediction']['official_test'])}.", "",
+          f"{fmt(report.same_folds.prediction.official_test)}.", "",
         f"**Gate (beats the floor on every stethoscope by more than the spread): "
-        f"{'PASSED' if g['passed'] else 'NOT PASSED'}**", "",
+        f"{'PASSED' if g.passed else 'NOT PASSED'}**", "",
         "## Per stethoscope: the recipe beside the floor", "",
         "ICBHI 4-class Score. *As shipped*: members' int8 outputs averaged, epoch and "
         "threshold chosen on other folds. *Members*: each seed's float network alone "
@@ -464,34 +488,31 @@ def markdown(report: dict[str, Any]) -> str:
         "it is scored on (0.5.0's protocol). *Floor*: gradient boosting on band statistics, "
         "at the argmax.", "",
         "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    rows = [("**as shipped**", per_stethoscope(report["shipped"])),
-            ("float ensemble, nested", per_stethoscope(report["float_ensemble"])),
-            ("members (mean ± sd)", report["members_mean_sd"]),
-            ("same folds, argmax", per_stethoscope(report["same_folds"]["argmax"])),
-            ("same folds, its threshold", per_stethoscope(report["same_folds"]["thresholds"]))]
-    rows += [(f"floor ({v})", per_stethoscope(r)) for v, r in report["floor"].items()]
+    rows: list[tuple[str, dict[str, Any]]] = [
+        ("**as shipped**", per_stethoscope(report.shipped)),
+        ("float ensemble, nested", per_stethoscope(report.float_ensemble)),
+        ("members (mean ± sd)", report.members_mean_sd),
+        ("same folds, argmax", per_stethoscope(report.same_folds.argmax)),
+        ("same folds, its threshold", per_stethoscope(report.same_folds.thresholds))]
+    rows += [(f"floor ({v})", per_stethoscope(r)) for v, r in report.floor.items()]
     lines += [f"| {name} | " + " | ".join(fmt(r.get(c)) for c in columns) + " |"
               for name, r in rows]
     lines += ["", "## The gate", "", "Rows \"quiet\": the share called adventitious 30 dB "
               f"quieter over the share at its own level (at least {QUIET_RATIO}).", "",
               "| where | recipe | best floor | margin | spread | |",
               "|---|---|---|---|---|---|"]
-    lines += [f"| {r['where']} | {fmt(r['recipe'])} | {fmt(r['floor'])} | {fmt(r['margin'])} "
-              f"| {fmt(r['spread'])} | {'pass' if r['passed'] else '**fail**'} |"
-              for r in g["rows"]]
-    quiet = report.get("quiet", {}).get("held_out", {})
+    lines += [f"| {r.where} | {fmt(r.recipe)} | {fmt(r.floor)} | {fmt(r.margin)} "
+              f"| {fmt(r.spread)} | {'pass' if r.passed else '**fail**'} |" for r in g.rows]
+    quiet = report.quiet.held_out
     if quiet:
-        lines += ["", f"## A quieter stethoscope ({report['quiet']['db']:g} dB)", "",
+        lines += ["", f"## A quieter stethoscope ({report.quiet.db:g} dB)", "",
                   "Each held-out stethoscope's cycles as a stethoscope that much quieter "
                   "would give them (float members averaged, the fold's choice): a model "
                   "that hears the level rather than the sound calls them normal.", "",
                   "| held out | Score | Sp | Se | called adventitious | at its own level | "
                   "truly adventitious |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {d} | {fmt(q['score'])} | {fmt(q['sp'])} | {fmt(q['se'])} | "
-                  f"{fmt(q['adventitious_called'])} | "
-                  f"{fmt(q['adventitious_called_at_its_level'])} | "
-                  f"{fmt(q['adventitious_truth'])} |" for d, q in quiet.items()]
-    uncalibrated = report.get("uncalibrated", {})
+        lines += heard_rows(quiet)
+    uncalibrated = report.uncalibrated
     if uncalibrated:
         lines += ["", "## Without a calibration", "",
                   "Each held-out stethoscope standardised with the training stethoscopes' "
@@ -499,26 +520,29 @@ def markdown(report: dict[str, Any]) -> str:
                   "calibrated on its other patients' recordings).", "",
                   "| held out | Score | Sp | Se | called adventitious | calibrated | "
                   "truly adventitious |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {d} | {fmt(q['score'])} | {fmt(q['sp'])} | {fmt(q['se'])} | "
-                  f"{fmt(q['adventitious_called'])} | "
-                  f"{fmt(q['adventitious_called_at_its_level'])} | "
-                  f"{fmt(q['adventitious_truth'])} |" for d, q in uncalibrated.items()]
+        lines += heard_rows(uncalibrated)
     lines += ["", "## Choices (convert.choice, on the other folds)", "",
               "| fold | epoch | threshold | objective where chosen |", "|---|---|---|---|"]
     lines += [f"| {name} | {c['epoch']} | {c['thresholds'] or 'argmax'} | {c['value']} |"
-              for name, c in report["choices"].items()]
-    c = report["shipping_choice"]
+              for name, c in report.choices.items()]
+    c = report.shipping_choice
     lines += [f"| **all folds (what ships)** | {c['epoch']} | {c['thresholds'] or 'argmax'} | "
               f"{c['value']} |", "", "## As shipped, in detail", ""]
-    lines += detail(report["shipped"])
-    for v, r in report["floor"].items():
+    lines += detail(report.shipped)
+    for v, r in report.floor.items():
         lines += [f"## Floor ({v})", "", *detail(r)]
     lines += ["## Float ensemble per epoch (argmax)", "",
               "| epoch | objective | ICBHI cv | held-out mean | SPRSound cv |",
               "|---|---|---|---|---|"]
-    lines += [f"| {c['epoch']} | {c['objective']} | {c['icbhi_cv']} | {c['loso_mean']} | "
-              f"{c['sprsound_cv']} |" for c in report["curve"]]
+    lines += [f"| {p.epoch} | {p.objective} | {p.icbhi_cv} | {p.loso_mean} | "
+              f"{p.sprsound_cv} |" for p in report.curve]
     return "\n".join(lines) + "\n"
+
+
+def heard_rows(heard: dict[str, HeardOtherwise]) -> list[str]:
+    return [f"| {d} | {fmt(q.score)} | {fmt(q.sp)} | {fmt(q.se)} | "
+            f"{fmt(q.adventitious_called)} | {fmt(q.adventitious_called_at_its_level)} | "
+            f"{fmt(q.adventitious_truth)} |" for d, q in heard.items()]
 
 
 def differences(recipe: dict[str, Any], chosen: dict[str, Any]) -> str:
@@ -527,7 +551,7 @@ def differences(recipe: dict[str, Any], chosen: dict[str, Any]) -> str:
     return ", ".join(f"{k} {recipe.get(k)}" for k in keys) or "the chosen recipe"
 
 
-def comparison(runs: dict[str, dict[str, Any]], chosen: str) -> str:
+def comparison(runs: dict[str, ProtocolReport], chosen: str) -> str:
     """Every protocol run of a choice side by side, with the floor: what a recipe changes, and
     what that does per stethoscope, cross-validated and held out, as it would ship."""
     columns = [f"cv {s}" for s in HELD_OUT_STETHOSCOPES] + [
@@ -544,43 +568,43 @@ def comparison(runs: dict[str, dict[str, Any]], chosen: str) -> str:
              "| run | differs from the chosen recipe by | " + " | ".join(columns)
              + " | members' held-out mean ± sd | prediction | gate |",
              "|" + "---|" * (len(columns) + 5)]
-    base = runs[chosen]["recipe"]
+    base = runs[chosen].recipe
     for name, r in runs.items():
-        mine = per_stethoscope(r["shipped"])
-        spread = r["members_mean_sd"]
+        mine = per_stethoscope(r.shipped)
+        spread = r.members_mean_sd
         held = [spread.get(f"held out {s}") for s in HELD_OUT_STETHOSCOPES]
         held_text = " / ".join(fmt(h) for h in held)
         lines.append(
             f"| {'**' + name + '**' if name == chosen else name} | "
-            f"{differences(r['recipe'], base)} | "
+            f"{differences(r.recipe, base)} | "
             + " | ".join(fmt(mine[c]) for c in columns)
-            + f" | {held_text} | {fmt(r['prediction']['official_test'])} | "
-            f"{'passed' if r['gate']['passed'] else 'not passed'} |")
-    for variant, f in runs[chosen]["floor"].items():
+            + f" | {held_text} | {fmt(r.prediction.official_test)} | "
+            f"{'passed' if r.gate.passed else 'not passed'} |")
+    for variant, f in runs[chosen].floor.items():
         values = per_stethoscope(f)
         lines.append(f"| floor ({variant}) | gradient boosting, ICBHI only | "
                      + " | ".join(fmt(values[c]) for c in columns)
-                     + f" | – | {fmt(runs[chosen]['floor_prediction'][variant]['official_test'])}"
+                     + f" | – | {fmt(runs[chosen].floor_prediction[variant].official_test)}"
                      " | – |")
     return "\n".join(lines) + "\n"
 
 
-def summary(report: dict[str, Any]) -> str:
-    s = per_stethoscope(report["shipped"])
-    return (f"as shipped: objective {report['shipped']['objective']}; "
+def summary(report: ProtocolReport) -> str:
+    s = per_stethoscope(report.shipped)
+    return (f"as shipped: objective {report.shipped.objective}; "
             + ", ".join(f"{k} {fmt(v)}" for k, v in s.items())
-            + f"; predicted official test {fmt(report['prediction']['official_test'])}; "
-            f"gate {'passed' if report['gate']['passed'] else 'NOT passed'}")
+            + f"; predicted official test {fmt(report.prediction.official_test)}; "
+            f"gate {'passed' if report.gate.passed else 'NOT passed'}")
 
 
-def plot_curves(curve: list[dict[str, Any]], out: Path, title: str) -> None:
+def plot_curves(curve: list[CurvePoint], out: Path, title: str) -> None:
     from edge.cli.plot import pyplot, save
 
     fig, ax = pyplot().subplots(figsize=(7, 4))
-    epochs = [c["epoch"] for c in curve]
+    epochs = [c.epoch for c in curve]
     for key, style in (("objective", "k-"), ("icbhi_cv", "C0--"), ("loso_mean", "C3--"),
                        ("sprsound_cv", "C2:")):
-        values = [c[key] for c in curve]
+        values = [getattr(c, key) for c in curve]
         if any(v is not None for v in values):
             ax.plot(epochs, values, style, label=key)
     ax.set_xlabel("epoch")
@@ -615,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the runs side by side (the first is the reference)")
     args = ap.parse_args(argv)
     if args.compare:
-        runs = {r.name: json.loads((r / "crossval.json").read_text()) for r in args.runs}
+        runs = {r.name: load(r / "crossval.json") for r in args.runs}
         args.compare.write_text(comparison(runs, args.runs[0].name))
         print(args.compare.read_text())
         return 0
@@ -642,9 +666,9 @@ def main(argv: list[str] | None = None) -> int:
             (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1) + "\n")
         events = load_corpus(args.data, recipe, args.cache)
         report = ProtocolRun.load(out, events, folds(events), recipe).report()
-        (out / "crossval.json").write_text(json.dumps(report, indent=1) + "\n")
+        save(report, out / "crossval.json")
         (out / "crossval.md").write_text(markdown(report))
-        plot_curves(report["curve"], out / "crossval_curves.png", out.name)
+        plot_curves(report.curve, out / "crossval_curves.png", out.name)
         print(f"{out}: {summary(report)}")
     return 0
 

@@ -11,12 +11,15 @@ evaluation without touching the models the device checks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from convert.protocol import comparison, per_stethoscope
+from convert.protocol_report import ProtocolReport, Scores
+from convert.protocol_report import load as load_report
 from edge.cli.plot import pyplot, save
 
 PROTOCOL_FILES = ("crossval.md", "crossval.json", "crossval_curves.png", "recipe.json")
@@ -35,24 +38,27 @@ def plot_training(training: dict[str, Any], out: Path) -> None:
     save(fig, out)
 
 
-def protocol_metrics(report: dict[str, Any]) -> dict[str, Any]:
+def protocol_metrics(report: ProtocolReport) -> dict[str, Any]:
     """The protocol's headline numbers, as shipped (members' int8 averaged, nested choices),
     with the floor's and the prediction beside them."""
     keep = ("events", "sp", "se", "score", "auc", "crackle_recall", "wheeze_recall")
-    shipped = report["shipped"]
-    cv = shipped["cv"]
+    shipped = report.shipped
+    cv = shipped.cv
+
+    def some(s: Scores | None, *more: str) -> dict[str, Any] | None:
+        return None if s is None else {k: getattr(s, k) for k in (*keep, *more)}
+
     return {
-        "seeds": report["seeds"], "int8": report["int8"], "objective": shipped["objective"],
-        "icbhi_cv": {k: cv["icbhi"][k] for k in (*keep, "fold_mean", "fold_sd")},
-        "icbhi_cv_by_stethoscope": {d: {k: s[k] for k in keep}
-                                    for d, s in cv["icbhi_by_stethoscope"].items()},
-        "loso": {d: {k: s[k] for k in keep} for d, s in shipped["loso"].items()},
-        "loso_mean": shipped["loso_mean"],
-        "sprsound_cv": {k: cv["sprsound"][k] for k in (*keep, "fold_mean", "fold_sd")},
-        "members_mean_sd": report["members_mean_sd"],
-        "floor": {v: per_stethoscope(r) for v, r in report["floor"].items()},
-        "prediction": report["prediction"], "floor_gate": report["gate"]["passed"],
-        "shipping_choice": report["shipping_choice"],
+        "seeds": report.seeds, "int8": report.int8, "objective": shipped.objective,
+        "icbhi_cv": some(cv.icbhi, "fold_mean", "fold_sd"),
+        "icbhi_cv_by_stethoscope": {d: some(s) for d, s in cv.icbhi_by_stethoscope.items()},
+        "loso": {d: some(s) for d, s in shipped.loso.items()},
+        "loso_mean": shipped.loso_mean,
+        "sprsound_cv": some(cv.sprsound, "fold_mean", "fold_sd"),
+        "members_mean_sd": report.members_mean_sd,
+        "floor": {v: per_stethoscope(r) for v, r in report.floor.items()},
+        "prediction": dataclasses.asdict(report.prediction), "floor_gate": report.gate.passed,
+        "shipping_choice": report.shipping_choice,
     }
 
 
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                          "chosen one's and compared with it in protocol/comparison.md")
     args = ap.parse_args(argv)
     training = json.loads(args.training.read_text())
-    protocol = json.loads((args.protocol / "crossval.json").read_text())
+    protocol = load_report(args.protocol / "crossval.json")
     evaluation = [r for path in args.evaluation for r in json.loads(path.read_text())]
     report_dir = args.package / "report"
     plot_training(training, report_dir / "training_curves.png")
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = {args.protocol.name: protocol}
         (report_dir / "protocol" / "alternatives").mkdir(exist_ok=True)
         for alt in args.alternatives:
-            runs[alt.name] = json.loads((alt / "crossval.json").read_text())
+            runs[alt.name] = load_report(alt / "crossval.json")
             shutil.copy2(alt / "crossval.json",
                          report_dir / "protocol" / "alternatives" / f"{alt.name}.json")
         (report_dir / "protocol" / "comparison.md").write_text(

@@ -45,6 +45,8 @@ from convert.package import (
     write_package,
 )
 from convert.protocol import ProtocolRun
+from convert.protocol_report import ProtocolReport
+from convert.protocol_report import load as load_report
 from convert.recipe import Recipe
 from convert.verify import VerificationError, verify
 from edge.pipeline.calibration import MIN_CYCLES, calibrate
@@ -67,13 +69,12 @@ def same_recipe(crossval: Path, recipe: Recipe) -> None:
                          "run the protocol on this recipe, or pass its flags here")
 
 
-def protocol_report(crossval: Path) -> dict[str, Any]:
+def protocol_report(crossval: Path) -> ProtocolReport:
     path = crossval / "crossval.json"
     if not path.is_file():
         raise SystemExit(f"{path}: not found: the protocol run has not finished (rerun "
                          "convert.crossval with the same --out; it resumes)")
-    report: dict[str, Any] = json.loads(path.read_text())
-    return report
+    return load_report(path)
 
 
 def choose_record_fraction(record_labels: list[str], events: Events, index: np.ndarray,
@@ -282,10 +283,9 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
 
     same_recipe(args.crossval, recipe)
     report = protocol_report(args.crossval)
-    gate = report["gate"]
-    if not gate["passed"]:
-        failed = ", ".join(f"{r['where']} (margin {r['margin']}, spread {r['spread']})"
-                           for r in gate["rows"] if not r["passed"])
+    gate = report.gate
+    if not gate.passed:
+        failed = gate.failures()
         if not args.allow_below_floor:
             raise SystemExit(f"{args.crossval}: the recipe does not beat the gradient-boosting "
                              f"floor in the protocol on {failed}; no package (see "
@@ -331,7 +331,8 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
                  "validation protocol",
         "recipe": recipe.to_dict(), "epochs": choice.epoch, "protocol": str(args.crossval),
         "choice": choice.to_dict(), "record_threshold": record,
-        "protocol_prediction": report["prediction"], "floor_gate": gate["passed"]}
+        "protocol_prediction": dataclasses.asdict(report.prediction),
+        "floor_gate": gate.passed}
     checks = package(models, shipped, train, thresholds, provenance, args, log)
     if shipped.normalise == "stethoscope":
         written = training_calibrations(events, shipped, args.out,
@@ -342,7 +343,8 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         {"recipe": recipe.to_dict(), "epochs": choice.epoch, "members": list(models),
          "verify": checks, "histories": {str(k): v for k, v in histories.items()},
          "choice": choice.to_dict(), "record_threshold": record,
-         "floor_gate": gate, "protocol_prediction": report["prediction"]}, indent=1) + "\n")
+         "floor_gate": dataclasses.asdict(gate),
+         "protocol_prediction": dataclasses.asdict(report.prediction)}, indent=1) + "\n")
     if args.seed_report:
         seed_report(args, log)
     return 0

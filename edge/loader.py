@@ -220,7 +220,13 @@ class _Builder:
                 self.fail(path, f"expected a mapping, got {_kind(value)}")
             item = typing.get_args(tp)[1] if typing.get_args(tp) else Any
             return {str(k): self.value(item, v, f"{path}.{k}", {}) for k, v in value.items()}
+        if _is_union(tp) and value is not None:  # a section or a collection, or null
+            structured = [o for o in typing.get_args(tp) if _structured(o)]
+            if len(structured) == 1 and isinstance(value, dict | list | tuple):
+                return self.value(structured[0], value, path, meta)
         for option in typing.get_args(tp) if _is_union(tp) else (tp,):
+            if _structured(option):
+                continue
             ok, converted = _coerce(option, value)
             if ok:
                 self.check_bounds(converted, path, meta)
@@ -242,6 +248,12 @@ class _Builder:
 def _kind(value: Any) -> str:
     kinds: dict[type, str] = {dict: "a mapping", list: "a list", tuple: "a list"}
     return kinds.get(type(value), repr(value))
+
+
+def _structured(tp: Any) -> bool:
+    """A dataclass or a collection: built by the loader, not coerced."""
+    return (isinstance(tp, type) and dataclasses.is_dataclass(tp)) or \
+        typing.get_origin(tp) in (list, tuple, dict)
 
 
 def _is_union(tp: Any) -> bool:

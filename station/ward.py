@@ -54,7 +54,7 @@ def by_urgency(tiles: list[Tile]) -> list[Tile]:
     return sorted(tiles, key=key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Summary:
     """The bar above the tiles."""
     clinical_unseen: int  # clinical alerts nobody has seen since they last changed

@@ -158,7 +158,7 @@ class Clip:
     audio_b64: str = field(metadata=wire(maxLength=600_000))  # 16-bit mono at the model rate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stats:
     uptime_s: float = field(metadata=wire(minimum=0))
     audio_s: float = field(metadata=wire(minimum=0))

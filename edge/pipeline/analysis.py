@@ -28,7 +28,7 @@ from edge.sources.base import AudioBlock
 SILENCE_RMS = 10 ** (-70 / 20)  # a block this quiet counts as no audio
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClassifiedCycle:
     index: int  # since the stream started
     start: float  # stream seconds
@@ -119,10 +119,11 @@ class Analysis:
             b, a = self.tracker.on_cycle(CycleResult(c.start_s, c.end_s, prediction.label,
                                                      prediction.confidence, quality))
             before, after = list(b), list(a)
-        cycle = ClassifiedCycle(self._index, c.start_s, c.end_s, c.cycle, c.features, quality,
-                                self.tracker.good(quality) if self.tracker else None,
-                                prediction, ms,
-                                self.tracker.session_id if self.tracker else None)
+        cycle = ClassifiedCycle(index=self._index, start=c.start_s, end=c.end_s, cycle=c.cycle,
+                                features=c.features, quality=quality,
+                                good=self.tracker.good(quality) if self.tracker else None,
+                                prediction=prediction, inference_ms=ms,
+                                session_id=self.tracker.session_id if self.tracker else None)
         self._index += 1
         return [*before, cycle, *after]
 

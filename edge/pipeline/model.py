@@ -86,7 +86,7 @@ class Member:
     output: TensorSpec
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
     name: str
     version: str

@@ -105,7 +105,7 @@ AlertKind = Literal["wheeze", "crackle", "poor_signal", "no_audio"]
 Evidence = CycleEvidence | SilenceEvidence | NoBreathingEvidence
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AlertChanged:
     alert_id: str
     event: Literal["new", "update", "end"]
@@ -121,7 +121,7 @@ class AlertChanged:
         return self.kind in ("wheeze", "crackle")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SessionEnded:
     session_id: str
     start: float  # stream seconds
@@ -330,8 +330,10 @@ class Tracker:
                  evidence: Evidence) -> AlertChanged:
         alert = self.alerts[kind]
         timed = kind != "no_audio" and not alert.no_breathing
-        return AlertChanged(alert.alert_id, event, kind, self.session_id, evidence,
-                            alert.first if timed else None, alert.last if timed else None)
+        return AlertChanged(alert_id=alert.alert_id, event=event, kind=kind,
+                            session_id=self.session_id, evidence=evidence,
+                            first_cycle=alert.first if timed else None,
+                            last_cycle=alert.last if timed else None)
 
     # -- sessions ---------------------------------------------------------------------------
     def _end_session(self, ended_by: Literal["silence", "max_length", "shutdown",
@@ -351,11 +353,14 @@ class Tracker:
         good = sum(self.good(r.quality) for r in cycles)
         burden, rate = self._so_far(s)
         out.append(SessionEnded(
-            s.session_id, s.start, s.last, n, {lab: by_label.get(lab, 0) for lab in self.labels},
-            burden or 0.0, round(1 - good / n, 3) if n else 0.0,
-            record_label([r.label for r in cycles], [self.good(r.quality) for r in cycles],
-                         self.record_fraction, self.findings),
-            rate, ended_by))
+            session_id=s.session_id, start=s.start, end=s.last, cycles=n,
+            cycles_by_label={lab: by_label.get(lab, 0) for lab in self.labels},
+            abnormal_burden=burden or 0.0,
+            poor_quality_fraction=round(1 - good / n, 3) if n else 0.0,
+            record_label=record_label([r.label for r in cycles],
+                                      [self.good(r.quality) for r in cycles],
+                                      self.record_fraction, self.findings),
+            breathing_rate_per_min=rate, ended_by=ended_by))
         return out
 
     def live(self) -> tuple[float | None, float | None]:

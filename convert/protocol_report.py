@@ -1,0 +1,169 @@
+"""A validation protocol run's report, typed: what `convert.crossval` writes to crossval.json
+and the trainer, the package report and the comparison read back. Read through the one
+validating loader (`edge.loader.build`), so a report from another version of the code fails
+with the key path that no longer fits, not with a KeyError deep in the trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.loader import ValidationError, build
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scores:
+    """A group of events as some model decided them: the ICBHI 4-class score, normal vs
+    adventitious, and each finding's recall."""
+
+    events: int
+    sp: float
+    se: float
+    score: float
+    binary: float  # normal vs adventitious, SPRSound's Task 1-1 score
+    auc: float | None  # None: one class only
+    crackle_recall: float | None
+    wheeze_recall: float | None
+    both_recall: float | None
+    crackle_heard: float | None  # a crackle called crackle or both
+
+
+@dataclass(frozen=True, kw_only=True)
+class PooledScores(Scores):
+    """The cross-validation folds pooled out of fold, with each fold's own ICBHI score."""
+
+    fold_scores: list[float]
+    fold_mean: float
+    fold_sd: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeardOtherwise(Scores):
+    """A held-out stethoscope heard otherwise (quieter, or uncalibrated), beside itself."""
+
+    adventitious_called: float
+    adventitious_called_at_its_level: float
+    adventitious_truth: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrossValidated:
+    icbhi: PooledScores | None = None
+    sprsound: PooledScores | None = None
+    sites: dict[str, Scores] = field(default_factory=dict)  # a site's judged recordings
+    icbhi_by_stethoscope: dict[str, Scores] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """A model (or the floor) through the protocol: cross-validated, and each stethoscope
+    held out (`loso`, by stethoscope)."""
+
+    cv: CrossValidated
+    loso: dict[str, Scores]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Objective:
+    """What the choice of epoch maximises, and its parts."""
+
+    icbhi_cv: float | None
+    loso_mean: float | None
+    sprsound_cv: float | None
+    objective: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShippedResult(Result, Objective):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurvePoint(Objective):
+    epoch: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    """The protocol's guess for the official ICBHI test."""
+
+    official_test: float | None
+    why: str = ""  # where there is none
+    parts: dict[str, float] = field(default_factory=dict)  # by stethoscope
+    mix: dict[str, float] = field(default_factory=dict)  # the official test's, by cycles
+    assumed: dict[str, str] = field(default_factory=dict)  # stethoscopes never held out
+
+
+@dataclass(frozen=True, kw_only=True)
+class SameFolds:
+    """0.5.0's protocol: one float network, its threshold chosen on what it is scored on."""
+
+    argmax: Result
+    thresholds: Result
+    choice: dict[str, Any]  # convert.choice.Choice.to_dict()
+    prediction: Prediction
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quiet:
+    db: float
+    held_out: dict[str, HeardOtherwise]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateRow:
+    where: str  # "cv AKGC417L", "held out Meditron", "quiet LittC2SE"
+    recipe: float | None
+    floor: float | None  # the better floor variant there
+    margin: float | None
+    spread: float | None
+    passed: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gate:
+    passed: bool
+    rows: list[GateRow]
+
+    def failures(self) -> str:
+        return ", ".join(f"{r.where} (margin {r.margin}, spread {r.spread})"
+                         for r in self.rows if not r.passed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProtocolReport:
+    recipe: dict[str, Any]  # Recipe.to_dict()
+    seeds: list[int]
+    folds: list[str]
+    int8: bool  # every member scored in int8 at its fold's chosen epoch
+    shipped: ShippedResult  # the members' int8 outputs averaged, nested choices
+    float_ensemble: Result
+    members: dict[str, dict[str, float | None]]  # by seed: per_stethoscope()
+    members_mean_sd: dict[str, list[float] | None]  # per_stethoscope() over the seeds
+    same_folds: SameFolds
+    floor: dict[str, Result]  # by variant
+    choices: dict[str, dict[str, Any]]  # by fold: Choice.to_dict()
+    shipping_choice: dict[str, Any]
+    prediction: Prediction
+    quiet: Quiet
+    uncalibrated: dict[str, HeardOtherwise]
+    curve: list[CurvePoint]
+    floor_prediction: dict[str, Prediction]
+    gate: Gate
+
+
+def save(report: ProtocolReport, path: Path) -> None:
+    path.write_text(json.dumps(dataclasses.asdict(report), indent=1) + "\n")
+
+
+def load(path: Path) -> ProtocolReport:
+    try:
+        report: ProtocolReport = build(ProtocolReport, json.loads(path.read_text()),
+                                       source=str(path))
+        return report
+    except ValidationError as exc:
+        raise SystemExit(f"{exc}: a report of another version of convert.crossval; score the "
+                         "run again (python -m convert.protocol RUN)") from None
