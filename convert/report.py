@@ -20,16 +20,18 @@ from typing import Any
 from convert.protocol import comparison, per_stethoscope
 from convert.protocol_report import ProtocolReport, Scores
 from convert.protocol_report import load as load_report
+from convert.training_report import TrainingReport
+from convert.training_report import load as load_training
 from edge.cli.plot import pyplot, save
 
 PROTOCOL_FILES = ("crossval.md", "crossval.json", "crossval_curves.png", "recipe.json")
 
 
-def plot_training(training: dict[str, Any], out: Path) -> None:
+def plot_training(training: TrainingReport, out: Path) -> None:
     """The shipped members' training loss: they train on everything, so the protocol's curves
     (crossval_curves.png) are the validation."""
     fig, ax = pyplot().subplots(figsize=(7, 4))
-    for i, (seed, hist) in enumerate(training["histories"].items()):
+    for i, (seed, hist) in enumerate(training.histories.items()):
         ax.plot([h["epoch"] for h in hist], [h["loss"] for h in hist], f"C{i}",
                 label=f"seed {seed}")
     ax.set_title("training loss (augmented, weighted), every event of both training sets")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the protocol's runs of the recipes not chosen: kept beside the "
                          "chosen one's and compared with it in protocol/comparison.md")
     args = ap.parse_args(argv)
-    training = json.loads(args.training.read_text())
+    training = load_training(args.training)
     protocol = load_report(args.protocol / "crossval.json")
     evaluation = [r for path in args.evaluation for r in json.loads(path.read_text())]
     report_dir = args.package / "report"
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         (report_dir / "protocol" / "comparison.md").write_text(
             comparison(runs, args.protocol.name))
     metrics: dict[str, Any] = {"protocol": protocol_metrics(protocol),
-                               "verify": training.get("verify", {})}
+                               "verify": training.verify}
     for r in evaluation:
         name = "/".join(Path(r["folder"]).parts[-2:])
         metrics[name] = {k: r[k] for k in ("events", "event_4class", "event_binary",

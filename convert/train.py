@@ -48,6 +48,8 @@ from convert.protocol import ProtocolRun
 from convert.protocol_report import ProtocolReport
 from convert.protocol_report import load as load_report
 from convert.recipe import Recipe
+from convert.training_report import TrainingReport
+from convert.training_report import save as save_training
 from convert.verify import VerificationError, verify
 from edge.pipeline.calibration import MIN_CYCLES, calibrate
 from edge.pipeline.calibration import save as save_calibration
@@ -338,13 +340,11 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         written = training_calibrations(events, shipped, args.out,
                                         f"lungedge-cnnlstm {args.version}")
         log(f"calibrations of the training stethoscopes: {', '.join(written)}")
-    (args.out / "report").mkdir(parents=True, exist_ok=True)
-    (args.out / "report" / "training.json").write_text(json.dumps(
-        {"recipe": recipe.to_dict(), "epochs": choice.epoch, "members": list(models),
-         "verify": checks, "histories": {str(k): v for k, v in histories.items()},
-         "choice": choice.to_dict(), "record_threshold": record,
-         "floor_gate": dataclasses.asdict(gate),
-         "protocol_prediction": dataclasses.asdict(report.prediction)}, indent=1) + "\n")
+    save_training(TrainingReport(
+        recipe=recipe.to_dict(), epochs=choice.epoch, members=list(models), verify=checks,
+        histories={str(k): v for k, v in histories.items()}, choice=choice.to_dict(),
+        record_threshold=record, floor_gate=gate, protocol_prediction=report.prediction),
+        args.out / "report" / "training.json")
     if args.seed_report:
         seed_report(args, log)
     return 0
