@@ -44,7 +44,6 @@ from edge.delivery.spool import new_epoch  # noqa: E402
 from edge.delivery.wire import (  # noqa: E402
     Alert,
     Cycle,
-    CycleEvidence,
     ModelRef,
     Stats,
     Status,
@@ -52,6 +51,7 @@ from edge.delivery.wire import (  # noqa: E402
     iso_ms,
 )
 from edge.dev.local_broker import LocalBroker  # noqa: E402
+from edge.pipeline.tracker import CycleEvidence  # noqa: E402
 
 MODEL = ModelRef("lungedge-cnnlstm", "0.5.0")
 EPOCH = new_epoch()  # the simulated devices' numbering (one per run, as a fresh spool)

@@ -9,9 +9,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edge.loader import ValidationError, build
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,15 +157,21 @@ class ProtocolReport:
     gate: Gate
 
 
-def save(report: ProtocolReport, path: Path) -> None:
+def save(report: Any, path: Path) -> None:
+    """A report (this one, or the trainer's) as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dataclasses.asdict(report), indent=1) + "\n")
 
 
-def load(path: Path) -> ProtocolReport:
+def read(cls: type[T], path: Path, remedy: str) -> T:
+    """A report of type `cls` from its JSON; one of another version stops the command, saying
+    where it no longer fits and `remedy`."""
     try:
-        report: ProtocolReport = build(ProtocolReport, json.loads(path.read_text()),
-                                       source=str(path))
+        report: T = build(cls, json.loads(path.read_text()), source=str(path))
         return report
     except ValidationError as exc:
-        raise SystemExit(f"{exc}: a report of another version of convert.crossval; score the "
-                         "run again (python -m convert.protocol RUN)") from None
+        raise SystemExit(f"{exc}: a report of another version; {remedy}") from None
+
+
+def load(path: Path) -> ProtocolReport:
+    return read(ProtocolReport, path, "score the run again (python -m convert.protocol RUN)")

@@ -47,9 +47,9 @@ from convert.package import (
 from convert.protocol import ProtocolRun
 from convert.protocol_report import ProtocolReport
 from convert.protocol_report import load as load_report
+from convert.protocol_report import save as save_report
 from convert.recipe import Recipe
 from convert.training_report import TrainingReport
-from convert.training_report import save as save_training
 from convert.verify import VerificationError, verify
 from edge.pipeline.calibration import MIN_CYCLES, calibrate
 from edge.pipeline.calibration import save as save_calibration
@@ -340,7 +340,7 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
         written = training_calibrations(events, shipped, args.out,
                                         f"lungedge-cnnlstm {args.version}")
         log(f"calibrations of the training stethoscopes: {', '.join(written)}")
-    save_training(TrainingReport(
+    save_report(TrainingReport(
         recipe=recipe.to_dict(), epochs=choice.epoch, members=list(models), verify=checks,
         histories={str(k): v for k, v in histories.items()}, choice=choice.to_dict(),
         record_threshold=record, floor_gate=gate, protocol_prediction=report.prediction),

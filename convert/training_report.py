@@ -4,14 +4,11 @@ it was trained under. `convert.report` reads it back through the validating load
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convert.protocol_report import Gate, Prediction
-from edge.loader import ValidationError, build
+from convert.protocol_report import Gate, Prediction, read
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,16 +24,5 @@ class TrainingReport:
     protocol_prediction: Prediction
 
 
-def save(report: TrainingReport, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataclasses.asdict(report), indent=1) + "\n")
-
-
 def load(path: Path) -> TrainingReport:
-    try:
-        report: TrainingReport = build(TrainingReport, json.loads(path.read_text()),
-                                       source=str(path))
-        return report
-    except ValidationError as exc:
-        raise SystemExit(f"{exc}: a training report of another version of convert.train") \
-            from None
+    return read(TrainingReport, path, "train the package again (python -m convert.train)")

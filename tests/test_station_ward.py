@@ -16,15 +16,8 @@ import pytest
 pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 from edge.delivery.publisher import envelope
-from edge.delivery.wire import (
-    Alert,
-    Cycle,
-    CycleEvidence,
-    ModelRef,
-    NoBreathingEvidence,
-    body_dict,
-    iso_ms,
-)
+from edge.delivery.wire import Alert, Cycle, ModelRef, body_dict, iso_ms
+from edge.pipeline.tracker import CycleEvidence, NoBreathingEvidence
 from tests.conftest import TEST_EPOCH
 from tests.test_station_ingest import publisher, wait
 from tests.test_station_web import page, shot, station  # noqa: F401  (fixtures)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge.loader import wire
-from edge.pipeline.tracker import CycleEvidence, NoBreathingEvidence, SilenceEvidence
+from edge.pipeline.tracker import AlertKind, Evidence
 
 # 2: labels are the model's (no fixed enumeration); stats carry forced cuts, restarts and gap
 # reasons; timestamps say whether the wall clock was synchronised. 3: the status names the model.
@@ -117,9 +117,9 @@ class Cycle:
 class Alert:
     alert_id: str = field(metadata=wire(pattern=ID))
     event: Literal["new", "update", "end"]
-    kind: Literal["wheeze", "crackle", "poor_signal", "no_audio"]
+    kind: AlertKind
     session_id: str | None = field(metadata=wire(pattern=ID))
-    evidence: CycleEvidence | SilenceEvidence | NoBreathingEvidence
+    evidence: Evidence
     first_cycle: str | None = field(metadata=wire(pattern=ISO_MS))
     last_cycle: str | None = field(metadata=wire(pattern=ISO_MS))
 

@@ -56,12 +56,14 @@ class Router:
 
     # -- deciding -----------------------------------------------------------------------------
     def _route(self, turn: RoutingTurn, now: float) -> None:
-        for row in turn.alert_events(self.started):
+        rows = turn.alert_events(self.started)
+        for row in rows:
             for rule in self.rules.values():
                 if rule.takes(dict(row), row["event"]):
                     self._enqueue(turn, rule, row, row["event"], now,
                                   [("command", rule.command), ("webhook", rule.webhook)])
-            turn.routed_to(row["id"])
+        if rows:  # in the same transaction as the deliveries they made
+            turn.routed_to(rows[-1]["id"])
 
     def _escalate(self, turn: RoutingTurn, now: float) -> None:
         for rule in self.rules.values():

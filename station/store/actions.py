@@ -61,23 +61,21 @@ class Actions(Tables):
         return True
 
     def set_label(self, device_id: str, label: str, user: str) -> bool:
-        with self.engine.begin() as conn:
-            result = conn.execute(update(devices).where(devices.c.device_id == device_id)
-                                  .values(label=label.strip()[:200] or None))
-            if result.rowcount:
-                conn.execute(insert(changes).values(at=time.time(), device_id=device_id,
-                                                    what="label"))
-                log.info("%s labelled device %r %r", user, device_id, label)
-        return bool(result.rowcount)
+        """The bed or place a device is at; False if no such device."""
+        return self._name_device(device_id, "label", label, user)
 
     def set_stethoscope(self, device_id: str, stethoscope: str, user: str) -> bool:
+        """The stethoscope a device records with (what exports group by)."""
+        return self._name_device(device_id, "stethoscope", stethoscope, user)
+
+    def _name_device(self, device_id: str, column: str, text: str, user: str) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(update(devices).where(devices.c.device_id == device_id)
-                                  .values(stethoscope=stethoscope.strip()[:200] or None))
+                                  .values({column: text.strip()[:200] or None}))
             if result.rowcount:
                 conn.execute(insert(changes).values(at=time.time(), device_id=device_id,
                                                     what="label"))
-                log.info("%s: device %r records with %r", user, device_id, stethoscope)
+                log.info("%s set the %s of device %r to %r", user, column, device_id, text)
         return bool(result.rowcount)
 
     def record_verdict(self, clip_id: str, verdict: str, user: str, now: float) -> bool:
