@@ -221,7 +221,11 @@ def test_reading_without_login_shows_no_buttons(station: dict[str, Any],  # noqa
     ward.bed("ward-02")
     ward.alert("ward-02", "wheeze-2", "wheeze")
     page.goto(station["base"] + "/ward")
-    page.wait_for_function("document.querySelectorAll('.tile').length === 2", timeout=15000)
+    # both beds and the alert, which may be stored after the page was first made (the live
+    # update brings it): the order is asserted once the page shows all three
+    page.wait_for_function("document.querySelectorAll('.tile').length === 2 && "
+                           "document.querySelector('.summary').innerText.includes("
+                           "'1 clinical alert not yet seen')", timeout=15000)
     assert order(page) == ["ward-02", "ward-01"]
     assert page.locator(".tile button").count() == 0
     assert "1 clinical alert not yet seen" in page.locator(".summary").inner_text()
