@@ -306,6 +306,7 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     assert len(report_json["curve"]) == 2
     markdown = (tmp_path / "cv" / "crossval.md").read_text()
     assert markdown.startswith("# Validation protocol") and "floor (raw)" in markdown
+    assert "Fold by fold on the same patients" in markdown
     assert (tmp_path / "cv" / "cv1-s1-int8.npz").is_file()
     # a tiny recipe does not beat the floor: the trainer refuses it…
     assert not report_json["gate"]["passed"]
@@ -389,6 +390,29 @@ print(json.dumps({{"runtime": r.runtime,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_fold_margins_pair_the_recipe_with_the_floor_on_the_same_patients() -> None:
+    """A measured run (docs/protocol/): per fold, the recipe's ICBHI score minus the better of
+    the two floors' in that fold, in the report beside the gate; a report whose floor has no
+    ICBHI folds has no pairing rather than a wrong one."""
+    import dataclasses
+
+    from convert.protocol import fold_margins, markdown
+    from convert.protocol_report import load
+
+    report = load(ROOT / "docs" / "protocol" / "gain-stethoscope-weighted" / "crossval.json")
+    mine = report.shipped.cv.icbhi
+    raw, per_recording = (report.floor[v].cv.icbhi for v in ("raw", "per_recording"))
+    assert mine and raw and per_recording
+    expected = [round(s - max(a, b), 4) for s, a, b in
+                zip(mine.fold_scores, raw.fold_scores, per_recording.fold_scores, strict=True)]
+    assert fold_margins(report) == expected == [-0.0267, 0.094, 0.0166, -0.0114, -0.0294]
+    assert "-0.027, +0.094, +0.017, -0.011, -0.029: better in **2 of 5** folds" \
+        in markdown(report)
+    no_icbhi = {v: dataclasses.replace(r, cv=dataclasses.replace(r.cv, icbhi=None))
+                for v, r in report.floor.items()}
+    assert fold_margins(dataclasses.replace(report, floor=no_icbhi)) is None
 
 
 def test_shipped_model_in_both_runtimes(sample_wavs: list[Path], tmp_path: Path) -> None:
