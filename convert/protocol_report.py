@@ -9,9 +9,12 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge.loader import ValidationError, build
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
@@ -157,7 +160,7 @@ class ProtocolReport:
     gate: Gate
 
 
-def save(report: Any, path: Path) -> None:
+def save(report: DataclassInstance, path: Path) -> None:
     """A report (this one, or the trainer's) as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dataclasses.asdict(report), indent=1) + "\n")
