@@ -257,7 +257,7 @@ class ProtocolRun:
     def choice_on(self, keep: np.ndarray) -> Choice:
         index, probs = self.out_of_fold(keep)
         return choose(self.events.labels[index], self.events.datasets[index], probs,
-                      threshold=self.recipe.threshold)
+                      threshold=self.recipe.threshold, counted=self.recipe.objective)
 
     def nested_choice(self, fold: Fold) -> Choice:
         """The epoch and threshold for scoring `fold`, chosen without its events: on the other

@@ -35,6 +35,9 @@ class Recipe:
     augmentation: bool = True
     device_augmentation: bool = False  # simulate other stethoscopes: EQ, band limits, noise
     balance: Literal["class", "device_class", "stethoscope"] = "class"
+    # each class's share of the training weight ∝ its count to this power: 0.5 leans to the
+    # rare classes, 0 weighs every class the same (the floor's "balanced")
+    class_power: float = 0.5
     # "stethoscope": features standardised by their stethoscope's own statistics, as a device
     # calibrated on its stethoscope (`lungedge calibrate`) standardises them
     normalise: Literal["global", "stethoscope"] = "global"
@@ -44,6 +47,9 @@ class Recipe:
     # decide with an adventitious threshold chosen on out-of-fold predictions (convert.choice),
     # or with the argmax (what the class balance of training sets)
     threshold: bool = False
+    # what chooses the epoch and threshold (convert.choice): ICBHI and SPRSound together, or
+    # ICBHI alone, so SPRSound's one stethoscope cannot carry the choice for ICBHI's
+    objective: Literal["both", "icbhi"] = "both"
     # the training corpora ("icbhi", "sprsound"): what the protocol validates and the trainer
     # trains on
     datasets: tuple[str, ...] = ("icbhi", "sprsound")
@@ -111,6 +117,11 @@ HELP = {
     "normalise": "standardise the features over all training events (global), or by each "
                  "stethoscope's own statistics (stethoscope: what a device calibrated on its "
                  "stethoscope with `lungedge calibrate` does)",
+    "class_power": "each class's share of the training weight is proportional to its count to "
+                   "this power: 0.5 leans to the rare classes, 0 weighs every class the same "
+                   "(as the floor does); the balance decides where the weights apply",
+    "objective": "what chooses the epochs and threshold on out-of-fold predictions "
+                 "(convert.choice): both corpora's scores, or ICBHI's alone",
     "loss": "cross-entropy, or focal (gamma 2)",
     "threshold": "choose an adventitious threshold on the out-of-fold predictions "
                  "(convert.choice); off: the argmax, whose operating point the class balance "

@@ -175,6 +175,14 @@ def test_device_class_weights_make_every_stethoscope_predict_nothing() -> None:
     sizes = {d: (events.devices == d).sum() for d in totals}
     ratios = [totals[d] / np.sqrt(sizes[d]) for d in totals]
     assert np.ptp(ratios) / np.mean(ratios) < 0.05
+    # class power 0: every class present weighs the same within each stethoscope (the floor's
+    # "balanced"); at the default 0.5 normal outweighs the rare classes
+    w = event_weights(events, "stethoscope", 0.0)
+    for d in np.unique(events.devices):
+        inside = events.devices == d
+        mix = np.bincount(events.labels[inside], w[inside], minlength=4)
+        assert np.ptp(mix[mix > 0] / mix.sum()) < 0.02
+    assert mixes("stethoscope")[:, 0].min() > 0.3
 
 
 def test_other_stethoscope_keeps_windows_normalised_as_the_device_would() -> None:

@@ -160,6 +160,27 @@ def test_the_rule_picks_the_epoch_whose_predictions_are_best() -> None:
     assert choose(y, datasets, by_epoch, epochs=False).epoch == 3
 
 
+def test_an_icbhi_objective_is_not_carried_by_sprsound() -> None:
+    """With `counted="icbhi"` SPRSound's predictions do not take part in the choice: epoch 1
+    is sharp on SPRSound and blurred on ICBHI, epoch 2 the other way round, and only the ICBHI
+    objective picks epoch 2 whatever SPRSound's numbers are."""
+    from convert.choice import choose, objective
+
+    rng = np.random.default_rng(0)
+    events, index, _ = _out_of_fold(rng)
+    y, datasets = events.labels[index], events.datasets[index]
+    sharp = np.eye(4)[y] * 0.9 + 0.025
+    blurred = rng.dirichlet(np.ones(4), len(y)) + np.eye(4)[y] * 0.2
+    icbhi = (datasets == "icbhi/train")[:, None]
+    first, second = np.where(icbhi, blurred, sharp), np.where(icbhi, sharp, 0.25)
+    assert choose(y, datasets, np.stack([first, second]), counted="icbhi").epoch == 2
+    # the objective itself: SPRSound's events changed, the ICBHI objective unchanged
+    assert objective(y, datasets, first, {}, "icbhi") == \
+        objective(y, datasets, np.where(icbhi, blurred, 0.25), {}, "icbhi")
+    assert objective(y, datasets, first, {}) != \
+        objective(y, datasets, np.where(icbhi, blurred, 0.25), {})
+
+
 def test_record_fraction_choice_uses_the_device_record_rule() -> None:
     """The record fraction is chosen on the SPRSound recordings' out-of-fold event labels,
     through edge.pipeline.tracker.record_label, the rule the device's session summary applies."""
