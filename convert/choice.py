@@ -18,13 +18,13 @@ well.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from convert.datasets import LABELS
 from convert.folds import ICBHI, SPRSOUND
 from convert.metrics import icbhi_score, sprsound_score
+from convert.recipe import Counted
 from edge.pipeline.model import ADVENTITIOUS, decide
 
 THRESHOLD_GRID = tuple(float(t) for t in np.round(np.arange(0.10, 0.91, 0.02), 2))
@@ -43,7 +43,6 @@ class Choice:
                 "at_argmax": self.at_argmax, "events": self.events}
 
 
-Counted = Literal["both", "icbhi"]
 COUNTED: dict[str, tuple[str, ...]] = {"both": (ICBHI, SPRSOUND), "icbhi": (ICBHI,)}
 
 

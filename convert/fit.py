@@ -121,11 +121,10 @@ def event_weights(events: Events, balance: str, power: float = 0.5) -> np.ndarra
     crackles, a Score made of specificity). "class" reaches it over all events; "device_class"
     within every stethoscope, so that a stethoscope's sound no longer predicts the label (in
     ICBHI, 40% of the AKG C417L cycles are crackles and 75% of the Meditron ones normal);
-    "stethoscope" also
-    weighs each stethoscope in proportion to the square root of its events rather than to its
-    events, so SPRSound's one stethoscope (62% of the events) does not set what the network
-    learns for the others (ICBHI's cross-validated score peaked at epoch 7 and fell as
-    SPRSound's kept rising)."""
+    "stethoscope" also weighs each stethoscope in proportion to the square root of its events
+    rather than to its events, so SPRSound's one stethoscope (62% of the events) does not set
+    what the network learns for the others (ICBHI's cross-validated score peaked at epoch 7 and
+    fell as SPRSound's kept rising)."""
     y = events.labels
     if len(y) == 0:
         return np.zeros(0, dtype=np.float32)

@@ -18,6 +18,9 @@ from edge.pipeline.model import WindowSpec
 # 2.5 s and SPRSound's median event 1.2 s. Windows over a long cycle overlap by half.
 WINDOW_SAMPLES = 8192
 
+# which corpora's scores choose a recipe's epochs and threshold (convert.choice)
+Counted = Literal["both", "icbhi"]
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -49,7 +52,7 @@ class Recipe:
     threshold: bool = False
     # what chooses the epoch and threshold (convert.choice): ICBHI and SPRSound together, or
     # ICBHI alone, so SPRSound's one stethoscope cannot carry the choice for ICBHI's
-    objective: Literal["both", "icbhi"] = "both"
+    objective: Counted = "both"
     # the training corpora ("icbhi", "sprsound"): what the protocol validates and the trainer
     # trains on
     datasets: tuple[str, ...] = ("icbhi", "sprsound")
