@@ -43,7 +43,7 @@ class Choice:
                 "at_argmax": self.at_argmax, "events": self.events}
 
 
-COUNTED: dict[str, tuple[str, ...]] = {"both": (ICBHI, SPRSOUND), "icbhi": (ICBHI,)}
+COUNTED: dict[Counted, tuple[str, ...]] = {"both": (ICBHI, SPRSOUND), "icbhi": (ICBHI,)}
 
 
 def objective(labels: np.ndarray, datasets: np.ndarray, probs: np.ndarray,
