@@ -54,7 +54,9 @@ def test_verdicts_are_kept_counted_and_exported(database_url: str, clip_messages
     assert counts[second.label].get("normal", 0) >= 1 and said <= counts.keys()
 
     # the device records with a stethoscope the site names: the dataset's folder
+    before = store.latest_change()
     assert store.set_stethoscope("bed-1", "Littmann 3200, ward 4", "dr.bo")
+    assert [c.what for c in store.changes_since(before)] == ["stethoscope"]
     exported = export(store.judged_clips(), tmp_path / "labels")
     assert exported == {"Littmann-3200-ward-4": 2}
     index = json.loads((tmp_path / "labels" / "labels.json").read_text())

@@ -74,7 +74,7 @@ class Actions(Tables):
                                   .values({column: text.strip()[:200] or None}))
             if result.rowcount:
                 conn.execute(insert(changes).values(at=time.time(), device_id=device_id,
-                                                    what="label"))
+                                                    what=column))
                 log.info("%s set the %s of device %r to %r", user, column, device_id, text)
         return bool(result.rowcount)
 
