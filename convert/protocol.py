@@ -374,7 +374,8 @@ class ProtocolRun:
 
 
 def objective_parts(result: Result) -> Objective:
-    """ICBHI cv, the held-out mean, SPRSound cv and their mean (how recipes were ranked)."""
+    """ICBHI cv, the held-out mean, SPRSound cv and their mean (how recipes were ranked; the
+    choice of epoch and threshold has its own objective, `convert.choice.objective`)."""
     loso = [r.score for r in result.loso.values()]
     parts = {"icbhi_cv": result.cv.icbhi.score if result.cv.icbhi else None,
              "loso_mean": round(float(np.mean(loso)), 4) if loso else None,
@@ -550,7 +551,7 @@ def markdown(report: ProtocolReport) -> str:
     for v, r in report.floor.items():
         lines += [f"## Floor ({v})", "", *detail(r)]
     lines += ["## Float ensemble per epoch (argmax)", "",
-              "| epoch | objective | ICBHI cv | held-out mean | SPRSound cv |",
+              "| epoch | mean of the three | ICBHI cv | held-out mean | SPRSound cv |",
               "|---|---|---|---|---|"]
     lines += [f"| {p.epoch} | {p.objective} | {p.icbhi_cv} | {p.loso_mean} | "
               f"{p.sprsound_cv} |" for p in report.curve]
@@ -609,7 +610,7 @@ def comparison(runs: dict[str, ProtocolReport], chosen: str) -> str:
 
 def summary(report: ProtocolReport) -> str:
     s = per_stethoscope(report.shipped)
-    return (f"as shipped: objective {report.shipped.objective}; "
+    return (f"as shipped: mean of ICBHI cv, held out, SPRSound cv {report.shipped.objective}; "
             + ", ".join(f"{k} {fmt(v)}" for k, v in s.items())
             + f"; predicted official test {fmt(report.prediction.official_test)}; "
             f"gate {'passed' if report.gate.passed else 'NOT passed'}")
@@ -624,7 +625,8 @@ def plot_curves(curve: list[CurvePoint], out: Path, title: str) -> None:
                        ("sprsound_cv", "C2:")):
         values = [getattr(c, key) for c in curve]
         if any(v is not None for v in values):
-            ax.plot(epochs, values, style, label=key)
+            ax.plot(epochs, values, style,
+                    label="mean of the three" if key == "objective" else key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("4-class Score (float ensemble, argmax)")
     ax.set_title(title, fontsize=9)

@@ -73,7 +73,8 @@ class Result:
 
 @dataclass(frozen=True, kw_only=True)
 class Objective:
-    """What the choice of epoch maximises, and its parts."""
+    """The three scores recipes are ranked by and their mean (`objective`). Not what the
+    choice maximises: that is `convert.choice.objective`, its value in the choices table."""
 
     icbhi_cv: float | None
     loso_mean: float | None
