@@ -373,6 +373,10 @@ class ProtocolRun:
             gate=gate(shipped, floors, members_mean_sd, quiet))
 
 
+# what the report calls Objective.objective (not the choice's objective)
+MEAN_OF_THREE = "mean of the three"
+
+
 def objective_parts(result: Result) -> Objective:
     """ICBHI cv, the held-out mean, SPRSound cv and their mean (how recipes were ranked; the
     choice of epoch and threshold has its own objective, `convert.choice.objective`)."""
@@ -551,7 +555,7 @@ def markdown(report: ProtocolReport) -> str:
     for v, r in report.floor.items():
         lines += [f"## Floor ({v})", "", *detail(r)]
     lines += ["## Float ensemble per epoch (argmax)", "",
-              "| epoch | mean of the three | ICBHI cv | held-out mean | SPRSound cv |",
+              f"| epoch | {MEAN_OF_THREE} | ICBHI cv | held-out mean | SPRSound cv |",
               "|---|---|---|---|---|"]
     lines += [f"| {p.epoch} | {p.objective} | {p.icbhi_cv} | {p.loso_mean} | "
               f"{p.sprsound_cv} |" for p in report.curve]
@@ -621,12 +625,11 @@ def plot_curves(curve: list[CurvePoint], out: Path, title: str) -> None:
 
     fig, ax = pyplot().subplots(figsize=(7, 4))
     epochs = [c.epoch for c in curve]
-    for key, style in (("objective", "k-"), ("icbhi_cv", "C0--"), ("loso_mean", "C3--"),
-                       ("sprsound_cv", "C2:")):
+    for key, style, label in (("objective", "k-", MEAN_OF_THREE), ("icbhi_cv", "C0--", None),
+                              ("loso_mean", "C3--", None), ("sprsound_cv", "C2:", None)):
         values = [getattr(c, key) for c in curve]
         if any(v is not None for v in values):
-            ax.plot(epochs, values, style,
-                    label="mean of the three" if key == "objective" else key)
+            ax.plot(epochs, values, style, label=label or key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("4-class Score (float ensemble, argmax)")
     ax.set_title(title, fontsize=9)
