@@ -48,6 +48,7 @@ from convert.protocol_report import (
     Gate,
     GateRow,
     HeardOtherwise,
+    Int8Agreement,
     Objective,
     PooledScores,
     Prediction,
@@ -61,6 +62,7 @@ from convert.protocol_report import (
     save,
 )
 from convert.recipe import Recipe
+from convert.verify import MIN_AGREEMENT
 from edge.pipeline.model import decide
 
 # A held-out stethoscope heard QUIET_DB quieter must still be called adventitious at least
@@ -180,7 +182,8 @@ class ProtocolRun:
                  float_probs: dict[tuple[str, int], np.ndarray],
                  int8_probs: dict[tuple[str, int], np.ndarray],
                  int8_epochs: dict[tuple[str, int], int],
-                 floor_probs: dict[str, dict[str, np.ndarray]]) -> None:
+                 floor_probs: dict[str, dict[str, np.ndarray]],
+                 int8_agreement: dict[tuple[str, int], float] | None = None) -> None:
         self.events, self.folds, self.recipe = events, fold_list, recipe
         self.float_probs, self.floor_probs = float_probs, floor_probs
         self.seeds = sorted({s for _, s in float_probs})
@@ -188,6 +191,8 @@ class ProtocolRun:
         # int8 predictions count only at the epoch their fold's choice trains for
         self.int8_probs = {k: v for k, v in int8_probs.items()
                            if int8_epochs.get(k) == self.choices[k[0]].epoch}
+        self.int8_agreement = {k: v for k, v in (int8_agreement or {}).items()
+                               if k in self.int8_probs}
         # held-out folds heard otherwise ("quiet", "uncalibrated"), by (what, fold, seed)
         self.heard: dict[tuple[str, str, int], np.ndarray] = {}
 
@@ -197,6 +202,7 @@ class ProtocolRun:
         aggregate = recipe.window.aggregate
         float_probs, int8_probs = {}, {}
         int8_epochs: dict[tuple[str, int], int] = {}
+        int8_agreement: dict[tuple[str, int], float] = {}
         heard: dict[tuple[str, str, int], tuple[int, np.ndarray]] = {}
         for f in fold_list:
             for seed in recipe.seeds:
@@ -220,7 +226,10 @@ class ProtocolRun:
                     saved_int8 = np.load(q)
                     int8_probs[f.name, seed] = event_predictions(saved_int8["window_probs"],
                                                                  owner, n, aggregate)
-                    int8_epochs[f.name, seed] = int(saved_int8["epoch"])
+                    epoch = int8_epochs[f.name, seed] = int(saved_int8["epoch"])
+                    int8_agreement[f.name, seed] = float(np.mean(
+                        saved_int8["window_probs"].argmax(1)
+                        == saved["window_probs"][epoch - 1].argmax(1)))
         floor_probs: dict[str, dict[str, np.ndarray]] = {}
         for variant in floor.VARIANTS:
             path = out / f"floor-{variant}.npz"
@@ -233,7 +242,8 @@ class ProtocolRun:
         if not any(f.kind == "cv" for f in complete):
             raise SystemExit(f"{out}: no cross-validation fold has all its members yet "
                              f"(seeds {list(recipe.seeds)}): run convert.crossval")
-        run = cls(events, complete, recipe, float_probs, int8_probs, int8_epochs, floor_probs)
+        run = cls(events, complete, recipe, float_probs, int8_probs, int8_epochs, floor_probs,
+                  int8_agreement)
         run.heard = {k: probs for k, (epoch, probs) in heard.items()
                      if epoch == run.choices[k[1]].epoch}
         return run
@@ -273,6 +283,19 @@ class ProtocolRun:
         return self.choice_on(np.ones(len(self.events), dtype=bool))
 
     # -- the numbers ---------------------------------------------------------------------------
+    def agreement(self) -> Int8Agreement | None:
+        """The fold members' int8 = float agreement at their folds' chosen epochs (None until
+        the int8 step has run for every member)."""
+        keys = [(f.name, s) for f in self.folds for s in self.seeds]
+        if not keys or any(k not in self.int8_agreement for k in keys):
+            return None
+        values = [self.int8_agreement[k] for k in keys]
+        return Int8Agreement(
+            bar=MIN_AGREEMENT, members={f"{n} s{s}": round(self.int8_agreement[n, s], 4)
+                                        for n, s in keys},
+            mean=round(float(np.mean(values)), 4), lowest=round(min(values), 4),
+            at_bar=sum(v >= MIN_AGREEMENT for v in values))
+
     def as_shipped(self, int8: bool = True) -> list[Decided]:
         out = []
         for f in self.folds:
@@ -370,7 +393,7 @@ class ProtocolRun:
             quiet=quiet, uncalibrated=self.heard_otherwise("uncalibrated"),
             curve=self.curve(),
             floor_prediction={v: prediction(r) for v, r in floors.items()},
-            gate=gate(shipped, floors, members_mean_sd, quiet))
+            gate=gate(shipped, floors, members_mean_sd, quiet), int8_agreement=self.agreement())
 
 
 # what the report calls Objective.objective (not the choice's objective)
@@ -526,6 +549,15 @@ def markdown(report: ProtocolReport) -> str:
         lines += ["", "Fold by fold on the same patients (ICBHI Score as shipped, minus the "
                   f"better floor's in that fold): {', '.join(f'{m:+.3f}' for m in margins)}: "
                   f"better in **{wins} of {len(margins)}** folds (shown, not gated)."]
+    agreement = report.int8_agreement
+    if agreement:
+        lines += ["", f"**int8 = float, fold by fold** (each fold member's int8 network "
+                  "against its float self on the fold's validation windows, the same top "
+                  f"label): mean {agreement.mean:.1%}, lowest {agreement.lowest:.1%}; "
+                  f"**{agreement.at_bar} of {len(agreement.members)}** members at the "
+                  f"trainer's bar of {agreement.bar:.0%}, which it asks of every shipped member "
+                  "on its training windows (shown, not gated): "
+                  + ", ".join(f"{k} {v:.1%}" for k, v in agreement.members.items()) + "."]
     quiet = report.quiet.held_out
     if quiet:
         lines += ["", f"## A quieter stethoscope ({report.quiet.db:g} dB)", "",
@@ -617,7 +649,9 @@ def summary(report: ProtocolReport) -> str:
     return (f"as shipped: mean of ICBHI cv, held out, SPRSound cv {report.shipped.objective}; "
             + ", ".join(f"{k} {fmt(v)}" for k, v in s.items())
             + f"; predicted official test {fmt(report.prediction.official_test)}; "
-            f"gate {'passed' if report.gate.passed else 'NOT passed'}")
+            f"gate {'passed' if report.gate.passed else 'NOT passed'}"
+            + (f"; int8 = float {a.at_bar} of {len(a.members)} fold members at "
+               f"{a.bar:.0%} (mean {a.mean:.1%})" if (a := report.int8_agreement) else ""))
 
 
 def plot_curves(curve: list[CurvePoint], out: Path, title: str) -> None:

@@ -140,6 +140,21 @@ class Gate:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Int8Agreement:
+    """Each fold member in int8 against its own float network at the fold's chosen epoch: the
+    share of the fold's validation windows given the same top label. The trainer refuses a
+    package with a member under `bar` on its training windows (`convert.verify`); this shows
+    before the package is trained whether the recipe's members tend to pass (shown, not
+    gated: new patients' windows are not the trainer's)."""
+
+    bar: float
+    members: dict[str, float]  # by "FOLD sSEED"
+    mean: float
+    lowest: float
+    at_bar: int  # members at or above the bar
+
+
+@dataclass(frozen=True, kw_only=True)
 class ProtocolReport:
     recipe: dict[str, Any]  # Recipe.to_dict()
     seeds: list[int]
@@ -159,6 +174,7 @@ class ProtocolReport:
     curve: list[CurvePoint]
     floor_prediction: dict[str, Prediction]
     gate: Gate
+    int8_agreement: Int8Agreement | None = None  # None: no int8 step yet, or an older report
 
 
 def save(report: DataclassInstance, path: Path) -> None:
