@@ -282,7 +282,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         model_path = args.model or cfg.model.path or default_model()
         if model_path is None:
             raise SourceError("no model package found: pass --model DIR (a folder with "
-                              "model.tflite and manifest.json), or --segments-only")
+                              "manifest.json and its .tflite files), or --segments-only")
         try:
             runner = ModelRunner(model_path, cfg.model.num_threads,
                                  args.calibration or cfg.model.calibration)

@@ -1,4 +1,4 @@
-"""Model packages (model.tflite + manifest.json) and the int8 runner that classifies cycles.
+"""Model packages (manifest.json + its int8 .tflite members) and the runner that classifies cycles.
 
 The manifest is the contract between training and the device: labels, sample rate, the exact
 frontend parameters, how a cycle becomes fixed-size windows and how their outputs combine, and
@@ -218,7 +218,7 @@ def load_manifest(package: Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{path}: not found; a model package is a folder holding "
-                         "model.tflite and manifest.json") from None
+                         "manifest.json and the .tflite files it lists") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: not readable JSON ({exc})") from None
     return Manifest.from_dict(data, where=str(path))

@@ -35,7 +35,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/lungedge/lungedge.yaml")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str | None = setting(None, "Model package folder (model.tflite + manifest.json); "
+    path: str | None = setting(None, "Model package folder (manifest.json + its .tflite files); "
                                      "required by `lungedge run`.")
     num_threads: int = setting(1, "Interpreter threads.", ge=1, le=8)
     calibration: str | None = setting(None, "This stethoscope's calibration (`lungedge "

@@ -61,7 +61,7 @@ class Daemon:
         """`publisher`: delivery (default: MQTT through the spool); tests give their own."""
         if not cfg.model.path:
             raise ConfigError("model.path is required to run: the folder of a model package "
-                              "(model.tflite + manifest.json)", key_path="model.path")
+                              "(manifest.json + its .tflite files)", key_path="model.path")
         self.cfg = cfg
         self.config_path = config_path
         self.runner = ModelRunner(cfg.model.path, cfg.model.num_threads, cfg.model.calibration)
