@@ -183,7 +183,7 @@ class ProtocolRun:
                  int8_probs: dict[tuple[str, int], np.ndarray],
                  int8_epochs: dict[tuple[str, int], int],
                  floor_probs: dict[str, dict[str, np.ndarray]],
-                 int8_agreement: dict[tuple[str, int], float] | None = None) -> None:
+                 int8_agreement: dict[tuple[str, int], float]) -> None:
         self.events, self.folds, self.recipe = events, fold_list, recipe
         self.float_probs, self.floor_probs = float_probs, floor_probs
         self.seeds = sorted({s for _, s in float_probs})
@@ -191,8 +191,7 @@ class ProtocolRun:
         # int8 predictions count only at the epoch their fold's choice trains for
         self.int8_probs = {k: v for k, v in int8_probs.items()
                            if int8_epochs.get(k) == self.choices[k[0]].epoch}
-        self.int8_agreement = {k: v for k, v in (int8_agreement or {}).items()
-                               if k in self.int8_probs}
+        self.int8_agreement = {k: v for k, v in int8_agreement.items() if k in self.int8_probs}
         # held-out folds heard otherwise ("quiet", "uncalibrated"), by (what, fold, seed)
         self.heard: dict[tuple[str, str, int], np.ndarray] = {}
 
