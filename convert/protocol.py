@@ -62,7 +62,7 @@ from convert.protocol_report import (
     save,
 )
 from convert.recipe import Recipe
-from convert.verify import MIN_AGREEMENT
+from convert.verify import MIN_AGREEMENT, agreement
 from edge.pipeline.model import decide
 
 # A held-out stethoscope heard QUIET_DB quieter must still be called adventitious at least
@@ -210,8 +210,9 @@ class ProtocolRun:
                     continue
                 saved = np.load(path)
                 owner, n = saved["owner"], len(f.val)
+                per_epoch = saved["window_probs"]  # an NpzFile reads a key on every access
                 float_probs[f.name, seed] = np.stack([event_predictions(p, owner, n, aggregate)
-                                                      for p in saved["window_probs"]])
+                                                      for p in per_epoch])
                 for what in ("quiet", "uncalibrated"):
                     other = member_path(out, f.name, seed, what)
                     if other.exists():
@@ -223,12 +224,12 @@ class ProtocolRun:
                 q = member_path(out, f.name, seed, "int8")
                 if q.exists():
                     saved_int8 = np.load(q)
-                    int8_probs[f.name, seed] = event_predictions(saved_int8["window_probs"],
-                                                                 owner, n, aggregate)
+                    windows_int8 = saved_int8["window_probs"]
+                    int8_probs[f.name, seed] = event_predictions(windows_int8, owner, n,
+                                                                 aggregate)
                     epoch = int8_epochs[f.name, seed] = int(saved_int8["epoch"])
-                    int8_agreement[f.name, seed] = float(np.mean(
-                        saved_int8["window_probs"].argmax(1)
-                        == saved["window_probs"][epoch - 1].argmax(1)))
+                    int8_agreement[f.name, seed] = agreement(
+                        per_epoch[epoch - 1], windows_int8)["agreement_top1"]
         floor_probs: dict[str, dict[str, np.ndarray]] = {}
         for variant in floor.VARIANTS:
             path = out / f"floor-{variant}.npz"
@@ -282,18 +283,14 @@ class ProtocolRun:
         return self.choice_on(np.ones(len(self.events), dtype=bool))
 
     # -- the numbers ---------------------------------------------------------------------------
-    def agreement(self) -> Int8Agreement | None:
+    def int8_against_float(self) -> Int8Agreement | None:
         """The fold members' int8 = float agreement at their folds' chosen epochs (None until
         the int8 step has run for every member)."""
         keys = [(f.name, s) for f in self.folds for s in self.seeds]
         if not keys or any(k not in self.int8_agreement for k in keys):
             return None
-        values = [self.int8_agreement[k] for k in keys]
-        return Int8Agreement(
-            bar=MIN_AGREEMENT, members={f"{n} s{s}": round(self.int8_agreement[n, s], 4)
-                                        for n, s in keys},
-            mean=round(float(np.mean(values)), 4), lowest=round(min(values), 4),
-            at_bar=sum(v >= MIN_AGREEMENT for v in values))
+        return Int8Agreement(bar=MIN_AGREEMENT, members={f"{n} s{s}": self.int8_agreement[n, s]
+                                                         for n, s in keys})
 
     def as_shipped(self, int8: bool = True) -> list[Decided]:
         out = []
@@ -392,7 +389,8 @@ class ProtocolRun:
             quiet=quiet, uncalibrated=self.heard_otherwise("uncalibrated"),
             curve=self.curve(),
             floor_prediction={v: prediction(r) for v, r in floors.items()},
-            gate=gate(shipped, floors, members_mean_sd, quiet), int8_agreement=self.agreement())
+            gate=gate(shipped, floors, members_mean_sd, quiet),
+            int8_agreement=self.int8_against_float())
 
 
 # what the report calls Objective.objective (not the choice's objective)
@@ -548,15 +546,15 @@ def markdown(report: ProtocolReport) -> str:
         lines += ["", "Fold by fold on the same patients (ICBHI Score as shipped, minus the "
                   f"better floor's in that fold): {', '.join(f'{m:+.3f}' for m in margins)}: "
                   f"better in **{wins} of {len(margins)}** folds (shown, not gated)."]
-    agreement = report.int8_agreement
-    if agreement:
+    int8 = report.int8_agreement
+    if int8:
         lines += ["", f"**int8 = float, fold by fold** (each fold member's int8 network "
                   "against its float self on the fold's validation windows, the same top "
-                  f"label): mean {agreement.mean:.1%}, lowest {agreement.lowest:.1%}; "
-                  f"**{agreement.at_bar} of {len(agreement.members)}** members at the "
-                  f"trainer's bar of {agreement.bar:.0%}, which it asks of every shipped member "
+                  f"label): mean {int8.mean:.1%}, lowest {int8.lowest:.1%}; "
+                  f"**{int8.at_bar} of {len(int8.members)}** members at the "
+                  f"trainer's bar of {int8.bar:.0%}, which it asks of every shipped member "
                   "on its training windows (shown, not gated): "
-                  + ", ".join(f"{k} {v:.1%}" for k, v in agreement.members.items()) + "."]
+                  + ", ".join(f"{k} {v:.1%}" for k, v in int8.members.items()) + "."]
     quiet = report.quiet.held_out
     if quiet:
         lines += ["", f"## A quieter stethoscope ({report.quiet.db:g} dB)", "",

@@ -149,9 +149,19 @@ class Int8Agreement:
 
     bar: float
     members: dict[str, float]  # by "FOLD sSEED"
-    mean: float
-    lowest: float
-    at_bar: int  # members at or above the bar
+
+    @property
+    def mean(self) -> float:
+        return sum(self.members.values()) / len(self.members)
+
+    @property
+    def lowest(self) -> float:
+        return min(self.members.values())
+
+    @property
+    def at_bar(self) -> int:
+        """Members at or above the bar."""
+        return sum(v >= self.bar for v in self.members.values())
 
 
 @dataclass(frozen=True, kw_only=True)

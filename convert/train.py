@@ -50,7 +50,7 @@ from convert.protocol_report import load as load_report
 from convert.protocol_report import save as save_report
 from convert.recipe import Recipe
 from convert.training_report import TrainingReport
-from convert.verify import VerificationError, verify
+from convert.verify import MIN_AGREEMENT, VerificationError, verify
 from edge.pipeline.calibration import MIN_CYCLES, calibrate
 from edge.pipeline.calibration import save as save_calibration
 from edge.pipeline.model import RECORD, decide
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration-windows", type=int, default=3000)
     ap.add_argument("--check-windows", type=int, default=4000,
                     help="windows on which int8 and float must agree")
-    ap.add_argument("--min-agreement", type=float, default=0.99,
+    ap.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
                     help="int8 vs float top-1 agreement below which no package is written")
     ap.add_argument("--allow-below-floor", action="store_true",
                     help="package a recipe that did not beat the floor in the protocol (smoke "

@@ -317,13 +317,15 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     assert "Fold by fold on the same patients" in markdown
     assert (tmp_path / "cv" / "cv1-s1-int8.npz").is_file()
     # int8 = float per fold member, recomputed here from what the run saved
-    agreement = report_json["int8_agreement"]
-    assert len(agreement["members"]) == 2 * len(report_json["folds"])
+    from convert.protocol_report import load
+
+    agreement = load(tmp_path / "cv" / "crossval.json").int8_agreement
+    assert agreement is not None and len(agreement.members) == 2 * len(report_json["folds"])
     saved_float, saved_int8 = (np.load(tmp_path / "cv" / f"cv1-s1{s}.npz") for s in ("", "-int8"))
-    assert agreement["members"]["cv1 s1"] == round(float(np.mean(
+    assert agreement.members["cv1 s1"] == round(float(np.mean(
         saved_int8["window_probs"].argmax(1)
         == saved_float["window_probs"][int(saved_int8["epoch"]) - 1].argmax(1))), 4)
-    assert agreement["at_bar"] == sum(v >= 0.99 for v in agreement["members"].values())
+    assert agreement.at_bar == sum(v >= 0.99 for v in agreement.members.values())
     assert "int8 = float, fold by fold" in markdown
     # a tiny recipe does not beat the floor: the trainer refuses it…
     assert not report_json["gate"]["passed"]
