@@ -24,7 +24,9 @@ test and the gate a recipe must pass to ship.
 
 Saved in OUT, so an interrupted run resumes where it stopped: FOLD-sSEED.npz (the validation
 windows' float probabilities after every epoch), FOLD-sSEED-weights.npz (the weights after
-every epoch, for the int8 step), FOLD-sSEED-int8.npz, floor-VARIANT.npz.
+every epoch, for the int8 step), FOLD-sSEED-int8.npz, floor-VARIANT.npz, and the members heard
+otherwise at their fold's chosen epoch: FOLD-sSEED-quiet.npz, FOLD-sSEED-channel-NAME.npz (the
+channel stress test, `convert.channels`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from convert import floor, protocol_report
+from convert import channels, floor, protocol_report
 from convert import recipe as recipes
 from convert.features import Events
 from convert.fit import Windows, fit, windows
@@ -93,16 +95,13 @@ def quantize_member(fold: Fold, events: Events, recipe: Recipe, seed: int, epoch
                     out: Path, log: Log) -> None:
     """The member at `epoch` as the trainer would ship it: full-integer int8, calibrated on
     its own training windows; its validation windows' dequantized probabilities."""
-    from convert.package import build_cnn_lstm, int8_probabilities, to_int8_tflite
+    from convert.package import int8_probabilities, to_int8_tflite
 
     path = member_path(out, fold.name, seed, "int8")
     if path.exists() and int(np.load(path)["epoch"]) == epoch:
         return
     train, val = fold_windows(fold, events, recipe)
-    saved = np.load(member_path(out, fold.name, seed, "weights"))
-    n = sum(1 for k in saved.files if k.startswith(f"e{epoch}_"))
-    model = build_cnn_lstm(train.x.shape[1], train.x.shape[2], 4, **recipe.arch)
-    model.set_weights([saved[f"e{epoch}_{i}"] for i in range(n)])
+    model = float_member(fold, recipe, seed, epoch, out, train.x.shape[1:])
     rng = np.random.default_rng(0)
     pick = rng.choice(len(train.x), min(CALIBRATION_WINDOWS, len(train.x)), replace=False)
     tflite = to_int8_tflite(model, (train.x[pick] - train.mean) / train.std)
@@ -122,36 +121,73 @@ def quieter(events: Events, frontend: FrontendParams, db: float) -> Events:
                                               for f in events.feats])
 
 
-def quiet_member(fold: Fold, events: Events, recipe: Recipe, seed: int, epoch: int,
-                 out: Path, log: Log, what: str = "quiet") -> None:
-    """The member at `epoch` (float) on its held-out stethoscope, heard otherwise:
-    "quiet", QUIET_DB quieter (does it hear the sound or the level? 0.5.0 called every
-    recording at SPRSound's level normal, a manikin's coarse crackles included); or
-    "uncalibrated", standardised with every training stethoscope's statistics pooled, as a
-    device nobody calibrated does (a recipe with normalise: stethoscope)."""
+def float_member(fold: Fold, recipe: Recipe, seed: int, epoch: int, out: Path,
+                 shape: tuple[int, int]) -> Any:
+    """The member of `fold` and `seed` as its float network was after `epoch`."""
     from convert.package import build_cnn_lstm
 
+    saved = np.load(member_path(out, fold.name, seed, "weights"))
+    n = sum(1 for k in saved.files if k.startswith(f"e{epoch}_"))
+    model = build_cnn_lstm(*shape, 4, **recipe.arch)
+    model.set_weights([saved[f"e{epoch}_{i}"] for i in range(n)])
+    return model
+
+
+def training_statistics(fold: Fold, events: Events, recipe: Recipe) -> Windows:
+    """The fold's training windows (what its validation is normalised with), once per fold in
+    a worker: a member heard otherwise needs them again for every way it is heard."""
+    cached: dict[str, Windows] = _WORKER.setdefault("training", {})
+    if fold.name not in cached:
+        cached.clear()  # one fold's windows at a time: they are most of a worker's memory
+        cached[fold.name] = windows(events.take(fold.train), recipe)
+    return cached[fold.name]
+
+
+def heard_member(fold: Fold, events: Events, recipe: Recipe, seed: int, epoch: int,
+                 out: Path, log: Log, what: str) -> None:
+    """The member at `epoch` (float) on its validation events heard otherwise:
+
+    - "quiet" (held-out stethoscopes): QUIET_DB quieter — does it hear the sound or the level?
+      0.5.0 called every recording at SPRSound's level normal, a manikin's coarse crackles
+      included;
+    - "uncalibrated" (held-out stethoscopes): standardised with every training stethoscope's
+      statistics pooled, as a device nobody calibrated does (a recipe with normalise:
+      stethoscope);
+    - "channel-NAME" (every fold): through one of `convert.channels.CHANNELS`, another
+      stethoscope's frequency response."""
     path = member_path(out, fold.name, seed, what)
     if path.exists() and int(np.load(path)["epoch"]) == epoch:
         return
-    train = windows(events.take(fold.train), recipe)
-    held = events.take(fold.val)
+    train = training_statistics(fold, events, recipe)
     if what == "quiet":
-        val = windows(quieter(held, recipe.frontend, QUIET_DB), recipe, train.mean, train.std,
-                      train.calibration)
-    else:
+        val = windows(quieter(events.take(fold.val), recipe.frontend, QUIET_DB), recipe,
+                      train.mean, train.std, train.calibration)
+    elif what == "uncalibrated":
         assert train.calibration is not None
+        held = events.take(fold.val)
         pooled = train.calibration[""]
         val = windows(held, recipe, train.mean, train.std,
                       {str(d): pooled for d in set(held.devices)} | {"": pooled})
-    saved = np.load(member_path(out, fold.name, seed, "weights"))
-    n = sum(1 for k in saved.files if k.startswith(f"e{epoch}_"))
-    model = build_cnn_lstm(train.x.shape[1], train.x.shape[2], 4, **recipe.arch)
-    model.set_weights([saved[f"e{epoch}_{i}"] for i in range(n)])
+    else:
+        heard = channel_corpus(channels.BY_NAME[what.removeprefix("channel-")])
+        val = windows(heard.take(fold.val), recipe, train.mean, train.std, train.calibration)
+    model = float_member(fold, recipe, seed, epoch, out, train.x.shape[1:])
     probs = model.predict(((val.x - val.mean) / val.std)[..., None], batch_size=256,
                           verbose=0)
     np.savez_compressed(path, epoch=epoch, window_probs=probs.astype(np.float32))
     log(f"{fold.name} seed {seed}: {what}, at epoch {epoch}")
+
+
+def channel_corpus(channel: channels.Channel) -> Events:
+    """The worker's corpus heard through `channel` (the same events in the same order), one
+    channel at a time in memory."""
+    held = _WORKER.setdefault("channel", {})
+    if channel.name not in held:
+        held.clear()
+        data, recipe, cache, limit = _WORKER["corpus"]
+        held[channel.name] = load_corpus(data, recipe, cache, limit, channel)
+    events: Events = held[channel.name]
+    return events
 
 
 # -- running many at once ----------------------------------------------------------------------
@@ -167,7 +203,7 @@ def _worker_init(data: Path, recipe: Recipe, cache: Path | None, limit: int | No
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     events = load_corpus(data, recipe, cache, limit)
-    _WORKER.update(events=events, recipe=recipe,
+    _WORKER.update(events=events, recipe=recipe, corpus=(data, recipe, cache, limit),
                    folds={f.name: f for f in folds(events, k, fold_seed)})
 
 
@@ -182,8 +218,8 @@ def _worker_task(task: tuple[str, str, int, int], out: Path) -> list[str]:
     f, events, recipe = _WORKER["folds"][fold], _WORKER["events"], _WORKER["recipe"]
     if kind == "train":
         train_member(f, events, recipe, seed, out, log)
-    elif kind in ("quiet", "uncalibrated"):
-        quiet_member(f, events, recipe, seed, epoch, out, log, kind)
+    elif kind in ("quiet", "uncalibrated") or kind.startswith("channel-"):
+        heard_member(f, events, recipe, seed, epoch, out, log, kind)
     else:
         quantize_member(f, events, recipe, seed, epoch, out, log)
     return lines
@@ -244,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     events = load_corpus(args.data, recipe, args.cache, args.limit)
     fold_list = folds(events, args.k, args.protocol_seed)
     for variant in floor.VARIANTS:
-        floor.run(events, fold_list, variant, args.out, log)
+        floor.run(events, fold_list, variant, args.out, log,
+                  lambda c: load_corpus(args.data, recipe, args.cache, args.limit, c))
     run_tasks([("train", f.name, s, 0) for s in recipe.seeds for f in fold_list], args, recipe,
               record)
     run = protocol.ProtocolRun.load(args.out, events, fold_list, recipe)
@@ -255,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     run_tasks([(what, f.name, s, run.choices[f.name].epoch) for what in checks
                for s in recipe.seeds for f in fold_list if f.kind == "loso"], args, recipe,
               record)
+    # the channel stress test: every fold, one channel after another (a worker keeps one
+    # channel's corpus in memory)
+    run_tasks([(f"channel-{c.name}", f.name, s, run.choices[f.name].epoch)
+               for c in channels.CHANNELS for f in fold_list for s in recipe.seeds],
+              args, recipe, record)
     report = protocol.ProtocolRun.load(args.out, events, fold_list, recipe).report()
     protocol_report.save(report, args.out / "crossval.json")
     (args.out / "crossval.md").write_text(protocol.markdown(report))

@@ -7,6 +7,7 @@ Everything here calls `edge`: the resampler, the frontend, the band normaliser a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from convert.channels import Channel
 from convert.datasets import LABELS, Recording
 from edge.dsp import resample
 from edge.dsp.frontend import BandNormaliser, Frontend, FrontendParams
@@ -87,12 +89,16 @@ def band_normalised(events: Events, frontend: FrontendParams
     return out, levels
 
 
-def recording_events(name: str, recordings: list[Recording], frontend: FrontendParams
-                     ) -> Events:
+def recording_events(name: str, recordings: list[Recording], frontend: FrontendParams,
+                     channel: Channel | None = None) -> Events:
+    """Every annotated event's features, each recording heard through `channel` if given (the
+    protocol's stress test: the same events, another stethoscope)."""
     fe = Frontend(frontend)
     feats, labels, patients, devices, owners = [], [], [], [], []
     for i, rec in enumerate(recordings):
         audio = at_model_rate(str(rec.audio), frontend.sample_rate)
+        if channel is not None:
+            audio = channel.apply(audio, frontend.sample_rate)
         for ev in rec.events:
             a, b = (round(t * frontend.sample_rate) for t in (ev.start_s, ev.end_s))
             if b - a < frontend.n_fft:
@@ -108,14 +114,17 @@ def recording_events(name: str, recordings: list[Recording], frontend: FrontendP
 
 
 def cached_events(name: str, recordings: list[Recording], frontend: FrontendParams,
-                  cache_dir: Path | None, *, labels_change: bool = False) -> Events:
+                  cache_dir: Path | None, *, labels_change: bool = False,
+                  channel: Channel | None = None) -> Events:
     """recording_events for a dataset folder, cached on disk keyed by everything that decides
-    the features: the frontend parameters (band normalisation comes after), the resampler and
-    the recordings; with `labels_change` (a site's folder, whose clinicians may change a
-    verdict), their labels too."""
+    the features: the frontend parameters (band normalisation comes after), the resampler,
+    the recordings and the channel they are heard through; with `labels_change` (a site's
+    folder, whose clinicians may change a verdict), their labels too."""
     params = {k: v for k, v in frontend.to_dict().items() if not k.startswith("band_norm")}
     what: list[Any] = [name, params, f"soxr-{resample.soxr.__version__}-{resample.QUALITY}",
             [(Path(r.audio).name, Path(r.audio).stat().st_size) for r in recordings]]
+    if channel is not None:
+        what.append(dataclasses.asdict(channel))
     if labels_change:
         what.append([[r.record_label, *((e.start_s, e.end_s, e.label) for e in r.events)]
                      for r in recordings])
@@ -125,7 +134,7 @@ def cached_events(name: str, recordings: list[Recording], frontend: FrontendPara
     if path is not None and path.exists():
         with path.open("rb") as f:
             return pickle.load(f)
-    events = recording_events(name, recordings, frontend)
+    events = recording_events(name, recordings, frontend, channel)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")  # two runs may share a cache

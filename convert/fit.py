@@ -179,53 +179,102 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, mixup: float
 
 
 def other_stethoscope(x: np.ndarray, levels: np.ndarray, rng: np.random.Generator,
-                      frontend: FrontendParams) -> np.ndarray:
-    """Band-normalised log mel windows as another stethoscope and room would have given them.
+                      frontend: FrontendParams, p: float = 1.0) -> np.ndarray:
+    """Band-normalised log mel windows as another stethoscope would have given them, each
+    window with probability `p` (the rest as they are).
 
-    In band power (the log is undone): a level change of ±10 dB; a frequency response, as a
-    tilt of ±8 dB across the band and one resonance or notch of ±6 dB; with probability 0.3 a
-    narrower band (above 1–1.9 kHz or below 100–250 Hz, 30 dB down, as a cheaper chest piece
-    or a different filter); with probability 0.5 background noise 5–30 dB below the window's
-    mean power, white to pink. Then the band normalisation is redone: exactly over the window
-    for "cycle"; for "running" the same transform applied to the running level (the recording
-    as a whole went through that stethoscope)."""
+    A frequency response, drawn per window, in dB at each mel band's centre: a level of ±10
+    dB; a tilt of ±6 dB per octave about 500 Hz; one resonance or notch of ±10 dB, 0.3–1.5
+    octaves wide, centred 100–1500 Hz; with probability 0.5 a low-pass (a Butterworth of
+    order 2–8, cut-off 250–2000 Hz, log-uniform: a bell, a filter mode, a cheap chest piece,
+    SPRSound's stethoscope) and with 0.3 a high-pass (order 2–6, 80–300 Hz: a diaphragm). Then
+    what a real chain adds after the filter: a noise floor 40–80 dB below the window's mean
+    band power (the microphone and the converter, unfiltered), and with probability 0.3
+    background noise 10–30 dB below it, white to pink. The channels of the protocol's stress
+    test (`convert.channels`) are inside this family, never drawn exactly.
+
+    Then the band normalisation is redone as the device would do it through that channel:
+    exactly over the window for "cycle"; for "running" the same change applied to the
+    running level; for "gain" the running gain moved by how much the change moved the
+    window's own gain (the recording as a whole went through that stethoscope)."""
     if frontend.features != "log_mel" or frontend.deltas:
         raise ValueError("simulated stethoscopes need log mel features without deltas")
-    if frontend.band_norm == "gain":
-        raise ValueError("simulated stethoscopes are not implemented with band_norm 'gain' "
-                         "(the running gain would have to be recomputed after the EQ)")
     n, _, bands = x.shape
-    centres = np.linspace(0, 1, bands)[None, :]  # position of each band, 0 (fmin) … 1 (fmax)
-    hz = frontend.fmin + centres * (frontend.fmax - frontend.fmin)
+    hz = mel_centres(frontend)[None, :]
+    octaves = np.log2(hz / 500.0)
     u = rng.uniform
-    eq = (u(-10, 10, (n, 1)) + u(-8, 8, (n, 1)) * (centres - 0.5)
-          + u(-6, 6, (n, 1)) * np.exp(-0.5 * ((centres - u(0, 1, (n, 1))) / u(0.05, 0.3, (n, 1)))
-                                       ** 2))
-    high = np.where(u(0, 1, (n, 1)) < 0.3, u(1000, 1900, (n, 1)), np.inf)
-    low = np.where(u(0, 1, (n, 1)) < 0.3, u(100, 250, (n, 1)), 0.0)
-    eq -= 30 / (1 + np.exp(-(hz - high) / 40)) + 30 / (1 + np.exp((hz - low) / 15))
-    eq *= DB
-    noisy = u(0, 1, (n, 1)) < 0.5
-    snr = u(5, 30, (n, 1))
-    colour = (hz / hz[0, 0]) ** -u(0, 1, (n, 1))  # 1/f^k shape, k in 0 (white) … 1 (pink)
+    centre = np.log2(np.exp(u(np.log(100), np.log(1500), (n, 1))) / 500.0)
+    width = u(0.3, 1.5, (n, 1))
+    db = (u(-10, 10, (n, 1)) + u(-6, 6, (n, 1)) * octaves
+          + u(-10, 10, (n, 1)) * np.exp(-0.5 * ((octaves - centre) / (width / 2)) ** 2))
+    cut = np.exp(u(np.log(250), np.log(2000), (n, 1)))
+    order = rng.integers(2, 9, (n, 1))
+    db -= np.where(u(0, 1, (n, 1)) < 0.5,
+                   10 * np.log10(1 + (hz / cut) ** (2 * order)), 0.0)
+    cut = np.exp(u(np.log(80), np.log(300), (n, 1)))
+    order = rng.integers(2, 7, (n, 1))
+    db -= np.where(u(0, 1, (n, 1)) < 0.3,
+                   10 * np.log10(1 + (cut / hz) ** (2 * order)), 0.0)
+    eq = np.maximum(db, -150) * DB
     raw = x.astype(np.float64) + levels[:, None, :]
     power = np.exp(raw).mean(axis=(1, 2))[:, None]
-    noise = np.where(noisy, power * 10 ** (-snr / 10) * colour / colour.mean(1, keepdims=True),
-                     0.0)
-    floor = frontend.log_floor
+    colour = (hz / hz[0, 0]) ** -u(0, 1, (n, 1))  # 1/f^k shape, k in 0 (white) … 1 (pink)
+    colour /= colour.mean(axis=1, keepdims=True)
+    floor_db = u(40, 80, (n, 1))
+    background = np.where(u(0, 1, (n, 1)) < 0.3, 10 ** (-u(10, 30, (n, 1)) / 10), 0.0)
+    noise = power * (10 ** (-floor_db / 10) + background * colour)
+    log_floor = frontend.log_floor
 
     def through(v: np.ndarray) -> np.ndarray:  # (n, ..., bands)
         shape = (n,) + (1,) * (v.ndim - 2) + (bands,)
-        return np.log(np.maximum(np.exp(v + eq.reshape(shape)) + noise.reshape(shape), floor))
+        return np.log(np.maximum(np.exp(v + eq.reshape(shape)) + noise.reshape(shape),
+                                 log_floor))
 
     heard = through(raw)
     if frontend.band_norm == "none":
         level = np.zeros((n, 1, bands))
     elif frontend.band_norm == "cycle":
         level = heard.mean(axis=1, keepdims=True)
+    elif frontend.band_norm == "gain":
+        moved = (log_mean_exp(heard) - log_mean_exp(raw)).mean(axis=1, keepdims=True)
+        level = levels.astype(np.float64)[:, None, :] + moved
     else:
         level = through(levels.astype(np.float64)[:, None, :])
-    return (heard - level).astype(np.float32)
+    out = (heard - level).astype(np.float32)
+    keep = u(0, 1, n) >= p
+    out[keep] = x[keep]
+    return out
+
+
+def log_mean_exp(v: np.ndarray) -> np.ndarray:
+    """(…, bands) → (…, 1): the log of the mean band power, as the "gain" normalisation
+    measures a frame's level."""
+    top = v.max(axis=-1, keepdims=True)
+    return top + np.log(np.exp(v - top).mean(axis=-1, keepdims=True))
+
+
+def mel_centres(frontend: FrontendParams) -> np.ndarray:
+    """The centre frequency of each mel band, Hz."""
+    from edge.dsp.frontend import hz_to_mel, mel_to_hz
+
+    mels = np.linspace(hz_to_mel(frontend.fmin), hz_to_mel(frontend.fmax),
+                       frontend.n_mels + 2)
+    return np.asarray(mel_to_hz(mels[1:-1]))
+
+
+def freq_mixstyle(x: np.ndarray, rng: np.random.Generator, p: float, alpha: float = 0.4
+                  ) -> np.ndarray:
+    """Freq-MixStyle (Schmid et al., DCASE 2022): with probability `p` per window, each band's
+    mean and sd over time are replaced by a mix of its own and another window's (λ ~ Beta(α,
+    α)), so the network cannot lean on a recording's spectral balance — what a stethoscope's
+    frequency response sets — and must hear how the sound moves in time."""
+    n = len(x)
+    mu = x.mean(axis=1, keepdims=True)
+    sd = x.std(axis=1, keepdims=True) + 1e-5
+    perm = rng.permutation(n)
+    lam = rng.beta(alpha, alpha, (n, 1, 1)).astype(np.float32)
+    mixed = (x - mu) / sd * (lam * sd + (1 - lam) * sd[perm]) + lam * mu + (1 - lam) * mu[perm]
+    return np.where((rng.uniform(0, 1, n) < p)[:, None, None], mixed, x).astype(np.float32)
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -284,9 +333,12 @@ def fit(recipe: Recipe, train: Windows, seed: int, log: Callable[[str], None],
         for b in range(0, len(order), 64):
             idx = order[b:b + 64]
             xb = x[idx]
-            if recipe.device_augmentation:
-                xb = other_stethoscope(xb, train.levels[idx], rng, frontend)
+            if recipe.channel_augmentation:
+                xb = other_stethoscope(xb, train.levels[idx], rng, frontend,
+                                       recipe.channel_augmentation)
             xb = (xb - train.mean) / train.std
+            if recipe.freq_mixstyle:
+                xb = freq_mixstyle(xb, rng, recipe.freq_mixstyle)
             if trainer is model:
                 xb, yb = augment(xb, y[idx], rng, recipe.mixup, frontend, recipe.augmentation)
                 losses.append(model.train_on_batch(xb[..., None], yb,

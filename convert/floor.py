@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from convert.channels import CHANNELS, Channel
 from convert.datasets import LABELS
 from convert.features import Events
 from convert.folds import ICBHI, Fold
@@ -58,37 +59,56 @@ def statistics(events: Events, variant: Variant) -> np.ndarray:
     return np.stack([cycle_statistics(f) for f in feats]).astype(np.float32)
 
 
-def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                seed: int = 0) -> np.ndarray:
-    """The floor's class probabilities for x_val (every label, even one absent in training)."""
+def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_val: list[np.ndarray],
+                seed: int = 0) -> list[np.ndarray]:
+    """The floor's class probabilities for each of x_val (every label, even one absent in
+    training)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05,
                                            class_weight="balanced", random_state=seed)
     model.fit(x_train, y_train)
-    probs = np.zeros((len(x_val), len(LABELS)))
-    probs[:, model.classes_] = model.predict_proba(x_val)
-    return probs
+    out = []
+    for x in x_val:
+        probs = np.zeros((len(x), len(LABELS)))
+        probs[:, model.classes_] = model.predict_proba(x)
+        out.append(probs)
+    return out
 
 
 def run(events: Events, fold_list: list[Fold], variant: Variant, out: Path,
-        log: Callable[[str], None]) -> dict[str, np.ndarray]:
+        log: Callable[[str], None], heard: Callable[[Channel], Events] | None = None
+        ) -> dict[str, np.ndarray]:
     """The floor's probabilities for each fold's validation events (OUT/floor-VARIANT.npz,
-    read back on a rerun). Trained on the fold's ICBHI training events; the SPRSound events
-    of a cv fold are predicted too, but the floor is an ICBHI baseline and the report shows
-    only its ICBHI numbers."""
+    read back on a rerun), and with `heard` (the corpus through a change of channel) for the
+    same events through every channel of the stress test ("FOLD@channel-NAME"). Trained on
+    the fold's ICBHI training events; the SPRSound events of a cv fold are predicted too, but
+    the floor is an ICBHI baseline and the report shows only its ICBHI numbers."""
     path = out / f"floor-{variant}.npz"
+    keys = [f.name for f in fold_list] + ([f"{f.name}@channel-{c.name}" for f in fold_list
+                                            for c in CHANNELS] if heard else [])
     if path.exists():
         saved = dict(np.load(path))
-        if all(f.name in saved and len(saved[f.name]) == len(f.val) for f in fold_list):
-            return {f.name: saved[f.name] for f in fold_list}
+        if all(k in saved and len(saved[k]) == len(fold_by_key(fold_list, k).val)
+               for k in keys):
+            return {k: saved[k] for k in keys}
     x = statistics(events, variant)
+    through = {f"channel-{c.name}": statistics(heard(c), variant) for c in CHANNELS} \
+        if heard else {}
     icbhi = events.datasets == ICBHI
     result: dict[str, np.ndarray] = {}
     for f in fold_list:
         train = f.train[icbhi[f.train]]
-        result[f.name] = fit_predict(x[train], events.labels[train], x[f.val])
+        names = [f.name] + [f"{f.name}@{what}" for what in through]
+        probs = fit_predict(x[train], events.labels[train],
+                            [x[f.val]] + [xc[f.val] for xc in through.values()])
+        result.update(zip(names, probs, strict=True))
         log(f"floor {variant} {f.name}: trained on {len(train)} ICBHI cycles")
     arrays: dict[str, Any] = result
     np.savez_compressed(path, **arrays)
     return result
+
+
+def fold_by_key(fold_list: list[Fold], key: str) -> Fold:
+    """The fold a saved key belongs to ("cv1", or "cv1@channel-lowpass-1000")."""
+    return next(f for f in fold_list if f.name == key.split("@")[0])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.channels import Channel
 from convert.datasets import iter_annotated
 from convert.features import Events, cached_events
 from convert.recipe import Recipe
@@ -32,19 +33,20 @@ class Fold:
 
 
 def load_corpus(data: Path, recipe: Recipe, cache: Path | None,
-                limit: int | None = None) -> Events:
+                limit: int | None = None, channel: Channel | None = None) -> Events:
     """The recipe's corpora, then its sites (folders `lungedge station export-labels` wrote,
-    each a dataset "site/NAME" of its own)."""
+    each a dataset "site/NAME" of its own); heard through `channel` if given (the same events
+    in the same order)."""
     parts = []
     for split in (ICBHI, SPRSOUND):
         if split.split("/")[0] not in recipe.datasets:
             continue
         recordings = list(iter_annotated(data / split))[:limit]
-        parts.append(cached_events(split, recordings, recipe.frontend, cache))
+        parts.append(cached_events(split, recordings, recipe.frontend, cache, channel=channel))
     for site in recipe.sites:
         recordings = list(iter_annotated(Path(site)))[:limit]
         parts.append(cached_events(site_name(site), recordings, recipe.frontend, cache,
-                                   labels_change=True))
+                                   labels_change=True, channel=channel))
     return Events.join(parts)
 
 

@@ -47,11 +47,19 @@ class PooledScores(Scores):
 
 @dataclass(frozen=True, kw_only=True)
 class HeardOtherwise(Scores):
-    """A held-out stethoscope heard otherwise (quieter, or uncalibrated), beside itself."""
+    """Validation events heard otherwise (quieter, uncalibrated, through another channel),
+    beside themselves as the protocol heard them ("at its level")."""
 
     adventitious_called: float
     adventitious_called_at_its_level: float
     adventitious_truth: float
+
+    @property
+    def ratio(self) -> float | None:
+        """How much more often they are called adventitious heard otherwise (None where
+        almost nothing was, as heard)."""
+        at_level = self.adventitious_called_at_its_level
+        return None if at_level < 0.02 else round(self.adventitious_called / at_level, 3)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +128,27 @@ class Quiet:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ChannelChange:
+    """One change of channel (`convert.channels`): each held-out stethoscope and SPRSound's
+    cross-validated events heard through it."""
+
+    name: str
+    what: str
+    keeps_breath_band: bool  # gated: the model must not change its mind
+    held_out: dict[str, HeardOtherwise]  # by stethoscope
+    sprsound_cv: HeardOtherwise | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelStress:
+    """The channel stress test and the bars a change that keeps the breath band must meet."""
+
+    min_sp: float
+    ratio_range: tuple[float, float]  # called adventitious, heard through it / as heard
+    changes: list[ChannelChange]
+
+
+@dataclass(frozen=True, kw_only=True)
 class GateRow:
     where: str  # "cv AKGC417L", "held out Meditron", "quiet LittC2SE"
     recipe: float | None
@@ -185,6 +214,8 @@ class ProtocolReport:
     floor_prediction: dict[str, Prediction]
     gate: Gate
     int8_agreement: Int8Agreement | None = None  # None: no int8 step yet, or an older report
+    channels: ChannelStress | None = None  # None: a run before the channel stress test
+    floor_channels: dict[str, ChannelStress] = field(default_factory=dict)  # by variant
 
 
 def save(report: DataclassInstance, path: Path) -> None:

@@ -36,7 +36,12 @@ class Recipe:
     mixup: float = 0.2
     ema: float = 0.998
     augmentation: bool = True
-    device_augmentation: bool = False  # simulate other stethoscopes: EQ, band limits, noise
+    # the share of training windows heard as another stethoscope would give them (frequency
+    # response, band limits, noise floor: convert.fit.other_stethoscope); 0: none
+    channel_augmentation: float = 0.0
+    # the share of training windows whose per-band statistics are mixed with another's
+    # (Freq-MixStyle, convert.fit.freq_mixstyle); 0: none
+    freq_mixstyle: float = 0.0
     balance: Literal["class", "device_class", "stethoscope"] = "class"
     # each class's share of the training weight ∝ its count to this power: 0.5 leans to the
     # rare classes, 0 weighs every class the same (the floor's "balanced")
@@ -111,8 +116,13 @@ HELP = {
     "mixup": "MixUp alpha (0: none)",
     "ema": "keep a moving average of the weights with this decay per batch (0: raw weights)",
     "augmentation": "time shift, gain, noise, time and frequency masks, MixUp",
-    "device_augmentation": "also simulate other stethoscopes: spectral tilt and band EQ, band "
-                           "limits, background noise at 5–30 dB SNR, level",
+    "channel_augmentation": "the share of training windows heard as another stethoscope "
+                            "would give them: a random frequency response (level, tilt, a "
+                            "resonance), low- and high-pass band limits, a noise floor "
+                            "(convert.fit.other_stethoscope); 0: none",
+    "freq_mixstyle": "the share of training windows whose per-band mean and sd over time are "
+                     "mixed with another window's (Freq-MixStyle), so a stethoscope's spectral "
+                     "balance stops telling the label; 0: none",
     "balance": "sample weights: sqrt inverse frequency of the class, or of the class within "
                "each stethoscope (so no stethoscope predicts a label), or that and each "
                "stethoscope weighing the square root of its events (so the largest does not "

@@ -164,6 +164,7 @@ summaries = Table(
     Column("cycles_by_label", JSON, nullable=False),
     Column("abnormal_burden", Float, nullable=False),
     Column("poor_quality_fraction", Float, nullable=False),
+    Column("cycles_unjudged", JSON),  # by why; null: a device before schema 6 did not say
     Column("record_label", String(40), nullable=False),
     Column("breathing_rate_per_min", Float),
     Column("ended_by", String(20), nullable=False),

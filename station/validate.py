@@ -74,7 +74,7 @@ def schema_error(kind: str, body: Any) -> str:
 def upgrade(kind: str, body: Any) -> Any:
     """An older device's message in today's schema (what it meant, said today's way); the
     schema then judges it like any other."""
-    if not isinstance(body, dict) or body.get("schema_version") not in (3, 4):
+    if not isinstance(body, dict) or body.get("schema_version") not in (3, 4, 5):
         return body
     if body["schema_version"] == 3 and "epoch" not in body:
         body = body | {"epoch": LEGACY_EPOCH}
@@ -82,6 +82,9 @@ def upgrade(kind: str, body: Any) -> Any:
         # a device of schema 4 or earlier judged every cycle with the cut that models without
         # one in their manifest get (edge.pipeline.model.POOR_QUALITY_BELOW), and did not say so
         body = body | {"good": body["quality"] >= POOR_QUALITY_BELOW}
+    if kind == "summary" and "cycles_unjudged" not in body:
+        # before schema 6 a device did not say why cycles could not be judged
+        body = body | {"cycles_unjudged": {}}
     return body | {"schema_version": SCHEMA_VERSION}
 
 

@@ -187,23 +187,52 @@ def test_device_class_weights_make_every_stethoscope_predict_nothing() -> None:
 
 def test_other_stethoscope_keeps_windows_normalised_as_the_device_would() -> None:
     """A simulated stethoscope changes the band powers; the band normalisation is redone after
-    it: a "cycle" window still has zero mean per band, and a static frequency response with no
-    noise or band limits would be removed entirely."""
-    from convert.fit import other_stethoscope
+    it: a "cycle" window still has zero mean per band, a "gain" window's level moves by what
+    the channel did to its own gain (a pure level change leaves it as it was), and p is the
+    share of windows changed."""
+    from convert.fit import log_mean_exp, other_stethoscope
 
     rng = np.random.default_rng(0)
-    for mode in ("none", "cycle", "running"):
+    for mode in ("none", "cycle", "running", "gain"):
         params = FrontendParams(band_norm=mode)  # type: ignore[arg-type]
         raw = rng.normal(-12, 2, size=(64, 32, params.n_mels))
-        levels = raw.mean(axis=1) if mode != "none" else np.zeros((64, params.n_mels))
+        if mode == "gain":
+            levels = np.repeat(log_mean_exp(raw).mean(axis=1), params.n_mels, axis=1)
+        else:
+            levels = raw.mean(axis=1) if mode != "none" else np.zeros((64, params.n_mels))
         x = (raw - levels[:, None, :]).astype(np.float32)
         y = other_stethoscope(x, levels.astype(np.float32), np.random.default_rng(2), params)
         assert y.shape == x.shape and np.isfinite(y).all()
         assert not np.allclose(y, x)
         if mode == "cycle":
             assert np.abs(y.mean(axis=1)).max() < 1e-4
+        if mode == "gain":  # the window's own gain stays where the normalisation put it
+            assert np.abs(log_mean_exp(y).mean(axis=(1, 2))
+                          - log_mean_exp(x).mean(axis=(1, 2))).max() < 1e-3
+        half = other_stethoscope(x, levels.astype(np.float32), np.random.default_rng(2),
+                                 params, p=0.5)
+        untouched = np.all(half == x, axis=(1, 2))
+        assert 10 < untouched.sum() < 54
     with pytest.raises(ValueError, match="log mel features without deltas"):
         other_stethoscope(x, levels, rng, FrontendParams(deltas=1))
+
+
+def test_freq_mixstyle_mixes_band_statistics_not_time_patterns() -> None:
+    """Freq-MixStyle keeps each band's pattern in time (its standardised shape) and moves only
+    its mean and sd over time toward another window's; p = 0 changes nothing."""
+    from convert.fit import freq_mixstyle
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(0, 1, (32, 64, 40)) * rng.uniform(0.5, 2, (32, 1, 40))
+         + rng.normal(0, 3, (32, 1, 40))).astype(np.float32)
+    assert np.array_equal(freq_mixstyle(x, np.random.default_rng(1), 0.0), x)
+    y = freq_mixstyle(x, np.random.default_rng(1), 1.0)
+
+    def shape(v: np.ndarray) -> np.ndarray:
+        return (v - v.mean(axis=1, keepdims=True)) / v.std(axis=1, keepdims=True)
+
+    assert np.abs(shape(y) - shape(x)).max() < 1e-2
+    assert not np.allclose(y.mean(axis=1), x.mean(axis=1))
 
 
 def test_fit_returns_the_moving_average() -> None:
@@ -306,15 +335,29 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     assert set(report_json["floor"]) == {"raw", "per_recording"}
     assert report_json["floor"]["raw"]["cv"]["sprsound"] is None  # an ICBHI baseline
     assert report_json["prediction"]["official_test"] is not None
-    assert [r["where"] for r in report_json["gate"]["rows"]] == [
-        f"{w} {s}" for w in ("cv", "held out", "quiet")
-        for s in ("AKGC417L", "LittC2SE", "Meditron")]
+    rows = [r["where"] for r in report_json["gate"]["rows"]]
+    assert rows[:9] == [f"{w} {s}" for w in ("cv", "held out", "quiet")
+                        for s in ("AKGC417L", "LittC2SE", "Meditron")]
+    # the channel stress test: every change, the held-out stethoscopes and SPRSound cv through
+    # it, the floor beside them, and the changes that keep the breath band gated
+    from convert.channels import CHANNELS
+
+    stress = report_json["channels"]
+    assert [c["name"] for c in stress["changes"]] == [c.name for c in CHANNELS]
+    assert all(c["sprsound_cv"] is not None and set(c["held_out"]) == {
+        "AKGC417L", "LittC2SE", "Meditron"} for c in stress["changes"])
+    gated = {c.name for c in CHANNELS if c.keeps_breath_band}
+    assert {r.split(" ")[0] for r in rows[9:]} == gated
+    assert len(rows[9:]) == 4 * len(gated)
+    assert set(report_json["floor_channels"]) == {"raw", "per_recording"}
+    assert "lowpass-1000" in report_json["prediction"]["assumed"]["Litt3200"]
     # every fold's choice was made without it: the chosen epochs are within the run
     assert {c["epoch"] for c in report_json["choices"].values()} <= {1, 2}
     assert len(report_json["curve"]) == 2
     markdown = (tmp_path / "cv" / "crossval.md").read_text()
     assert markdown.startswith("# Validation protocol") and "floor (raw)" in markdown
     assert "Fold by fold on the same patients" in markdown
+    assert "## Through another channel" in markdown
     assert (tmp_path / "cv" / "cv1-s1-int8.npz").is_file()
     # int8 = float per fold member, recomputed here from what the run saved
     from convert.protocol_report import load

@@ -398,7 +398,8 @@ def test_a_stethoscope_hearing_only_hiss_is_poor_signal(tmp_path: Path, broker: 
     proc = start_daemon(write_config(tmp_path, broker.port, source=str(hiss), realtime=True,
                                      extra="  no_breathing_s: 8\n"))
     sub.wait_for(lambda: any(a["kind"] == "poor_signal" for a in sub.of("alert")), timeout=40)
-    sub.wait_for(lambda: any("poor signal" in s.get("reasons", []) for s in sub.of("status")),
+    sub.wait_for(lambda: any(r.startswith("poor signal: sound but no breathing")
+                             for s in sub.of("status") for r in s.get("reasons", [])),
                  timeout=10)
     proc.send_signal(signal.SIGTERM)
     out = finish(proc)

@@ -14,11 +14,13 @@ def test_health_goes_online_degraded_and_back_with_its_reasons() -> None:
     assert first is not None and first.state == State.ONLINE
     assert first.published == ("online", [])
     assert h.observe(Observation()) is None  # nothing changed: nothing to report
-    bad = h.observe(Observation(no_audio=True, poor_signal=True, spool_dropped=3))
+    bad = h.observe(Observation(no_audio=True, poor_signal="clipped", spool_dropped=3))
     assert bad is not None and bad.state == State.DEGRADED
     # most important first: nothing is heard, then data is lost, then results may be wrong
-    assert bad.reasons == ("no audio", "spool full: 3 message(s) dropped lately", "poor signal")
-    assert str(bad) == "degraded: no audio; spool full: 3 message(s) dropped lately; poor signal"
+    assert bad.reasons == ("no audio", "spool full: 3 message(s) dropped lately",
+                           "poor signal: clipped")
+    assert str(bad) == ("degraded: no audio; spool full: 3 message(s) dropped lately; "
+                        "poor signal: clipped")
     fewer = h.observe(Observation(spool_dropped=3))
     assert fewer is not None and fewer.reasons == ("spool full: 3 message(s) dropped lately",)
     assert h.observe(Observation()).state == State.ONLINE  # type: ignore[union-attr]

@@ -125,7 +125,7 @@ def test_classify_table_and_json(sample_wavs: list[Path],
     assert out.count(" per minute") == 3 and "features" in out
     assert main(["classify", "--json", str(sample_wavs[0])]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     report = data["files"][0]
     assert report["sample_rate"] == 8000 and report["summary"]["cycles"] > 3
     assert report["cycles"][0]["features_shape"][1] == FrontendParams().n_features
@@ -133,6 +133,9 @@ def test_classify_table_and_json(sample_wavs: list[Path],
     assert data["model"]["name"] == "lungedge-cnnlstm"
     assert all(c["label"] in ("normal", "crackle", "wheeze", "both") for c in report["cycles"])
     assert len(report["sessions"]) == 1 and report["sessions"][0]["ended_by"] == "end_of_stream"
+    # each cycle says whether it could be judged; the session counts those it could not
+    assert all(c["good"] == (c["unjudged"] is None) for c in report["cycles"])
+    assert isinstance(report["sessions"][0]["cycles_unjudged"], dict)
     assert main(["classify", "--json", "--segments-only", str(sample_wavs[0])]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["model"] is None and "label" not in data["files"][0]["cycles"][0]

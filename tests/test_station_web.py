@@ -123,7 +123,8 @@ def simulate_ward(port: int, beds: int = 6) -> None:
         summary = Summary(session_id="s", start=iso_ms(now - 300), end=iso_ms(now - 20),
                           duration_s=280.0, cycles=40,
                           cycles_by_label={"normal": 40, "crackle": 0, "wheeze": 0, "both": 0},
-                          abnormal_burden=0.0, poor_quality_fraction=0.0, record_label="normal",
+                          abnormal_burden=0.0, poor_quality_fraction=0.0, cycles_unjudged={},
+                          record_label="normal",
                           breathing_rate_per_min=14.0, ended_by="silence",
                           model=ModelRef("lungedge-cnnlstm", "0.5.0"))
         pub.publish(f"lungedge/{device}/summary",

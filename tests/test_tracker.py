@@ -11,9 +11,12 @@ from edge.delivery.encode import alert_body, summary_body
 from edge.delivery.publisher import envelope
 from edge.delivery.wire import ModelRef, body_dict, schema
 from edge.dsp.quality import signal_quality
+from edge.pipeline.model import POOR_QUALITY_BELOW
+from edge.pipeline.signal_judgement import Judgement, Unjudged
 from edge.pipeline.tracker import (
     AlertChanged,
     CycleResult,
+    PoorSignalEvidence,
     SessionEnded,
     Tracker,
     TrackerConfig,
@@ -29,8 +32,13 @@ def ENVELOPE(seq: int, epoch: str) -> dict[str, object]:
     return envelope("bed-1", seq, epoch)
 
 
-def cycle(t: float, label: str, conf: float = 0.9, quality: float = 1.0) -> CycleResult:
-    return CycleResult(t, t + 1.5, label, conf, quality)
+def cycle(t: float, label: str, conf: float = 0.9, quality: float = 1.0,
+          why: Unjudged | None = None) -> CycleResult:
+    """A cycle judged as the default cut (0.3) judges it alone, or not judged for `why`."""
+    good = quality >= POOR_QUALITY_BELOW and why is None
+    why = why or (None if good else "poor_quality")
+    return CycleResult(start=t, end=t + 1.5, label=label, confidence=conf, quality=quality,
+                       judgement=Judgement(good, why, None if good else f"{why} here"))
 
 
 def alerts(events: list[TrackerEvent]) -> list[AlertChanged]:
@@ -101,14 +109,24 @@ def test_an_older_config_with_the_models_decisions_still_loads(
         "to count travels with the model" in caplog.text
 
 
-def test_the_quality_cut_is_the_models() -> None:
-    """A cycle of quality 0.35 is evidence under the default cut (0.3) and not under a model
-    whose manifest says 0.4; the tracker takes the model's."""
-    for cut, kinds in ((0.3, {"crackle"}), (0.4, {"poor_signal"})):
-        tr = Tracker(TrackerConfig(), LABELS, poor_quality_below=cut)
-        events = [e for i in range(8) for e in tr.on_cycle(cycle(10 * i, "crackle",
-                                                                 quality=0.35))[1]]
-        assert {a.kind for a in alerts(events)} == kinds
+def test_cycles_not_judged_are_poor_signal_with_their_reason_and_counted() -> None:
+    """Cycles the signal judgement could not judge are never evidence: they raise poor_signal
+    with the latest one's reason in words, the session counts them by why, and a session of
+    mostly such cycles is "poor quality", never "normal"."""
+    tr = Tracker(TrackerConfig(), LABELS)
+    events: list[TrackerEvent] = []
+    for i in range(8):
+        before, after = tr.on_cycle(cycle(2 * i, "normal", why="band_limited"))
+        events += before + after
+    new, *updates = alerts(events)
+    assert (new.kind, new.event) == ("poor_signal", "new")
+    assert {(a.kind, a.event) for a in updates} <= {("poor_signal", "update")}
+    assert isinstance(new.evidence, PoorSignalEvidence)
+    assert new.evidence.reason == "band_limited here" == tr.poor_signal
+    validate(events)
+    (summary,) = summaries(tr.close("end_of_stream"))
+    assert summary.cycles_unjudged == {"band_limited": 8}
+    assert summary.record_label == "poor quality" and summary.abnormal_burden == 0.0
 
 
 def test_no_audio_alert_and_sessions_end_on_silence_with_a_summary() -> None:

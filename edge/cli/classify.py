@@ -24,7 +24,9 @@ from edge.pipeline.tracker import AlertChanged, SessionEnded
 from edge.service.config import Config
 from edge.sources.base import AudioBlock, AudioSource, SourceError
 
-JSON_SCHEMA_VERSION = 2  # 2: every session's summary, alerts with their times
+# 2: every session's summary, alerts with their times. 3: each cycle says whether it could be
+# judged and why not; a session counts the cycles it could not judge, by why.
+JSON_SCHEMA_VERSION = 3
 PLOT_RATE = 8000  # Hz: what --plot keeps of the audio (the model hears up to 2 kHz)
 
 
@@ -119,6 +121,9 @@ def cycle_row(c: ClassifiedCycle) -> dict[str, Any]:
     if c.prediction is not None:
         row |= {"label": c.prediction.label, "probs": c.prediction.probs,
                 "confidence": round(c.prediction.confidence, 4), "session_id": c.session_id}
+    if c.judgement is not None:
+        row |= {"good": c.judgement.good, "unjudged": c.judgement.why,
+                "unjudged_reason": c.judgement.reason}
     return row
 
 
@@ -126,13 +131,16 @@ def session_summary(s: SessionEnded) -> dict[str, Any]:
     return {"session_id": s.session_id, "start_s": round(s.start, 3), "end_s": round(s.end, 3),
             "cycles": s.cycles, "cycles_by_label": s.cycles_by_label,
             "abnormal_burden": s.abnormal_burden,
-            "poor_quality_fraction": s.poor_quality_fraction, "record_label": s.record_label,
+            "poor_quality_fraction": s.poor_quality_fraction,
+            "cycles_unjudged": s.cycles_unjudged, "record_label": s.record_label,
             "breathing_rate_per_min": s.breathing_rate_per_min, "ended_by": s.ended_by}
 
 
 def print_row(r: dict[str, Any]) -> None:
     shape = "×".join(str(n) for n in r["features_shape"])
-    note = "forced cut" if r["forced_cut"] else ""
+    notes = (["forced cut"] if r["forced_cut"] else []) + (
+        [f"not judged: {r['unjudged'].replace('_', ' ')}"] if r.get("unjudged") else [])
+    note = ", ".join(notes)
     model = (f"{r['label']:<8} {r['confidence']:>5.2f}  {r['quality']:>7.2f}  "
              if "label" in r else "")
     print(f"  {r['index']:>3}  {r['start_s']:>8.2f}  {r['end_s']:>8.2f}  "
@@ -149,10 +157,17 @@ def print_summary(report: dict[str, Any]) -> None:
           f"{100 * s['covered_fraction']:.0f}% of the audio")
     for i, session in enumerate(report.get("sessions", []), 1):
         by = ", ".join(f"{k} {v}" for k, v in session["cycles_by_label"].items() if v)
+        unjudged = ", ".join(f"{k.replace('_', ' ')} {v}"
+                             for k, v in session["cycles_unjudged"].items())
         print(f"  session {i} ({session['start_s']:.1f}–{session['end_s']:.1f} s): "
               f"{session['record_label']} ({by}; abnormal burden "
-              f"{session['abnormal_burden']:.0%}, poor quality "
-              f"{session['poor_quality_fraction']:.0%})")
+              f"{session['abnormal_burden']:.0%}, not judged "
+              f"{session['poor_quality_fraction']:.0%}"
+              + (f": {unjudged}" if unjudged else "") + ")")
+    latest = {r["unjudged"]: r["unjudged_reason"] for r in report["cycles"]
+              if r.get("unjudged") and r["unjudged"] != "poor_quality"}
+    for reason in latest.values():
+        print(f"  could not judge: {reason}")
     for a in report.get("alerts", []):
         evidence = ", ".join(f"{k} {v}" for k, v in a["evidence"].items())
         print(f"  alert {a['event']}: {a['kind']} ({evidence})")

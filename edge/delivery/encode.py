@@ -37,6 +37,6 @@ def summary_body(s: SessionEnded, clock: StreamClock, model: ModelRef) -> Summar
         session_id=s.session_id, start=iso_ms(clock.wall(s.start)),
         end=iso_ms(clock.wall(s.end)), duration_s=round(s.end - s.start, 3), cycles=s.cycles,
         cycles_by_label=s.cycles_by_label, abnormal_burden=s.abnormal_burden,
-        poor_quality_fraction=s.poor_quality_fraction,
+        poor_quality_fraction=s.poor_quality_fraction, cycles_unjudged=s.cycles_unjudged,
         record_label=s.record_label,  # type: ignore[arg-type]
         breathing_rate_per_min=s.breathing_rate_per_min, ended_by=s.ended_by, model=model)

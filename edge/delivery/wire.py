@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge.loader import wire
+from edge.pipeline.signal_judgement import Unjudged
 from edge.pipeline.tracker import AlertKind, Evidence
 
 # 2: labels are the model's (no fixed enumeration); stats carry forced cuts, restarts and gap
@@ -29,7 +30,9 @@ from edge.pipeline.tracker import AlertKind, Evidence
 # 4: every message carries the numbering epoch of its seq (a subscriber keys repeats on epoch,
 # kind and seq), and a poor_signal alert may say sound was heard but no breathing found.
 # 5: a cycle says whether it was good enough to count (`good`), the device's judgement.
-SCHEMA_VERSION = 5
+# 6: a poor_signal alert says why in words (`evidence.reason`: a band-limited stethoscope,
+# clipping, noise), and a summary counts the cycles it could not judge by why.
+SCHEMA_VERSION = 6
 EPOCH = r"^[0-9a-f]{8,32}$"
 # Ids a device makes (sessions, alerts, clips: 16 hex digits) go into a station's URLs and keys:
 # no "/", nothing a database column of 64 characters cannot hold.
@@ -134,6 +137,9 @@ class Summary:
     cycles_by_label: dict[str, int]
     abnormal_burden: float = field(metadata=wire(minimum=0, maximum=1))
     poor_quality_fraction: float = field(metadata=wire(minimum=0, maximum=1))
+    # the cycles that could not be judged (not evidence), by why: a band-limited stethoscope,
+    # clipping, noise, a poor cycle (edge.pipeline.signal_judgement)
+    cycles_unjudged: dict[Unjudged, int]
     record_label: Literal["normal", "CAS", "DAS", "CAS & DAS", "poor quality"]
     breathing_rate_per_min: float | None = field(metadata=wire(minimum=0))
     ended_by: Literal["silence", "max_length", "shutdown", "end_of_stream"]
@@ -234,7 +240,9 @@ def _schema(tp: Any) -> dict[str, Any]:
     if origin is Literal:
         return {"enum": list(args)}
     if origin is dict:
-        return {"type": "object", "additionalProperties": _schema(args[1])}
+        keys = {"propertyNames": _schema(args[0])} if typing.get_origin(args[0]) is Literal \
+            else {}
+        return {"type": "object", "additionalProperties": _schema(args[1])} | keys
     if origin is list:
         return {"type": "array", "items": _schema(args[0])}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):

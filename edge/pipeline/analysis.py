@@ -21,6 +21,7 @@ from edge.dsp.frontend import FrontendParams
 from edge.dsp.quality import signal_quality
 from edge.dsp.segmenter import Cycle, SegmenterConfig
 from edge.pipeline.model import RECORD, Classifier, Prediction
+from edge.pipeline.signal_judgement import Judgement, SignalJudge
 from edge.pipeline.signal_path import CycleFeatures, PathStats, SignalPath
 from edge.pipeline.tracker import AlertChanged, CycleResult, SessionEnded, Tracker, TrackerConfig
 from edge.sources.base import AudioBlock
@@ -36,7 +37,7 @@ class ClassifiedCycle:
     cycle: Cycle  # its samples at the model rate
     features: np.ndarray
     quality: float
-    good: bool | None  # quality enough to count as evidence (Tracker.good); None: no model
+    judgement: Judgement | None  # whether it counts as evidence, and why not; None: no model
     prediction: Prediction | None  # None: segmentation only, no model
     inference_ms: float
     session_id: str | None
@@ -44,6 +45,11 @@ class ClassifiedCycle:
     @property
     def duration_s(self) -> float:
         return self.end - self.start
+
+    @property
+    def good(self) -> bool | None:
+        """Whether it counts as evidence (None: segmentation only)."""
+        return self.judgement.good if self.judgement else None
 
 
 Event = ClassifiedCycle | AlertChanged | SessionEnded
@@ -65,12 +71,15 @@ class Analysis:
             raise ValueError("segmentation only needs the frontend parameters")
         self.runner = runner
         self.path = SignalPath(source_rate, params, m.segmenter if m else SegmenterConfig())
-        self.tracker = Tracker(tracker, m.labels, m.thresholds.get(RECORD), m.findings,
-                               m.poor_quality_below) if m else None
+        self.tracker = Tracker(tracker, m.labels, m.thresholds.get(RECORD), m.findings) \
+            if m else None
+        self.judge = SignalJudge(params.sample_rate, m.poor_quality_below,
+                                 m.min_upper_edge_hz) if m else None
         self.clock = StreamClock()
         self.position = 0.0  # stream seconds heard so far
         self.last_audio = 0.0  # stream second at which the latest non-silent block ended
         self._index = 0
+        self._restarts = 0
 
     @property
     def stats(self) -> PathStats:
@@ -108,6 +117,10 @@ class Analysis:
 
     def _classify(self, c: CycleFeatures) -> list[Event]:
         quality = signal_quality(c.cycle.samples, c.cycle.sample_rate)
+        if self.judge is not None and self.path.stats.restarts != self._restarts:
+            self._restarts = self.path.stats.restarts  # a long gap: perhaps another stethoscope
+            self.judge.reset()
+        judgement = self.judge(c.cycle.samples, quality) if self.judge else None
         prediction, ms = None, 0.0
         if self.runner is not None:
             t = time.perf_counter()
@@ -115,13 +128,13 @@ class Analysis:
             ms = (time.perf_counter() - t) * 1000
         before: list[Event] = []
         after: list[Event] = []
-        if self.tracker is not None and prediction is not None:
-            b, a = self.tracker.on_cycle(CycleResult(c.start_s, c.end_s, prediction.label,
-                                                     prediction.confidence, quality))
+        if self.tracker is not None and prediction is not None and judgement is not None:
+            b, a = self.tracker.on_cycle(CycleResult(
+                start=c.start_s, end=c.end_s, label=prediction.label,
+                confidence=prediction.confidence, quality=quality, judgement=judgement))
             before, after = list(b), list(a)
         cycle = ClassifiedCycle(index=self._index, start=c.start_s, end=c.end_s, cycle=c.cycle,
-                                features=c.features, quality=quality,
-                                good=self.tracker.good(quality) if self.tracker else None,
+                                features=c.features, quality=quality, judgement=judgement,
                                 prediction=prediction, inference_ms=ms,
                                 session_id=self.tracker.session_id if self.tracker else None)
         self._index += 1

@@ -49,6 +49,11 @@ RECORD = "record_fraction"
 # A cycle of lower signal quality (edge.dsp.quality) is poor, not evidence: the value every
 # model so far was chosen with, and what a manifest that does not say gets.
 POOR_QUALITY_BELOW = 0.3
+# The upper edge a stethoscope's channel must reach for a model to hear crackles, for a manifest
+# that does not say: what 0.6.0's training stethoscopes pass, less a margin (the trainer
+# measures its own: SPRSound's Yunting II reaches 500–700 Hz, ICBHI's 0.6–1.8 kHz; a low-pass
+# at 250 Hz leaves about 320–400 Hz).
+MIN_UPPER_EDGE_HZ = 420.0
 # Which labels show which finding (the alert kinds and the record label's CAS/DAS), for a
 # manifest that does not say: the four-class models' convention.
 DEFAULT_FINDINGS: dict[str, tuple[str, ...]] = {"wheeze": ("wheeze", "both"),
@@ -111,6 +116,11 @@ class Manifest:
     poor_quality_below: float = setting(
         POOR_QUALITY_BELOW, "A cycle whose signal quality is below this is poor: not evidence "
                             "for an alert, a burden or a record label.", ge=0, le=1)
+    min_upper_edge_hz: float = setting(
+        MIN_UPPER_EDGE_HZ, "A stethoscope whose channel passes nothing above this "
+                           "(edge.dsp.bandwidth) hides what the model needs to hear crackles: "
+                           "its cycles are not judged (edge.pipeline.signal_judgement).",
+        ge=0, le=24000)
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

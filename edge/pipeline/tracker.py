@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from edge.loader import Invalid, section, setting, wire
-from edge.pipeline.model import DEFAULT_FINDINGS, POOR_QUALITY_BELOW
+from edge.pipeline.model import DEFAULT_FINDINGS
+from edge.pipeline.signal_judgement import Judgement, Unjudged
 
 RECORD_FRACTION = 0.2  # share of adventitious good cycles that makes a record adventitious
 POOR_RECORD_FRACTION = 0.5  # share of poor cycles that makes a record poor quality
@@ -56,7 +57,9 @@ class TrackerConfig:
     window_cycles: int = setting(8, "Recent cycles the alert rules look at.", ge=1, le=100)
     wheeze: AlertRule = section(AlertRule, "Wheeze (CAS) alerts.")
     crackle: AlertRule = section(AlertRule, "Crackle (DAS) alerts.")
-    poor_signal: AlertRule = section(AlertRule, "Poor-signal alerts (low cycle quality).")
+    poor_signal: AlertRule = section(AlertRule, "Poor-signal alerts (cycles that cannot be "
+                                                "judged: noise, clipping, a band-limited "
+                                                "stethoscope, poor quality).")
     no_audio_s: float = setting(10.0, "No audio (or only silence) for this long raises "
                                       "no_audio, s.", gt=0)
     no_breathing_s: float = setting(20.0, "Sound all along but no breathing cycle found in it "
@@ -67,15 +70,21 @@ class TrackerConfig:
     session_max_s: float = setting(600.0, "…or after this long, s.", gt=0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CycleResult:
-    """A classified cycle, as the tracker needs it (times in stream seconds)."""
+    """A classified cycle, as the tracker needs it (times in stream seconds), with the
+    device's judgement of whether it counts (`edge.pipeline.signal_judgement`)."""
 
     start: float
     end: float
     label: str
     confidence: float
     quality: float
+    judgement: Judgement
+
+    @property
+    def good(self) -> bool:
+        return self.judgement.good
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,14 @@ class CycleEvidence:
     window_cycles: int = field(metadata=wire(minimum=0))
     fraction: float = field(metadata=wire(minimum=0, maximum=1))
     total_cycles: int = field(metadata=wire(minimum=0))  # since the alert opened
+
+
+@dataclass(frozen=True)
+class PoorSignalEvidence(CycleEvidence):
+    """A poor signal in the recent cycles, and why in words (the latest cycle that could not
+    be judged: a band-limited channel, clipping, noise, or a poor cycle)."""
+
+    reason: str = field(metadata=wire(minLength=1, maxLength=300))
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ class NoBreathingEvidence:
 
 
 AlertKind = Literal["wheeze", "crackle", "poor_signal", "no_audio"]
-Evidence = CycleEvidence | SilenceEvidence | NoBreathingEvidence
+Evidence = PoorSignalEvidence | CycleEvidence | SilenceEvidence | NoBreathingEvidence
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +147,7 @@ class SessionEnded:
     cycles_by_label: dict[str, int]
     abnormal_burden: float
     poor_quality_fraction: float
+    cycles_unjudged: dict[Unjudged, int]  # the cycles that could not be judged, by why
     record_label: str
     breathing_rate_per_min: float | None
     ended_by: Literal["silence", "max_length", "shutdown", "end_of_stream"]
@@ -141,8 +159,8 @@ TrackerEvent = AlertChanged | SessionEnded
 def record_label(labels: list[str], good: list[bool],
                  fraction: float | None = None,
                  findings: dict[str, tuple[str, ...]] | None = None) -> str:
-    """A recording's label from its cycles' labels and whether each was good enough to count
-    (the model's judgement, `Tracker.good`): mostly poor cycles (or none) → poor quality;
+    """A recording's label from its cycles' labels and whether each could be judged (the
+    device's signal judgement, `CycleResult.good`): mostly poor cycles (or none) → poor quality;
     adventitious when `fraction` of the good cycles are (a model's manifest may set it:
     edge.pipeline.model.RECORD), named CAS, DAS or CAS & DAS by the findings (wheeze, crackle;
     a label may show both) that make up at least half of that; else normal. The session summary and
@@ -188,26 +206,19 @@ class Tracker:
 
     def __init__(self, cfg: TrackerConfig, labels: tuple[str, ...],
                  record_fraction: float | None = None,
-                 findings: dict[str, tuple[str, ...]] | None = None,
-                 poor_quality_below: float = POOR_QUALITY_BELOW) -> None:
-        """`labels` to `poor_quality_below`: the model's decisions (its manifest); `cfg`: the
-        deployment's alert and session rules."""
+                 findings: dict[str, tuple[str, ...]] | None = None) -> None:
+        """`labels` to `findings`: the model's decisions (its manifest); `cfg`: the
+        deployment's alert and session rules. Whether a cycle counts comes with it
+        (`CycleResult.judgement`)."""
         self.cfg = cfg
         self.labels = labels
         self.record_fraction = record_fraction
         self.findings = findings or DEFAULT_FINDINGS
-        self.poor_quality_below = poor_quality_below
         self.recent: deque[CycleResult] = deque(maxlen=cfg.window_cycles)
         self.alerts: dict[AlertKind, _Alert] = {}
         self.session: _Session | None = None
         self.last_cycle_end: float | None = None  # stream seconds
         self._hearing_since: float | None = None  # sound without a pause since then
-
-    def good(self, quality: float) -> bool:
-        """Whether a cycle of this quality counts as evidence (alerts, burden, record label):
-        the model's judgement, which the device's cycle messages carry so no reader
-        re-derives it."""
-        return quality >= self.poor_quality_below
 
     @property
     def session_id(self) -> str | None:
@@ -215,6 +226,16 @@ class Tracker:
 
     def active(self, kind: str) -> bool:
         return kind in self.alerts
+
+    @property
+    def poor_signal(self) -> str | None:
+        """The open poor-signal alert's reason in words (None: none open)."""
+        alert = self.alerts.get("poor_signal")
+        if alert is None:
+            return None
+        evidence = self._evidence("poor_signal")
+        return evidence.reason if isinstance(evidence, PoorSignalEvidence) else \
+            "sound but no breathing found (hiss, rubbing, off the chest?)"
 
     # -- inputs -----------------------------------------------------------------------------
     def on_cycle(self, r: CycleResult) -> tuple[list[TrackerEvent], list[TrackerEvent]]:
@@ -289,8 +310,8 @@ class Tracker:
     # -- alerts -----------------------------------------------------------------------------
     def _hit(self, kind: AlertKind, r: CycleResult) -> bool:
         if kind == "poor_signal":
-            return not self.good(r.quality)
-        return r.label in self.findings.get(kind, ()) and self.good(r.quality)
+            return not r.good
+        return r.label in self.findings.get(kind, ()) and r.good
 
     def _evidence(self, kind: AlertKind) -> Evidence:
         if kind == "no_audio":
@@ -300,8 +321,10 @@ class Tracker:
         hits = sum(self._hit(kind, r) for r in self.recent)
         n = len(self.recent)
         alert = self.alerts.get(kind)
-        return CycleEvidence(hits, n, round(hits / n, 3) if n else 0.0,
-                             alert.total if alert else hits)
+        counts = (hits, n, round(hits / n, 3) if n else 0.0, alert.total if alert else hits)
+        why = next((r.judgement.reason for r in reversed(self.recent)
+                    if r.judgement.reason), None) if kind == "poor_signal" else None
+        return PoorSignalEvidence(*counts, reason=why) if why else CycleEvidence(*counts)
 
     def _evaluate(self, kind: AlertKind, rule: AlertRule) -> list[TrackerEvent]:
         hits = sum(self._hit(kind, r) for r in self.recent)
@@ -350,15 +373,16 @@ class Tracker:
         cycles = s.cycles
         n = len(cycles)
         by_label = Counter(r.label for r in cycles)
-        good = sum(self.good(r.quality) for r in cycles)
+        good = sum(r.good for r in cycles)
+        unjudged = Counter(r.judgement.why for r in cycles if r.judgement.why)
         burden, rate = self._so_far(s)
         out.append(SessionEnded(
             session_id=s.session_id, start=s.start, end=s.last, cycles=n,
             cycles_by_label={lab: by_label.get(lab, 0) for lab in self.labels},
             abnormal_burden=burden or 0.0,
             poor_quality_fraction=round(1 - good / n, 3) if n else 0.0,
-            record_label=record_label([r.label for r in cycles],
-                                      [self.good(r.quality) for r in cycles],
+            cycles_unjudged=dict(sorted(unjudged.items())),
+            record_label=record_label([r.label for r in cycles], [r.good for r in cycles],
                                       self.record_fraction, self.findings),
             breathing_rate_per_min=rate, ended_by=ended_by))
         return out
@@ -369,7 +393,7 @@ class Tracker:
         return self._so_far(self.session) if self.session else (None, None)
 
     def _so_far(self, s: _Session) -> tuple[float | None, float | None]:
-        good = [r for r in s.cycles if self.good(r.quality)]
+        good = [r for r in s.cycles if r.good]
         n, span = len(s.cycles), s.last - s.start
         return (round(sum(r.label != "normal" for r in good) / len(good), 3) if good else None,
                 round(60 * n / span, 1) if n >= 2 and span > 0 else None)

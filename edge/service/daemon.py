@@ -215,7 +215,7 @@ class Daemon:
         change = self.health.observe(Observation(
             source_error=self.source_error or getattr(self.source, "problem", ""),
             no_audio=tracker.active("no_audio"),
-            poor_signal=tracker.active("poor_signal"),
+            poor_signal=tracker.poor_signal or "",
             broker_unreachable=self.publisher.unreachable(),
             spool_dropped=delivery.dropped_recent,
             storage=delivery.storage_problem()))

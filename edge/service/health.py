@@ -34,7 +34,7 @@ BROKER_UNREACHABLE = "broker unreachable"
 class Observation:
     source_error: str = ""  # the audio source failed: why
     no_audio: bool = False  # the no_audio alert is open
-    poor_signal: bool = False  # the poor_signal alert is open
+    poor_signal: str = ""  # the poor_signal alert is open: why, in words
     broker_unreachable: str = ""  # why delivery to the broker does not work now
     # messages the full spool had to drop lately (spool.drops_window_s): a spool that
     # overflowed once, then drained, is healthy again, where it said "degraded" for good
@@ -52,7 +52,7 @@ class Observation:
         if self.spool_dropped:
             out.append(f"spool full: {self.spool_dropped} message(s) dropped lately")
         if self.poor_signal:
-            out.append("poor signal")
+            out.append(f"poor signal: {self.poor_signal}")
         if self.broker_unreachable:
             out.append(f"{BROKER_UNREACHABLE}: {self.broker_unreachable}")
         return tuple(out)

@@ -185,7 +185,7 @@ class Ingest(Tables):
                 start=unix(b["start"]), end=unix(b["end"]), cycles=b["cycles"],
                 cycles_by_label=b["cycles_by_label"], abnormal_burden=b["abnormal_burden"],
                 poor_quality_fraction=b["poor_quality_fraction"],
-                record_label=b["record_label"],
+                cycles_unjudged=b["cycles_unjudged"] or None, record_label=b["record_label"],
                 breathing_rate_per_min=b["breathing_rate_per_min"], ended_by=b["ended_by"]))
         elif m.kind == "status":
             self._status(conn, m, now)

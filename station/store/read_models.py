@@ -140,6 +140,7 @@ class Session:
     cycles_by_label: dict[str, int]
     abnormal_burden: float
     poor_quality_fraction: float
+    cycles_unjudged: dict[str, int] | None  # by why (None: none, or a device before schema 6)
     record_label: str
     breathing_rate_per_min: float | None
     ended_by: str

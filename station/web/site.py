@@ -113,8 +113,9 @@ def ago(t: float | None, now: float) -> str:
 def evidence(e: dict[str, Any]) -> str:
     """An alert's evidence as a person reads it."""
     if {"cycles", "window_cycles", "fraction"} <= set(e):
-        return (f"{e['cycles']} of the last {e['window_cycles']} cycles ({pct(e['fraction'])})"
-                + (f", {e['total_cycles']} in all" if "total_cycles" in e else ""))
+        counted = (f"{e['cycles']} of the last {e['window_cycles']} cycles ({pct(e['fraction'])})"
+                   + (f", {e['total_cycles']} in all" if "total_cycles" in e else ""))
+        return f"{e['reason']} ({counted} not judged)" if e.get("reason") else counted
     if "silent_s" in e:
         return f"silent for {e['silent_s']:.0f} s" if e["silent_s"] else "audio again"
     if "no_cycle_s" in e:
