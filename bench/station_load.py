@@ -55,6 +55,7 @@ from edge.pipeline.tracker import CycleEvidence  # noqa: E402
 
 MODEL = ModelRef("lungedge-cnnlstm", "0.5.0")
 EPOCH = new_epoch()  # the simulated devices' numbering (one per run, as a fresh spool)
+START = time.time()  # when the simulated devices connected
 GAP_P, DUPLICATE_P = 0.002, 0.005
 
 
@@ -118,14 +119,16 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
             alert_id = open_id or f"{device}-{c}"
             send(device, "alert", Alert(alert_id=alert_id, event=event, kind="crackle",
                                         session_id="s", evidence=CycleEvidence(3, 8, 0.375, 3),
-                                        first_cycle=iso_ms(t - 20), last_cycle=iso_ms(t)))
+                                        first_cycle=iso_ms(t - 20), last_cycle=iso_ms(t),
+                                        end_reason="cleared" if event == "end" else None))
             alert_open[device] = None if event == "end" else alert_id
         if c % 30 == 0:  # status flaps
             state: Literal["online", "degraded"] = "degraded" if rng.random() < 1 / 3 \
                 else "online"
             reasons = ["poor signal"] if state == "degraded" else []
-            send(device, "status", Status(state, reasons[0] if reasons else None, reasons,
-                                            MODEL))
+            send(device, "status", Status(
+                state=state, reason=reasons[0] if reasons else None, reasons=reasons,
+                model=MODEL, connected_at=iso_ms(START), last_will=False, heartbeat_s=3600.0))
         if c % 20 == 0:
             send(device, "stats", Stats(
                 uptime_s=c * 1.5, audio_s=c * 1.5, cycles=c, forced_cuts=0, gaps=0, gap_s=0.0,
@@ -147,7 +150,8 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
 
 
 def status_body(state: str) -> Any:
-    return {"state": state, "reason": None, "reasons": [], "model": None}
+    return {"state": state, "reason": None, "reasons": [], "model": None,
+            "connected_at": iso_ms(START), "last_will": False, "heartbeat_s": 3600.0}
 
 
 def run_setting(db: str, workers: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -332,9 +336,8 @@ web: {{port: {args.web_port + 20}, secret_file: {tmp / 'secret'}}}
                                    "=== 'live'")
             for i in range(1, n + 1):
                 state = "degraded" if i % 2 else "online"
-                body = envelope("ui-bed", i, EPOCH) | {"state": state, "reason": None,
-                                                "reasons": ["poor signal"] if i % 2 else [],
-                                                "model": None}
+                body = envelope("ui-bed", i, EPOCH) | status_body(state) | {
+                    "reasons": ["poor signal"] if i % 2 else []}
                 t = time.perf_counter()
                 pub.publish("lungedge/ui-bed/status", json.dumps(body), qos=1)
                 page.wait_for_selector(f".tile[data-device='ui-bed'] .pill.{state}",

@@ -168,8 +168,11 @@ def _loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class AlarmConfig:
-    offline_after_s: float = setting(180.0, "A device not heard from for this long is offline "
-                                            "even before its broker says so, s.", gt=0)
+    offline_after_s: float = setting(180.0, "A device that does not say its heartbeat (one "
+                                            "older than status schema 6) and is not heard "
+                                            "from for this long is offline even before its "
+                                            "broker says so, s; one that says it is offline "
+                                            "after 2.5 heartbeats of silence.", gt=0)
     spool_backlog: int = setting(1000, "A device holding this many undelivered messages raises "
                                        "a spool backlog alarm.", ge=1)
 

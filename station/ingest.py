@@ -26,7 +26,7 @@ from station.validate import Message, Refused, excerpt, parse
 log = logging.getLogger(__name__)
 
 BATCH = 500  # messages per transaction at most
-SWEEP_S = 5.0  # silent devices and spool backlogs are looked at this often
+SWEEP_S = 2.0  # silent devices and spool backlogs are looked at this often
 PURGE_S = 3600.0
 SESSION_EXPIRY_S = 7 * 86400  # how long the broker keeps messages for a station that is down
 

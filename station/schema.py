@@ -61,6 +61,12 @@ devices = Table(
     Column("first_seen", Float, nullable=False),
     Column("last_seen", Float, nullable=False),  # any message
     Column("status_at", Float),  # the latest status message's own time
+    # …and its connection's: statuses are ordered by (connection, last will, time), so a
+    # last will (written when its connection was made) still ends that connection
+    Column("status_connected_at", Float),
+    Column("status_will", Boolean),
+    # the device's promise to send something this often: silent for a few, it is offline
+    Column("heartbeat_s", Float),
     Column("clock_synced", Boolean),
     Column("model", String(200)),
     Column("spool_depth", Integer),
@@ -125,7 +131,9 @@ alerts = Table(
     Column("opened_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("ended_at", Float),
-    Column("version", Integer, nullable=False, default=1),  # +1 each time it changes
+    # +1 each time it escalates (station.alarms.escalates): someone must look again
+    Column("version", Integer, nullable=False, default=1),
+    Column("escalated_fraction", Float),  # its evidence's share of cycles when it last did
     Column("evidence", JSON, nullable=False),
     Column("session_id", String(64)),
     Column("detail", Text),

@@ -83,8 +83,15 @@ def upgrade(kind: str, body: Any) -> Any:
         # one in their manifest get (edge.pipeline.model.POOR_QUALITY_BELOW), and did not say so
         body = body | {"good": body["quality"] >= POOR_QUALITY_BELOW}
     if kind == "summary" and "cycles_unjudged" not in body:
-        # before schema 6 a device did not say why cycles could not be judged
+        # before schema 6 a device did not say why cycles could not be judged…
         body = body | {"cycles_unjudged": {}}
+    if kind == "alert" and "end_reason" not in body:  # …nor why an alert ended…
+        body = body | {"end_reason": None}
+    if kind == "status" and "connected_at" not in body and isinstance(body.get("ts"), str):
+        # …nor which connection a status belonged to: its own time stands in, and a last will
+        # is what the broker published for it ("connection lost"); stats every 60 s then
+        body = body | {"connected_at": body["ts"], "heartbeat_s": 60.0,
+                       "last_will": body.get("reasons") == ["connection lost"]}
     return body | {"schema_version": SCHEMA_VERSION}
 
 

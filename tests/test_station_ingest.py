@@ -27,7 +27,7 @@ from station.config import StationConfig
 from station.ingest import Ingest
 from station.schema import cycles
 from station.store import Store
-from tests.conftest import TEST_EPOCH
+from tests.conftest import TEST_EPOCH, status_fields
 from tests.test_daemon import finish, start_daemon, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
         for topic, payload in bad:
             hostile.publish(topic, payload, qos=1).wait_for_publish(5)
         status = envelope("bed-x", 0, TEST_EPOCH) | {"state": "degraded", "reason": script,
-                                         "reasons": [script], "model": None}
+                                         "reasons": [script], "model": None} | status_fields()
         hostile.publish("lungedge/bed-x/status", json.dumps(status), qos=1, retain=True)
         proc = start_daemon(write_config(tmp_path, broker.port, model=SHIPPED))
         out = finish(proc, timeout=120)

@@ -19,7 +19,7 @@ from station.store import Store
 from station.store.read_models import Tile
 from station.validate import parse
 from station.web.app import create_app
-from tests.conftest import TEST_EPOCH
+from tests.conftest import TEST_EPOCH, status_fields
 
 
 def get(app: Any, path: str) -> str:
@@ -54,7 +54,7 @@ def test_a_change_stored_while_the_ward_is_made_reaches_its_updates(tmp_path: Pa
     def overview_then_a_device_speaks(now: float) -> list[Tile]:
         tiles = read(now)
         status = envelope("bed-late", 0, TEST_EPOCH) | {
-            "state": "online", "reason": None, "reasons": [], "model": None}
+            "state": "online", "reason": None, "reasons": [], "model": None} | status_fields()
         store.ingest([parse("lungedge/bed-late/status", json.dumps(status).encode(),
                             "lungedge")], now=time.time())
         return tiles

@@ -16,7 +16,7 @@ pytest.importorskip("sqlalchemy", reason="the station extra: pip install 'lunged
 from edge.delivery.wire import body_dict
 from station.store import Refusal, Store
 from station.validate import Message, Refused, parse
-from tests.conftest import TEST_EPOCH
+from tests.conftest import TEST_EPOCH, status_fields
 from tests.test_daemon_wiring import SAMPLES, run_daemon
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,34 +90,49 @@ def test_a_gap_in_seq_is_recorded_and_raises_a_technical_alarm(database_url: str
 
 
 def alert_message(device: str, seq: int, event: str, alert_id: str = "a1",
-                  kind: str = "wheeze") -> Message:
+                  kind: str = "wheeze", cycles: int = 4) -> Message:
     from edge.delivery.publisher import envelope
 
     body: dict[str, Any] = envelope(device, seq, TEST_EPOCH) | {
         "alert_id": alert_id, "event": event, "kind": kind, "session_id": "s1",
-        "evidence": {"cycles": 3 + seq, "window_cycles": 8, "fraction": 0.5,
+        "evidence": {"cycles": cycles, "window_cycles": 8, "fraction": cycles / 8,
                      "total_cycles": 3 + seq},
-        "first_cycle": "2026-12-03T10:00:00.000Z", "last_cycle": "2026-12-03T10:00:09.000Z"}
+        "first_cycle": "2026-12-03T10:00:00.000Z", "last_cycle": "2026-12-03T10:00:09.000Z",
+        "end_reason": "cleared" if event == "end" else None}
     return parse(f"lungedge/{device}/alert", json.dumps(body).encode(), "lungedge")
 
 
-def test_acknowledged_alert_stops_calling_attention_until_it_changes(database_url: str) -> None:
+def test_an_acknowledgement_holds_until_the_alert_escalates(database_url: str) -> None:
+    """Acknowledged, an alert stays acknowledged through more of the same evidence (a cycle
+    more or less: no "changed since seen", no tone); it needs someone again only when it
+    escalates (its share of cycles up by alarms.ESCALATION_STEP since it last did), and its
+    history keeps one line per stretch of updates, with their count and the latest."""
     store = Store(database_url)
-    store.ingest([alert_message("bed-2", 0, "new")])
+    store.ingest([alert_message("bed-2", 0, "new", cycles=3)])
     (inbox,) = store.inbox()
     assert inbox.attention and inbox.category == "clinical" and inbox.priority == 1
     assert store.acknowledge("a1", "nurse.ana", "listened again")
-    (inbox,) = store.inbox()
-    assert not inbox.attention and inbox.acked_by == "nurse.ana"
-    store.ingest([alert_message("bed-2", 1, "update")])  # more evidence: attention again
+    for seq, cycles in enumerate((4, 3, 4, 4), 1):  # more of the same
+        store.ingest([alert_message("bed-2", seq, "update", cycles=cycles)])
+        (inbox,) = store.inbox()
+        assert not inbox.attention and inbox.acked_by == "nurse.ana"
+    store.ingest([alert_message("bed-2", 5, "update", cycles=5)])  # 3 → 5 of 8: escalated
     (inbox,) = store.inbox()
     assert inbox.attention and inbox.ack_note == "listened again"
-    store.ingest([alert_message("bed-2", 2, "end")])
-    assert store.inbox()[0].state == "ended"  # ended, but changed since it was seen
+    assert store.acknowledge("a1", "nurse.ana", "")
+    store.ingest([alert_message("bed-2", 6, "update", cycles=6)])  # 5 → 6: not again
+    assert not store.inbox()[0].attention
+    store.ingest([alert_message("bed-2", 7, "end")])
+    ended = store.alert("a1")
+    assert ended is not None and ended.state == "ended" and not ended.attention
     assert store.resolve("a1", "dr.bo", "reviewed")
     assert store.inbox() == []
-    events = [h.event for h in store.alert("a1").history]  # type: ignore[union-attr]
-    assert events == ["new", "ack", "update", "end", "resolve"]
+    history = store.alert("a1").history  # type: ignore[union-attr]
+    assert [h.event for h in history] == ["new", "ack", "update", "escalate", "ack", "update",
+                                         "end", "resolve"]
+    assert history[2].detail is not None and history[2].detail["updates"] == 4
+    assert history[2].detail["cycles"] == 4  # the latest of the stretch
+    assert history[6].detail is not None and history[6].detail["end_reason"] == "cleared"
     assert not store.acknowledge("no-such-alert", "x", "")
 
 
@@ -194,7 +209,8 @@ def test_hostile_strings_are_stored_as_text_and_refusals_counted(database_url: s
     store = Store(database_url)
     script = "<script>window.pwned=1</script>"
     status = envelope(HOSTILE, 0, TEST_EPOCH) | {"state": "degraded", "reason": script,
-                                     "reasons": [script, "x" * 5000], "model": None}
+                                     "reasons": [script, "x" * 5000], "model": None} \
+        | status_fields()
     m = parse(f"lungedge/{HOSTILE}/status", json.dumps(status).encode(), "lungedge")
     store.ingest([m], [Refusal("lungedge/x/cycle", "not JSON", "\\xff")])
     (tile,) = store.overview(time.time())

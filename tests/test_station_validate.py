@@ -42,7 +42,9 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
         out.setdefault(kind, json.loads(json.dumps(body)))
     # the status goes through the publisher's own path, not the messages it records
     out["status"] = envelope("bed-1", 0, TEST_EPOCH) | body_dict(
-        Status("degraded", "poor signal", ["poor signal"], ModelRef("lungedge-cnnlstm", "0.5.0")))
+        Status(state="degraded", reason="poor signal", reasons=["poor signal"],
+               model=ModelRef("lungedge-cnnlstm", "0.5.0"),
+               connected_at="2026-12-03T10:00:00.000Z", last_will=False, heartbeat_s=5.0))
     return out
 
 
@@ -90,3 +92,15 @@ def test_the_fast_check_never_accepts_what_jsonschema_refuses(
         fast = False
     assert not (fast and not judged), (kind, where, how, body)
     assert (schema_error(kind, body) == "") == judged
+
+
+def test_the_shipped_wire_schemas_are_generated_from_the_dataclasses() -> None:
+    """Every JSON Schema in edge/delivery/schemas/ is what the wire dataclasses generate: a bound
+    widened by hand in a shipped file (or a field added to a dataclass without regenerating)
+    fails here."""
+    from edge.delivery.wire import BODIES, json_schema, schema
+
+    for kind in BODIES:
+        assert schema(kind) == json_schema(kind), \
+            f"{kind}.json differs: python -c 'from edge.delivery.wire import write_schemas; " \
+            "write_schemas()'"

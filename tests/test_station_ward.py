@@ -18,7 +18,7 @@ pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 from edge.delivery.publisher import envelope
 from edge.delivery.wire import Alert, Cycle, ModelRef, body_dict, iso_ms
 from edge.pipeline.tracker import CycleEvidence, NoBreathingEvidence
-from tests.conftest import TEST_EPOCH
+from tests.conftest import TEST_EPOCH, status_fields
 from tests.test_station_ingest import publisher, wait
 from tests.test_station_web import page, shot, station  # noqa: F401  (fixtures)
 
@@ -44,7 +44,8 @@ class Ward:
 
     def bed(self, device: str, *, synced: bool = True) -> None:
         self.send(device, "status", {"state": "online", "reason": None, "reasons": [],
-                                     "model": {"name": MODEL.name, "version": MODEL.version}},
+                                     "model": {"name": MODEL.name, "version": MODEL.version}}
+                  | status_fields(),
                   synced=synced, retain=True)
         now = time.time()
         for n in range(6):  # a breath every 4 s: 15 breaths/min
@@ -61,7 +62,8 @@ class Ward:
             CycleEvidence(cycles, 8, round(cycles / 8, 3), cycles)
         self.send(device, "alert", body_dict(Alert(
             alert_id=alert_id, event=event, kind=kind, session_id="s1",  # type: ignore[arg-type]
-            evidence=evidence, first_cycle=iso_ms(now - 20), last_cycle=iso_ms(now))))
+            evidence=evidence, first_cycle=iso_ms(now - 20), last_cycle=iso_ms(now),
+            end_reason="cleared" if event == "end" else None)))
 
 
 def log_in(page: Any, base: str) -> None:  # noqa: F811

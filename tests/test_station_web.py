@@ -22,7 +22,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 from edge.delivery.publisher import envelope  # noqa: E402
 from edge.delivery.wire import Cycle, ModelRef, Summary, body_dict, iso_ms  # noqa: E402
 from station.auth import hash_password  # noqa: E402
-from tests.conftest import TEST_EPOCH, _free_port  # noqa: E402
+from tests.conftest import TEST_EPOCH, _free_port, status_fields  # noqa: E402
 from tests.test_daemon import finish, start_daemon, write_config  # noqa: E402
 from tests.test_station_ingest import publisher, wait  # noqa: E402
 
@@ -109,7 +109,7 @@ def simulate_ward(port: int, beds: int = 6) -> None:
         state = ("degraded", "no audio") if i == 3 else ("online", None)
         pub.publish(f"lungedge/{device}/status", json.dumps(envelope(device, 0, TEST_EPOCH) | {
             "state": state[0], "reason": state[1], "reasons": [state[1]] if state[1] else [],
-            "model": {"name": "lungedge-cnnlstm", "version": "0.5.0"}}),
+            "model": {"name": "lungedge-cnnlstm", "version": "0.5.0"}} | status_fields()),
             qos=1, retain=True)
         for n in range(40):
             t = now - 300 + n * 7
@@ -130,7 +130,7 @@ def simulate_ward(port: int, beds: int = 6) -> None:
         pub.publish(f"lungedge/{device}/summary",
                     json.dumps(envelope(device, 0, TEST_EPOCH) | body_dict(summary)), qos=1)
     status = envelope(HOSTILE_ID, 0, TEST_EPOCH) | {"state": "degraded", "reason": SCRIPT,
-                                        "reasons": [SCRIPT], "model": None}
+                                        "reasons": [SCRIPT], "model": None} | status_fields()
     pub.publish(f"lungedge/{HOSTILE_ID}/status", json.dumps(status), qos=1).wait_for_publish(5)
     pub.loop_stop()
 
@@ -257,7 +257,8 @@ def test_a_very_long_status_reason_keeps_the_ward_readable(station: dict[str, An
     reason = "spool: " + "very long reason " * 300
     pub.publish("lungedge/bed-long/status", json.dumps(
         envelope("bed-long", 0, TEST_EPOCH) | {"state": "degraded", "reason": reason,
-                                               "reasons": [reason], "model": None}),
+                                               "reasons": [reason], "model": None}
+        | status_fields()),
         qos=1, retain=True).wait_for_publish(5)
     page.goto(station["base"] + "/ward")
     page.wait_for_selector(".tile[data-device='bed-long'] .reason", timeout=15000)

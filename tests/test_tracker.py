@@ -217,3 +217,37 @@ def test_record_label_counts_good_cycles_of_any_adventitious_kind(
     labels = [lab for lab, n in counts.items() for _ in range(n)] + ["wheeze"] * poor
     good = [True] * (len(labels) - poor) + [False] * poor
     assert record_label(labels, good) == expected
+
+
+def test_one_alert_for_as_long_as_the_condition_lasts() -> None:
+    """A 25-minute wheeze with the default rules (sessions cut at 10 minutes) is one alert: a
+    session cut at its longest is a report, not an end. Its end says why: the evidence
+    fell ("cleared"), or the auscultation ended (no breathing for session_silence_s)."""
+    tr = Tracker(TrackerConfig(), LABELS)
+    events: list[TrackerEvent] = []
+    t = 0.0
+    while t < 25 * 60:  # a breath every 4 s, three in four wheezing
+        before, after = tr.on_cycle(cycle(t, "wheeze" if int(t / 4) % 4 else "normal"))
+        events += before + after
+        t += 4
+    wheeze = [a for a in alerts(events) if a.kind == "wheeze"]
+    assert [a.event for a in wheeze].count("new") == 1
+    assert not any(a.event == "end" for a in wheeze)
+    assert len(summaries(events)) == 2  # two sessions reported at 10 and 20 minutes
+    validate(events)
+    # the patient breathes normally again: the same alert ends, cleared
+    for _ in range(8):
+        before, after = tr.on_cycle(cycle(t, "normal"))
+        events += before + after
+        t += 4
+    (end,) = [a for a in alerts(events) if a.kind == "wheeze" and a.event == "end"]
+    assert end.alert_id == wheeze[0].alert_id and end.end_reason == "cleared"
+    # a crackle alert open when the stethoscope comes off ends with the auscultation
+    for _ in range(6):
+        tr.on_cycle(cycle(t, "crackle"))
+        t += 4
+    assert tr.active("crackle")
+    gone = tr.on_tick(now=t + 60, last_audio=t + 60)
+    (crackle_end,) = [a for a in alerts(gone) if a.kind == "crackle"]
+    assert crackle_end.event == "end" and crackle_end.end_reason == "auscultation_ended"
+    validate(gone)

@@ -29,7 +29,8 @@ def alert_body(a: AlertChanged, clock: StreamClock) -> Alert:
         alert_id=a.alert_id, event=a.event, kind=a.kind, session_id=a.session_id,
         evidence=a.evidence,
         first_cycle=None if a.first_cycle is None else iso_ms(clock.wall(a.first_cycle)),
-        last_cycle=None if a.last_cycle is None else iso_ms(clock.wall(a.last_cycle)))
+        last_cycle=None if a.last_cycle is None else iso_ms(clock.wall(a.last_cycle)),
+        end_reason=a.end_reason)
 
 
 def summary_body(s: SessionEnded, clock: StreamClock, model: ModelRef) -> Summary:

@@ -153,6 +153,7 @@ class MqttPublisher:
         self._connected = threading.Event()
         self.last_error = ""
         self._status: tuple[str, list[str]] = ("online", [])
+        self._connected_at = time.time()  # the current connection's, for its statuses
         self._wake = threading.Event()
         self._stop = threading.Event()
         # paho's thread only posts acknowledged message ids here; the sender thread alone
@@ -218,7 +219,7 @@ class MqttPublisher:
         client = self._client
         if client is not None and self._connected.is_set():
             info = client.publish(topic(self.cfg.topic_prefix, self.device_id, "status"),
-                                  self._status_payload(final_state, [reason]), qos=1,
+                                  self._status_payload(final_state, [reason], False), qos=1,
                                   retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=3)
@@ -228,9 +229,11 @@ class MqttPublisher:
         self.spool.close()
 
     # -- the sender thread -------------------------------------------------------------------
-    def _status_payload(self, state: str, reasons: list[str]) -> bytes:
-        status = Status(state, reasons[0] if reasons else None,  # type: ignore[arg-type]
-                        reasons, self.model)
+    def _status_payload(self, state: str, reasons: list[str], last_will: bool) -> bytes:
+        status = Status(state=state,  # type: ignore[arg-type]
+                        reason=reasons[0] if reasons else None, reasons=reasons,
+                        model=self.model, connected_at=iso_ms(self._connected_at),
+                        last_will=last_will, heartbeat_s=self.cfg.stats_interval_s)
         body = {**envelope(self.device_id, self.spool.next_seq("status"), self.spool.epoch),
                 **body_dict(status)}
         return json.dumps(body, separators=(",", ":")).encode()
@@ -244,7 +247,7 @@ class MqttPublisher:
     def _publish_status(self, client: Any) -> None:
         state, reasons = self._status
         client.publish(topic(self.cfg.topic_prefix, self.device_id, "status"),
-                       self._status_payload(state, reasons), qos=1, retain=True)
+                       self._status_payload(state, reasons, False), qos=1, retain=True)
 
     def _new_client(self) -> Any:
         import paho.mqtt.client as mqtt
@@ -260,8 +263,11 @@ class MqttPublisher:
                                keyfile=tls.key_file)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise DeliveryError(f"mqtt.tls: cannot use {tls_files(tls)} ({exc})") from None
+        # the will is written now, for the connection about to be made: every status of
+        # that connection carries the same connected_at, so a station orders them
+        self._connected_at = time.time()
         client.will_set(topic(self.cfg.topic_prefix, self.device_id, "status"),
-                        self._status_payload("offline", ["connection lost"]), qos=1,
+                        self._status_payload("offline", ["connection lost"], True), qos=1,
                         retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -64,7 +64,10 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class MqttConfig(BrokerConfig):
-    stats_interval_s: float = setting(60.0, "Interval of stats messages, s.", ge=1, le=3600)
+    stats_interval_s: float = setting(5.0, "Interval of stats messages, s: also the device's "
+                                           "heartbeat (its status says so), by which a "
+                                           "station knows within a few of them that it is "
+                                           "gone.", ge=1, le=3600)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from edge.loader import wire
 from edge.pipeline.signal_judgement import Unjudged
-from edge.pipeline.tracker import AlertKind, Evidence
+from edge.pipeline.tracker import AlertKind, EndReason, Evidence
 
 # 2: labels are the model's (no fixed enumeration); stats carry forced cuts, restarts and gap
 # reasons; timestamps say whether the wall clock was synchronised. 3: the status names the model.
@@ -31,7 +31,9 @@ from edge.pipeline.tracker import AlertKind, Evidence
 # kind and seq), and a poor_signal alert may say sound was heard but no breathing found.
 # 5: a cycle says whether it was good enough to count (`good`), the device's judgement.
 # 6: a poor_signal alert says why in words (`evidence.reason`: a band-limited stethoscope,
-# clipping, noise), and a summary counts the cycles it could not judge by why.
+# clipping, noise), and a summary counts the cycles it could not judge by why; an alert's end
+# says why (`end_reason`); an alert goes on across sessions cut at their longest; a status says
+# which connection it belongs to and whether it is its last will, and the device's heartbeat.
 SCHEMA_VERSION = 6
 EPOCH = r"^[0-9a-f]{8,32}$"
 # Ids a device makes (sessions, alerts, clips: 16 hex digits) go into a station's URLs and keys:
@@ -90,12 +92,21 @@ class ModelRef:
     version: str = field(metadata=wire(minLength=1, maxLength=50))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Status:
     state: Literal["online", "degraded", "offline"]
     reason: str | None  # the first of `reasons`
     reasons: list[str]
     model: ModelRef | None  # what the device classifies with (null: not loaded)
+    # The MQTT connection this status belongs to, made at this time, and whether it is that
+    # connection's last will (the broker publishes it when the connection is lost, after every
+    # status the connection sent, though it was written when it was made): a subscriber orders
+    # statuses by (connected_at, last_will, ts), never by ts alone.
+    connected_at: str = field(metadata=wire(pattern=ISO_MS))
+    last_will: bool
+    # the device sends a message at least this often while it is alive (its stats): a
+    # subscriber that hears nothing for a few of these knows it is gone
+    heartbeat_s: float = field(metadata=wire(minimum=1, maximum=3600))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +136,7 @@ class Alert:
     evidence: Evidence
     first_cycle: str | None = field(metadata=wire(pattern=ISO_MS))
     last_cycle: str | None = field(metadata=wire(pattern=ISO_MS))
+    end_reason: EndReason | None  # with "end": why it ended
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -122,6 +122,13 @@ AlertKind = Literal["wheeze", "crackle", "poor_signal", "no_audio"]
 Evidence = PoorSignalEvidence | CycleEvidence | SilenceEvidence | NoBreathingEvidence
 
 
+# Why an alert ended, so that its end says what happened: the evidence fell to off_fraction
+# (or the sound came back, for no_audio and no breathing); no breathing cycle for
+# session_silence_s (the auscultation ended: nobody hears the patient now, which is not the
+# same as the finding being gone); the device stopped; the recording ended.
+EndReason = Literal["cleared", "auscultation_ended", "shutdown", "end_of_stream"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class AlertChanged:
     alert_id: str
@@ -131,6 +138,7 @@ class AlertChanged:
     evidence: Evidence
     first_cycle: float | None  # stream seconds: the first and latest cycle showing it
     last_cycle: float | None
+    end_reason: EndReason | None = None  # with "end"
 
     @property
     def clinical(self) -> bool:
@@ -251,11 +259,11 @@ class Tracker:
         self.last_cycle_end = r.end
         breathing = self.alerts.get("poor_signal")
         if breathing is not None and breathing.no_breathing:  # breathing is heard again
-            before.append(self._changed("poor_signal", "end", NoBreathingEvidence(0.0)))
+            before.append(self._changed("poor_signal", "end", NoBreathingEvidence(0.0),
+                                        "cleared"))
             del self.alerts["poor_signal"]
         if self.session is None:
             self.session = _Session(new_id(), r.start, r.end)
-            self.recent.clear()
         self.session.cycles.append(r)
         self.session.last = r.end
         self.recent.append(r)
@@ -275,7 +283,7 @@ class Tracker:
             self.alerts["no_audio"] = _Alert(new_id(), last_audio, last_audio, 0, 0)
             out.append(self._changed("no_audio", "new", SilenceEvidence(round(silent, 1))))
         elif silent < self.cfg.no_audio_s and "no_audio" in self.alerts:
-            out.append(self._changed("no_audio", "end", SilenceEvidence(0.0)))
+            out.append(self._changed("no_audio", "end", SilenceEvidence(0.0), "cleared"))
             del self.alerts["no_audio"]
         out += self._no_breathing(now, silent < self.cfg.no_audio_s)
         s = self.session
@@ -300,7 +308,7 @@ class Tracker:
     def close(self, reason: Literal["shutdown", "end_of_stream"]) -> list[TrackerEvent]:
         """The stream ends: end every open alert and the session, so that subscribers are not
         left with alerts that never end and every session is summarised."""
-        out: list[TrackerEvent] = [self._changed(kind, "end", self._evidence(kind))
+        out: list[TrackerEvent] = [self._changed(kind, "end", self._evidence(kind), reason)
                                    for kind in list(self.alerts)]
         self.alerts.clear()
         if self.session is not None:
@@ -341,7 +349,7 @@ class Tracker:
             alert.total += 1
             alert.last = latest.start
         if fraction <= rule.off_fraction:
-            event = self._changed(kind, "end", self._evidence(kind))
+            event = self._changed(kind, "end", self._evidence(kind), "cleared")
             del self.alerts[kind]
             return [event]
         if hits != alert.reported_hits:
@@ -350,25 +358,31 @@ class Tracker:
         return []
 
     def _changed(self, kind: AlertKind, event: Literal["new", "update", "end"],
-                 evidence: Evidence) -> AlertChanged:
+                 evidence: Evidence, end_reason: EndReason | None = None) -> AlertChanged:
         alert = self.alerts[kind]
         timed = kind != "no_audio" and not alert.no_breathing
         return AlertChanged(alert_id=alert.alert_id, event=event, kind=kind,
                             session_id=self.session_id, evidence=evidence,
                             first_cycle=alert.first if timed else None,
-                            last_cycle=alert.last if timed else None)
+                            last_cycle=alert.last if timed else None, end_reason=end_reason)
 
     # -- sessions ---------------------------------------------------------------------------
     def _end_session(self, ended_by: Literal["silence", "max_length", "shutdown",
                                              "end_of_stream"]) -> list[TrackerEvent]:
         s = self.session
         assert s is not None
+        # A session cut at session_max_s is a report, not an end: the condition goes on being
+        # heard, so its alert stays open into the next session (a 25-minute wheeze is one
+        # alert). Without a cycle for session_silence_s nobody hears the patient any more:
+        # the alerts of the auscultation end, saying so.
         of_session: list[AlertKind] = [k for k in ("wheeze", "crackle", "poor_signal")
-                                       if k in self.alerts]
-        out: list[TrackerEvent] = [self._changed(k, "end", self._evidence(k))
-                                   for k in of_session]
+                                       if k in self.alerts] if ended_by == "silence" else []
+        out: list[TrackerEvent] = [self._changed(k, "end", self._evidence(k),
+                                                 "auscultation_ended") for k in of_session]
         for k in of_session:
             del self.alerts[k]
+        if ended_by != "max_length":
+            self.recent.clear()  # the next cycle starts a new auscultation
         self.session = None
         cycles = s.cycles
         n = len(cycles)

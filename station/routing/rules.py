@@ -19,7 +19,8 @@ class Rule:
     kinds: list[str] = setting([], "Only these kinds (e.g. [wheeze]); empty: every kind of "
                                    "the category.")
     devices: list[str] = setting([], "Only these devices; empty: all.")
-    events: list[str] = setting(["new"], "Alert events to deliver: new, update, end.")
+    events: list[str] = setting(["new"], "Alert events to deliver: new, update (the alert "
+                                         "escalated, or began to gather more evidence), end.")
     max_priority: int = setting(3, "Only alerts of this priority or higher (1 high … 3 low).",
                                 ge=1, le=3)
     command: list[str] = setting([], "Run this (program and arguments, no shell) with the "

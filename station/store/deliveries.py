@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
 
 from station.schema import (
     Lock,
@@ -33,18 +33,21 @@ class RoutingTurn:
 
     def alert_events(self, started: float, limit: int = 500) -> list[Any]:
         """Alert events not routed yet (new, update, end), oldest first, each with its alert
-        and its bed's label. A new database starts after what was logged before `started`:
+        and its bed's label; an escalation is an "update" (a stretch of more evidence is
+        one update, its first). A new database starts after what was logged before `started`:
         old alerts are history, not paged."""
         cursor = self._cursor()
         if cursor is None:
             cursor = self.conn.execute(select(func.coalesce(func.max(alert_log.c.id), 0))
                                        .where(alert_log.c.at < started)).scalar()
             self.conn.execute(insert(routing_state).values(name="alert_log", value=cursor))
+        event = case((alert_log.c.event == "escalate", "update"), else_=alert_log.c.event)
         return list(self.conn.execute(
-            select(alert_log.c.id, alert_log.c.event, alerts, devices.c.label)
+            select(alert_log.c.id, event.label("event"), alerts, devices.c.label)
             .join(alerts, alerts.c.alert_id == alert_log.c.alert_id)
             .join(devices, devices.c.device_id == alerts.c.device_id, isouter=True)
-            .where(alert_log.c.id > cursor, alert_log.c.event.in_(("new", "update", "end")))
+            .where(alert_log.c.id > cursor,
+                   alert_log.c.event.in_(("new", "update", "escalate", "end")))
             .order_by(alert_log.c.id).limit(limit)).mappings())
 
     def routed_to(self, log_id: int) -> None:

@@ -254,15 +254,22 @@ class Ingest(Tables):
         return older is None or unix(m.body["ts"]) >= older
 
     def _status(self, conn: Connection, m: Message, now: float) -> None:
+        """The device's latest status, ordered by its connection first: a last will carries
+        the time its connection was made, yet is that connection's last word (the broker
+        sends it when the connection is lost); a status of a later connection beats both."""
         b = m.body
-        at = unix(b["ts"])
-        latest = conn.execute(select(devices.c.status_at).where(
-            devices.c.device_id == m.device_id)).scalar()
-        if latest is not None and at < latest:
+        key = (unix(b["connected_at"]), bool(b["last_will"]), unix(b["ts"]))
+        row = conn.execute(select(devices.c.status_connected_at, devices.c.status_will,
+                                  devices.c.status_at).where(
+            devices.c.device_id == m.device_id)).first()
+        if row is not None and row.status_at is not None and key < (
+                row.status_connected_at or row.status_at, bool(row.status_will),
+                row.status_at):
             return  # an older status delivered late (a retained copy): the newer one stands
         model = b["model"]
         conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
-            state=b["state"], reasons=b["reasons"], status_at=at,
+            state=b["state"], reasons=b["reasons"], status_at=key[2],
+            status_connected_at=key[0], status_will=key[1], heartbeat_s=b["heartbeat_s"],
             **({"model": f"{model['name']} {model['version']}"} if model else {})))
         if b["state"] == "offline":
             open_station_alarm(conn, m.device_id, "offline", now, {"reason": b["reason"]})
@@ -270,28 +277,57 @@ class Ingest(Tables):
             end_station_alarm(conn, m.device_id, "offline", now)
 
     def _device_alert(self, conn: Connection, m: Message, now: float) -> None:
+        """A device's alert event. It needs someone again (a new version) only when it
+        escalates (`alarms.escalates`) or comes back after ending; its history keeps one
+        "more evidence" line per stretch of updates (how many, and the latest), not one per
+        cycle."""
         b = m.body
         kind = alarms.of(b["kind"])
-        existing = conn.execute(select(alerts.c.state, alerts.c.version).where(
+        existing = conn.execute(select(alerts.c.state, alerts.c.version,
+                                       alerts.c.escalated_fraction).where(
             alerts.c.alert_id == b["alert_id"])).first()
         evidence = b["evidence"]
+        fraction = evidence.get("fraction") if isinstance(evidence, dict) else None
+        event = b["event"]
         if existing is None:
             conn.execute(insert(alerts).values(
                 alert_id=b["alert_id"], device_id=m.device_id, kind=kind.kind,
                 category=kind.category, priority=kind.priority, source="device",
-                state="ended" if b["event"] == "end" else "open", opened_at=unix(b["ts"]),
-                updated_at=now, ended_at=now if b["event"] == "end" else None, version=1,
-                evidence=evidence, session_id=b["session_id"]))
+                state="ended" if event == "end" else "open", opened_at=unix(b["ts"]),
+                updated_at=now, ended_at=now if event == "end" else None, version=1,
+                escalated_fraction=fraction, evidence=evidence, session_id=b["session_id"]))
         else:
             values: dict[str, Any] = {"updated_at": now, "evidence": evidence}
-            if b["event"] == "end":  # good news: no reason to call anyone again
+            if event == "end":  # good news: no reason to call anyone again
                 values |= {"state": "ended", "ended_at": now}
-            else:
-                values["version"] = existing.version + 1
-                if existing.state == "resolved":  # resolved, but the device still hears it
-                    values |= {"state": "open", "resolved_by": None, "resolved_at": None}
+            elif existing.state in ("resolved", "ended"):  # heard again after it ended
+                values |= {"state": "open", "resolved_by": None, "resolved_at": None,
+                           "ended_at": None, "version": existing.version + 1,
+                           "escalated_fraction": fraction}
+            elif alarms.escalates(fraction, existing.escalated_fraction):
+                values |= {"version": existing.version + 1, "escalated_fraction": fraction}
+                event = "escalate"
             conn.execute(update(alerts).where(alerts.c.alert_id == b["alert_id"])
                          .values(**values))
-        conn.execute(insert(alert_log).values(alert_id=b["alert_id"], device_id=m.device_id,
-                                              at=now, event=b["event"], actor=m.device_id,
-                                              detail=evidence))
+        detail = evidence | ({"end_reason": b["end_reason"]} if b["end_reason"] else {})
+        if event == "update" and self._more_evidence(conn, b["alert_id"], now, detail):
+            return
+        conn.execute(insert(alert_log).values(
+            alert_id=b["alert_id"], device_id=m.device_id, at=now, event=event,
+            actor=m.device_id, detail=detail | ({"updates": 1} if event == "update" else {})))
+
+    @staticmethod
+    def _more_evidence(conn: Connection, alert_id: str, now: float,
+                       evidence: dict[str, Any]) -> bool:
+        """Folds an update into the history's latest line when that is already "more
+        evidence": its count goes up and it shows the latest evidence. False when the latest
+        line is something else (a new stretch of updates starts)."""
+        last = conn.execute(select(alert_log.c.id, alert_log.c.event, alert_log.c.detail)
+                            .where(alert_log.c.alert_id == alert_id)
+                            .order_by(alert_log.c.id.desc()).limit(1)).first()
+        if last is None or last.event != "update":
+            return False
+        count = int((last.detail or {}).get("updates", 1)) + 1
+        conn.execute(update(alert_log).where(alert_log.c.id == last.id).values(
+            at=now, detail=evidence | {"updates": count}))
+        return True

@@ -30,6 +30,9 @@ class Device:
     first_seen: float
     last_seen: float
     status_at: float | None
+    status_connected_at: float | None
+    status_will: bool | None
+    heartbeat_s: float | None
     clock_synced: bool | None
     model: str | None
     spool_depth: int | None
@@ -63,6 +66,7 @@ class Alert:
     updated_at: float
     ended_at: float | None
     version: int
+    escalated_fraction: float | None
     evidence: dict[str, Any]
     session_id: str | None
     detail: str | None

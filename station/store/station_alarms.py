@@ -15,6 +15,10 @@ from station.store.database import Tables, upsert
 
 GAP_KINDS = ("cycle", "alert", "summary")  # seq gaps worth an alarm (stats are QoS 0)
 SETTLE_S = 30.0  # a missing seq is a gap once it is this late (workers may reorder messages)
+# A device that says its heartbeat (its status, schema 6) is offline once it has missed this
+# many: with the default 5 s, 12.5 s of silence (a power cut, a network gone; a killed daemon's
+# last will arrives at once). A device that does not say is given offline_after_s.
+HEARTBEATS_MISSED = 2.5
 
 
 class StationAlarms(Tables):
@@ -32,14 +36,14 @@ class StationAlarms(Tables):
             checked = self._gaps_checked_until
             self._gaps_checked_until = now - SETTLE_S
             self._gaps(conn, checked - SETTLE_S, now - SETTLE_S, now)
-            silent = conn.execute(select(devices.c.device_id).where(
-                devices.c.last_seen < now - offline_after_s,
-                devices.c.state != "offline")).scalars().all()
-            for device_id in silent:
+            allowed = func.coalesce(devices.c.heartbeat_s * HEARTBEATS_MISSED, offline_after_s)
+            silent = conn.execute(select(devices.c.device_id, allowed).where(
+                devices.c.last_seen < now - allowed, devices.c.state != "offline")).all()
+            for device_id, after in silent:
+                reason = f"not heard from for more than {after:.0f} s"
                 conn.execute(update(devices).where(devices.c.device_id == device_id).values(
-                    state="offline", reasons=["not heard from"]))
-                open_station_alarm(conn, device_id, "offline", now,
-                                    {"reason": f"silent for more than {offline_after_s:.0f} s"})
+                    state="offline", reasons=[reason]))
+                open_station_alarm(conn, device_id, "offline", now, {"reason": reason})
                 conn.execute(insert(changes).values(at=now, device_id=device_id,
                                                     what="status"))
             rows = conn.execute(select(devices.c.device_id, devices.c.spool_depth)).all()

@@ -124,13 +124,22 @@ def evidence(e: dict[str, Any]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in e.items())
 
 
-HAPPENED = {"new": "opened", "update": "more evidence", "end": "ended: no longer heard",
-            "ack": "acknowledged", "resolve": "resolved"}
+HAPPENED = {"new": "opened", "update": "more evidence", "escalate": "escalated",
+            "end": "ended", "ack": "acknowledged", "resolve": "resolved"}
+ENDED = {"cleared": "ended: no longer heard", "auscultation_ended":
+         "ended: the auscultation ended (no breathing heard; nobody hears the patient now)",
+         "shutdown": "ended: the device stopped", "end_of_stream": "ended: the recording ended"}
 
 
-def happened(event: str) -> str:
-    """An alert's history event in words."""
-    return HAPPENED.get(event, event)
+def happened(entry: Any) -> str:
+    """An alert's history entry's event in words: why it ended, how many updates a line of
+    "more evidence" stands for."""
+    detail = entry.detail or {}
+    if entry.event == "end":
+        return ENDED.get(detail.get("end_reason", ""), "ended")
+    if entry.event == "update" and detail.get("updates", 1) > 1:
+        return f"more evidence ({detail['updates']} updates, the latest shown)"
+    return HAPPENED.get(entry.event, entry.event)
 
 
 def detail(d: dict[str, Any] | None) -> str:
