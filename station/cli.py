@@ -59,10 +59,15 @@ def main(args: argparse.Namespace) -> int:
             print("lungedge: error: export-labels needs the folder to write: lungedge station "
                   "export-labels DIR [--config FILE]", file=sys.stderr)
             return 2
-        from station.export import export
+        from station.export import ExportError, export, replaceable
 
-        store = open_store(station_config.load(args.config).database.url)
-        counts = export(store.judged_clips(), args.file)
+        try:
+            replaceable(args.file)  # before the database is opened: say so at once
+            store = open_store(station_config.load(args.config).database.url)
+            counts = export(store.judged_clips(), args.file)
+        except ExportError as exc:
+            print(f"lungedge: error: {exc}", file=sys.stderr)
+            return 2
         for folder, n in sorted(counts.items()):
             print(f"{args.file / folder}: {n} recording(s)")
         print(f"{args.file / 'labels.json'}: every verdict; score a model on a folder with "

@@ -7,8 +7,13 @@ clinician's label. NAME is `SESSION_CLIP_Xx_sc_STETHOSCOPE`, so `convert.evaluat
 model on the folder, patients grouped by session, and `convert.crossval --sites FOLDER` adds
 it to the protocol: a site's own recordings become its validation data (and the calibration
 of a new stethoscope's adaptation data). Clips judged "not a breath" are listed in
-labels.json but left out of the dataset. Nothing is overwritten: a clip already exported is
-written again only if its verdict changed.
+labels.json but left out of the dataset. Each clip goes under the stethoscope that recorded
+it (as its device was named when the clip arrived), not the device's stethoscope today.
+
+The folder is a function of the verdicts: an export is written whole beside the folder, then
+takes its place, so re-exporting into the same folder gives exactly today's verdicts (an old
+label, or a clip under a stethoscope it no longer belongs to, would otherwise stay on disk and
+be scored). A folder that holds anything but an earlier export is refused, untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,8 +37,38 @@ def slug(text: str | None) -> str:
     return cleaned[:60] or "unnamed-stethoscope"
 
 
+class ExportError(ValueError):
+    """A folder export-labels must not write into."""
+
+
+def replaceable(out: Path) -> None:
+    """Refuses a folder that is neither empty nor an earlier export (its labels.json, and
+    only stethoscope folders of FLAC and TXT files beside it)."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    ours = (out / "labels.json").is_file() and all(
+        p.name == "labels.json" or (p.is_dir() and all(
+            f.is_file() and f.suffix in (".flac", ".txt") for f in p.iterdir()))
+        for p in out.iterdir())
+    if not ours:
+        raise ExportError(f"{out} holds files that are not an earlier export-labels output: "
+                          "give an empty (or new) folder, or one this command wrote")
+
+
 def export(clips: Iterable[JudgedClip], out: Path) -> dict[str, int]:
-    """Writes the judged clips under `out`; returns how many recordings per folder."""
+    """Writes the judged clips as `out`, replacing an earlier export there; returns how many
+    recordings per folder."""
+    replaceable(out)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    counts = write(clips, staging)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return counts
+
+
+def write(clips: Iterable[JudgedClip], out: Path) -> dict[str, int]:
     import soundfile
 
     counts: dict[str, int] = {}

@@ -193,6 +193,9 @@ clips = Table(
     Column("encoding", String(8), nullable=False),
     Column("sample_rate", Integer, nullable=False),
     Column("audio", LargeBinary, nullable=False),
+    # the stethoscope its device recorded with when it arrived (a later change of stethoscope
+    # does not move it: exports group by what recorded it); null: stored before schema 0005
+    Column("stethoscope", String(200)),
     Index("clips_alert", "alert_id"),
     Index("clips_device_start", "device_id", "start"),
 )

@@ -2,13 +2,16 @@
 counts above them.
 
 Central stations put the bed that needs someone at the top, whatever its name: a new wheeze
-on the thirteenth bed must not sit below the fold behind twelve quiet ones. Order:
-1. an unacknowledged clinical alert, the newest change first;
-2. an unacknowledged technical alarm (device offline, no audio…), the newest first;
+on the thirteenth bed must not sit below the fold behind twelve quiet ones. Order, by priority:
+1. an unacknowledged clinical alert;
+2. an unacknowledged technical alarm (device offline, no audio…);
 3. a clinical alert someone has seen that is still open;
 4. any other problem: an open technical alarm already seen, a degraded or offline device;
-5. the rest, by name as people read names (bed 2 before bed 10; case and leading
-   punctuation do not move a bed to the top).
+5. the rest;
+and within each, by name as people read names (bed 2 before bed 10; case and leading
+punctuation do not move a bed to the top). Never by the newest change: a tile moves only when
+its priority does, so the bed under a nurse's finger is the bed she meant (ordering by the
+newest change swapped tiles eleven times a minute).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from station.store.read_models import Alert, Tile
+from station.store.read_models import Tile
 
 ATTENTION_CLINICAL, ATTENTION_TECHNICAL, SEEN_CLINICAL, PROBLEM, QUIET = range(5)
 
@@ -41,17 +44,8 @@ def rank(tile: Tile) -> int:
     return QUIET
 
 
-def latest_change(alerts: tuple[Alert, ...]) -> float:
-    return max((a.updated_at for a in alerts if a.attention), default=0.0)
-
-
 def by_urgency(tiles: list[Tile]) -> list[Tile]:
-    def key(t: Tile) -> tuple[Any, ...]:
-        r = rank(t)
-        newest = -latest_change(t.clinical if r == ATTENTION_CLINICAL else t.technical) \
-            if r in (ATTENTION_CLINICAL, ATTENTION_TECHNICAL) else 0.0
-        return (r, newest, name_key(t.name))
-    return sorted(tiles, key=key)
+    return sorted(tiles, key=lambda t: (rank(t), name_key(t.name)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +59,6 @@ class Summary:
     online: int
     degraded: int
     offline: int
-    unseen_clinical_ids: tuple[str, ...]  # a new one here sounds the tone, where it is on
 
 
 def summary(tiles: list[Tile]) -> Summary:
@@ -78,5 +71,4 @@ def summary(tiles: list[Tile]) -> Summary:
         technical_unseen=sum(a.attention for a in technical),
         technical_unseen_ids=tuple(a.alert_id for a in technical if a.attention),
         devices=len(tiles), online=states.count("online"), degraded=states.count("degraded"),
-        offline=states.count("offline"),
-        unseen_clinical_ids=tuple(sorted(a.alert_id for a in clinical if a.attention)))
+        offline=states.count("offline"))

@@ -81,3 +81,41 @@ def test_verdicts_are_kept_counted_and_exported(database_url: str, clip_messages
     store.purge(now + 400 * 86400, retention_days=30, alert_retention_days=365,
                 clip_retention_days=2)
     assert store.clips_of(device_id="bed-1", limit=50) == []
+
+
+def test_a_reexport_is_exactly_todays_verdicts(database_url: str, clip_messages: list,
+                                               tmp_path: Path) -> None:
+    """Issue 37: after a verdict changed and the bed's stethoscope changed, re-exporting into
+    the same folder left 8 recordings for 5 verdicts (the old label, and clips in two
+    stethoscope folders). Now an export is a function of the verdicts, each clip under the
+    stethoscope that recorded it, and a folder that is not an export is refused untouched."""
+    from station.export import ExportError
+
+    store = Store(database_url)
+    now = time.time()
+    store.set_stethoscope("bed-1", "AKG C417L", "tech")  # before the device is known: no-op
+    messages = as_messages(clip_messages)
+    store.ingest(messages[:1], now=now)  # the device is known now
+    assert store.set_stethoscope("bed-1", "AKG C417L", "tech")
+    store.ingest(messages[1:], now=now)
+    heard = store.clips_of(device_id="bed-1", limit=50)
+    assert len(heard) >= 2 and {c.stethoscope for c in heard} == {"AKG C417L"}
+    for c in heard:
+        store.record_verdict(c.clip_id, "crackle", "dr.bo", now)
+    out = tmp_path / "labels"
+    assert export(store.judged_clips(), out) == {"AKG-C417L": len(heard)}
+    # a verdict changes, then the bed gets another stethoscope: the clips stay where they were
+    # recorded, and the changed label replaces the old one
+    store.record_verdict(heard[0].clip_id, "not_a_breath", "dr.bo", now + 1)
+    store.set_stethoscope("bed-1", "Littmann 3200", "tech")
+    assert export(store.judged_clips(), out) == {"AKG-C417L": len(heard) - 1}
+    assert sorted(p.name for p in out.iterdir()) == ["AKG-C417L", "labels.json"]
+    assert len(list((out / "AKG-C417L").glob("*.flac"))) == len(heard) - 1
+    labels = json.loads((out / "labels.json").read_text())
+    assert sorted(e["clinician_said"] for e in labels) == sorted(
+        ["not_a_breath"] + ["crackle"] * (len(heard) - 1))
+    # anything else in the folder: refused, nothing touched
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not an earlier export-labels output"):
+        export(store.judged_clips(), out)
+    assert (out / "notes.txt").read_text() == "mine"

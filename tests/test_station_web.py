@@ -167,8 +167,8 @@ def test_ward_live_alert_acknowledge_device_page(station: dict[str, Any], page: 
     row = page.locator("tr[data-alert]").filter(has_text="crackles").first
     assert "not yet" in row.inner_text() and "(ended)" in row.inner_text()
     row.locator("input[name=note]").fill("listened again, physio called")
-    row.locator("button:has-text('Acknowledge')").click()
-    page.wait_for_url(base + "/alerts")
+    with page.expect_navigation():  # back to the same URL: wait for the new page itself
+        row.locator("button:has-text('Acknowledge')").click()
     shot(page, station, "alerts")
     assert page.locator("tr[data-alert]").filter(has_text="crackles").count() == 0  # seen
     assert page.locator("tr[data-alert]").filter(has_text="device offline").count() == 1
@@ -200,16 +200,17 @@ def test_ward_live_alert_acknowledge_device_page(station: dict[str, Any], page: 
     first = page.locator("figure.clip").first
     heard = first.get_attribute("data-label")
     assert heard in ("crackle", "both")  # the audio behind a crackle alert
-    first.locator("button[value=normal]").click()
-    page.wait_for_url(clip_page)
+    with page.expect_navigation():
+        first.locator("button[value=normal]").click()
+    assert page.url == clip_page
     first = page.locator("figure.clip").first
     assert "corrected to normal by nurse.ana" in first.inner_text()
     shot(page, station, "alert-clip-judged")
     # the device page: the stethoscope it records with, and what clinicians made of its calls
     page.goto(base + "/devices/bed-7")
     page.fill("input[name=stethoscope]", "Littmann 3200, ward 4")
-    page.click("button:has-text('Save')")
-    page.wait_for_url(base + "/devices/bed-7")
+    with page.expect_navigation():  # the same URL again: wait for the new page itself
+        page.click("button:has-text('Save')")
     assert f"{heard} calls judged: 1 — 1 corrected to normal" in page.locator(
         "#device").inner_text()
     assert "records with Littmann 3200, ward 4" in page.content()
@@ -287,7 +288,8 @@ def test_analyse_a_recording(station: dict[str, Any], page: Any) -> None:
     bad = station["tmp"] / "notes.txt"
     bad.write_text("not audio")
     page.set_input_files("input[name=recording]", str(bad))
-    page.click("button:has-text('Analyse')")
+    with page.expect_navigation():
+        page.click("button:has-text('Analyse')")
     assert "choose a WAV or FLAC recording" in page.content()
 
 
@@ -319,10 +321,11 @@ def test_escalation_stops_when_acknowledged_and_failures_show(station: dict[str,
     page.fill("input[name=name]", "nurse.ana")
     page.fill("input[name=password]", "s3cret!")
     page.click("button:has-text('Log in')")
+    page.wait_for_url(base + "/ward")
     page.goto(base + "/alerts")
     row = page.locator("tr[data-alert='alert-bed-a']")
-    row.locator("button:has-text('Acknowledge')").click()
-    page.wait_for_url(base + "/alerts")
+    with page.expect_navigation():
+        row.locator("button:has-text('Acknowledge')").click()
     escalated = station["tmp"] / "escalated"
     wait(lambda: escalated.exists(), 40, "the unacknowledged alert is escalated")
     time.sleep(2)  # a late second escalation would show now

@@ -3,7 +3,10 @@
 A clip is the cycle's samples at the model rate (what the model heard), 16-bit, FLAC when
 soundfile is installed (about half the size) and WAV otherwise. A budget (clips and bytes per
 rolling hour) keeps a chatty device from flooding the broker or the SD card; a clip over the
-budget is not made, and counted.
+budget is not made, and counted. Within it every alert gets its audio: an alert has at most
+`per_alert` clips, and the last `reserved_for_new` of the hour's clips are kept for alerts
+that open (before, a device's 60 clips an hour ran out in three minutes of updates, and later
+alerts had none).
 """
 
 from __future__ import annotations
@@ -50,12 +53,19 @@ class ClipMaker:
         self.sent = self.dropped = 0
         self._recent: deque[tuple[float, int]] = deque()  # (monotonic time, bytes) this hour
         self._last_clipped = -1  # index of the cycle clipped last: one clip per cycle
+        self._per_alert: dict[str, int] = {}  # clips sent for each open alert
 
     def for_alert(self, alert: AlertChanged, cycle: ClassifiedCycle | None) -> Clip | None:
-        if (not self.cfg.enabled or not alert.clinical or alert.event == "end"
-                or cycle is None):
+        if alert.event == "end":
+            self._per_alert.pop(alert.alert_id, None)
             return None
-        return self._clip(cycle, alert)
+        if not self.cfg.enabled or not alert.clinical or cycle is None \
+                or self._per_alert.get(alert.alert_id, 0) >= self.cfg.per_alert:
+            return None
+        clip = self._clip(cycle, alert)
+        if clip is not None:
+            self._per_alert[alert.alert_id] = self._per_alert.get(alert.alert_id, 0) + 1
+        return clip
 
     def for_cycle(self, cycle: ClassifiedCycle) -> Clip | None:
         p = cycle.prediction
@@ -72,7 +82,9 @@ class ClipMaker:
         now = time.monotonic()
         while self._recent and now - self._recent[0][0] > HOUR_S:
             self._recent.popleft()
-        if (len(self._recent) >= self.cfg.max_per_hour or
+        allowed = self.cfg.max_per_hour - (0 if alert is not None and alert.event == "new"
+                                           else self.cfg.reserved_for_new)
+        if (len(self._recent) >= allowed or
                 sum(n for _, n in self._recent) + len(data) > self.cfg.max_kb_per_hour * 1000):
             self.dropped += 1
             return None

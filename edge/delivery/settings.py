@@ -91,6 +91,16 @@ class ClipsConfig:
     max_per_hour: int = setting(60, "At most this many clips in any hour; more are counted "
                                     "as dropped.", ge=1)
     max_kb_per_hour: int = setting(5000, "…and at most this many kB of them.", ge=10)
+    per_alert: int = setting(3, "At most this many clips of one alert (its opening cycle "
+                                "first, then updates): one long alert cannot spend the hour.",
+                             ge=1)
+    reserved_for_new: int = setting(10, "Of max_per_hour, this many are kept for the first clip "
+                                        "of new alerts: updates and every_abnormal clips stop "
+                                        "short of them, so every alert has its audio.", ge=0)
+
+    def validate(self) -> None:
+        if self.reserved_for_new >= self.max_per_hour:
+            raise Invalid("reserved_for_new", "must be below max_per_hour")
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,9 @@ class Ingest(Tables):
                 session_id=b["session_id"],
                 start=unix(b["cycle_start"]), end=unix(b["cycle_end"]), label=b["label"],
                 confidence=b["confidence"], encoding=b["encoding"],
-                sample_rate=b["sample_rate"], audio=base64.b64decode(b["audio_b64"])))
+                sample_rate=b["sample_rate"], audio=base64.b64decode(b["audio_b64"]),
+                stethoscope=select(devices.c.stethoscope).where(
+                    devices.c.device_id == m.device_id).scalar_subquery()))
         elif m.kind == "stats":
             conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
                 stats=b, spool_depth=b["spool_depth"]))

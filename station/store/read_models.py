@@ -19,6 +19,9 @@ def of(cls: type[T], row: Mapping[Any, Any], **more: Any) -> T:
     return cls(**{k: v for k, v in row.items() if k in names and k not in more}, **more)
 
 
+STALE_S = 60.0  # a tile's numbers without a cycle for this long are not live
+
+
 @dataclass(frozen=True, kw_only=True)
 class Device:
     """A device as the station knows it (table `devices`)."""
@@ -107,6 +110,11 @@ class Tile(DeviceNow):
     attention: bool
     burden: float | None  # abnormal of the good cycles of the last hour
     gaps_last_hour: int
+    last_cycle: float | None  # the end of its latest cycle in the last hour
+
+    def stale(self, now: float) -> bool:
+        """Its numbers are not live: no cycle for a minute (shown greyed, with their age)."""
+        return self.last_cycle is None or now - self.last_cycle > STALE_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,15 +199,15 @@ class Clip:
     confidence: float
     encoding: str
     sample_rate: int
+    stethoscope: str | None  # what recorded it, as its device was named when it arrived
     verdict: Verdict | None
 
 
 @dataclass(frozen=True, kw_only=True)
 class JudgedClip(Clip):
-    """A clip a clinician judged, with its audio and its device's stethoscope: labelled data."""
+    """A clip a clinician judged, with its audio: labelled data."""
 
     audio: bytes
-    stethoscope: str | None
     verdict: Verdict
 
 

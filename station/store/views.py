@@ -61,6 +61,19 @@ class Views(Tables):
                                 .order_by(changes.c.id).limit(limit)).mappings().all()
         return [of(Change, r) for r in rows]
 
+    def unseen_alarms(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The ids of the clinical and the technical alarms that need someone (open, or ended
+        unseen, and not acknowledged since they last escalated): what the alarm sound follows
+        on every page."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(alerts.c.alert_id, alerts.c.category, alerts.c.state,
+                                       alerts.c.version, alerts.c.acked_version).where(
+                alerts.c.state.in_(("open", "ended")))).mappings().all()
+        unseen = [r for r in rows if needs_attention(r)
+                  and (r["state"] == "open" or r["category"] == "clinical")]
+        return (tuple(sorted(r["alert_id"] for r in unseen if r["category"] == "clinical")),
+                tuple(sorted(r["alert_id"] for r in unseen if r["category"] != "clinical")))
+
     def overview(self, now: float) -> list[Tile]:
         """One row per device: identity, state, its alerts (open ones, and clinical ones that
         ended unseen; clinical and technical apart), abnormal burden over the last hour,
@@ -82,6 +95,9 @@ class Views(Tables):
             gap_counts = {r.device_id: r.n for r in conn.execute(
                 select(gaps.c.device_id, func.count().label("n"))
                 .where(gaps.c.at >= now - 3600).group_by(gaps.c.device_id))}
+            last_cycles = {r.device_id: r.end for r in conn.execute(
+                select(cycles.c.device_id, func.max(cycles.c.end).label("end"))
+                .where(cycles.c.start >= now - 3600).group_by(cycles.c.device_id))}
         out = []
         for d in devs:
             mine = [alert(a) for a in live if a["device_id"] == d["device_id"]]
@@ -92,7 +108,8 @@ class Views(Tables):
                           attention=any(a.attention for a in mine),
                           burden=(s.abnormal / s.good) if s and s.good else None,
                           rate=rates.get(d["device_id"]),
-                          gaps_last_hour=gap_counts.get(d["device_id"], 0)))
+                          gaps_last_hour=gap_counts.get(d["device_id"], 0),
+                          last_cycle=last_cycles.get(d["device_id"])))
         return out
 
     @staticmethod
@@ -180,17 +197,25 @@ class Views(Tables):
         return of(AlertPage, row, attention=needs_attention(row),
                   history=tuple(of(LogEntry, h) for h in history))
 
+    def device_stats(self, device_id: str) -> dict[str, Any] | None:
+        """A device's latest stats message (None: none yet)."""
+        with self.engine.connect() as conn:
+            stats = conn.execute(select(devices.c.stats).where(
+                devices.c.device_id == device_id)).scalar()
+        return dict(stats) if stats else None
+
     def clips_of(self, *, alert_id: str | None = None, device_id: str | None = None,
                  limit: int = 20) -> list[Clip]:
-        """The clips behind an alert, or a device's latest, each with its latest verdict;
-        without their audio."""
+        """The clips behind an alert, or a device's latest `limit`, each with its latest
+        verdict, without their audio; oldest first, so that a new clip is added below the
+        ones a clinician is listening to and judging, never above them."""
         q = select(*(c for c in clips.c if c.name != "audio"))
         q = q.where(clips.c.alert_id == alert_id) if alert_id else \
             q.where(clips.c.device_id == device_id)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(clips.c.start.desc()).limit(limit)).mappings().all()
             latest = self._latest_verdicts(conn, [r["clip_id"] for r in rows])
-        return [of(Clip, r, verdict=latest.get(r["clip_id"])) for r in rows]
+        return [of(Clip, r, verdict=latest.get(r["clip_id"])) for r in reversed(rows)]
 
     @staticmethod
     def _latest_verdicts(conn: Connection, clip_ids: list[str]) -> dict[str, Verdict]:
@@ -217,16 +242,20 @@ class Views(Tables):
         return out
 
     def judged_clips(self) -> Iterator[JudgedClip]:
-        """Every clip with a verdict (its latest), with its audio and its device's
-        stethoscope: what export-labels writes."""
+        """Every clip with a verdict (its latest), with its audio and the stethoscope that
+        recorded it (a clip stored before clips kept theirs: its device's now): what
+        export-labels writes."""
         with self.engine.connect() as conn:
             ids = [r[0] for r in conn.execute(select(verdicts.c.clip_id).distinct())]
             for i in range(0, len(ids), 200):
                 chunk = ids[i:i + 200]
                 latest = self._latest_verdicts(conn, chunk)
-                for clip in conn.execute(select(clips, devices.c.stethoscope).join(
-                        devices, devices.c.device_id == clips.c.device_id, isouter=True)
-                        .where(clips.c.clip_id.in_(chunk))).mappings():
+                stethoscope = func.coalesce(clips.c.stethoscope, devices.c.stethoscope)
+                columns = [c for c in clips.c if c.name != "stethoscope"]
+                for clip in conn.execute(select(*columns, stethoscope.label("stethoscope"))
+                                         .join(devices, devices.c.device_id
+                                               == clips.c.device_id, isouter=True)
+                                         .where(clips.c.clip_id.in_(chunk))).mappings():
                     yield of(JudgedClip, clip, audio=bytes(clip["audio"]),
                              verdict=latest[clip["clip_id"]])
 

@@ -44,6 +44,23 @@ def choose(inbox: list[Alert], query: Any, now: float) -> dict[str, Any]:
             "states": STATES, "since_hours": SINCE_HOURS}
 
 
+def no_clip_reason(alert: Alert, stats: dict[str, Any] | None) -> str:
+    """Why an alert has no audio, as far as the device's latest stats tell."""
+    if alert.category != "clinical":
+        return "No audio: a technical alarm has none."
+    if stats is None:
+        return "No audio yet: the device has not sent its statistics, which say whether it " \
+               "sends clips."
+    if stats.get("clips_dropped"):
+        return (f"No audio: the device's hourly clip budget was spent ({stats['clips_dropped']} "
+                "clip(s) not sent since it started; clips.max_per_hour and max_kb_per_hour in "
+                "its config).")
+    if not stats.get("clips_sent"):
+        return "No audio: this device has sent no clip since it started; its clips are " \
+               "probably disabled (clips.enabled in its config)."
+    return "No audio for this alert yet: the device sends clips, and this one has not arrived."
+
+
 def safe_back(form: Any, default: str) -> str:
     back = str(form.get("back", default))
     return back if back.startswith("/") and not back.startswith("//") else default
@@ -66,7 +83,8 @@ def routes(site: Site) -> list[Route]:
         if alert is None:
             return None
         heard = await run_in_threadpool(lambda: site.store.clips_of(alert_id=alert_id))
-        return {"alert": alert, "clips": heard}
+        stats = await run_in_threadpool(site.store.device_stats, alert.device_id)
+        return {"alert": alert, "clips": heard, "no_clip": no_clip_reason(alert, stats)}
 
     def one(template: str) -> Any:
         async def handler(request: Request) -> Response:

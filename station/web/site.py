@@ -64,10 +64,14 @@ class Site:
         # (app.page_since), before its data was read: nothing stored meanwhile is missed
         since = request.state.since
         failed = self.store.deliveries.failures_since(now - 3600) if self.cfg.routing.rules else 0
+        user = self.user(request)
+        # what the alarm sound follows, on every page someone may read
+        readable = user is not None or not self.cfg.web.read_needs_login
         return self.templates.TemplateResponse(request, name, {
-            "now": now, "user": self.user(request), "auth": self.cfg.web.auth,
+            "now": now, "user": user, "auth": self.cfg.web.auth,
             "csrf": auth.csrf_token(request.session), "failed_deliveries": failed,
-            "station_problem": self.liveness.problem(), "since": since, **context},
+            "station_problem": self.liveness.problem(), "since": since,
+            "alarm_state": self.store.unseen_alarms() if readable else None, **context},
             status_code=status)
 
     async def check_form(self, request: Request) -> tuple[Any, str | None]:

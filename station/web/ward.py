@@ -28,4 +28,8 @@ def routes(site: Site) -> list[Route]:
     async def fragment(request: Request) -> Response:
         return site.render(request, "_ward.html", await context())
 
-    return [Route("/ward", page), Route("/fragments/ward", fragment)]
+    async def alarm_state(request: Request) -> Response:
+        return site.render(request, "_alarms.html", {})
+
+    return [Route("/ward", page), Route("/fragments/ward", fragment),
+            Route("/fragments/alarms", alarm_state)]

@@ -2,7 +2,7 @@
 (a band-limited stethoscope, clipping, noise, a poor cycle); statuses ordered by their
 connection (its time, and whether the status is its last will) and the device's heartbeat;
 an alert changes version (needs someone again) only when it escalates, from the fraction it
-escalated at
+escalated at; a clip keeps the stethoscope it was recorded with
 
 Revision ID: 0005
 Revises: 0004
@@ -26,9 +26,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('heartbeat_s', sa.Float(), nullable=True))
     with op.batch_alter_table('alerts') as batch_op:
         batch_op.add_column(sa.Column('escalated_fraction', sa.Float(), nullable=True))
+    with op.batch_alter_table('clips') as batch_op:
+        batch_op.add_column(sa.Column('stethoscope', sa.String(length=200), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('clips') as batch_op:
+        batch_op.drop_column('stethoscope')
     with op.batch_alter_table('alerts') as batch_op:
         batch_op.drop_column('escalated_fraction')
     with op.batch_alter_table('devices') as batch_op:

@@ -1,30 +1,65 @@
-// Live updates: follow the station's server-sent events and re-fetch the fragments of this
-// page (the elements with data-fragment). The server renders and escapes every fragment; this
-// script only swaps them in. A fragment holding the focus of a form field, or playing a clip,
-// waits until the field is left or the clip stops, so a nurse typing a note or listening to a
-// breath is not interrupted.
+// Live updates and the alarm sound.
+//
+// Live updates follow the station's server-sent events and re-fetch the fragments of this page
+// (the elements with data-fragment); the server renders and escapes every fragment. A fragment
+// is not replaced but morphed into the new one (idiomorph, vendored from npm), so the elements
+// that did not change stay the same elements, and what a person is touching is left alone:
+// a field with focus or with typed text not yet sent, an open menu, a playing clip, and the
+// whole fragment while a pointer is pressed in it (a press that began on one bed's button must
+// end on it). A fragment that is busy so waits, and is updated as soon as the person lets go.
+//
+// The alarm sound (after IEC 60601-1-8's central stations): on by default, a pattern for a new
+// clinical alert (three high pulses) apart from a new technical alarm (two low pulses); "pause
+// audio" silences it for two minutes and comes back by itself; "audio off" stays off, and
+// every page says so in a standing warning. A browser lets a page sound only after a click on
+// it: until then the page says so.
 (function () {
   "use strict";
   const parts = Array.from(document.querySelectorAll("[data-fragment]"));
   const state = document.getElementById("live-state");
   let timer = null;
-  let waiting = new Set();
+  const waiting = new Set();
+  let pressedIn = null;  // the fragment a pointer is pressed in
+
+  function count(name) {
+    document.body.dataset[name] = String(Number(document.body.dataset[name] || 0) + 1);
+  }
+
+  function touched(node) {
+    if (!(node instanceof HTMLElement)) return false;
+    if (["INPUT", "TEXTAREA", "SELECT"].includes(node.tagName)) {
+      if (node === document.activeElement) return true;
+      if (node.type === "hidden") return false;
+      if (node.tagName === "SELECT") return Array.from(node.options).some((o) => o.selected !== o.defaultSelected);
+      if (node.type === "checkbox" || node.type === "radio") return node.checked !== node.defaultChecked;
+      return node.value !== node.defaultValue;
+    }
+    if (node.tagName === "AUDIO") return !node.paused && !node.ended;
+    if (node.tagName === "DETAILS") return node.open;
+    return false;
+  }
 
   function busy(el) {
-    const a = document.activeElement;
-    if (a && el.contains(a) && ["INPUT", "TEXTAREA", "SELECT"].includes(a.tagName)) return true;
-    return Array.from(el.querySelectorAll("audio")).some((m) => !m.paused && !m.ended);
+    return pressedIn === el;
   }
+
+  const keep = {
+    beforeNodeMorphed: (old) => !touched(old),
+    beforeNodeRemoved: (old) => !(old instanceof HTMLElement && old.tagName === "AUDIO" && touched(old)),
+    beforeAttributeUpdated: (name, el) => !(touched(el) && ["value", "checked", "selected", "open"].includes(name)),
+  };
 
   async function refresh(el) {
     if (busy(el)) { waiting.add(el); return; }
     try {
       const r = await fetch(el.dataset.fragment, {credentials: "same-origin"});
       if (!r.ok) return;
-      el.innerHTML = await r.text();
+      const html = await r.text();
+      if (busy(el)) { waiting.add(el); return; }  // pressed while it loaded
+      window.Idiomorph.morph(el, html, {morphStyle: "innerHTML", callbacks: keep});
       el.dataset.updated = String(Date.now());
-      if (toneButton) newClinical();
-      document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+      count("updates");
+      alarms();
     } catch (e) { /* the next event tries again */ }
   }
 
@@ -36,6 +71,15 @@
   function retry() {
     setTimeout(() => { waiting.forEach((el) => { waiting.delete(el); refresh(el); }); }, 0);
   }
+  document.addEventListener("pointerdown", (e) => {
+    pressedIn = parts.find((el) => el.contains(e.target)) || null;
+  }, true);
+  function released() {
+    // the click (and a form's submit) comes after the release: update only after it
+    setTimeout(() => { pressedIn = null; retry(); }, 300);
+  }
+  document.addEventListener("pointerup", released, true);
+  document.addEventListener("pointercancel", released, true);
   document.addEventListener("focusout", retry);
   document.addEventListener("ended", retry, true);  // media events do not bubble: capture
   document.addEventListener("pause", retry, true);
@@ -46,51 +90,97 @@
     if (question && !window.confirm(question)) e.preventDefault();
   }, true);
 
-  // The tone for a new clinical alert: off until a person turns it on on this screen (a
-  // browser plays sound only after a click), and the button always says which it is.
-  const toneButton = document.getElementById("tone");
+  // -- the alarm sound --------------------------------------------------------------------
+  const PAUSE_MS = 2 * 60 * 1000;
+  const control = document.getElementById("audio-control");
+  const pauseButton = document.getElementById("audio-pause");
+  const offButton = document.getElementById("audio-off");
+  const warning = document.getElementById("audio-warning");
   let audio = null;
-  let heard = null;  // the unseen clinical alerts this page already knew of
-  function toneOn() { return window.localStorage.getItem("lungedge-tone") === "on"; }
-  function showTone() {
-    if (!toneButton) return;
-    toneButton.setAttribute("aria-pressed", String(toneOn()));
-    toneButton.textContent = toneOn() ? "Tone for new clinical alerts: on (click to mute)"
-                                      : "Tone for new clinical alerts: off";
+  let heard = null;  // {clinical, technical}: the unseen alarms this page already knew of
+
+  function mode() { return window.localStorage.getItem("lungedge-audio") || "on"; }
+  function pausedUntil() { return Number(window.localStorage.getItem("lungedge-audio-paused") || 0); }
+  function paused() { return pausedUntil() > Date.now(); }
+  function sounding() { return mode() === "on" && !paused(); }
+
+  function show() {
+    if (!control) return;
+    const left = Math.max(0, Math.ceil((pausedUntil() - Date.now()) / 1000));
+    const blocked = audio && audio.state !== "running";
+    let text, why;
+    if (mode() === "off") {
+      text = "Alarm audio is OFF on this screen: new alerts make no sound.";
+      why = "off";
+    } else if (paused()) {
+      text = `Alarm audio paused: back in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}.`;
+      why = "paused";
+    } else if (blocked) {
+      text = "Click anywhere on this page to let alarms sound (the browser holds sound until then).";
+      why = "blocked";
+    } else {
+      text = "";
+      why = "on";
+    }
+    control.dataset.audio = why;
+    warning.textContent = text;
+    warning.hidden = !text;
+    pauseButton.textContent = paused() ? "Resume audio" : "Pause audio 2 min";
+    pauseButton.disabled = mode() === "off";
+    offButton.textContent = mode() === "off" ? "Turn audio on" : "Audio off";
+    offButton.setAttribute("aria-pressed", String(mode() === "off"));
   }
-  function beep() {
-    if (!audio) return;
-    audio.resume();
-    [0, 0.3].forEach((at) => {
+
+  function pulses(n, hz, gap) {
+    if (!audio || audio.state !== "running") return false;
+    for (let i = 0; i < n; i++) {
+      const at = audio.currentTime + i * gap;
       const osc = audio.createOscillator();
       const gain = audio.createGain();
-      osc.frequency.value = 880;
-      gain.gain.setValueAtTime(0.25, audio.currentTime + at);
-      gain.gain.setValueAtTime(0, audio.currentTime + at + 0.2);
+      osc.frequency.value = hz;
+      gain.gain.setValueAtTime(0.25, at);
+      gain.gain.setValueAtTime(0, at + gap * 0.6);
       osc.connect(gain).connect(audio.destination);
-      osc.start(audio.currentTime + at);
-      osc.stop(audio.currentTime + at + 0.22);
-    });
-    document.body.dataset.tones = String(Number(document.body.dataset.tones || 0) + 1);
+      osc.start(at);
+      osc.stop(at + gap * 0.65);
+    }
+    return true;
   }
-  function newClinical() {
+
+  function alarms() {
     const el = document.querySelector("[data-unseen-clinical]");
     if (!el) return;
-    const now = el.dataset.unseenClinical.split(" ").filter(Boolean);
-    if (heard !== null && toneOn() && now.some((id) => !heard.has(id))) beep();
-    heard = new Set(now);
+    const now = {
+      clinical: new Set(el.dataset.unseenClinical.split(" ").filter(Boolean)),
+      technical: new Set(el.dataset.unseenTechnical.split(" ").filter(Boolean)),
+    };
+    if (heard !== null && sounding()) {
+      const fresh = (k) => Array.from(now[k]).some((id) => !heard[k].has(id));
+      if (fresh("clinical")) { if (pulses(3, 880, 0.25)) count("clinicalTones"); }
+      else if (fresh("technical")) { if (pulses(2, 523, 0.35)) count("technicalTones"); }
+    }
+    heard = now;
   }
-  if (toneButton) {
-    toneButton.addEventListener("click", () => {
-      window.localStorage.setItem("lungedge-tone", toneOn() ? "off" : "on");
-      if (toneOn() && !audio && window.AudioContext) audio = new window.AudioContext();
-      showTone();
+
+  if (control) {
+    if (window.AudioContext) {
+      audio = new window.AudioContext();
+      audio.onstatechange = show;
+      document.addEventListener("pointerdown", () => { audio.resume(); }, true);
+    }
+    pauseButton.addEventListener("click", () => {
+      window.localStorage.setItem("lungedge-audio-paused", String(paused() ? 0 : Date.now() + PAUSE_MS));
+      show();
     });
-    // on again after a reload: the browser lets it sound from the first click on the page
-    if (toneOn() && window.AudioContext) audio = new window.AudioContext();
-    document.addEventListener("click", () => { if (audio) audio.resume(); }, {once: true});
-    showTone();
-    newClinical();
+    offButton.addEventListener("click", () => {
+      window.localStorage.setItem("lungedge-audio", mode() === "off" ? "on" : "off");
+      window.localStorage.setItem("lungedge-audio-paused", "0");
+      show();
+    });
+    window.addEventListener("storage", show);  // another tab of this screen changed it
+    setInterval(show, 1000);  // the pause counts down, and ends by itself
+    show();
+    alarms();
   }
 
   if (!parts.length || !window.EventSource) { state.hidden = true; return; }
