@@ -36,7 +36,7 @@ def routes(site: Site) -> list[Route]:
             "strip_axis": charts.axis(data.since, now, STRIP_TICK_S, now),
             "trend_axis": charts.axis(data.trend_since, data.trend_until, TREND_TICK_S, now),
             "minutes": MINUTES, "hours": HOURS, "width": charts.WIDTH,
-            "height": charts.HEIGHT}
+            "height": charts.HEIGHT, "trend_height": charts.TREND_HEIGHT}
 
     async def page(request: Request) -> Response:
         ctx = await context(request.path_params["device_id"])

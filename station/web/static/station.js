@@ -8,6 +8,11 @@
 // whole fragment while a pointer is pressed in it (a press that began on one bed's button must
 // end on it). A fragment that is busy so waits, and is updated as soon as the person lets go.
 //
+// A press on Seen, Acknowledge, Resolve or a verdict (forms with data-inline) is sent without
+// leaving the page: the page, its scroll position, a playing clip and the alarm sound stay, the
+// button says it is being sent (a second press does nothing), and the page updates at once.
+// Where that fails, the form is sent the ordinary way, so the server's answer is seen.
+//
 // The alarm sound (after IEC 60601-1-8's central stations): on by default, a pattern for a new
 // clinical alert (three high pulses) apart from a new technical alarm (two low pulses); "pause
 // audio" silences it for two minutes and comes back by itself; "audio off" stays off, and
@@ -86,9 +91,37 @@
 
   // A form that asks first (Resolve, bulk acknowledge): its data-confirm is the question.
   document.addEventListener("submit", (e) => {
-    const question = e.target.dataset && e.target.dataset.confirm;
-    if (question && !window.confirm(question)) e.preventDefault();
+    const form = e.target;
+    if (!form.dataset || form.dataset.sent === "ordinary") return;
+    const question = form.dataset.confirm;
+    if (question && !window.confirm(question)) { e.preventDefault(); return; }
+    if (!("inline" in form.dataset)) return;
+    e.preventDefault();
+    if (form.dataset.sending) return;
+    send(form, e.submitter);
   }, true);
+
+  async function send(form, submitter) {
+    form.dataset.sending = "1";
+    if (submitter) submitter.setAttribute("aria-busy", "true");
+    try {
+      const r = await fetch(form.action, {method: "POST", credentials: "same-origin",
+                                          body: new FormData(form, submitter)});
+      if (!r.ok) throw new Error(String(r.status));
+      form.querySelectorAll("input:not([type=hidden]), textarea").forEach((f) => {
+        f.value = ""; f.defaultValue = "";
+      });
+      count("actions");
+      pressedIn = null;
+      parts.forEach(refresh);
+    } catch (err) {
+      form.dataset.sent = "ordinary";  // let the server answer in a page of its own
+      if (submitter) form.requestSubmit(submitter); else form.requestSubmit();
+    } finally {
+      delete form.dataset.sending;
+      if (submitter) submitter.removeAttribute("aria-busy");
+    }
+  }
 
   // -- the alarm sound --------------------------------------------------------------------
   const PAUSE_MS = 2 * 60 * 1000;
