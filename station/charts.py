@@ -70,7 +70,7 @@ def axis(since: float, until: float, step_s: int, now: float) -> list[Tick]:
     span = max(until - since, 1e-9)
     offset = time.localtime(since).tm_gmtoff
     t = math.ceil((since + offset) / step_s) * step_s - offset
-    out = []
+    out: list[Tick] = []
     while t <= until:
         out.append(Tick(round((t - since) / span * WIDTH, 1), local_time(t, now, seconds=False),
                         minor=len(out) % 2 == 1))
