@@ -103,7 +103,7 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
     liveness = Liveness()
     workers = []
     if ingest:
-        ingestor = Ingest(cfg, store)
+        ingestor = Ingest(cfg, store, liveness)
         workers.append(threading.Thread(
             target=supervised("ingest", lambda: ingestor.run(stop), liveness), name="ingest",
             daemon=True))

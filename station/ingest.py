@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from station.config import StationConfig
+from station.liveness import Liveness
 from station.store import Refusal, Store
 from station.validate import Message, Refused, excerpt, parse
 
 log = logging.getLogger(__name__)
 
 BATCH = 500  # messages per transaction at most
+STORE_TROUBLE_S = 10.0  # writes refused this long: the station says so (/healthz, pages)
 SWEEP_S = 2.0  # silent devices and spool backlogs are looked at this often
 PURGE_S = 3600.0
 SESSION_EXPIRY_S = 7 * 86400  # how long the broker keeps messages for a station that is down
@@ -45,9 +47,11 @@ class Ingest:
     once it is committed or kept as a refusal, so a station crash or a poison message loses
     nothing and wedges nothing."""
 
-    def __init__(self, cfg: StationConfig, store: Store) -> None:
+    def __init__(self, cfg: StationConfig, store: Store, liveness: Liveness | None = None
+                 ) -> None:
         self.cfg = cfg
         self.store = store
+        self.liveness = liveness or Liveness()
         self.queue: queue.Queue[Received] = queue.Queue()
         self.connected = threading.Event()
         self.connection = 0
@@ -117,7 +121,8 @@ class Ingest:
     def run(self, stop: threading.Event) -> None:
         """Store and acknowledge until `stop` is set."""
         self.start()
-        sweep, purge = Periodic("sweep", SWEEP_S), Periodic("purge", PURGE_S)
+        sweep = Periodic("sweep", SWEEP_S, self.liveness)
+        purge = Periodic("purge", PURGE_S, self.liveness)
         a, d = self.cfg.alarms, self.cfg.database
         try:
             while not stop.is_set():
@@ -174,27 +179,38 @@ class Ingest:
 
     def _store(self, messages: list[Message], refusals: list[Refusal]) -> int:
         """The batch into the store, come what may: a transient fault (a deadlock between
-        workers, the database restarting) is retried, with backoff, for as long as it lasts
-        (nothing was acknowledged, so nothing is lost meanwhile); a batch that fails for
-        another reason is stored message by message, and a message that fails alone is kept
-        as a refusal, so one bad message cannot stop the ward's monitoring."""
+        workers, the database restarting, a full disk, a lock held, a read-only file) is
+        retried, with backoff, for as long as it lasts (nothing was acknowledged, so nothing is
+        lost meanwhile), and after STORE_TROUBLE_S it is the station's trouble, on /healthz
+        and every page, until the batch goes in; a batch that fails for another reason is
+        split in halves until the message that fails alone is found and kept as a refusal (one
+        bad message in a batch of 500 costs nine more tries, not 500), so one bad message
+        cannot stop the ward's monitoring."""
         from sqlalchemy.exc import DBAPIError, OperationalError
 
-        delay = 0.2
+        delay, since = 0.2, time.monotonic()
         while True:
             try:
-                return self.store.ingest(messages, refusals)
+                stored = self.store.ingest(messages, refusals)
+                self.liveness.cleared("storing")
+                return stored
             except OperationalError as exc:  # includes deadlocks, lost connections, locks
+                why = str(exc.orig).splitlines()[0][:200]
                 log.warning("storing a batch of %d failed (%s); retrying in %.1f s",
-                            len(messages), str(exc.orig).splitlines()[0][:200], delay)
+                            len(messages), why, delay)
+                if time.monotonic() - since >= STORE_TROUBLE_S:
+                    self.liveness.trouble("storing", f"the database refuses writes: {why}")
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, 5.0)
             except (DBAPIError, ValueError, OverflowError, TypeError, KeyError) as exc:
                 # (validation should have refused what a database cannot hold; should a
                 # message get past it anyway, it is still only one message)
-                if len(messages) + len(refusals) > 1:  # find the one: each on its own
-                    return (sum(self._store([], [r]) for r in refusals)
-                            + sum(self._store([m], []) for m in messages))
+                if len(messages) + len(refusals) > 1:  # find the one: halve the batch
+                    if refusals:
+                        return (sum(self._store([], [r]) for r in refusals)
+                                + self._store(messages, []))
+                    half = len(messages) // 2
+                    return self._store(messages[:half], []) + self._store(messages[half:], [])
                 why = str(getattr(exc, "orig", None) or exc)
                 if messages:  # this message cannot be stored: keep it as a refusal
                     m = messages[0]
@@ -222,14 +238,20 @@ class Ingest:
 
 
 class Periodic:
-    """A job that runs every `every_s`, and while the database is away (a PostgreSQL that
-    restarts) waits longer and longer, up to a minute, before it tries again: it must never
-    take ingest down with it, nor flood the log."""
+    """A job that runs every `every_s`, and never takes ingest down with it, nor floods the
+    log: whatever it raises, the first failure is logged with its traceback, then a line a
+    minute while it lasts, and it is a trouble of the station's (`Liveness`: /healthz, the
+    pages' banner) until it works again. It is tried again soon (every_s), or, while the
+    database is away (a PostgreSQL that restarts), after longer and longer waits up to a
+    minute. (A sweep that only caught OperationalError died on a DataError from a seq at the
+    database's integer limit, and with it the process, at every restart.)"""
 
-    def __init__(self, name: str, every_s: float) -> None:
-        self.name, self.every_s = name, every_s
+    def __init__(self, name: str, every_s: float, liveness: Liveness) -> None:
+        self.name, self.every_s, self.liveness = name, every_s, liveness
         self.due = time.monotonic()
         self.backoff = 0.0
+        self.failing_since: float | None = None
+        self.logged = 0.0
 
     def run(self, job: Callable[[], object]) -> None:
         from sqlalchemy.exc import OperationalError
@@ -239,13 +261,24 @@ class Periodic:
             return
         try:
             job()
-        except OperationalError as exc:
-            self.backoff = min(max(2 * self.backoff, 1.0), 60.0)
-            self.due = now + self.backoff
-            log.warning("%s failed (%s); trying again in %.0f s", self.name,
-                        str(exc.orig).splitlines()[0][:200], self.backoff)
+        except Exception as exc:
+            transient = isinstance(exc, OperationalError)
+            self.backoff = min(max(2 * self.backoff, 1.0), 60.0) if transient else 0.0
+            self.due = now + (self.backoff or self.every_s)
+            why = f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc!s}"
+            why = why.splitlines()[0][:300]
+            self.liveness.trouble(self.name, why)
+            if self.failing_since is None:
+                self.failing_since = self.logged = now
+                log.error("%s failed (%s); trying again in %.0f s", self.name, why,
+                          self.due - now, exc_info=not transient)
+            elif now - self.logged >= 60:
+                self.logged = now
+                log.error("%s still failing (%s)", self.name, why)
             return
-        if self.backoff:
+        if self.failing_since is not None:
             log.warning("%s works again", self.name)
+            self.liveness.cleared(self.name)
+        self.failing_since = None
         self.backoff = 0.0
         self.due = now + self.every_s

@@ -1,6 +1,7 @@
 """The production Mosquitto configuration shipped in systemd/mosquitto/, run for real: what
 the broker acknowledged survives its SIGKILL, a device cannot write under another device's
-topics, and nobody connects without a password."""
+topics nor take the station's place, a packet larger than any device sends is refused, and
+nobody connects without a password."""
 
 from __future__ import annotations
 
@@ -50,8 +51,10 @@ class ProductionBroker:
                             str(passwd), user, password], check=True, capture_output=True)
         shutil.copy(CONF / "lungedge.acl", tmp / "lungedge.acl")
         lines = []
+        tls = False  # the TLS listener's lines, left out
         for line in (CONF / "lungedge.conf").read_text().splitlines():
-            if line.startswith(("listener 8883", "certfile", "keyfile", "cafile")):
+            tls = line.startswith("listener 8883") or (tls and not line.startswith("listener"))
+            if tls:
                 continue
             line = line.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
             line = line.replace("/var/lib/mosquitto/", f"{tmp / 'db'}/")
@@ -117,8 +120,16 @@ class Station:
         time.sleep(0.3)
 
     def _on(self, client: Any, userdata: Any, msg: Any) -> None:
+        try:
+            payload = json.loads(msg.payload)
+        except ValueError:  # a message too big or not JSON: counted by topic all the same
+            payload = {}
         with self.lock:
-            self.got.append((msg.topic, json.loads(msg.payload)))
+            self.got.append((msg.topic, payload))
+
+    def of_raw(self, topic_end: str) -> int:
+        with self.lock:
+            return sum(t.endswith(topic_end) for t, _ in self.got)
 
     def of(self, topic_end: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -188,4 +199,64 @@ def test_a_device_writes_only_under_its_own_topics(production: ProductionBroker)
     wait(lambda: refused, "the broker answers an anonymous client")
     anonymous.loop_stop()
     assert refused[0].is_failure
+    station.away()
+
+
+def publish_as(user: str, port: int, client_id: str, n: int, clean: bool = True) -> None:
+    """`n` QoS 1 messages from `user`, under its own prefix, each acknowledged."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=clean)
+    client.username_pw_set(user, USERS[user])
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    wait(client.is_connected, f"{user} connects")
+    for i in range(n):
+        client.publish(f"lungedge/{user}/cycle", json.dumps({"seq": i}),
+                       qos=1).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
+def test_a_device_cannot_take_the_stations_place(production: ProductionBroker) -> None:
+    """A device with valid credentials connects with the station's client id, with a clean
+    session, while the station is away with 100 messages queued for it, and again while it is
+    connected: the broker makes the device's id its user name, so the station's queue and
+    connection are untouched (before: 100 of 100 lost, and 60 of 140 while they fought)."""
+    station = Station(production.port)
+    station.away()
+    publish_as("bed-7", production.port, "lungedge-bed-7", 100)
+    publish_as("bed-8", production.port, "station-1", 0)  # the station's id, clean start
+    publish_as("bed-8", production.port, "station", 0)  # its user name too
+    station = Station(production.port)
+    wait(lambda: len(station.of("bed-7/cycle")) == 100, "all 100 queued messages")
+    drops: list[Any] = []
+    station.client.on_disconnect = lambda c, u, f, r, p: drops.append(r)
+    fighter = threading.Thread(target=lambda: [publish_as("bed-8", production.port,
+                                                          "station-1", 1) for _ in range(10)])
+    fighter.start()
+    publish_as("bed-7", production.port, "lungedge-bed-7", 140)
+    fighter.join(30)
+    wait(lambda: len(station.of("bed-7/cycle")) == 240, "140 more while the fight went on")
+    assert not drops  # never thrown off by a device using its id
+    station.away()
+
+
+def test_a_packet_larger_than_any_device_sends_is_refused(production: ProductionBroker) -> None:
+    """A 2 MB message on a device's own topic: the device is disconnected and nothing reaches
+    the station; a clip of the largest size the wire schema allows still goes through."""
+    station = Station(production.port)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bed-7")
+    client.username_pw_set("bed-7", USERS["bed-7"])
+    gone: list[Any] = []
+    client.on_disconnect = lambda c, u, f, r, p: gone.append(r)
+    client.connect("127.0.0.1", production.port)
+    client.loop_start()
+    wait(client.is_connected, "bed-7 connects")
+    client.publish("lungedge/bed-7/clip", b"{" + b"x" * 610_000 + b"}", qos=1)
+    wait(lambda: station.of_raw("bed-7/clip") == 1, "the largest legitimate message")
+    client.publish("lungedge/bed-7/cycle", b"x" * 2_000_000, qos=1)
+    wait(lambda: gone, "the broker disconnects the sender of 2 MB")
+    time.sleep(0.5)
+    assert station.of_raw("bed-7/cycle") == 0
+    client.loop_stop()
     station.away()

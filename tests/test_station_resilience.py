@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,158 @@ def test_a_station_started_before_its_database_waits_for_it(tmp_path: Path, brok
         proc.wait(20)
         with contextlib.suppress(subprocess.CalledProcessError):
             pg.start()  # the next test's database, whatever happened here
+
+
+def test_a_seq_at_the_integer_limit_is_stored_and_swept(database_url: str) -> None:
+    """Issue 38: a cycle with seq 2147483647 (schema-valid then) was stored, and ~35 s later
+    the gap sweep computed seq + 1 in PostgreSQL's int4, raised a DataError it did not catch,
+    and the station exited, at every restart for an hour. Now the schema bounds every number
+    to what the database holds (2**31 and 1e400 refused with a reason), and the sweep computes
+    in a wider type."""
+    from station.validate import Refused, parse
+
+    store = Store(database_url)
+    now = time.time()
+    top = json.loads(cycle_message("bed-i", 2**31 - 1))
+    store.ingest([parse("lungedge/bed-i/cycle", json.dumps(top).encode(), "lungedge")],
+                 now=now)
+    store.sweep(now + 100, offline_after_s=60, spool_backlog=10**6)  # past the settling time
+    assert stored_cycles(store, "bed-i") == [2**31 - 1]
+    for key, value in (("seq", "2147483648"), ("duration_s", "1e400"), ("latency_ms", "1e16")):
+        payload = json.dumps(top | {key: "VALUE"}).replace('"VALUE"', value)
+        with pytest.raises(Refused, match=key):
+            parse("lungedge/bed-i/cycle", payload.encode(), "lungedge")
+
+
+def test_a_periodic_job_survives_anything_and_says_so() -> None:
+    """Whatever a periodic job raises, ingest goes on: the job is the station's trouble
+    (/healthz, every page) until it works again, logged once and then once a minute."""
+    from station.ingest import Periodic
+    from station.liveness import Liveness
+
+    liveness = Liveness()
+    job = Periodic("sweep", 0.0, liveness)
+    calls: list[int] = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise ValueError("integer out of range")
+
+    for _ in range(3):
+        job.run(failing)
+    assert len(calls) == 3
+    assert "sweep failing since" in liveness.troubles()
+    assert "ValueError: integer out of range" in liveness.troubles()
+    job.run(lambda: None)
+    assert liveness.troubles() == ""
+
+
+def test_a_bad_message_in_a_batch_is_found_by_halving(tmp_path: Path, broker: Any,
+                                                      database_url: str) -> None:
+    """One message the database refuses in a batch of 500: the batch is halved until it is
+    found (about 2 log2 500 tries), not redone message by message (500), and the other 499
+    are stored."""
+    from station.validate import parse
+
+    ingest = Ingest(config(tmp_path, broker.port, database_url), Store(database_url))
+    messages = [parse("lungedge/bed-b/cycle", cycle_message("bed-b", i), "lungedge")
+                for i in range(500)]
+    poison = dataclasses.replace(messages[250], body=messages[250].body | {"label": None})
+    tries: list[int] = []
+    real = ingest.store.ingest
+
+    def counting(m: Any, r: Any, **kw: Any) -> int:
+        tries.append(len(m))
+        return real(m, r, **kw)
+
+    ingest.store.ingest = counting  # type: ignore[method-assign]
+    messages[250] = poison
+    assert ingest._store(messages, []) == 499
+    assert len(tries) < 25, len(tries)
+    assert stored_cycles(ingest.store, "bed-b") == [i for i in range(500) if i != 250]
+
+
+class Health:
+    """A running station's /healthz, as (status, body); (0, "") while it does not answer."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def __call__(self) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.base + "/healthz", timeout=3) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return 0, ""
+
+
+@contextlib.contextmanager
+def station_process(tmp: Path, broker_port: int, url: str) -> Iterator[Health]:
+    """`lungedge station` with ingest and the web UI, on its own port."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    cfg = station_yaml(tmp, broker_port, url)
+    cfg.write_text(cfg.read_text().replace("web: {", f"web: {{port: {port}, "))
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "station", "--config", str(cfg)],
+                            cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        yield Health(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_a_store_that_refuses_writes_is_seen_and_recovers(tmp_path: Path,
+                                                          broker: Any) -> None:
+    """SQLite's write lock held for 20 s by another program: /healthz says 503 with the reason
+    within 15 s and every page says so; once the lock goes, everything sent meanwhile is
+    stored and the station is healthy again (it said "ok" and showed nothing)."""
+    import sqlite3
+
+    db = tmp_path / "station.db"
+    with station_process(tmp_path, broker.port, f"sqlite:///{db}") as health:
+        wait(lambda: health()[0] == 200, 30, "the station answers")
+        pub = publisher(broker.port)
+        pub.publish("lungedge/bed-l/cycle", cycle_message("bed-l", 0),
+                    qos=1).wait_for_publish(5)
+        store = Store(f"sqlite:///{db}")
+        wait(lambda: stored_cycles(store, "bed-l") == [0], 10, "stored before")
+        lock = sqlite3.connect(db, timeout=1)
+        lock.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        locked = time.monotonic()
+        for i in range(1, 21):
+            pub.publish("lungedge/bed-l/cycle", cycle_message("bed-l", i), qos=1)
+        wait(lambda: "storing failing since" in health()[1], 20,
+             "/healthz says the store refuses writes")
+        assert time.monotonic() - locked < 15
+        status, why = health()
+        assert status == 503 and "the database refuses writes: database is locked" in why, why
+        page = urllib.request.urlopen(health.base + "/ward", timeout=5).read().decode()
+        assert "Part of this station is failing" in page
+        time.sleep(max(0.0, 20 - (time.monotonic() - locked)))
+        lock.rollback()
+        lock.close()
+        wait(lambda: stored_cycles(store, "bed-l") == list(range(21)), 30, "all stored after")
+        wait(lambda: health() == (200, "ok"), 15, "healthy again")
+        pub.loop_stop()
+
+
+def test_healthz_says_why_when_postgresql_is_down(tmp_path: Path, broker: Any,
+                                                  postgres_server: Any) -> None:
+    """PostgreSQL stopped: /healthz answered a bare 500 (its middleware read the database
+    first). Now 503, saying the database cannot be reached, and 200 again once it is back."""
+    pg = postgres_server
+    with station_process(tmp_path, broker.port, pg.url) as health:
+        wait(lambda: health() == (200, "ok"), 30, "the station answers")
+        pg.stop()
+        try:
+            wait(lambda: health()[0] == 503, 15, "503")
+            assert "database unreachable: " in health()[1], health()
+        finally:
+            pg.start()
+        wait(lambda: health() == (200, "ok"), 60, "healthy again")

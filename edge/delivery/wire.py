@@ -39,7 +39,13 @@ EPOCH = r"^[0-9a-f]{8,32}$"
 # Ids a device makes (sessions, alerts, clips: 16 hex digits) go into a station's URLs and keys:
 # no "/", nothing a database column of 64 characters cannot hold.
 ID = r"^[A-Za-z0-9_.-]{1,64}$"
-MAX_INT = 2**53  # every integer: what JSON numbers hold exactly, and any database column
+# Every number a message carries fits the columns a station stores it in, so that the schema,
+# not the database, refuses what cannot be stored (a seq of 2**31 was stored in SQLite, then
+# crash-looped a PostgreSQL station whose sweep computed seq + 1 in an int4; 1e400 parses to
+# infinity): integers as PostgreSQL's INTEGER holds them, numbers finite and well inside a
+# double.
+MAX_INT = 2**31 - 1
+MAX_NUMBER = 1e15
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 ISO_MS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
@@ -263,7 +269,9 @@ def _schema(tp: Any) -> dict[str, Any]:
                 "required": list(props)}
     if tp is int:  # a bound a database column (and a JSON number) holds exactly
         return {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT}
-    return {"type": {str: "string", float: "number", bool: "boolean"}[tp]}
+    if tp is float:
+        return {"type": "number", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
+    return {"type": {str: "string", bool: "boolean"}[tp]}
 
 
 @cache

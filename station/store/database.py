@@ -24,7 +24,9 @@ def connect(url: str) -> Engine:
     """An engine, with SQLite set up for one writer and many readers."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # a writer waits this long for another's lock, then the caller's retry takes over (and
+        # says so: with 30 s here, a lock held by another program stopped ingest unseen)
+        engine = create_engine(url, connect_args={"timeout": 5})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi: Any, record: Any) -> None:

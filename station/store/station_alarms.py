@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import BigInteger, Connection, and_, cast, func, insert, select, update
 
 from station import alarms
 from station.schema import Lock, alert_log, alerts, changes, devices, gaps, my_turn, received
@@ -73,7 +73,8 @@ class StationAlarms(Tables):
                    select(func.min(later.c.seq)).where(same(later), later.c.seq > r.c.seq)
                    .scalar_subquery().label("resumes"))
             .where(r.c.kind.in_(GAP_KINDS), r.c.at >= since, r.c.at < until,
-                   ~select(nxt.c.seq).where(same(nxt), nxt.c.seq == r.c.seq + 1).exists())
+                   ~select(nxt.c.seq).where(same(nxt), nxt.c.seq == cast(r.c.seq, BigInteger)
+                                            + 1).exists())
         ).all()
         for device_id, epoch, kind, seq, resumes in holes:
             if resumes is None:

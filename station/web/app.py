@@ -62,8 +62,16 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
         return PlainTextResponse(f"refused: {exc}", status_code=403)
 
     async def health(request: Request) -> Response:
-        problem = site.liveness.problem()
-        return PlainTextResponse(problem, status_code=503) if problem \
+        """200 "ok", or 503 with the reason: a worker stopped, a job failing (the store
+        refusing writes, the sweep), or a database this process cannot read (it answered a
+        bare 500 when PostgreSQL was down)."""
+        problems = [p for p in (site.liveness.problem(), site.liveness.troubles()) if p]
+        try:
+            await run_in_threadpool(site.store.latest_change)
+        except Exception as exc:
+            why = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+            problems.append(f"database unreachable: {why}")
+        return PlainTextResponse("; ".join(problems), status_code=503) if problems \
             else PlainTextResponse("ok")
 
     routes = [
@@ -91,7 +99,7 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
         began, before its data was read: taken after (as it was), a change stored while the
         page was being made was in neither the page nor its updates, and the ward could miss a
         device for good (a browser test caught it under load)."""
-        if not request.url.path.startswith(("/static/", "/events")):
+        if not request.url.path.startswith(("/static/", "/events", "/healthz")):
             request.state.since = await run_in_threadpool(site.store.latest_change)
         return await call_next(request)
 

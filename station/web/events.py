@@ -28,7 +28,8 @@ def routes(site: Site) -> list[Route]:
                 await run_in_threadpool(site.store.latest_change)
             told = ""
             while not await request.is_disconnected():
-                problem = site.liveness.problem()
+                problem = "; ".join(p for p in (site.liveness.problem(),
+                                                site.liveness.troubles()) if p)
                 if problem != told:  # a worker of this station stopped: every page says so
                     told = problem
                     yield {"event": "health", "data": json.dumps({"problem": problem})}

@@ -70,7 +70,8 @@ class Site:
         return self.templates.TemplateResponse(request, name, {
             "now": now, "user": user, "auth": self.cfg.web.auth,
             "csrf": auth.csrf_token(request.session), "failed_deliveries": failed,
-            "station_problem": self.liveness.problem(), "since": since,
+            "station_problem": self.liveness.problem(),
+            "station_troubles": self.liveness.troubles(), "since": since,
             "alarm_state": self.store.unseen_alarms() if readable else None, **context},
             status_code=status)
 
