@@ -1,7 +1,8 @@
 """Who is at the station: password hashes, the logged-in user, and CSRF tokens.
 
 Passwords are kept only as scrypt hashes (Python's hashlib: a well-kept KDF, nothing to
-install), compared in constant time, and failed tries are throttled per name and per address.
+install), compared in constant time, and failed tries are throttled by name and address, with
+growing delays that never lock the right password out for more than a minute.
 A login is a row in the database (revocable: logging out ends it, an idle one expires) whose
 token rides in Starlette's signed session cookie (HttpOnly, SameSite=Strict); every
 state-changing request must carry the session's CSRF token (a form field or the X-CSRF-Token
@@ -77,37 +78,61 @@ def trusted(web: WebConfig, client: str | None) -> bool:
                for net in web.trusted_proxies)
 
 
-class Throttle:
-    """Failed logins per user name and per address over the last `window_s`: beyond the
-    limits, no password is even checked until the oldest failure ages out (30 wrong
-    passwords took 1.5 s before)."""
+def client_address(web: WebConfig, request: Any) -> str:
+    """Who sent a request, for throttling and logs: the direct peer (uvicorn's own reading of
+    X-Forwarded-For is off: it trusted the loopback, so anyone there could claim to be the
+    trusted proxy, or rotate addresses past the throttle); only when that peer is a trusted
+    proxy, the address it names in X-Forwarded-For (the nearest one it did not add itself)."""
+    peer = request.client.host if request.client else "?"
+    if not trusted(web, peer):
+        return peer
+    forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",")
+                 if a.strip()]
+    for address in reversed(forwarded):
+        if not trusted(web, address):
+            return address
+    return peer
 
-    def __init__(self, per_user: int = 5, per_address: int = 20,
+
+class Throttle:
+    """Failed logins, by name and address together, by name, and by address, over the last
+    `window_s`: each key past its free tries waits longer after every further failure (1 s,
+    2 s, 4 s … up to `cap_s`), and no password is checked meanwhile. Never more than a minute:
+    five wrong passwords from anyone locked a nurse's right one out for 15 minutes before."""
+
+    def __init__(self, free: dict[str, int] | None = None, cap_s: float = 60.0,
                  window_s: float = 900.0) -> None:
-        self.limits = {"user": per_user, "address": per_address}
-        self.window_s = window_s
-        self._failures: dict[tuple[str, str], list[float]] = {}
+        self.free = free or {"pair": 3, "user": 5, "address": 10}
+        self.cap_s, self.window_s = cap_s, window_s
+        self._failures: dict[tuple[str, ...], list[float]] = {}
         self._lock = threading.Lock()
+
+    def _keys(self, user: str, address: str) -> dict[str, tuple[str, ...]]:
+        return {"pair": ("pair", user, address), "user": ("user", user),
+                "address": ("address", address)}
 
     def wait_s(self, user: str, address: str, now: float) -> float:
         """0 if a try is allowed now, else how long to wait."""
         with self._lock:
             longest = 0.0
-            for kind, key in (("user", user), ("address", address)):
-                times = [t for t in self._failures.get((kind, key), []) if now - t < self.window_s]
-                self._failures[(kind, key)] = times
-                if len(times) >= self.limits[kind]:
-                    longest = max(longest, times[0] + self.window_s - now)
-            return longest
+            for kind, key in self._keys(user, address).items():
+                times = [t for t in self._failures.get(key, []) if now - t < self.window_s]
+                self._failures[key] = times
+                over = len(times) - self.free[kind]
+                if over >= 0:
+                    delay = min(self.cap_s, 2.0 ** over)
+                    longest = max(longest, times[-1] + delay - now)
+            return max(0.0, longest)
 
     def failed(self, user: str, address: str, now: float) -> None:
         with self._lock:
-            for key in (("user", user), ("address", address)):
+            for key in self._keys(user, address).values():
                 self._failures.setdefault(key, []).append(now)
 
-    def succeeded(self, user: str) -> None:
+    def succeeded(self, user: str, address: str) -> None:
         with self._lock:
-            self._failures.pop(("user", user), None)
+            for key in (("user", user), ("pair", user, address)):
+                self._failures.pop(key, None)
 
 
 def csrf_token(session: dict[str, Any]) -> str:

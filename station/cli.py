@@ -76,6 +76,11 @@ def main(args: argparse.Namespace) -> int:
     if args.file:
         args.config = args.file
     cfg = station_config.load(args.config)
+    found = preflight_report(cfg, Path(args.config))
+    for line in found:  # what would fail at start, found before it
+        print(f"lungedge: error: {line}", file=sys.stderr)
+    if found:
+        return 2
     if args.action == "check-config":
         print(f"{args.config}: OK (broker {cfg.mqtt.host}:{cfg.mqtt.port}, database "
               f"{cfg.database.url.split('://')[0]}, web {cfg.web.host}:{cfg.web.port}, "
@@ -88,6 +93,18 @@ def main(args: argparse.Namespace) -> int:
                                                                 shared_group=args.shared))
     logging.getLogger().setLevel(cfg.log_level.upper())
     return run(cfg, ingest=not args.no_ingest, web=not args.no_web)
+
+
+def preflight_report(cfg: Any, path: Path) -> list[str]:
+    """Every problem `station.preflight` finds, as `file:line: key: message`."""
+    from edge.loader import yaml_lines
+    from station import preflight
+
+    try:
+        lines = yaml_lines(path.read_text())
+    except OSError:
+        lines = {}
+    return [p.located(str(path), lines) for p in preflight.problems(cfg)]
 
 
 def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
@@ -125,7 +142,10 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
                                              cfg.web.port)
             server = uvicorn.Server(uvicorn.Config(
                 create_app(cfg, store, liveness), host=cfg.web.host, port=cfg.web.port,
-                log_level=cfg.log_level, access_log=False))
+                log_level=cfg.log_level, access_log=False,
+                # the station reads X-Forwarded-For itself, from trusted proxies only
+                # (station.auth.client_address): uvicorn's rewrite trusted the loopback
+                proxy_headers=False, server_header=False))
 
             def exit_web() -> None:
                 server.should_exit = True

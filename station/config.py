@@ -113,8 +113,11 @@ class WebConfig:
                                              "believed; required with auth: proxy (from "
                                              "anyone else the header is ignored).")
     login_to_read: bool | None = setting(None, "Every page, clip and live update needs a "
-                                               "login; null: yes whenever the station listens "
-                                               "beyond the loopback. Patient audio is on them.")
+                                               "login; null: yes whenever there are logins "
+                                               "(auth users or proxy: a proxy on the same "
+                                               "host made every reader look local). Patient "
+                                               "audio is on them; write false to let the "
+                                               "loopback read without one.")
     session_idle_min: float = setting(30.0, "A login nobody uses for this long ends, min.",
                                       gt=0)
     session_max_h: float = setting(12.0, "A login ends after this long whatever, h.", gt=0)
@@ -153,8 +156,9 @@ class WebConfig:
 
     @property
     def read_needs_login(self) -> bool:
-        return self.auth != "none" and (self.login_to_read if self.login_to_read is not None
-                                        else not _loopback(self.host))
+        """Logins exist, and `login_to_read: false` was not written (auth none is read-only and
+        answers the loopback only)."""
+        return self.auth != "none" and self.login_to_read is not False
 
 
 def _loopback(host: str) -> bool:

@@ -158,6 +158,20 @@ def test_a_device_cannot_touch_another_devices_alert(database_url: str) -> None:
     assert store.clips_of(alert_id="a1") == []
     assert store.counts()["invalid"] == 2
     assert store.last_foreign == 1
+    # the same in one batch: bed-6 opens a2 while bed-5 ends it and adds a clip to it (the
+    # ownership check read committed rows only, and bed-5 sorts first)
+    forged = envelope("bed-5", 1, TEST_EPOCH) | body_dict(Clip(
+        clip_id="c0ffee2", alert_id="a2", alert_kind="crackle", session_id="s1",
+        cycle_start="2026-12-03T10:00:00.000Z", cycle_end="2026-12-03T10:00:02.000Z",
+        label="normal", confidence=0.99, sample_rate=4000, encoding="flac", audio_b64="AAAA"))
+    store.ingest([alert_message("bed-5", 0, "end", alert_id="a2", kind="crackle"),
+                  parse("lungedge/bed-5/clip", json.dumps(forged).encode(), "lungedge"),
+                  alert_message("bed-6", 0, "new", alert_id="a2", kind="crackle")])
+    assert store.last_foreign == 2
+    alert = store.alert("a2")
+    assert alert is not None and alert.state == "open" and alert.device_id == "bed-6"
+    assert [h.actor for h in alert.history] == ["bed-6"]
+    assert store.clips_of(alert_id="a2") == []
 
 
 def test_offline_and_spool_backlog_are_station_alarms(database_url: str,

@@ -216,6 +216,7 @@ def test_the_ward_points_at_what_needs_a_person(station: dict[str, Any],  # noqa
     ward.pub.loop_stop()
 
 
+@pytest.mark.parametrize("station", ["  login_to_read: false\n"], indirect=True)
 def test_reading_without_login_shows_no_buttons(station: dict[str, Any],  # noqa: F811
                                                 page: Any) -> None:  # noqa: F811
     """The ward read without a login (the loopback, `login_to_read: false`): the same order

@@ -227,6 +227,7 @@ def test_ward_live_alert_acknowledge_device_page(station: dict[str, Any], page: 
 
 
 
+@pytest.mark.parametrize("station", ["  login_to_read: false\n"], indirect=True)
 def test_hostile_strings_never_script_the_page(station: dict[str, Any], page: Any) -> None:
     base = station["base"]
     simulate_ward(station["broker"].port, beds=1)
@@ -251,6 +252,7 @@ def test_hostile_strings_never_script_the_page(station: dict[str, Any], page: An
     assert page.locator("form[action*='/ack']").count() == 0
 
 
+@pytest.mark.parametrize("station", ["  login_to_read: false\n"], indirect=True)
 def test_a_very_long_status_reason_keeps_the_ward_readable(station: dict[str, Any],
                                                           page: Any) -> None:
     """A 5,000-character reason made the ward 23,708 px tall: cut for display, the whole of

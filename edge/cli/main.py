@@ -139,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge import checks
     from edge.pipeline.model import ModelError
     from edge.service import preflight
     from edge.service.daemon import Daemon
@@ -161,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         daemon = Daemon(cfg, args.config)
     except ModelError as exc:
-        where = preflight.Problem("model.path", str(exc), fatal=True)
+        where = checks.Problem("model.path", str(exc), fatal=True)
         print(f"lungedge: error: {where.located(str(args.config), lines)}", file=sys.stderr)
         return EXIT_USAGE
     code = daemon.run()

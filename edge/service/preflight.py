@@ -11,24 +11,12 @@ retried).
 
 from __future__ import annotations
 
-import os
-import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
+from edge import checks
+from edge.checks import Problem
 from edge.loader import yaml_lines
 from edge.service.config import Config
-
-
-@dataclass(frozen=True)
-class Problem:
-    key: str  # the config key path, e.g. "mqtt.tls.ca_file"
-    message: str
-    fatal: bool  # the daemon cannot start with it
-
-    def located(self, source: str, lines: dict[str, int]) -> str:
-        line = lines.get(self.key)
-        return f"{source}{f':{line}' if line else ''}: {self.key}: {self.message}"
 
 
 def problems(cfg: Config) -> list[Problem]:
@@ -51,54 +39,10 @@ def problems(cfg: Config) -> list[Problem]:
             out.append(Problem("source.file.path", f"{path}: no such file", fatal=True))
     tls = cfg.mqtt.tls
     if tls.enabled:
-        out += _tls(tls.ca_file, tls.cert_file, tls.key_file)
-    out += _writable_folder(Path(cfg.spool.path).parent)
+        out += checks.tls("mqtt.tls", tls.ca_file, tls.cert_file, tls.key_file)
+    out += checks.writable_folder("spool.path", Path(cfg.spool.path).parent,
+                                  "the service writes its spool to /var/lib/lungedge")
     return out
-
-
-def _readable(key: str, path: str | None) -> list[Problem]:
-    if path is None:
-        return []
-    if not Path(path).is_file():
-        return [Problem(key, f"{path}: no such file", fatal=False)]
-    if not os.access(path, os.R_OK):
-        return [Problem(key, f"{path}: not readable by this user", fatal=False)]
-    return []
-
-
-def _tls(ca: str | None, cert: str | None, key: str | None) -> list[Problem]:
-    found = (_readable("mqtt.tls.ca_file", ca) + _readable("mqtt.tls.cert_file", cert)
-             + _readable("mqtt.tls.key_file", key))
-    if found:
-        return found
-    context = ssl.create_default_context()
-    if ca:
-        try:
-            context.load_verify_locations(cafile=ca)
-        except ssl.SSLError as exc:
-            return [Problem("mqtt.tls.ca_file", f"{ca}: not a PEM CA certificate ({exc})",
-                            fatal=False)]
-    if cert and key:
-        try:
-            context.load_cert_chain(cert, key)
-        except ssl.SSLError as exc:
-            return [Problem("mqtt.tls.cert_file", f"{cert} with {key}: not a certificate and "
-                                                  f"its key ({exc})", fatal=False)]
-    return []
-
-
-def _writable_folder(folder: Path) -> list[Problem]:
-    """The spool's folder, or the nearest one above that exists, must let this user write
-    (the daemon creates what is missing)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return [Problem("spool.path", f"{existing} is not a folder", fatal=False)]
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return [Problem("spool.path", f"{existing}: this user cannot write here (the service "
-                                      "writes its spool to /var/lib/lungedge)", fatal=False)]
-    return []
 
 
 def report(cfg: Config, source: str, text: str) -> list[str]:

@@ -64,8 +64,18 @@ class Ingest(Tables):
                      "excerpt": r.excerpt[:1000]} for r in refused]
             self.last_foreign = 0
             candidates = []
+            messages = list(messages)
+            # the ids this batch itself gives an owner: an alert is its "new" sender's, a clip
+            # its sender's (earlier in the batch than what names them, or not: a batch is
+            # sorted by device, so a forger's "end" may come before the owner's "new")
+            claims: dict[tuple[str, str], str] = {}
             for m in messages:
-                foreign = self._foreign(conn, m) if m.kind in ("alert", "clip") else ""
+                if m.kind == "alert" and m.body["event"] == "new":
+                    claims.setdefault(("alert", m.body["alert_id"]), m.device_id)
+                elif m.kind == "clip":
+                    claims.setdefault(("clip", m.body["clip_id"]), m.device_id)
+            for m in messages:
+                foreign = self._foreign(conn, m, claims) if m.kind in ("alert", "clip") else ""
                 if foreign:  # one device must not touch another's data: kept as a refusal
                     self.last_foreign += 1
                     rows.append({"at": now, "topic": f"…/{m.device_id[:200]}/{m.kind}",
@@ -152,25 +162,21 @@ class Ingest(Tables):
                            for (device_id, minute), total in sorted(sums.items())])
 
     @staticmethod
-    def _foreign(conn: Connection, m: Message) -> str:
+    def _foreign(conn: Connection, m: Message, claims: dict[tuple[str, str], str]) -> str:
         """Why this message touches another device's data ('' if it does not): an alert
-        update, or a clip, naming an alert (or a clip id) that is another device's."""
+        event, or a clip, naming an alert (or a clip id) that is another device's, whether
+        stored before or claimed in this same batch (`claims`)."""
         b = m.body
-        ids = []
-        if m.kind == "alert":
-            ids.append(("alert", b["alert_id"]))
-        elif m.kind == "clip":
-            if b["alert_id"] is not None:
-                ids.append(("alert", b["alert_id"]))
-            owner = conn.execute(select(clips.c.device_id).where(
-                clips.c.clip_id == b["clip_id"])).scalar()
+        ids = [("alert", b["alert_id"])] if b.get("alert_id") is not None else []
+        if m.kind == "clip":
+            ids.append(("clip", b["clip_id"]))
+        table = {"alert": (alerts, alerts.c.alert_id), "clip": (clips, clips.c.clip_id)}
+        for what, the_id in ids:
+            t, column = table[what]
+            owner = conn.execute(select(t.c.device_id).where(column == the_id)).scalar() \
+                or claims.get((what, the_id))
             if owner is not None and owner != m.device_id:
-                return (f"{m.device_id!r} sent clip {b['clip_id']!r}, which is {owner!r}'s")
-        for what, alert_id in ids:
-            owner = conn.execute(select(alerts.c.device_id).where(
-                alerts.c.alert_id == alert_id)).scalar()
-            if owner is not None and owner != m.device_id:
-                return (f"{m.device_id!r} sent {m.kind} for {what} {alert_id!r}, which is "
+                return (f"{m.device_id!r} sent {m.kind} for {what} {the_id!r}, which is "
                         f"{owner!r}'s")
         return ""
 

@@ -40,6 +40,44 @@ from station.web import (
 from station.web.site import HERE, Forbidden, Site
 
 OPEN = {"/login", "/logout", "/healthz"}  # what answers without a login, whatever the config
+# Every request body but an upload to analyse (which counts its own against max_upload_mb) is a
+# small form: an anonymous 1 GB multipart POST to /login wrote a 1,072 MB temporary file.
+MAX_FORM_BYTES = 64 * 1024
+
+
+class BodyLimit:
+    """Refuses a request body over MAX_FORM_BYTES (413) before anything parses it: by its
+    Content-Length, or, for a chunked body that has none, as its bytes arrive."""
+
+    def __init__(self, app: Any, exempt: tuple[str, ...]) -> None:
+        self.app, self.exempt = app, exempt
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
+            await PlainTextResponse("request body too large", 413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_FORM_BYTES:
+                raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except BodyTooLarge:
+            await PlainTextResponse("request body too large", 413)(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    pass
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -104,6 +142,7 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
         return await call_next(request)
 
     middleware = [
+        Middleware(BodyLimit, exempt=("/analyse",)),
         Middleware(SessionMiddleware, secret_key=auth.session_secret(cfg.web.secret_file),
                    session_cookie="lungedge_station", same_site="strict",
                    https_only=cfg.web.secure_cookies, max_age=int(cfg.web.session_max_h * 3600)),

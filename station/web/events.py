@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 from sse_starlette.sse import EventSourceResponse
@@ -18,6 +19,7 @@ from starlette.routing import Route
 from station.web.site import Site
 
 POLL_S = 0.25
+LOGIN_S = 1.0  # how often an open stream checks that its login still stands
 
 
 def routes(site: Site) -> list[Route]:
@@ -27,7 +29,12 @@ def routes(site: Site) -> list[Route]:
             last = int(since) if since.isdigit() else \
                 await run_in_threadpool(site.store.latest_change)
             told = ""
+            checked = time.monotonic()
             while not await request.is_disconnected():
+                if site.cfg.web.read_needs_login and time.monotonic() - checked >= LOGIN_S:
+                    checked = time.monotonic()
+                    if await run_in_threadpool(site.user, request) is None:
+                        return  # logged out (or expired): the stream ends with the login
                 problem = "; ".join(p for p in (site.liveness.problem(),
                                                 site.liveness.troubles()) if p)
                 if problem != told:  # a worker of this station stopped: every page says so

@@ -20,12 +20,12 @@ def routes(site: Site) -> list[Route]:
             return site.render(request, "login.html", {"error": None})
         form, _ = await site.check_form(request)
         name = str(form.get("name", ""))[:200]
-        address = request.client.host if request.client else "?"
+        address = auth.client_address(site.cfg.web, request)
         now = time.time()
         wait = site.throttle.wait_s(name, address, now)
         if wait:
             return site.render(request, "login.html", {
-                "error": f"too many wrong passwords: try again in {wait / 60:.0f} min"}, 429)
+                "error": f"too many wrong passwords: try again in {wait:.0f} s"}, 429)
         user = None
         if site.cfg.web.auth == "users":
             user = await run_in_threadpool(auth.find_user, site.cfg.web.users, name,
@@ -34,7 +34,7 @@ def routes(site: Site) -> list[Route]:
             site.throttle.failed(name, address, now)
             return site.render(request, "login.html",
                                {"error": "unknown name or wrong password"}, 401)
-        site.throttle.succeeded(name)
+        site.throttle.succeeded(name, address)
         request.session.clear()
         request.session["login"] = await run_in_threadpool(site.store.login, user.name, now)
         target = str(request.query_params.get("next", "/ward"))

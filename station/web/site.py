@@ -39,7 +39,6 @@ class Site:
                         "evidence": evidence, "short": short, "happened": happened,
                         "detail": detail}
         env.globals |= {"alarms": alarms, "verdict_choices": VERDICT_CHOICES}
-        self._runner: Any = None
         self.throttle = auth.Throttle()
 
     def user(self, request: Request) -> str | None:
@@ -47,8 +46,8 @@ class Site:
         session's token names, if it has not ended or expired."""
         web = self.cfg.web
         if web.auth == "proxy":
-            client = request.client.host if request.client else None
-            if not auth.trusted(web, client):
+            peer = request.client.host if request.client else None
+            if not auth.trusted(web, peer):  # the direct peer only: never a forwarded one
                 return None
             return str(request.headers.get(web.proxy_user_header, "")).strip()[:200] or None
         token = request.session.get("login")
@@ -85,17 +84,21 @@ class Site:
                             "again")
         return form, self.user(request)
 
-    def runner(self) -> Any:
-        """The model for `analyse a recording`, loaded on first use."""
-        if self._runner is None:
-            from edge.cli.classify import default_model
-            from edge.pipeline.model import ModelRunner
+    def model(self) -> Path:
+        """The model package `analyse a recording` uses (checked here; loaded by each
+        analysis's own process)."""
+        from edge.cli.classify import default_model
+        from edge.pipeline.model import ModelError, load_manifest
 
-            path = self.cfg.model or default_model()
-            if path is None:
-                raise Forbidden("no model package: set `model:` in the station config")
-            self._runner = ModelRunner(path)
-        return self._runner
+        path = self.cfg.model or default_model()
+        if path is None:
+            raise Forbidden("no model package: set `model:` in the station config")
+        try:
+            load_manifest(Path(path))
+        except ModelError as exc:
+            raise Forbidden(f"model: {exc}") from None
+        return Path(path)
+
 
 
 class Forbidden(Exception):
