@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convert.datasets import LABELS, Recording, iter_annotated
+from convert.datasets import LABELS, DatasetError, Recording, iter_annotated
 from convert.features import at_model_rate
 from convert.metrics import confusion, icbhi_score, roc, roc_auc, sprsound_score
 from edge.cli.plot import pyplot, save
@@ -44,7 +45,7 @@ from edge.pipeline.calibration import feature_statistics
 from edge.pipeline.model import RECORD, Classifier, Manifest, ModelRunner
 from edge.pipeline.tracker import TrackerConfig, record_label
 from edge.sources.audio_file import read_audio
-from edge.sources.base import AudioBlock
+from edge.sources.base import AudioBlock, SourceError
 
 RECORD_TRUTH = {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}
 
@@ -216,11 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     runner: Classifier = FloatMembers(args.model) if args.float_members \
         else ModelRunner(args.model)
     reference = FloatMembers(args.model) if args.agreement else None
-    results = []
+    results, failed = [], []
     for folder in args.folders:
-        r = evaluate_folder(runner, folder, args.limit,
-                            set(args.patients.split(",")) if args.patients else None,
-                            reference)
+        try:
+            r = evaluate_folder(runner, folder, args.limit,
+                                set(args.patients.split(",")) if args.patients else None,
+                                reference)
+        except (DatasetError, SourceError) as exc:  # said, and the other folders still scored
+            print(f"convert.evaluate: {folder}: not scored: {exc}", file=sys.stderr)
+            failed.append(folder)
+            continue
         r["models"] = "float" if args.float_members else "int8"
         results.append(r)
         print(f"{folder}: events {r['events']}, 4-class {r['event_4class']}, binary "
@@ -229,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
                  if "record_task_2_1" in r else "")
               + (f", int8 ≈ float on {r['agreement_with_float']['labels_agree']:.1%} of "
                  f"events" if "agreement_with_float" in r else ""), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, args.out / "confusion_roc.png")
-    return 0
+    if results:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "evaluation.json").write_text(json.dumps(results, indent=1) + "\n")
+        plot(results, args.out / "confusion_roc.png")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -260,3 +260,34 @@ def test_a_packet_larger_than_any_device_sends_is_refused(production: Production
     assert station.of_raw("bed-7/cycle") == 0
     client.loop_stop()
     station.away()
+
+
+def test_a_broker_that_refuses_is_heard(tmp_path: Path, production: ProductionBroker) -> None:
+    """mqtt.username bed-7 with device_id bed-8 under the shipped ACL: the broker acknowledged
+    and dropped every message, the device deleted them from its spool and said "online".
+    Speaking MQTT 5, the device hears "Not authorized": the messages stay in its spool, its
+    status says why, and check-config says the ACL will not let that user publish there."""
+    station = Station(production.port)
+    cfg = write_config(tmp_path, production.port, realtime=True, mqtt_extra="""\
+  username: bed-7
+  password_env: LUNGEDGE_BROKER_PASSWORD
+""")
+    cfg.write_text(cfg.read_text().replace("device_id: bed-7", "device_id: bed-8"))
+    check = subprocess.run([sys.executable, "-m", "edge", "check-config", str(cfg)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert "device_id: the broker's shipped ACL lets user 'bed-7' publish under " \
+        "lungedge/bed-7/ only" in check.stdout + check.stderr, check.stdout + check.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+                            cwd=ROOT, env={**os.environ, "LUNGEDGE_BROKER_PASSWORD": "bed-7-pw",
+                                           "NOTIFY_SOCKET": ""},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = finish(proc)
+    assert "the broker refuses the messages: Not authorized" in out, out[-3000:]
+    assert "status degraded: the broker refuses the messages" in out
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        (kept,) = db.execute("SELECT COUNT(*) FROM messages").fetchone()
+    assert kept >= 8  # nothing deleted that the broker did not take
+    assert not station.of("bed-8/cycle") and not station.of("bed-7/cycle")
+    station.away()

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -8,9 +7,7 @@ import pytest
 from edge.cli.main import main
 from edge.loader import ConfigError
 from edge.service.config import (
-    EXAMPLE_VALUES,
     Config,
-    ModelConfig,
     example_yaml,
     load_config,
     parse_config,
@@ -27,13 +24,11 @@ def error_of(text: str) -> ConfigError:
 
 def test_example_config_is_generated_from_the_field_docs() -> None:
     """The shipped example is exactly what the typed definitions generate, so a key, default,
-    bound or doc line cannot change in one and not the other; and it loads as the defaults
-    (apart from where install.sh puts the model)."""
+    bound or doc line cannot change in one and not the other; and it loads as the defaults."""
     assert EXAMPLE.read_text() == example_yaml(), \
         "regenerate: python -m edge.service.config > edge/lungedge.example.yaml"
     cfg = load_config(EXAMPLE)
-    assert cfg == dataclasses.replace(Config(), model=ModelConfig(
-        path=EXAMPLE_VALUES["model.path"]))
+    assert cfg == Config()
     assert "  # No audio (or only silence) for this long raises no_audio, s. (> 0)\n" \
         "  no_audio_s: 10.0\n" in EXAMPLE.read_text()  # a key, its doc and bound, in its section
 
@@ -87,16 +82,13 @@ def test_device_may_be_index_or_name() -> None:
 
 
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # the example names where install.sh puts the model; here, the shipped one
-    shipped = Path(__file__).resolve().parents[1] / "models" / "lungedge-cnnlstm"
-    example = tmp_path / "lungedge.yaml"
-    example.write_text(EXAMPLE.read_text().replace("/opt/lungedge/models/lungedge-cnnlstm",
-                                                   str(shipped)))
-    assert main(["check-config", str(example)]) == 0
-    if not Path("/opt/lungedge/models/lungedge-cnnlstm").exists():  # files are checked too
-        assert main(["check-config", str(EXAMPLE)]) == 2
-        assert "model.path: /opt/lungedge/models/lungedge-cnnlstm/manifest.json: not found" \
-            in capsys.readouterr().err
+    # the example's model is the shipped one, found from the checkout; a missing one is named
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    elsewhere = tmp_path / "lungedge.yaml"
+    elsewhere.write_text(EXAMPLE.read_text().replace("  path: null\n  # Interpreter",
+                                                     f"  path: {tmp_path}/none\n  # Interpreter"))
+    assert main(["check-config", str(elsewhere)]) == 2
+    assert f"model.path: {tmp_path}/none/manifest.json: not found" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("tracker:\n  no_audio_s: -1\n")
     assert main(["check-config", str(bad)]) == 2

@@ -297,9 +297,9 @@ def test_bad_inputs_fail_fast_with_clear_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "mqtt.prot: unknown key (did you mean 'port'?)" in r.stderr
 
     no_model = tmp_path / "nomodel.yaml"
-    no_model.write_text("source:\n  type: stdin\n")
+    no_model.write_text(f"source:\n  type: stdin\nmodel:\n  path: {tmp_path / 'none'}\n")
     r = run_cli("run", "--config", str(no_model))
-    assert r.returncode == 2 and "model.path is required" in r.stderr
+    assert r.returncode == 2 and "model.path:" in r.stderr and "not found" in r.stderr
 
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"RIFF" + bytes(200))
@@ -343,6 +343,39 @@ def test_check_config_verifies_the_files_it_names(tmp_path: Path) -> None:
         and "not a PEM CA certificate" in r.stderr
     r = run_cli("check-config", str(write_config(tmp_path, 1883)))
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize(("mqtt_extra", "spool", "expected"), [
+    ("  password_file: {tmp}/missing\n", None, "mqtt.password_file: {tmp}/missing: no such file"),
+    ("  password_file: {tmp}/empty\n", None, "mqtt.password_file: {tmp}/empty is empty"),
+    ("  password_env: LUNGEDGE_NOT_SET\n", None, "mqtt.password_env: the environment "
+                                                 "variable LUNGEDGE_NOT_SET is not set"),
+    ("  host: ''\n", None, "mqtt.host: empty"),
+    ("", "{tmp}", "spool.path: {tmp} is a folder"),
+])
+def test_check_config_finds_what_run_refuses(tmp_path: Path, mqtt_extra: str,
+                                             spool: str | None, expected: str) -> None:
+    """check-config passed a missing or empty password file (run then said "list index out
+    of range"), an unset password_env, an empty host and a spool path that is a folder; each
+    failed start burned a numbering epoch. Now check-config names each, and run refuses them
+    before it opens the spool (no epoch burned)."""
+    (tmp_path / "empty").write_text("\n")
+    cfg = write_config(tmp_path, 1883, mqtt_extra=mqtt_extra.replace("{tmp}", str(tmp_path)))
+    if spool:
+        cfg.write_text(cfg.read_text().replace(f"path: {tmp_path / 'spool.db'}",
+                                               f"path: {spool.replace('{tmp}', str(tmp_path))}"))
+    r = run_cli("check-config", "--config", str(cfg))
+    assert r.returncode == 2 and expected.replace("{tmp}", str(tmp_path)) in r.stderr, r.stderr
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 2 and expected.replace("{tmp}", str(tmp_path)) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "spool.db").exists()
+
+
+def test_the_shipped_example_config_validates_on_a_checkout() -> None:
+    """Its header says to validate it, and it failed (its model path was under /opt): now its
+    model is the one that ships, found wherever lungedge runs from."""
+    r = run_cli("check-config", str(ROOT / "edge" / "lungedge.example.yaml"))
+    assert r.returncode == 0, r.stderr
 
 
 def test_a_tls_file_it_cannot_read_is_reported_and_retried(tmp_path: Path) -> None:

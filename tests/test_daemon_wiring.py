@@ -50,6 +50,9 @@ class MemoryPublisher:
     def unreachable(self) -> str:
         return ""
 
+    def refused(self) -> str:
+        return ""
+
     def flush(self, timeout_s: float) -> bool:
         return True
 
@@ -113,10 +116,12 @@ def test_clips_carry_the_audio_behind_an_alert_within_a_budget(tmp_path: Path) -
     import soundfile
 
     pub = run_daemon(tmp_path, SAMPLES / "crackle_65121853_1.5_0_p4_4225.wav",
-                     "clips: {enabled: true, max_per_hour: 2}")
+                     "clips: {enabled: true, max_per_hour: 3, reserved_for_new: 1}")
     clips = [m for k, m in pub.messages if k == "clip"]
     alerts = {m["alert_id"]: m for k, m in pub.messages if k == "alert"}
-    assert len(clips) == 2  # the budget: the rest were counted, not sent
+    # the budget: the alert's opening clip, then updates up to the reserve kept for new
+    # alerts; the rest were counted, not sent
+    assert len(clips) == 2
     stats = pub.messages[-1][1]
     assert stats["clips_sent"] == 2 and stats["clips_dropped"] >= 1
     for clip in clips:

@@ -103,7 +103,7 @@ def test_dependencies_point_one_way() -> None:
 # evidence is not the wire's), a source is opened without the root config, and delivery never
 # reaches back into the service that wires it.
 EDGE_LAYERS = (
-    ("edge", "edge.clock", "edge.loader", "edge.checks"),
+    ("edge", "edge.clock", "edge.loader", "edge.checks", "edge.native"),
     ("edge.dsp", "edge.sources"),
     ("edge.pipeline",),
     ("edge.delivery",),

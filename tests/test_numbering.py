@@ -78,14 +78,16 @@ def run(tmp: Path, port: int, spool: Path) -> str:
 
 def stored_after_two_runs(station: Station, before_second: Any, tmp: Path, port: int,
                           spool: Path, second_spool: Path | None = None) -> str:
+    runs = station.count(summaries)  # runs before these two
     run(tmp, port, spool)
-    wait(lambda: station.count(summaries) == 1, 20, "the first run stored")
+    wait(lambda: station.count(summaries) == runs + 1, 20, "the first run stored")
     first, epoch = len(station.cycles()), station.epoch()
     before_second()
     out = run(tmp, port, second_spool or spool)
-    wait(lambda: station.count(summaries) == 2, 20, "the second run's summary stored")
-    wait(lambda: len(station.cycles()) == 2 * first, 20,
-         f"both runs' {2 * first} cycles stored (got {len(station.cycles())})")
+    wait(lambda: station.count(summaries) == runs + 2, 20, "the second run's summary stored")
+    per_run = first // (runs + 1)
+    wait(lambda: len(station.cycles()) == first + per_run, 20,
+         f"both runs' cycles stored (got {len(station.cycles())})")
     assert station.epoch() != epoch
     return out
 
@@ -102,6 +104,33 @@ def test_a_replaced_card_starts_a_new_epoch(tmp_path: Path, broker: Any,
     assert "numbering epoch" in out and "a new spool" in out
     seqs = [seq for seq, _ in station.cycles()]
     assert seqs[:3] == [0, 1, 2] and seqs[len(seqs) // 2:][:3] == [0, 1, 2]  # numbered anew
+
+
+def test_a_restored_spool_never_repeats_a_number(tmp_path: Path, broker: Any,
+                                                 station: Station) -> None:
+    """An older, cleanly closed copy of the spool put back (a backup, a re-imaged card): it
+    brought back its epoch, and the next run reissued numbers already delivered, which the
+    station dropped as repeats. Every run now numbers in a new epoch: both runs stored."""
+    import shutil
+
+    spool = tmp_path / "spool.db"
+    backup = tmp_path / "backup"
+
+    def restore() -> None:
+        for part in tmp_path.glob("spool.db*"):
+            part.unlink()
+        for part in backup.iterdir():
+            shutil.copy(part, tmp_path / part.name)
+
+    run(tmp_path, broker.port, spool)  # a first run, its spool closed cleanly: the backup
+    backup.mkdir()
+    for part in tmp_path.glob("spool.db*"):
+        shutil.copy(part, backup / part.name)
+    wait(lambda: station.count(summaries) == 1, 20, "the first run stored")
+    first = len(station.cycles())
+    out = stored_after_two_runs(station, restore, tmp_path, broker.port, spool)
+    assert "a new run (every run numbers anew" in out
+    assert len(station.cycles()) == 3 * first
 
 
 def test_a_damaged_spool_moved_aside_starts_a_new_epoch(tmp_path: Path, broker: Any,

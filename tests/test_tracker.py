@@ -143,8 +143,26 @@ def test_no_audio_alert_and_sessions_end_on_silence_with_a_summary() -> None:
     assert summary.cycles_by_label == {"normal": 6, "crackle": 4, "wheeze": 0, "both": 0}
     assert summary.record_label == "DAS" and summary.breathing_rate_per_min == 30.8
     validate(new + ended)
-    back = tr.on_tick(now=1031, last_audio=1031)
+    back = [e for t in range(1046, 1052) for e in tr.on_tick(now=t, last_audio=t)]
     assert [(a.kind, a.event) for a in alerts(back)] == [("no_audio", "end")]
+
+
+def test_a_gain_hovering_at_silence_is_one_no_audio_alarm() -> None:
+    """Audio that comes and goes around the silence threshold (a second now and then) opened
+    and closed no_audio four times while a crackle alert stayed open: now it ends only after
+    audio_back_s of audio without a break."""
+    tr = Tracker(TrackerConfig(), LABELS)
+    events: list[TrackerEvent] = []
+    heard = 0.0
+    for step in range(600):  # 60 s in 100 ms blocks: mostly silent, a blip every 12 s
+        now = step / 10
+        if step % 120 in (0, 1, 2):
+            heard = now
+        events += tr.on_tick(now=now, last_audio=heard)
+    assert [(a.kind, a.event) for a in alerts(events)] == [("no_audio", "new")]
+    for step in range(600, 640):  # 4 s of audio without a break: it ends
+        events += tr.on_tick(now=step / 10, last_audio=step / 10)
+    assert [(a.kind, a.event) for a in alerts(events)][-1] == ("no_audio", "end")
 
 
 def test_sound_without_breathing_is_poor_signal_until_breathing_returns() -> None:

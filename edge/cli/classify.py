@@ -9,7 +9,6 @@ timeline.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,11 +172,3 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"  alert {a['event']}: {a['kind']} ({evidence})")
     print()
 
-
-def default_model() -> Path | None:
-    """The shipped model: beside the source tree, or where install.sh puts it."""
-    for candidate in (Path(__file__).resolve().parents[1] / "models" / "lungedge-cnnlstm",
-                      Path(sys.prefix).parent / "models" / "lungedge-cnnlstm"):
-        if (candidate / "manifest.json").is_file():
-            return candidate
-    return None

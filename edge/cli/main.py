@@ -103,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("check-config", help="validate a config file without starting",
                        description="Exit 0 if the config is valid, else print where and why.")
-    k.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
+    k.add_argument("file", type=Path, nargs="?", default=None)
+    k.add_argument("--config", type=Path, default=None, help="the same as FILE (what other "
+                   "commands take)")
     k.set_defaults(func=cmd_check_config)
 
     d = sub.add_parser("devices", help="list audio input devices (pyaudio)")
@@ -193,6 +195,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from edge.service import preflight
 
+    if args.file and args.config and args.file != args.config:
+        raise ConfigError(f"two configs given ({args.file} and --config {args.config}): "
+                          "check one at a time")
+    args.file = args.file or args.config or DEFAULT_CONFIG_PATH
     cfg = load_config(args.file)
     found = preflight.report(cfg, str(args.file), Path(args.file).read_text(encoding="utf-8"))
     for line in found:
@@ -220,16 +226,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge.cli.classify import default_model
     from edge.pipeline.calibration import CalibrationError, calibrate, save
-    from edge.pipeline.model import load_manifest
+    from edge.pipeline.model import load_manifest, shipped_model
     from edge.pipeline.signal_path import run_signal_path
 
     cfg = load_config(args.config) if args.config else Config()
     if not args.files and not args.config:
         raise SourceError("give recordings made with the stethoscope, or --config FILE to "
                           "record from the source it configures")
-    model_path = args.model or cfg.model.path or default_model()
+    model_path = args.model or cfg.model.path or shipped_model()
     if model_path is None:
         raise SourceError("no model package found: pass --model DIR")
     manifest = load_manifest(Path(model_path))
@@ -269,8 +274,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from edge.cli.classify import JSON_SCHEMA_VERSION, classify_source, default_model
-    from edge.pipeline.model import ModelError, ModelRunner
+    from edge.cli.classify import JSON_SCHEMA_VERSION, classify_source
+    from edge.pipeline.model import ModelError, ModelRunner, shipped_model
 
     cfg = load_config(args.config) if args.config else Config()
     if not args.files and not args.config:
@@ -278,9 +283,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
                           "or --config FILE to read the source it configures")
     if any(str(f) == "-" for f in args.files):  # a usage error, before any file is read
         StdinSource(args.rate, channels=args.channels, stream=io.BytesIO())
+    if args.plot:  # before the work, not after it
+        from edge.cli.plot import pyplot
+
+        try:
+            pyplot()
+        except PlotError as exc:
+            print(f"lungedge: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     runner = None
     if not args.segments_only:
-        model_path = args.model or cfg.model.path or default_model()
+        model_path = args.model or cfg.model.path or shipped_model()
         if model_path is None:
             raise SourceError("no model package found: pass --model DIR (a folder with "
                               "manifest.json and its .tflite files), or --segments-only")

@@ -5,6 +5,7 @@ matplotlib is imported only when a plot is asked for, so the device does not nee
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ def pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise PlotError("plots need matplotlib: `pip install matplotlib`") from None
+        raise PlotError("plots need matplotlib, which this installation lacks: "
+                        f"`{sys.executable} -m pip install matplotlib` (the pip of the "
+                        "environment lungedge runs in)") from None
     return plt
 
 

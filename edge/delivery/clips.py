@@ -82,8 +82,9 @@ class ClipMaker:
         now = time.monotonic()
         while self._recent and now - self._recent[0][0] > HOUR_S:
             self._recent.popleft()
+        reserved = min(self.cfg.reserved_for_new, self.cfg.max_per_hour - 1)
         allowed = self.cfg.max_per_hour - (0 if alert is not None and alert.event == "new"
-                                           else self.cfg.reserved_for_new)
+                                           else reserved)
         if (len(self._recent) >= allowed or
                 sum(n for _, n in self._recent) + len(data) > self.cfg.max_kb_per_hour * 1000):
             self.dropped += 1

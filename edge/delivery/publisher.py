@@ -78,6 +78,10 @@ class Publisher(Protocol):
         """Why the broker cannot be reached now ("" while delivery works or is starting)."""
         ...
 
+    def refused(self) -> str:
+        """Why the broker refuses the messages it is sent ("" while it takes them)."""
+        ...
+
     def flush(self, timeout_s: float) -> bool:
         """True once everything stored is delivered (or False after timeout_s)."""
         ...
@@ -108,10 +112,9 @@ class Delivery:
 
     def storage_problem(self) -> str:
         """The storage's trouble as a status reason ('' if none)."""
-        if self.fault:
-            return self.fault + (f" ({self.stranded} message(s) on it cannot be read)"
-                                 if self.stranded else "")
-        return self.notice
+        fault = self.fault + (f" ({self.stranded} message(s) on it cannot be read)"
+                              if self.stranded else "") if self.fault else ""
+        return "; ".join(p for p in (fault, self.notice) if p)
 
 
 def open_publisher(mqtt: MqttConfig, spool: SpoolConfig, device_id: str, model: ModelRef,
@@ -152,6 +155,11 @@ class MqttPublisher:
         self.password = cfg.password()  # read once at start; never logged
         self._connected = threading.Event()
         self.last_error = ""
+        # The broker's last refusal of a message (MQTT 5 PUBACK reason), while it lasts: a
+        # broker whose ACL does not let this user publish under this device's topics answers
+        # "Not authorized" to every message; under MQTT 3.1.1 it acknowledged and dropped all
+        # 34 of them, the device deleted them, and said "online".
+        self.refusal = ""
         self._status: tuple[str, list[str]] = ("online", [])
         self._connected_at = time.time()  # the current connection's, for its statuses
         self._wake = threading.Event()
@@ -159,7 +167,7 @@ class MqttPublisher:
         # paho's thread only posts acknowledged message ids here; the sender thread alone
         # owns the in-flight map. (Taking a lock in a paho callback while holding it around
         # publish() deadlocks against paho's own lock.)
-        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()  # (mid, refusal)
         self._client: Any = None
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
 
@@ -169,6 +177,9 @@ class MqttPublisher:
     # -- what the daemon calls --------------------------------------------------------------
     def unreachable(self) -> str:
         return "" if self._connected.is_set() else self.last_error
+
+    def refused(self) -> str:
+        return self.refusal
 
     def publish(self, kind: str, body: Any) -> int:
         seq = self.spool.put(kind, lambda seq, epoch: envelope(self.device_id, seq, epoch),
@@ -253,7 +264,7 @@ class MqttPublisher:
         import paho.mqtt.client as mqtt
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=f"lungedge-{self.device_id}", clean_session=True)
+                             client_id=f"lungedge-{self.device_id}", protocol=mqtt.MQTTv5)
         if self.cfg.username:
             client.username_pw_set(self.cfg.username, self.password)
         tls = self.cfg.tls
@@ -305,7 +316,7 @@ class MqttPublisher:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
-        self._acks.put(mid)
+        self._acks.put((mid, str(reason) if reason.is_failure else ""))
         self._wake.set()
 
     def _run(self) -> None:
@@ -328,6 +339,19 @@ class MqttPublisher:
                 attempt += 1
                 self._stop.wait(self._backoff(attempt))
 
+    def _refused(self, reason: str) -> None:
+        """The broker refused a message: it stays in the spool, the status says so (until a
+        message is taken again), and this connection ends so that the sending backs off
+        instead of offering the broker the same message in a loop."""
+        why = f"the broker refuses the messages: {reason}"
+        if "authori" in reason.lower():
+            why += (f" (may user {self.cfg.username!r} publish under {self.cfg.topic_prefix}/"
+                    f"{self.device_id}/? the shipped ACL lets each user publish under its own "
+                    "name only)")
+        if why != self.refusal:
+            log.error("%s; they stay in the spool and are offered again", why)
+        self.refusal = why
+
     def _backoff(self, attempt: int) -> float:
         """Exponential, with jitter: devices do not retry in step after a broker restart."""
         return min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s
@@ -339,7 +363,8 @@ class MqttPublisher:
         while not self._stop.is_set():
             client = self._new_client()
             try:
-                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s,
+                               clean_start=True)
             except (OSError, ValueError) as exc:
                 self.last_error = f"broker {self.cfg.host}:{self.cfg.port} unreachable: {exc}"
                 delay = self._backoff(attempt)
@@ -375,9 +400,15 @@ class MqttPublisher:
                 generation = self.spool.generation   # holds may lie below `last`
                 last = 0
             while not self._acks.empty():
-                spool_id = inflight.pop(self._acks.get_nowait(), None)
-                if spool_id is not None:
-                    self.spool.delete(spool_id)
+                mid, refusal = self._acks.get_nowait()
+                spool_id = inflight.pop(mid, None)
+                if spool_id is None:
+                    continue
+                if refusal:  # kept in the spool; sent again after a back-off
+                    self._refused(refusal)
+                    return
+                self.refusal = ""
+                self.spool.delete(spool_id)
             room = INFLIGHT - len(inflight)
             sending = set(inflight.values())
             for row in self.spool.peek(after_id=last, limit=room) if room > 0 else []:

@@ -94,13 +94,10 @@ class ClipsConfig:
     per_alert: int = setting(3, "At most this many clips of one alert (its opening cycle "
                                 "first, then updates): one long alert cannot spend the hour.",
                              ge=1)
-    reserved_for_new: int = setting(10, "Of max_per_hour, this many are kept for the first clip "
-                                        "of new alerts: updates and every_abnormal clips stop "
-                                        "short of them, so every alert has its audio.", ge=0)
-
-    def validate(self) -> None:
-        if self.reserved_for_new >= self.max_per_hour:
-            raise Invalid("reserved_for_new", "must be below max_per_hour")
+    reserved_for_new: int = setting(10, "Of max_per_hour, this many (at most all but one) are "
+                                        "kept for the first clip of new alerts: updates and "
+                                        "every_abnormal clips stop short of them, so every "
+                                        "alert has its audio.", ge=0)
 
 
 @dataclass(frozen=True)

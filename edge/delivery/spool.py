@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.delivery.ledger import Ledger, describe
 from edge.delivery.wire import KINDS
 
 log = logging.getLogger(__name__)
@@ -96,17 +97,19 @@ class Spool:
         # publisher has passed, so the publisher starts from the oldest again
         self.generation = 0
         # The numbering epoch every message carries: a subscriber keys repeats on (epoch,
-        # kind, seq). It is kept across runs only when the file vouches for its counters (the
-        # last run closed it cleanly); a new spool, a damaged one moved aside, a file that
-        # cannot be opened, or a run that ended while its counters may have advanced in
-        # memory only (a failing card, a kill) start a new one, so a number is never reused.
+        # kind, seq). Every run starts a new one: a file that vouched for its counters was
+        # trusted once, and an older clean copy of the spool (a backup, a re-imaged card)
+        # then reissued numbers already delivered, which the station dropped as repeats. The
+        # log says why it is new (a new spool, an unclean stop …), for a technician.
         self.epoch = ""
         self.epoch_reason = ""
         self.read_only = False  # the file is open only to read what it holds (a failing card)
         self._on_disk = 0  # messages on the disk, as last counted
+        self.ledger = Ledger(self.path)
         self._open()
         if not self.epoch:  # the file could not be opened at all: a memory-only run
             self._new_epoch("the spool file cannot be opened")
+        self._previous_losses()
 
     # -- opening ----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -134,12 +137,10 @@ class Spool:
         assert self.db is not None
         self._seq = dict(self.db.execute("SELECT kind, seq FROM sequence").fetchall()) | {
             k: v for k, v in self._seq.items() if v > self._seq_in_db(k)}
-        adopted = self._adopt_epoch()
+        self._start_epoch()
         try:
             self._save_counters(clean=False)
         except sqlite3.Error as exc:
-            if adopted:  # the file could not be marked in use: its next reader must not
-                self._new_epoch("the spool could not record that it is in use")  # trust it
             return self._failed(exc)
         (max_id,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
         self._next_id = max(self._next_id, max_id + 1,
@@ -170,22 +171,22 @@ class Spool:
         with self._lock:
             return self._on_disk if self.db is None and self.path.is_file() else 0
 
-    def _adopt_epoch(self) -> bool:
-        """The file's epoch if it vouches for its counters and this run has none yet (True:
-        adopted). The caller then marks the file in use (unclean until close())."""
+    def _start_epoch(self) -> None:
+        """This run's epoch, new whatever the file says (see `epoch`), and why, as the file
+        tells it (once per run: a file reopened later keeps it). The caller then marks the
+        file in use (unclean until close())."""
         assert self.db is not None
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if self.epoch:
-            return False
+            return
         if not meta.get("epoch"):
             self._new_epoch("a new spool", unexpected=bool(self.notice))
         elif meta.get("clean") != "1":
             self._new_epoch("the last run did not close the spool cleanly (a kill, a power cut "
                             "or a failing card: its counters may lag)")
         else:
-            self.epoch = meta["epoch"]
-            return True
-        return False
+            self._new_epoch("a new run (every run numbers anew: a restored copy of the spool "
+                            "cannot repeat a number)", unexpected=False)
 
     def _new_epoch(self, why: str, unexpected: bool = True) -> None:
         self.epoch, self.epoch_reason = new_epoch(), why
@@ -263,6 +264,35 @@ class Spool:
                 self.db.close()
             self.db = None
 
+    def _previous_losses(self) -> None:
+        """What the previous run's ledger says it lost: told (`notice`), counted with this
+        spool's drops (what stats report as spool_dropped), and a new ledger for this run."""
+        previous = self.ledger.previous()
+        if previous is not None and previous.epoch != self.epoch and previous.gone:
+            told = describe(previous.gone, previous.why)
+            log.error("%s (numbering epoch %s)", told, previous.epoch)
+            self.notice = f"{self.notice}; {told}" if self.notice else told
+            for kind, n in previous.gone.items():
+                self._memory_dropped[kind] = self._memory_dropped.get(kind, 0) + n
+            if self.db is not None and not self.fault:
+                try:
+                    with self.db:
+                        for kind, n in self._memory_dropped.items():
+                            self._count(self.db.cursor(), kind, n)
+                    self._memory_dropped.clear()
+                except sqlite3.Error as exc:
+                    self._failed(exc)
+        self.ledger.start(self.epoch, previous.written if previous else 0)
+        self._account(force=True)
+
+    def _account(self, force: bool = False) -> None:
+        """The ledger, as this run now stands: what it dropped uncounted on the card, and what
+        waits in memory only."""
+        in_memory: dict[str, int] = {}
+        for m, _ in self._memory:
+            in_memory[m.kind] = in_memory.get(m.kind, 0) + 1
+        self.ledger.update(self._memory_dropped, in_memory, self.fault, force)
+
     # -- the daemon's side ------------------------------------------------------------------
     def put(self, kind: str, envelope: Callable[[int, str], dict[str, Any]],
             body: dict[str, Any]) -> int:
@@ -286,6 +316,8 @@ class Spool:
                 self._remember(message, keep)
             self._seq[kind] = seq
             self._next_id += 1
+            if self._memory or not written or self.ledger.entry.lost:
+                self._account()
         return seq
 
     def _write(self, m: Spooled, keep: int) -> None:
@@ -395,6 +427,7 @@ class Spool:
             for i, (m, _) in enumerate(self._memory):
                 if m.id == message_id:
                     del self._memory[i]
+                    self._account()
                     return
             self._forget(message_id)
 
@@ -441,8 +474,10 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             if self._memory:
-                log.warning("%d message(s) held in memory are lost with this exit (%s)",
-                            len(self._memory), self.fault or "not yet delivered")
+                log.warning("%d message(s) held in memory are lost with this exit (%s); the "
+                            "next run reports them", len(self._memory),
+                            self.fault or "not yet delivered")
+            self._account(force=True)
             if self.db is not None:
                 if not self.fault and not self._memory:  # the file holds every counter
                     with contextlib.suppress(sqlite3.Error):

@@ -72,7 +72,8 @@ clips:
                   f"mqtt: {{host: 127.0.0.1, port: {port}}} in its config)\n"
                   f"daemon: lungedge run on {sample.name} "
                   f"({'as fast as possible' if fast else 'played in real time, 15 s'})\n"
-                  f"station: every message the daemon publishes, as it arrives\n")
+                  f"station: every message the daemon publishes, as it arrives\n"
+                  f"{what_to_expect(sample, model)}\n")
             from edge.cli.monitor import monitor
 
             printer = threading.Thread(target=monitor, args=("127.0.0.1", port, "lungedge"),
@@ -83,6 +84,41 @@ clips:
                                   str(work / "lungedge.yaml")], cwd=ROOT)
             printer.join(timeout=10)
             return run.returncode
+
+
+def what_to_expect(sample: Path, model: Path) -> str:
+    """What the sample is, by the clinicians' annotation beside it, and what the model calls
+    its cycles (a quick offline pass): the shipped model hears the wheeze sample as crackles,
+    and a first-time user should read that before the alert, not 570 lines later."""
+    import json as json_module
+
+    from edge.cli.classify import classify_source
+    from edge.pipeline.model import ModelRunner
+    from edge.service.config import Config
+    from edge.sources.file import FileSource
+
+    annotation = sample.with_suffix(".json")
+    said, findings = "has no annotation beside it", set()
+    if annotation.is_file():
+        data = json_module.loads(annotation.read_text())
+        kinds = sorted({e["type"] for e in data.get("event_annotation", [])})
+        findings = {f for k in kinds for f in ("crackle", "wheeze") if f in k.lower()
+                    or (f == "wheeze" and k.lower() in ("rhonchi", "stridor"))}
+        said = (f"is annotated by clinicians as {data.get('record_annotation', '?')} "
+                f"({', '.join(kinds) or 'no events'})")
+    report = classify_source(sample.name, FileSource(sample),
+                             ModelRunner(model, calibration=samples_calibration(model)), Config(),
+                             quiet=True)
+    calls: dict[str, int] = {}
+    for row in report["cycles"]:
+        calls[row["label"]] = calls.get(row["label"], 0) + 1
+    heard = {f for k in calls for f in ("crackle", "wheeze") if k in (f, "both")}
+    verdict = "which agrees with the annotation" if heard == findings else \
+        "which does not agree with the annotation: the model's mistake, not the demo's"
+    return (f"what to expect: {sample.name} {said}; the model calls its cycles "
+            + ", ".join(f"{k} {n}" for k, n in sorted(calls.items())) + f", {verdict}. The "
+            "model is a screening aid: models/lungedge-cnnlstm/MODEL_CARD.md says where it is "
+            "wrong.")
 
 
 def with_station(work: Path, port: int) -> int:
@@ -100,7 +136,7 @@ def with_station(work: Path, port: int) -> int:
             s.bind(("127.0.0.1", 0))
             web = s.getsockname()[1]
     password = secrets.token_urlsafe(8)
-    deliveries = Path.cwd() / "lungedge-demo-deliveries.jsonl"
+    deliveries = work / "deliveries.jsonl"  # with the demo's other files: never the checkout
     # the demo's pager: every clinical alert appended to a file, one JSON line each
     append = f"import sys; open({str(deliveries)!r}, 'a').write(sys.stdin.read().strip() + '\\n')"
     rule = {"name": "demo pager (a file)", "category": "clinical", "events": ["new", "update"],

@@ -87,6 +87,8 @@ class Analysis:
 
     def process(self, block: AudioBlock) -> list[Event]:
         self.clock.anchor(block.start_s, block.wall_time)
+        if self.judge is not None:
+            self.judge.hear(block.samples, block.sample_rate)
         events: list[Event] = []
         for c in self.path.process(block):
             events += self._classify(c)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,7 @@ import numpy as np
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.segmenter import SegmenterConfig
 from edge.loader import ValidationError, build, complete, setting
+from edge.native import quiet_stderr
 from edge.pipeline.calibration import Calibration, CalibrationError
 from edge.pipeline.calibration import load as load_calibration
 
@@ -218,6 +220,21 @@ class Manifest:
             raise ModelError(f"{where}: " + "; ".join(problems))
 
 
+SHIPPED = "lungedge-cnnlstm"
+
+
+def shipped_model() -> Path | None:
+    """The model package that ships with lungedge: in the source tree (a checkout, an editable
+    install, wherever its virtualenv is), or where install.sh puts it (the models folder beside
+    the virtualenv, /opt/lungedge/models); None where none is. (It looked in edge/models/,
+    which does not exist, and found the model only because the venv sat in the checkout.)"""
+    for folder in (Path(__file__).resolve().parents[2] / "models",
+                   Path(sys.prefix).parent / "models", Path("/opt/lungedge/models")):
+        if (folder / SHIPPED / "manifest.json").is_file():
+            return folder / SHIPPED
+    return None
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -315,8 +332,10 @@ class LoadedMember:
                              "builds")
         interpreter_cls, self.runtime = _interpreter_class()
         try:
-            self.interpreter = interpreter_cls(model_path=str(path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with quiet_stderr():  # TFLite's "INFO: Created … XNNPACK delegate" on every load
+                self.interpreter = interpreter_cls(model_path=str(path),
+                                                   num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: not a loadable TFLite model ({exc})") from None
         self.spec = member

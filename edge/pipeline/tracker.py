@@ -62,6 +62,9 @@ class TrackerConfig:
                                                 "stethoscope, poor quality).")
     no_audio_s: float = setting(10.0, "No audio (or only silence) for this long raises "
                                       "no_audio, s.", gt=0)
+    audio_back_s: float = setting(3.0, "no_audio ends once audio has been heard without a "
+                                       "break for this long, s: a gain hovering at the "
+                                       "silence threshold is one alarm, not many.", ge=0)
     no_breathing_s: float = setting(20.0, "Sound all along but no breathing cycle found in it "
                                           "for this long (hiss, rubbing, a stethoscope off the "
                                           "chest) raises poor_signal, s.", gt=0)
@@ -227,6 +230,8 @@ class Tracker:
         self.session: _Session | None = None
         self.last_cycle_end: float | None = None  # stream seconds
         self._hearing_since: float | None = None  # sound without a pause since then
+        self._audio_since: float | None = None  # audio in every block since then
+        self._last_tick = 0.0
 
     @property
     def session_id(self) -> str | None:
@@ -256,9 +261,10 @@ class Tracker:
                 before = self._end_session("silence")
             elif r.end - s.start > self.cfg.session_max_s:
                 before = self._end_session("max_length")
-        self.last_cycle_end = r.end
+        if r.good:  # a cycle that cannot be judged is not breathing heard
+            self.last_cycle_end = r.end
         breathing = self.alerts.get("poor_signal")
-        if breathing is not None and breathing.no_breathing:  # breathing is heard again
+        if breathing is not None and breathing.no_breathing and r.good:  # breathing again
             before.append(self._changed("poor_signal", "end", NoBreathingEvidence(0.0),
                                         "cleared"))
             del self.alerts["poor_signal"]
@@ -279,10 +285,16 @@ class Tracker:
         """Time-driven rules: no audio, and a session that has gone quiet (stream seconds)."""
         out: list[TrackerEvent] = []
         silent = now - last_audio
+        if silent > 0:  # this block was silent: a stretch of audio, if any, is broken
+            self._audio_since = None
+        elif self._audio_since is None:
+            self._audio_since = self._last_tick
+        self._last_tick = now
         if silent >= self.cfg.no_audio_s and "no_audio" not in self.alerts:
             self.alerts["no_audio"] = _Alert(new_id(), last_audio, last_audio, 0, 0)
             out.append(self._changed("no_audio", "new", SilenceEvidence(round(silent, 1))))
-        elif silent < self.cfg.no_audio_s and "no_audio" in self.alerts:
+        elif "no_audio" in self.alerts and self._audio_since is not None \
+                and now - self._audio_since >= self.cfg.audio_back_s:
             out.append(self._changed("no_audio", "end", SilenceEvidence(0.0), "cleared"))
             del self.alerts["no_audio"]
         out += self._no_breathing(now, silent < self.cfg.no_audio_s)

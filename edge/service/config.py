@@ -36,7 +36,8 @@ DEFAULT_CONFIG_PATH = Path("/etc/lungedge/lungedge.yaml")
 @dataclass(frozen=True)
 class ModelConfig:
     path: str | None = setting(None, "Model package folder (manifest.json + its .tflite files); "
-                                     "required by `lungedge run`.")
+                                     "null: the model that ships with lungedge (in its "
+                                     "source tree, or where install.sh put it).")
     num_threads: int = setting(1, "Interpreter threads.", ge=1, le=8)
     calibration: str | None = setting(None, "This stethoscope's calibration (`lungedge "
                                             "calibrate`), for a model trained with normalise: "
@@ -92,7 +93,6 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 
 # The example differs from the defaults only where install.sh puts things.
-EXAMPLE_VALUES = {"model.path": "/opt/lungedge/models/lungedge-cnnlstm"}
 EXAMPLE_HEADER = """\
 # lungedge configuration: every key, its default and what it means. Generated from the typed
 # definitions in edge/ (`python -m edge.service.config > edge/lungedge.example.yaml`). Copy it to
@@ -104,7 +104,7 @@ EXAMPLE_HEADER = """\
 
 def example_yaml() -> str:
     """The documented example config: every section and key, with its doc line and bounds."""
-    return example_of(Config, EXAMPLE_HEADER, EXAMPLE_VALUES)
+    return example_of(Config, EXAMPLE_HEADER, {})
 
 
 if __name__ == "__main__":

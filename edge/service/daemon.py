@@ -30,7 +30,7 @@ from edge.delivery.publisher import Publisher, open_publisher
 from edge.delivery.wire import ModelRef
 from edge.loader import ConfigError
 from edge.pipeline.analysis import Analysis, ClassifiedCycle, Event
-from edge.pipeline.model import ModelRunner
+from edge.pipeline.model import ModelRunner, shipped_model
 from edge.pipeline.tracker import AlertChanged, SessionEnded
 from edge.service import logs
 from edge.service.config import Config, load_config
@@ -59,12 +59,14 @@ class Daemon:
     def __init__(self, cfg: Config, config_path: Path | None = None,
                  publisher: Publisher | None = None) -> None:
         """`publisher`: delivery (default: MQTT through the spool); tests give their own."""
-        if not cfg.model.path:
-            raise ConfigError("model.path is required to run: the folder of a model package "
-                              "(manifest.json + its .tflite files)", key_path="model.path")
+        path = cfg.model.path or shipped_model()
+        if path is None:
+            raise ConfigError("no model package: give model.path (the folder of a package: "
+                              "manifest.json + its .tflite files); none ships beside this "
+                              "installation", key_path="model.path")
         self.cfg = cfg
         self.config_path = config_path
-        self.runner = ModelRunner(cfg.model.path, cfg.model.num_threads, cfg.model.calibration)
+        self.runner = ModelRunner(path, cfg.model.num_threads, cfg.model.calibration)
         m = self.runner.manifest
         self.model = ModelRef(m.name, m.version)
         ha = cfg.homeassistant
@@ -217,6 +219,7 @@ class Daemon:
             no_audio=tracker.active("no_audio"),
             poor_signal=tracker.poor_signal or "",
             broker_unreachable=self.publisher.unreachable(),
+            broker_refuses=self.publisher.refused(),
             spool_dropped=delivery.dropped_recent,
             storage=delivery.storage_problem()))
         if change is not None:

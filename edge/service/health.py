@@ -36,6 +36,7 @@ class Observation:
     no_audio: bool = False  # the no_audio alert is open
     poor_signal: str = ""  # the poor_signal alert is open: why, in words
     broker_unreachable: str = ""  # why delivery to the broker does not work now
+    broker_refuses: str = ""  # why the broker refuses the messages it is sent
     # messages the full spool had to drop lately (spool.drops_window_s): a spool that
     # overflowed once, then drained, is healthy again, where it said "degraded" for good
     spool_dropped: int = 0
@@ -53,6 +54,8 @@ class Observation:
             out.append(f"spool full: {self.spool_dropped} message(s) dropped lately")
         if self.poor_signal:
             out.append(f"poor signal: {self.poor_signal}")
+        if self.broker_refuses:
+            out.append(self.broker_refuses)
         if self.broker_unreachable:
             out.append(f"{BROKER_UNREACHABLE}: {self.broker_unreachable}")
         return tuple(out)

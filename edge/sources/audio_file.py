@@ -1,4 +1,5 @@
-"""Reading recordings (WAV of any PCM width; FLAC and others when soundfile is installed).
+"""Reading recordings: WAV of any PCM width, and FLAC when soundfile is installed; anything else
+(MP3, Ogg …) is refused with the formats it reads, never decoded half right.
 
 One reader for the daemon's file source, `lungedge classify` and the training toolchain, so a
 recording decodes to the same samples everywhere. WAV files are memory-mapped where scipy allows
@@ -164,4 +165,15 @@ def _open_with_soundfile(path: Path) -> AudioFile:
     except (RuntimeError, soundfile.LibsndfileError) as exc:
         raise AudioFileError(path, f"not a readable audio file ({exc})",
                              "lungedge reads WAV and FLAC recordings") from None
+    if info.format not in LOSSLESS:
+        raise AudioFileError(path, f"a {info.format} recording ({info.format_info}): lungedge "
+                                   "reads WAV and FLAC only",
+                             f"convert it to one (e.g. `ffmpeg -i {path.name} "
+                             f"{path.stem}.flac`): a lossy format such as MP3 decodes "
+                             "differently block by block (30% of the level, here) and drops "
+                             "the short transients crackles are") from None
     return AudioFile(path, int(info.samplerate), int(info.frames), int(info.channels), None)
+
+
+# What soundfile may decode for lungedge: lossless formats whose block reads equal a whole read.
+LOSSLESS = ("WAV", "WAVEX", "RF64", "FLAC")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge import clock
+from edge.native import quiet_stderr
 from edge.sources.base import AudioBlock, SourceError, reopen_with_backoff, to_mono_float32
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,11 @@ def _import_pyaudio() -> ModuleType:
 def list_input_devices(pa: Any | None = None) -> list[InputDevice]:
     """Every PortAudio device that can record."""
     own = pa is None
-    audio: Any = _import_pyaudio().PyAudio() if pa is None else pa
+    if pa is None:
+        with quiet_stderr():  # ALSA's and JACK's probing: dozens of lines before the answer
+            audio: Any = _import_pyaudio().PyAudio()
+    else:
+        audio = pa
     try:
         devices = []
         for index in range(audio.get_device_count()):

@@ -87,10 +87,9 @@ class Site:
     def model(self) -> Path:
         """The model package `analyse a recording` uses (checked here; loaded by each
         analysis's own process)."""
-        from edge.cli.classify import default_model
-        from edge.pipeline.model import ModelError, load_manifest
+        from edge.pipeline.model import ModelError, load_manifest, shipped_model
 
-        path = self.cfg.model or default_model()
+        path = self.cfg.model or shipped_model()
         if path is None:
             raise Forbidden("no model package: set `model:` in the station config")
         try:
