@@ -187,6 +187,39 @@ def test_serial_stethoscope_counts_and_alert_light(tmp_path: Path, broker: Broke
     sub.close()
 
 
+def test_a_stethoscope_plugged_in_after_start_blinks_its_led(tmp_path: Path,
+                                                             broker: Broker) -> None:
+    """The stethoscope absent at boot: the daemon waits for it (a WaitingSource), which could
+    not blink an LED, so a stethoscope plugged in later never showed an alert at the bedside.
+    Now the input's abilities pass through: its LED blinks for the clinical alert."""
+    link = tmp_path / "steth"
+    sub = Subscriber(broker.port)
+    proc = start_daemon(write_config(tmp_path, broker.port, serial_port=link,
+                                     model=ROOT / "models" / "lungedge-cnnlstm"))
+    sub.wait_for(lambda: any("is the stethoscope plugged in?" in r for s in sub.of("status")
+                             for r in s.get("reasons", [])), timeout=30)
+    sim_log = (tmp_path / "sim.log").open("w")
+    sim = subprocess.Popen([sys.executable, "-m", "firmware_bridge.simulate",
+                            str(ROOT / "models" / "samples" / "crackle_65121853_1.5_0_p4_4225.wav"),
+                            "--link", str(link), "--loop", "--seed", "1"],
+                           cwd=ROOT, stdout=sim_log, stderr=subprocess.STDOUT)
+    try:
+        sub.wait_for(lambda: any(a["event"] == "new" and a["kind"] == "crackle"
+                                 for a in sub.of("alert")), timeout=90)
+        deadline = time.monotonic() + 10
+        while "ALERT pattern 2 for 3000 ms" not in (tmp_path / "sim.log").read_text():
+            assert time.monotonic() < deadline, "the LED was never told to blink"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out = finish(proc)
+        assert proc.returncode == 0, out
+    finally:
+        sim.terminate()
+        sim.wait(10)
+        sim_log.close()
+        sub.close()
+
+
 def test_broker_restarted_three_times_loses_no_cycle(tmp_path: Path, broker: Broker) -> None:
     sub = Subscriber(broker.port)
     proc = start_daemon(write_config(tmp_path, broker.port, realtime=True, loop=True))

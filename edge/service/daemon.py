@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 from edge.delivery import homeassistant
 from edge.delivery.clips import ClipMaker
@@ -43,13 +43,6 @@ from edge.sources.base import AudioBlock, SourceError
 log = logging.getLogger(__name__)
 
 _END = object()  # capture → processing: the source has ended
-
-
-@runtime_checkable
-class AlertSignal(Protocol):
-    """A source that can show an alert to the person at the bedside (a stethoscope's LED)."""
-
-    def alert(self) -> None: ...
 
 
 class Daemon:
@@ -191,8 +184,8 @@ class Daemon:
                 clip = self.clips.for_cycle(e)
             elif isinstance(e, AlertChanged):
                 self.publisher.publish("alert", alert_body(e, clock))
-                if e.clinical and e.event == "new" and isinstance(self.source, AlertSignal):
-                    self.source.alert()
+                if e.clinical and e.event in ("new", "update"):  # as the README promises
+                    self.source.show_alert()  # the bedside LED, where the input has one
                 clip = self.clips.for_alert(e, self._last_cycle)
             elif isinstance(e, SessionEnded):
                 self.publisher.publish("summary", summary_body(e, clock, self.model))
@@ -215,7 +208,7 @@ class Daemon:
         assert tracker is not None
         delivery = self.publisher.delivery()
         change = self.health.observe(Observation(
-            source_error=self.source_error or getattr(self.source, "problem", ""),
+            source_error=self.source_error or self.source.problem,
             no_audio=tracker.active("no_audio"),
             poor_signal=tracker.poor_signal or "",
             broker_unreachable=self.publisher.unreachable(),

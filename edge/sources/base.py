@@ -47,8 +47,15 @@ class AudioSource(Protocol):
 
     sample_rate: int
     live: bool
+    # why the input gives no audio now ("" while it does): a device that is away, waited for
+    problem: str
 
     def blocks(self) -> Iterator[AudioBlock]: ...
+
+    def show_alert(self) -> bool:
+        """Shows a clinical alert to the person at the bedside (a stethoscope's LED), if this
+        input can: False if it cannot (a file, a sound card)."""
+        ...
 
     def describe(self) -> str: ...
 
@@ -59,6 +66,16 @@ class AudioSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class PlainInput:
+    """What an input that is only audio says of its abilities: no problem to report beyond
+    the errors it raises, no way to show an alert. The inputs that can say more override."""
+
+    problem = ""
+
+    def show_alert(self) -> bool:
+        return False
 
 
 def reopen_with_backoff(attempt: Callable[[], None], stop: threading.Event, *, what: str,

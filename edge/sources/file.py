@@ -8,10 +8,10 @@ from pathlib import Path
 
 from edge import clock
 from edge.sources.audio_file import open_audio
-from edge.sources.base import AudioBlock
+from edge.sources.base import AudioBlock, PlainInput
 
 
-class FileSource:
+class FileSource(PlainInput):
     def __init__(self, path: str | Path, *, block_ms: int = 100, realtime: bool = False,
                  loop: bool = False) -> None:
         self.audio = open_audio(path)  # fails here, before the pipeline starts

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 from edge import clock
-from edge.sources.base import AudioBlock, SourceError, reopen_with_backoff
+from edge.sources.base import AudioBlock, PlainInput, SourceError, reopen_with_backoff
 from firmware_bridge.decoder import AudioTimeline, FrameDecoder, LinkStats, TimedAudio
 from firmware_bridge.protocol import (
     ACK,
@@ -36,7 +36,7 @@ from firmware_bridge.serial_port import LinkLost, PortError, SerialPort
 log = logging.getLogger(__name__)
 
 
-class SerialSource:
+class SerialSource(PlainInput):
     def __init__(self, port: str, *, sample_rate: int, baud: int = 115200,
                  gain_db: int | None = None, stall_timeout_s: float = 2.0,
                  reopen_backoff_max_s: float = 30.0) -> None:
@@ -91,6 +91,10 @@ class SerialSource:
             self._unacked[seq] = kind
             self.port.write(Frame(kind, seq, payload).encode())
         return seq
+
+    def show_alert(self) -> bool:
+        self.alert()
+        return True
 
     def alert(self, pattern: int = 2, duration_ms: int = 3000) -> None:
         """Show an alert on the stethoscope (by default the LED blinks for 3 s), if it is

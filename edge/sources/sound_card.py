@@ -21,7 +21,13 @@ import numpy as np
 
 from edge import clock
 from edge.native import quiet_stderr
-from edge.sources.base import AudioBlock, SourceError, reopen_with_backoff, to_mono_float32
+from edge.sources.base import (
+    AudioBlock,
+    PlainInput,
+    SourceError,
+    reopen_with_backoff,
+    to_mono_float32,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +99,7 @@ def resolve_device(devices: list[InputDevice], wanted: int | str | None) -> Inpu
     return matches[0]
 
 
-class SoundCardSource:
+class SoundCardSource(PlainInput):
     """Reads blocks from a PortAudio input; survives overflows and device loss."""
 
     def __init__(self, *, device: int | str | None, sample_rate: int, channels: int = 1,

@@ -13,12 +13,12 @@ import numpy as np
 
 from edge import clock
 from edge.sources.audio_format import FormatError, check_format
-from edge.sources.base import AudioBlock, SourceError, to_mono_float32
+from edge.sources.base import AudioBlock, PlainInput, SourceError, to_mono_float32
 
 log = logging.getLogger(__name__)
 
 
-class StdinSource:
+class StdinSource(PlainInput):
     def __init__(self, sample_rate: int, *, channels: int = 1, block_ms: int = 100,
                  stream: BinaryIO | None = None) -> None:
         try:

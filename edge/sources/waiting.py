@@ -34,6 +34,11 @@ class WaitingSource:
     def counters(self) -> dict[str, int]:
         return self._source.counters() if self._source else {}
 
+    def show_alert(self) -> bool:
+        """The input's own, once it is open: a stethoscope plugged in after the daemon started
+        blinks its LED like one that was there from the start (it never did)."""
+        return self._source.show_alert() if self._source else False
+
     def blocks(self) -> Iterator[AudioBlock]:
         def attempt() -> None:
             try:
