@@ -59,14 +59,13 @@ def child_stages(wav: Path, cycles_out: Path | None, block_ms: int) -> dict[str,
     import edge.pipeline.analysis as analysis_mod
     from edge.pipeline.analysis import Analysis, ClassifiedCycle
     from edge.pipeline.model import ModelRunner
-    from edge.service.config import Config
+    from edge.pipeline.tracker import TrackerConfig
     from edge.sources.file import FileSource
     imported = time.perf_counter() - t0
 
-    cfg = Config()
     runner = ModelRunner(SHIPPED)
     source = FileSource(wav, block_ms=block_ms)
-    analysis = Analysis(source.sample_rate, runner, cfg.tracker)
+    analysis = Analysis(source.sample_rate, runner, TrackerConfig())
     spent: dict[str, float] = {}
 
     def timed(name: str, fn: Any) -> Any:

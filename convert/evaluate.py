@@ -38,11 +38,11 @@ import numpy as np
 from convert.datasets import LABELS, DatasetError, Recording, iter_annotated
 from convert.features import at_model_rate
 from convert.metrics import confusion, icbhi_score, roc, roc_auc, sprsound_score
-from edge.cli.plot import pyplot, save
 from edge.dsp.frontend import BandNormaliser, Frontend
 from edge.pipeline.analysis import Analysis, ClassifiedCycle
 from edge.pipeline.calibration import feature_statistics
 from edge.pipeline.model import RECORD, Classifier, Manifest, ModelRunner
+from edge.pipeline.plot import pyplot, save
 from edge.pipeline.tracker import TrackerConfig, record_label
 from edge.sources.audio_file import read_audio
 from edge.sources.base import AudioBlock, SourceError

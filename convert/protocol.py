@@ -820,7 +820,7 @@ def summary(report: ProtocolReport) -> str:
 
 
 def plot_curves(curve: list[CurvePoint], out: Path, title: str) -> None:
-    from edge.cli.plot import pyplot, save
+    from edge.pipeline.plot import pyplot, save
 
     fig, ax = pyplot().subplots(figsize=(7, 4))
     epochs = [c.epoch for c in curve]

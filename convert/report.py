@@ -22,7 +22,7 @@ from convert.protocol_report import ProtocolReport, Scores
 from convert.protocol_report import load as load_report
 from convert.training_report import TrainingReport
 from convert.training_report import load as load_training
-from edge.cli.plot import pyplot, save
+from edge.pipeline.plot import pyplot, save
 
 PROTOCOL_FILES = ("crossval.md", "crossval.json", "crossval_curves.png", "recipe.json")
 

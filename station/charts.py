@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge.cli.plot import colours
+from edge.pipeline.plot import colours
 from station.store.read_models import Bucket, TimelineCycle
 
 WIDTH, HEIGHT = 900, 60  # the cycle strip

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("edge", "firmware_bridge", "convert", "station")
+PACKAGES = ("edge", "firmware_bridge", "convert", "station", "bench")
 
 
 def modules() -> dict[str, Path]:
@@ -29,10 +29,10 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
         targets = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            base = node.module
-            if node.level:  # relative
-                base = ".".join([*name.split(".")[:-node.level], node.module])
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative (`from .. import service` has no module of its own)
+                base = ".".join([*name.split(".")[:-node.level], *([base] if base else [])])
             targets = [f"{base}.{a.name}" for a in node.names] + [base]
         for t in targets:
             while t and t not in known:
@@ -141,11 +141,34 @@ def test_edge_layers_point_one_way() -> None:
     assert not broken, "imports against the flow: " + "; ".join(sorted(broken))
 
 
+# The device's layers the other packages may use: the lowest ones, never the device's service or
+# command line (the station imported edge.cli four times and built the device's whole config
+# to get the tracker's defaults; the toolchain drew with edge.cli.plot). Benchmarks may also
+# start a private broker (edge.dev).
+BELOW_SERVICE = ("edge", "edge.clock", "edge.loader", "edge.checks", "edge.native",
+                 "edge.dsp", "edge.sources", "edge.pipeline", "edge.delivery")
+MAY_USE = {"station": BELOW_SERVICE, "convert": BELOW_SERVICE,
+           "bench": (*BELOW_SERVICE, "edge.dev"), "firmware_bridge": ()}
+
+
+def test_other_packages_use_the_device_below_its_service() -> None:
+    broken = []
+    for name, deps in graph().items():
+        allowed = MAY_USE.get(name.split(".")[0])
+        if allowed is None:
+            continue
+        for d in deps:
+            if d.startswith("edge") and layer(d)[1] not in allowed:
+                broken.append(f"{name} imports {d}")
+    assert not broken, "past the device's lower layers: " + "; ".join(sorted(broken))
+
+
 def test_the_station_database_has_one_owner() -> None:
     """Only the store (and its migrations) touch the station's tables: the router, the web UI
     and ingest go through `Store`, so every write has one owner."""
     g = graph()
     outside = sorted(name for name, deps in g.items()
                      if "station.schema" in deps
-                     and not name.startswith(("station.store", "station.migrations")))
+                     and not name.startswith(("station.store", "station.migrations",
+                                              "bench")))  # a benchmark counts rows
     assert not outside, f"modules past the store, at its tables: {outside}"

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.cli.plot import PlotError
 from edge.dsp.frontend import FrontendParams
 from edge.loader import ConfigError, yaml_lines
+from edge.pipeline.plot import PlotError
 from edge.service.config import DEFAULT_CONFIG_PATH, Config, load_config
 from edge.sources import open_source
 from edge.sources.base import SourceError
@@ -274,8 +274,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from edge.cli.classify import JSON_SCHEMA_VERSION, classify_source
+    from edge.cli.classify import classify_source
     from edge.pipeline.model import ModelError, ModelRunner, shipped_model
+    from edge.pipeline.recording import JSON_SCHEMA_VERSION
 
     cfg = load_config(args.config) if args.config else Config()
     if not args.files and not args.config:
@@ -284,7 +285,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if any(str(f) == "-" for f in args.files):  # a usage error, before any file is read
         StdinSource(args.rate, channels=args.channels, stream=io.BytesIO())
     if args.plot:  # before the work, not after it
-        from edge.cli.plot import pyplot
+        from edge.pipeline.plot import pyplot
 
         try:
             pyplot()
@@ -319,7 +320,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
             if args.plot:
                 plot = args.plot if len(args.files) <= 1 else args.plot.with_name(
                     f"{args.plot.stem}-{Path(label).stem}{args.plot.suffix}")
-            reports.append(classify_source(label, source, runner, cfg, seconds=args.seconds,
+            reports.append(classify_source(label, source, runner, cfg.tracker,
+                                           seconds=args.seconds,
                                            plot=plot, quiet=args.json))
         except (SourceError, ValueError, PlotError) as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)

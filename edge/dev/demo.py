@@ -37,11 +37,12 @@ def demo(sample: Path = DEFAULT_SAMPLE, model: Path = DEFAULT_MODEL, fast: bool 
               "see the daemon publish. Meanwhile, the same recording classified offline:\n")
         from edge.cli.classify import classify_source
         from edge.pipeline.model import ModelRunner
-        from edge.service.config import Config
+        from edge.pipeline.tracker import TrackerConfig
         from edge.sources.file import FileSource
 
         classify_source(str(sample), FileSource(sample),
-                        ModelRunner(model, calibration=samples_calibration(model)), Config())
+                        ModelRunner(model, calibration=samples_calibration(model)),
+                        TrackerConfig())
         return 0
     with tempfile.TemporaryDirectory(prefix="lungedge-demo-") as tmp:
         work = Path(tmp)
@@ -92,9 +93,9 @@ def what_to_expect(sample: Path, model: Path) -> str:
     and a first-time user should read that before the alert, not 570 lines later."""
     import json as json_module
 
-    from edge.cli.classify import classify_source
     from edge.pipeline.model import ModelRunner
-    from edge.service.config import Config
+    from edge.pipeline.recording import analyse_recording
+    from edge.pipeline.tracker import TrackerConfig
     from edge.sources.file import FileSource
 
     annotation = sample.with_suffix(".json")
@@ -106,9 +107,9 @@ def what_to_expect(sample: Path, model: Path) -> str:
                     or (f == "wheeze" and k.lower() in ("rhonchi", "stridor"))}
         said = (f"is annotated by clinicians as {data.get('record_annotation', '?')} "
                 f"({', '.join(kinds) or 'no events'})")
-    report = classify_source(sample.name, FileSource(sample),
-                             ModelRunner(model, calibration=samples_calibration(model)), Config(),
-                             quiet=True)
+    report = analyse_recording(sample.name, FileSource(sample),
+                               ModelRunner(model, calibration=samples_calibration(model)),
+                               TrackerConfig())
     calls: dict[str, int] = {}
     for row in report["cycles"]:
         calls[row["label"]] = calls.get(row["label"], 0) + 1

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from edge.service.config import Config
+from edge.pipeline.tracker import TrackerConfig
 from edge.sources.audio_file import open_audio
 from edge.sources.base import SourceError
 from station.web.site import Site
@@ -34,13 +34,13 @@ SUFFIXES = (".wav", ".wave", ".flac")
 
 def analyse_file(model: Path, path: Path, name: str) -> dict[str, Any]:
     """The recording's report, with its plot inline (run in the analysis's own process)."""
-    from edge.cli.classify import classify_source
     from edge.pipeline.model import ModelRunner
+    from edge.pipeline.recording import analyse_recording
     from edge.sources.file import FileSource
 
     plot = path.with_suffix(".png")
-    report = classify_source(name, FileSource(path), ModelRunner(model), Config(), plot=plot,
-                             quiet=True)
+    report = analyse_recording(name, FileSource(path), ModelRunner(model), TrackerConfig(),
+                               plot=plot)
     report["plot"] = "data:image/png;base64," + base64.b64encode(plot.read_bytes()).decode()
     return report
 

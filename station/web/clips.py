@@ -29,7 +29,7 @@ def decode(encoding: str, audio: bytes) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def spectrogram(encoding: str, rate: int, audio: bytes, label: str) -> bytes:
-    from edge.cli.plot import pyplot
+    from edge.pipeline.plot import pyplot
 
     plt = pyplot()
     samples = decode(encoding, audio)
