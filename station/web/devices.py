@@ -30,7 +30,7 @@ def routes(site: Site) -> list[Route]:
         judged = await run_in_threadpool(site.store.verdict_counts, device_id, now - WEEK_S)
         return {
             "device": data.device, "sessions": data.sessions, "alerts": data.alerts,
-            "clips": heard, "judged": trust(judged),
+            "clips": heard, "judged": trust(judged), "no_clip": "",
             "bars": charts.timeline(data.timeline, data.since, now, labels),
             "trends": charts.trends(data.buckets, data.first_bucket, data.n_buckets),
             "strip_axis": charts.axis(data.since, now, STRIP_TICK_S, now),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import jinja2
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
@@ -33,7 +34,10 @@ class Site:
         self.cfg = cfg
         self.store = store
         self.liveness = liveness
-        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        # a misspelt field is an error, not empty text on a ward screen
+        self.templates = Jinja2Templates(env=jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+            undefined=jinja2.StrictUndefined))
         env = self.templates.env
         env.filters |= {"clock": clock, "ago": ago, "pct": pct, "q": quote_path,
                         "evidence": evidence, "short": short, "happened": happened,
