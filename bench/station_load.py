@@ -128,7 +128,8 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
             reasons = ["poor signal"] if state == "degraded" else []
             send(device, "status", Status(
                 state=state, reason=reasons[0] if reasons else None, reasons=reasons,
-                model=MODEL, connected_at=iso_ms(START), last_will=False, heartbeat_s=3600.0))
+                model=MODEL, connected_at=iso_ms(START), last_will=False, heartbeat_s=3600.0,
+                breathing_pause_s=30.0))
         if c % 20 == 0:
             send(device, "stats", Stats(
                 uptime_s=c * 1.5, audio_s=c * 1.5, cycles=c, forced_cuts=0, gaps=0, gap_s=0.0,

@@ -6,13 +6,14 @@ a nurse must never read a flat battery as a wheeze, nor miss a wheeze among cabl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+
+from edge.vocabulary import AlertKind, Category, Priority, StationKind
 
 
 @dataclass(frozen=True)
 class AlarmKind:
-    kind: str
-    category: str  # "clinical" or "technical"
+    kind: AlertKind | StationKind
+    category: Category
     priority: int  # 1 high, 2 medium, 3 low
     title: str  # what a person reads
     explain: str = ""  # what it means, on the alert's page
@@ -56,9 +57,8 @@ def escalates(fraction: float | None, escalated_fraction: float | None) -> bool:
         and fraction >= escalated_fraction + ESCALATION_STEP - 1e-9
 
 
-Priority = Literal["high", "medium", "low"]
 PRIORITY: dict[int, Priority] = {1: "high", 2: "medium", 3: "low"}
 
 
-def of(kind: str) -> AlarmKind:
-    return KINDS.get(kind) or AlarmKind(kind, "technical", 3, kind)
+def of(kind: AlertKind | StationKind) -> AlarmKind:
+    return KINDS[kind]

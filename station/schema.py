@@ -67,6 +67,7 @@ devices = Table(
     Column("status_will", Boolean),
     # the device's promise to send something this often: silent for a few, it is offline
     Column("heartbeat_s", Float),
+    Column("breathing_pause_s", Float),  # the device's: edge.pipeline.breathing
     Column("clock_synced", Boolean),
     Column("model", String(200)),
     Column("spool_depth", Integer),

@@ -18,6 +18,7 @@ import jsonschema
 
 from edge.delivery.wire import BODIES, SCHEMA_VERSION, schema
 from edge.pipeline.model import POOR_QUALITY_BELOW
+from edge.pipeline.tracker import TrackerConfig
 
 MAX_BYTES = 64 * 1024  # the largest real message (stats of a serial source) is under 2 KB
 
@@ -89,8 +90,10 @@ def upgrade(kind: str, body: Any) -> Any:
         body = body | {"end_reason": None}
     if kind == "status" and "connected_at" not in body and isinstance(body.get("ts"), str):
         # …nor which connection a status belonged to: its own time stands in, and a last will
-        # is what the broker published for it ("connection lost"); stats every 60 s then
+        # is what the broker published for it ("connection lost"); stats every 60 s then, and
+        # the pause that ends its breathing was the tracker's default, unless configured
         body = body | {"connected_at": body["ts"], "heartbeat_s": 60.0,
+                       "breathing_pause_s": TrackerConfig().session_silence_s,
                        "last_will": body.get("reasons") == ["connection lost"]}
     return body | {"schema_version": SCHEMA_VERSION}
 

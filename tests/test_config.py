@@ -98,6 +98,17 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "no such file" in capsys.readouterr().err
 
 
+def test_the_station_example_config_is_generated_from_the_field_docs() -> None:
+    """The station's config reference is what its typed settings generate: a default or a
+    description changed in station/config.py without regenerating fails here."""
+    pytest.importorskip("sqlalchemy", reason="the station extra is not installed")
+    from station.config import example
+
+    shipped = Path(__file__).resolve().parents[1] / "station" / "station.example.yaml"
+    assert shipped.read_text() == example(), \
+        "regenerate: python -m station.config > station/station.example.yaml"
+
+
 def test_station_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("sqlalchemy", reason="the station extra is not installed")
     example = Path(__file__).resolve().parents[1] / "station" / "station.example.yaml"

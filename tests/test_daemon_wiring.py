@@ -11,9 +11,10 @@ import jsonschema
 import pytest
 
 from edge.delivery.publisher import Delivery, envelope
-from edge.delivery.wire import body_dict, schema
+from edge.delivery.wire import Body, body_dict, kind_of, schema
 from edge.service.config import parse_config
 from edge.service.daemon import Daemon
+from edge.vocabulary import DeviceState
 from tests.conftest import TEST_EPOCH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,8 @@ class MemoryPublisher:
     def start(self) -> None:
         pass
 
-    def publish(self, kind: str, body: Any) -> int:
+    def publish(self, body: Body) -> int:
+        kind = kind_of(body)
         seq = self._seq[kind]
         self._seq[kind] += 1
         message = {**envelope("bed-1", seq, TEST_EPOCH), **body_dict(body)}
@@ -41,7 +43,7 @@ class MemoryPublisher:
         self.messages.append((kind, message))
         return seq
 
-    def set_status(self, state: str, reasons: list[str]) -> None:
+    def set_status(self, state: DeviceState, reasons: list[str]) -> None:
         self.statuses.append((state, reasons))
 
     def retain(self, topic: str, payload: bytes) -> None:
@@ -59,7 +61,7 @@ class MemoryPublisher:
     def delivery(self) -> Delivery:
         return Delivery()  # everything delivered at once, nothing lost
 
-    def close(self, final_state: str = "offline", reason: str = "shutdown") -> None:
+    def close(self, final_state: DeviceState = "offline", reason: str = "shutdown") -> None:
         self.statuses.append((final_state, [reason]))
 
 

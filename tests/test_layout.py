@@ -103,7 +103,7 @@ def test_dependencies_point_one_way() -> None:
 # evidence is not the wire's), a source is opened without the root config, and delivery never
 # reaches back into the service that wires it.
 EDGE_LAYERS = (
-    ("edge", "edge.clock", "edge.loader", "edge.checks", "edge.native"),
+    ("edge", "edge.clock", "edge.loader", "edge.checks", "edge.native", "edge.vocabulary"),
     ("edge.dsp", "edge.sources"),
     ("edge.pipeline",),
     ("edge.delivery",),
@@ -146,7 +146,7 @@ def test_edge_layers_point_one_way() -> None:
 # to get the tracker's defaults; the toolchain drew with edge.cli.plot). Benchmarks may also
 # start a private broker (edge.dev).
 BELOW_SERVICE = ("edge", "edge.clock", "edge.loader", "edge.checks", "edge.native",
-                 "edge.dsp", "edge.sources", "edge.pipeline", "edge.delivery")
+                 "edge.vocabulary", "edge.dsp", "edge.sources", "edge.pipeline", "edge.delivery")
 MAY_USE = {"station": BELOW_SERVICE, "convert": BELOW_SERVICE,
            "bench": (*BELOW_SERVICE, "edge.dev"), "firmware_bridge": ()}
 

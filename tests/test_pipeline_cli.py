@@ -122,11 +122,14 @@ def test_classify_table_and_json(sample_wavs: list[Path],
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", *map(str, sample_wavs)]) == 0
     out = capsys.readouterr().out
-    assert out.count(" per minute") == 3 and "features" in out
+    assert out.count("audio; breathing ") == 3 and "features" in out
     assert main(["classify", "--json", str(sample_wavs[0])]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["schema_version"] == 3
+    assert data["schema_version"] == 4
     report = data["files"][0]
+    # one breathing rate: the session's (the device's definition) is the recording's
+    assert report["summary"]["breathing_rate_per_min"] == \
+        report["sessions"][0]["breathing_rate_per_min"]
     assert report["sample_rate"] == 8000 and report["summary"]["cycles"] > 3
     assert report["cycles"][0]["features_shape"][1] == FrontendParams().n_features
     # with no --model, the shipped model labels every cycle and summarises the session
@@ -173,7 +176,7 @@ def test_classify_bad_file_is_a_clear_error(tmp_path: Path, sample_wavs: list[Pa
     assert main(["classify", str(bad), str(sample_wavs[0])]) == 1
     captured = capsys.readouterr()
     assert f"lungedge: error: {bad}: not a readable WAV file" in captured.err
-    assert " per minute" in captured.out  # the good file was still classified
+    assert "audio; breathing " in captured.out  # the good file was still classified
 
 
 def test_console_script_runs_as_a_module(sample_wavs: list[Path]) -> None:

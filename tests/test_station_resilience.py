@@ -72,7 +72,8 @@ class Running:
 def status_message(device: str, seq: int, ts: str | None = None) -> bytes:
     body = envelope(device, seq, TEST_EPOCH) | body_dict(
         Status(state="online", reason=None, reasons=[], model=ModelRef("m", "1"),
-               connected_at="2026-12-03T10:00:00.000Z", last_will=False, heartbeat_s=3600.0))
+               connected_at="2026-12-03T10:00:00.000Z", last_will=False, heartbeat_s=3600.0,
+               breathing_pause_s=30.0))
     if ts is not None:
         body["ts"] = ts
     return json.dumps(body).encode()

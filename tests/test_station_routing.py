@@ -92,7 +92,7 @@ def test_rules_route_clinical_and_technical_apart(database_url: str, receiver: R
     store.ingest([alert_message("bed-1", 2, "update", "a1", "wheeze")], now=t + 3)
     router.step(t + 4)
     assert len(receiver.got) == 1  # the rule takes `new` only
-    assert {d["state"] for d in store.deliveries.recent()} == {"sent"}
+    assert {d.state for d in store.deliveries.recent()} == {"sent"}
 
 
 def test_a_new_router_pages_what_arrives_before_its_first_pass(database_url: str,
@@ -122,7 +122,7 @@ def test_cooldown_and_rate_limit_hold_back_and_say_so(database_url: str,
     store.ingest([alert_message("bed-2", 0, "new", "b1")], now=t + 10)
     store.ingest([alert_message("bed-3", 0, "new", "c1")], now=t + 10)
     router.step(t + 11)
-    states = {d["alert_id"]: (d["state"], d["why"]) for d in store.deliveries.recent()}
+    states = {d.alert_id: (d.state, d.why) for d in store.deliveries.recent()}
     assert states["a1"][0] == states["b1"][0] == "sent"
     assert states["a2"][0] == "suppressed" and states["a2"][1].startswith("cooldown")
     assert states["c1"][0] == "suppressed" and states["c1"][1].startswith("rate limit")
@@ -138,13 +138,14 @@ def test_a_failing_target_is_retried_then_failed_visibly(database_url: str) -> N
     router.step(t)
     store.ingest([alert_message("bed-1", 0, "new", "a1")], now=t)
     deadline = time.time() + 10
-    while not store.deliveries.recent() or store.deliveries.recent()[0]["state"] != "failed":
+    while not store.deliveries.recent() or store.deliveries.recent()[0].state != "failed":
         assert time.time() < deadline
         router.step()
         time.sleep(0.05)
     (d,) = store.deliveries.recent()
-    assert d["attempts"] == 3 and [a["ok"] for a in d["tries"]] == [False] * 3
-    assert "Connection refused" in d["why"] and store.deliveries.failures_since(t) == 1
+    assert d.attempts == 3 and [a.ok for a in d.tries] == [False] * 3
+    assert d.why is not None and "Connection refused" in d.why
+    assert store.deliveries.failures_since(t) == 1
 
 
 def test_escalation_of_what_nobody_acknowledged(database_url: str, receiver: Receiver,

@@ -269,23 +269,66 @@ def test_the_breathing_rate_trend_is_the_rate_of_what_was_heard() -> None:
     cycles × 60 / the time they span, per stretch of breathing (a pause over 30 s or the
     bucket's edge ends one), as the device counts a session. It said 6/min for a device heard
     for 24 s at 15/min (six cycles in the one minute that had any)."""
-    from station.store import breathing_rate, rates_by_bucket
+    from edge.pipeline.breathing import breathing_rate
+    from station.store import rates_by_bucket
 
     breaths = [(100.0 + 4 * i, 103.9 + 4 * i) for i in range(6)]  # 15/min for 24 s
-    assert rates_by_bucket(breaths, 900.0) == {0: round(60 * 6 / 23.9, 1)}
+    assert rates_by_bucket(breaths, 900.0, 30.0) == {0: round(60 * 6 / 23.9, 1)}
     # two auscultations in one bucket, ten minutes apart: the pause is not breathing
     later = [(700.0 + 3 * i, 702.9 + 3 * i) for i in range(10)]  # 20/min
-    both = rates_by_bucket(breaths + later, 900.0)[0]
+    both = rates_by_bucket(breaths + later, 900.0, 30.0)[0]
     assert both == round(60 * 16 / (23.9 + 29.9), 1)
     # a stretch across a bucket's edge counts in each bucket for its own cycles (three each
     # here); one cycle alone says nothing
     edge = [(890.0 + 4 * i, 893.9 + 4 * i) for i in range(6)]
-    assert rates_by_bucket(edge, 900.0) == {0: round(60 * 3 / 11.9, 1),
+    assert rates_by_bucket(edge, 900.0, 30.0) == {0: round(60 * 3 / 11.9, 1),
                                             1: round(60 * 3 / 11.9, 1)}
-    assert rates_by_bucket([(10.0, 14.0)], 900.0) == {}
+    assert rates_by_bucket([(10.0, 14.0)], 900.0, 30.0) == {}
     # "now" (the last two minutes) follows the same rule: two auscultations 40 s apart
     again = [(163.9 + 4 * i, 167.8 + 4 * i) for i in range(6)]
-    assert breathing_rate(breaths + again) == round(60 * 12 / (2 * 23.9), 1)
+    assert breathing_rate(breaths + again, 30.0) == round(60 * 12 / (2 * 23.9), 1)
+
+
+def test_the_station_shows_the_devices_breathing_rate(tmp_path: Path) -> None:
+    """One definition of breaths per minute, the device's: a device whose sessions end after
+    60 s of silence hears two stretches of breathing 45 s apart as one session, and the ward,
+    the device's summary and `classify` all give its rate (with the station's own 30 s pause,
+    the ward said another number)."""
+    import numpy as np
+    import soundfile as sf
+
+    from edge.pipeline.breathing import breathing_rate
+    from edge.pipeline.recording import analyse_recording
+    from edge.pipeline.tracker import TrackerConfig
+    from edge.delivery.publisher import envelope
+    from edge.sources.audio_file import read_audio
+    from edge.sources.file import FileSource
+
+    x, rate = read_audio(str(SAMPLES / "wheeze_65121853_1.5_0_p1_4228.wav"))
+    wav = tmp_path / "two-stretches.wav"
+    sf.write(wav, np.concatenate([x, np.zeros(45 * rate, np.float32), x]), rate)
+    raw = run_daemon(tmp_path, wav, "tracker: {session_silence_s: 60}").messages
+    (summary,) = [m for k, m in raw if k == "summary"]
+    device_rate = summary["breathing_rate_per_min"]
+    assert device_rate is not None and summary["ended_by"] == "end_of_stream"
+    starts = [(m["start"], m["end"]) for k, m in raw if k == "cycle"]
+
+    store = Store(f"sqlite:///{tmp_path / 'station.db'}")
+    status = envelope("bed-1", 0, TEST_EPOCH) | {
+        "state": "online", "reason": None, "reasons": [], "model": None,
+        } | status_fields(breathing_pause_s=60.0)
+    store.ingest(as_messages([("status", status)] + raw), now=time.time())
+    cycles = store.device("bed-1", time.time())
+    assert cycles is not None
+    last_end = max(c.end for c in cycles.timeline)
+    (tile,) = store.overview(last_end + 1)
+    assert tile.rate == device_rate, (tile.rate, device_rate)
+    times = [(c.start, c.end) for c in cycles.timeline]
+    assert breathing_rate(times, 30.0) != device_rate  # the station's old pause said otherwise
+    report = analyse_recording(str(wav), FileSource(wav), None,
+                               TrackerConfig(session_silence_s=60))
+    assert report["summary"]["breathing_rate_per_min"] == device_rate
+    assert len(starts) == len(times)
 
 
 def test_read_models_have_their_tables_columns() -> None:

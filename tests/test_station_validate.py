@@ -44,7 +44,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     out["status"] = envelope("bed-1", 0, TEST_EPOCH) | body_dict(
         Status(state="degraded", reason="poor signal", reasons=["poor signal"],
                model=ModelRef("lungedge-cnnlstm", "0.5.0"),
-               connected_at="2026-12-03T10:00:00.000Z", last_will=False, heartbeat_s=5.0))
+               connected_at="2026-12-03T10:00:00.000Z", last_will=False, heartbeat_s=5.0,
+               breathing_pause_s=30.0))
     return out
 
 

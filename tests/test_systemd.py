@@ -78,6 +78,20 @@ def test_install_puts_files_where_the_unit_expects_them(installed: Path) -> None
     assert verify.returncode == 0, verify.stderr
 
 
+def test_the_installed_venv_finds_the_shipped_model_outside_the_checkout(
+        installed: Path, sample_wavs: list[Path], tmp_path: Path) -> None:
+    """A venv outside the checkout, installed as a wheel (not editable): `classify` without
+    --model finds the model install.sh copied beside it, run from a folder of its own.
+    (It looked in edge/models/ once, and worked only because .venv sat in the checkout.)"""
+    exe = installed / "opt/lungedge/venv/bin/lungedge"
+    wav = tmp_path / "sample.wav"
+    shutil.copy(sample_wavs[0], wav)
+    run = subprocess.run([str(exe), "classify", str(wav), "--json"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert '"cycles"' in run.stdout
+
+
 def test_second_run_changes_nothing_and_keeps_the_config(installed: Path) -> None:
     before = tree_digest(installed)
     venv_before = (installed / "opt/lungedge/venv/pyvenv.cfg").stat().st_mtime

@@ -45,16 +45,18 @@ def print_summary(report: dict[str, Any]) -> None:
     if not s["cycles"]:
         print("  no breathing cycles found (silence, or the stethoscope was not on the chest)\n")
         return
+    rate = s["breathing_rate_per_min"]
     print(f"  {s['cycles']} cycles in {report['duration_s']:.1f} s, mean "
-          f"{s['mean_cycle_s']:.2f} s, {s['cycles_per_min']:.1f} per minute, "
-          f"{100 * s['covered_fraction']:.0f}% of the audio")
+          f"{s['mean_cycle_s']:.2f} s, covering {100 * s['covered_fraction']:.0f}% of the "
+          "audio; breathing " + (f"{rate:.1f}/min" if rate is not None else "rate unknown"))
     for i, session in enumerate(report.get("sessions", []), 1):
         by = ", ".join(f"{k} {v}" for k, v in session["cycles_by_label"].items() if v)
         unjudged = ", ".join(f"{k.replace('_', ' ')} {v}"
                              for k, v in session["cycles_unjudged"].items())
         print(f"  session {i} ({session['start_s']:.1f}–{session['end_s']:.1f} s): "
               f"{session['record_label']} ({by}; abnormal burden "
-              f"{session['abnormal_burden']:.0%}, not judged "
+              f"{session['abnormal_burden']:.0%}, breathing "
+              f"{session['breathing_rate_per_min'] or '–'}/min, not judged "
               f"{session['poor_quality_fraction']:.0%}"
               + (f": {unjudged}" if unjudged else "") + ")")
     latest = {r["unjudged"]: r["unjudged_reason"] for r in report["cycles"]

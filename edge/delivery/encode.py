@@ -39,5 +39,5 @@ def summary_body(s: SessionEnded, clock: StreamClock, model: ModelRef) -> Summar
         end=iso_ms(clock.wall(s.end)), duration_s=round(s.end - s.start, 3), cycles=s.cycles,
         cycles_by_label=s.cycles_by_label, abnormal_burden=s.abnormal_burden,
         poor_quality_fraction=s.poor_quality_fraction, cycles_unjudged=s.cycles_unjudged,
-        record_label=s.record_label,  # type: ignore[arg-type]
+        record_label=s.record_label,
         breathing_rate_per_min=s.breathing_rate_per_min, ended_by=s.ended_by, model=model)

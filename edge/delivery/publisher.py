@@ -33,13 +33,16 @@ from edge.delivery.spool import Spool
 from edge.delivery.wire import (
     KINDS,
     SCHEMA_VERSION,
+    Body,
     Envelope,
     ModelRef,
     Status,
     body_dict,
     iso_ms,
+    kind_of,
     topic,
 )
+from edge.vocabulary import DeviceState
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +66,11 @@ class Publisher(Protocol):
 
     def start(self) -> None: ...
 
-    def publish(self, kind: str, body: Any) -> int:
-        """Stores a message body (a payload dataclass) for delivery; returns its seq."""
+    def publish(self, body: Body) -> int:
+        """Stores a message for delivery on its kind's topic (`kind_of`); returns its seq."""
         ...
 
-    def set_status(self, state: str, reasons: list[str]) -> None: ...
+    def set_status(self, state: DeviceState, reasons: list[str]) -> None: ...
 
     def retain(self, topic: str, payload: bytes) -> None:
         """Keeps `payload` as the retained latest value of `topic` (sent now if connected, and
@@ -90,7 +93,7 @@ class Publisher(Protocol):
         """What delivery holds and has lost, for the device's status and stats."""
         ...
 
-    def close(self, final_state: str = "offline", reason: str = "shutdown") -> None:
+    def close(self, final_state: DeviceState = "offline", reason: str = "shutdown") -> None:
         """Publishes the final status, stops, and closes what it stores messages in."""
         ...
 
@@ -117,12 +120,14 @@ class Delivery:
         return "; ".join(p for p in (fault, self.notice) if p)
 
 
-def open_publisher(mqtt: MqttConfig, spool: SpoolConfig, device_id: str, model: ModelRef,
-                   birth_topic: str | None) -> MqttPublisher:
+def open_publisher(mqtt: MqttConfig, spool: SpoolConfig, *, device_id: str, model: ModelRef,
+                   birth_topic: str | None, breathing_pause_s: float) -> MqttPublisher:
     """The device's delivery: MQTT through its spool on the card."""
     return MqttPublisher(mqtt, device_id,
-                         Spool(spool.path, spool.max_messages, spool.memory_messages), model,
-                         birth_topic, drops_window_s=spool.drops_window_s)
+                         Spool(spool.path, spool.max_messages, spool.memory_messages),
+                         model=model, birth_topic=birth_topic,
+                         drops_window_s=spool.drops_window_s,
+                         breathing_pause_s=breathing_pause_s)
 
 
 def envelope(device_id: str, seq: int, epoch: str) -> dict[str, Any]:
@@ -135,12 +140,14 @@ class MqttPublisher:
     """Delivery over MQTT: the spool on the card, and the thread that empties it to the
     broker in order, at least once."""
 
-    def __init__(self, cfg: MqttConfig, device_id: str, spool: Spool,
+    def __init__(self, cfg: MqttConfig, device_id: str, spool: Spool, *,
                  model: ModelRef | None = None, birth_topic: str | None = None,
-                 drops_window_s: float = 3600.0) -> None:
+                 drops_window_s: float = 3600.0, breathing_pause_s: float = 30.0) -> None:
         """`birth_topic`: when "online" arrives there (a Home Assistant restarted), the
-        retained latest values are sent again."""
+        retained latest values are sent again. `breathing_pause_s`: the pause that ends a
+        stretch of breathing (`edge.pipeline.breathing`), which the status tells readers."""
         self.cfg = cfg
+        self.breathing_pause_s = breathing_pause_s
         self.device_id = device_id
         self.spool = spool
         self.drops_window_s = drops_window_s
@@ -160,7 +167,7 @@ class MqttPublisher:
         # "Not authorized" to every message; under MQTT 3.1.1 it acknowledged and dropped all
         # 34 of them, the device deleted them, and said "online".
         self.refusal = ""
-        self._status: tuple[str, list[str]] = ("online", [])
+        self._status: tuple[DeviceState, list[str]] = ("online", [])
         self._connected_at = time.time()  # the current connection's, for its statuses
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -181,13 +188,13 @@ class MqttPublisher:
     def refused(self) -> str:
         return self.refusal
 
-    def publish(self, kind: str, body: Any) -> int:
-        seq = self.spool.put(kind, lambda seq, epoch: envelope(self.device_id, seq, epoch),
+    def publish(self, body: Body) -> int:
+        seq = self.spool.put(kind_of(body), lambda seq, epoch: envelope(self.device_id, seq, epoch),
                              body_dict(body))
         self._wake.set()
         return seq
 
-    def set_status(self, state: str, reasons: list[str]) -> None:
+    def set_status(self, state: DeviceState, reasons: list[str]) -> None:
         if (state, reasons) == self._status:
             return
         self._status = (state, list(reasons))
@@ -225,7 +232,7 @@ class MqttPublisher:
             fault=self.spool.fault, stranded=self.spool.stranded(),
             notice=self.spool.notice if now < self._notice_until else "")
 
-    def close(self, final_state: str = "offline", reason: str = "shutdown") -> None:
+    def close(self, final_state: DeviceState = "offline", reason: str = "shutdown") -> None:
         """Publishes the final status (retained), disconnects cleanly, closes the spool."""
         client = self._client
         if client is not None and self._connected.is_set():
@@ -240,11 +247,12 @@ class MqttPublisher:
         self.spool.close()
 
     # -- the sender thread -------------------------------------------------------------------
-    def _status_payload(self, state: str, reasons: list[str], last_will: bool) -> bytes:
-        status = Status(state=state,  # type: ignore[arg-type]
-                        reason=reasons[0] if reasons else None, reasons=reasons,
+    def _status_payload(self, state: DeviceState, reasons: list[str], last_will: bool
+                        ) -> bytes:
+        status = Status(state=state, reason=reasons[0] if reasons else None, reasons=reasons,
                         model=self.model, connected_at=iso_ms(self._connected_at),
-                        last_will=last_will, heartbeat_s=self.cfg.stats_interval_s)
+                        last_will=last_will, heartbeat_s=self.cfg.stats_interval_s,
+                        breathing_pause_s=self.breathing_pause_s)
         body = {**envelope(self.device_id, self.spool.next_seq("status"), self.spool.epoch),
                 **body_dict(status)}
         return json.dumps(body, separators=(",", ":")).encode()

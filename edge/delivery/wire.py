@@ -22,8 +22,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge.loader import wire
-from edge.pipeline.signal_judgement import Unjudged
-from edge.pipeline.tracker import AlertKind, EndReason, Evidence
+from edge.pipeline.tracker import Evidence
+from edge.vocabulary import (
+    AlertEvent,
+    AlertKind,
+    DeviceState,
+    EndReason,
+    MessageKind,
+    RecordLabel,
+    SessionEnd,
+    Unjudged,
+)
 
 # 2: labels are the model's (no fixed enumeration); stats carry forced cuts, restarts and gap
 # reasons; timestamps say whether the wall clock was synchronised. 3: the status names the model.
@@ -100,7 +109,7 @@ class ModelRef:
 
 @dataclass(frozen=True, kw_only=True)
 class Status:
-    state: Literal["online", "degraded", "offline"]
+    state: DeviceState
     reason: str | None  # the first of `reasons`
     reasons: list[str]
     model: ModelRef | None  # what the device classifies with (null: not loaded)
@@ -113,6 +122,10 @@ class Status:
     # the device sends a message at least this often while it is alive (its stats): a
     # subscriber that hears nothing for a few of these knows it is gone
     heartbeat_s: float = field(metadata=wire(minimum=1, maximum=3600))
+    # a pause longer than this ends a stretch of breathing (the device's
+    # tracker.session_silence_s): readers count breaths per minute as the device does
+    # (edge.pipeline.breathing)
+    breathing_pause_s: float = field(metadata=wire(minimum=0, maximum=86400))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +149,7 @@ class Cycle:
 @dataclass(frozen=True, kw_only=True)
 class Alert:
     alert_id: str = field(metadata=wire(pattern=ID))
-    event: Literal["new", "update", "end"]
+    event: AlertEvent
     kind: AlertKind
     session_id: str | None = field(metadata=wire(pattern=ID))
     evidence: Evidence
@@ -158,9 +171,9 @@ class Summary:
     # the cycles that could not be judged (not evidence), by why: a band-limited stethoscope,
     # clipping, noise, a poor cycle (edge.pipeline.signal_judgement)
     cycles_unjudged: dict[Unjudged, int]
-    record_label: Literal["normal", "CAS", "DAS", "CAS & DAS", "poor quality"]
+    record_label: RecordLabel
     breathing_rate_per_min: float | None = field(metadata=wire(minimum=0))
-    ended_by: Literal["silence", "max_length", "shutdown", "end_of_stream"]
+    ended_by: SessionEnd
     model: ModelRef
 
 
@@ -216,8 +229,15 @@ class Stats:
     source_counters: dict[str, int]
 
 
-BODIES: dict[str, type] = {"status": Status, "cycle": Cycle, "alert": Alert,
-                           "summary": Summary, "stats": Stats, "clip": Clip}
+Body = Status | Cycle | Alert | Summary | Stats | Clip  # what a device publishes
+BODIES: dict[MessageKind, type[Body]] = {"status": Status, "cycle": Cycle, "alert": Alert,
+                                         "summary": Summary, "stats": Stats, "clip": Clip}
+_KINDS: dict[type[Body], MessageKind] = {cls: kind for kind, cls in BODIES.items()}
+
+
+def kind_of(body: Body) -> MessageKind:
+    """A message's kind (its topic's last part), from its type: never written by hand."""
+    return _KINDS[type(body)]
 
 
 def body_dict(body: Any) -> dict[str, Any]:
@@ -225,7 +245,7 @@ def body_dict(body: Any) -> dict[str, Any]:
 
 
 # -- JSON Schema from the dataclasses ------------------------------------------------------
-def json_schema(kind: str) -> dict[str, Any]:
+def json_schema(kind: MessageKind) -> dict[str, Any]:
     """The JSON Schema of a `kind` message: the envelope's keys, then the body's."""
     body = BODIES[kind]
     props = properties(Envelope) | properties(body)

@@ -18,14 +18,16 @@ import numpy as np
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.resample import StreamingResampler
 from edge.pipeline.analysis import Analysis, ClassifiedCycle, Event
+from edge.pipeline.breathing import breathing_rate
 from edge.pipeline.model import Classifier
 from edge.pipeline.tracker import AlertChanged, SessionEnded, TrackerConfig
 from edge.sources.base import AudioBlock, AudioSource, SourceError
 
 # The report's version (classify --json): 2: every session's summary, alerts with their times.
 # 3: each cycle says whether it could be judged and why not; a session counts the cycles it
-# could not judge, by why.
-JSON_SCHEMA_VERSION = 3
+# could not judge, by why. 4: the summary's breathing rate is the device's
+# (`breathing_rate_per_min`, edge.pipeline.breathing), not cycles over the recording's length.
+JSON_SCHEMA_VERSION = 4
 PLOT_RATE = 8000  # Hz: what a plot keeps of the audio (the model hears up to 2 kHz)
 
 
@@ -93,7 +95,8 @@ def analyse_recording(label: str, source: AudioSource, runner: Classifier | None
         "summary": {
             "cycles": len(rows),
             "mean_cycle_s": round(sum(durations) / len(durations), 3) if durations else None,
-            "cycles_per_min": round(60 * len(rows) / audio_s, 1),
+            "breathing_rate_per_min": breathing_rate(
+                ((r["start_s"], r["end_s"]) for r in rows), tracker.session_silence_s),
             "covered_fraction": round(sum(durations) / audio_s, 3),
         },
     }

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from edge.dsp.bandwidth import ChannelBandwidth
+from edge.vocabulary import Unjudged
 
-Unjudged = Literal["clipping", "band_limited", "noise", "poor_quality"]
 CLIP_ON, CLIP_OFF = 0.01, 0.002  # share of samples at full scale
 FULL_SCALE = 0.99
 BAND_MIN_S = 8.0  # cycle audio before the channel's edge is trusted

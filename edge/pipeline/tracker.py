@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from edge.loader import Invalid, section, setting, wire
+from edge.pipeline.breathing import breathing_rate
 from edge.pipeline.model import DEFAULT_FINDINGS
-from edge.pipeline.signal_judgement import Judgement, Unjudged
+from edge.pipeline.signal_judgement import Judgement
+from edge.vocabulary import AlertEvent, AlertKind, EndReason, RecordLabel, SessionEnd, Unjudged
 
 RECORD_FRACTION = 0.2  # share of adventitious good cycles that makes a record adventitious
 POOR_RECORD_FRACTION = 0.5  # share of poor cycles that makes a record poor quality
@@ -121,27 +123,23 @@ class NoBreathingEvidence:
     no_cycle_s: float = field(metadata=wire(minimum=0))
 
 
-AlertKind = Literal["wheeze", "crackle", "poor_signal", "no_audio"]
 Evidence = PoorSignalEvidence | CycleEvidence | SilenceEvidence | NoBreathingEvidence
-
-
-# Why an alert ended, so that its end says what happened: the evidence fell to off_fraction
-# (or the sound came back, for no_audio and no breathing); no breathing cycle for
-# session_silence_s (the auscultation ended: nobody hears the patient now, which is not the
-# same as the finding being gone); the device stopped; the recording ended.
-EndReason = Literal["cleared", "auscultation_ended", "shutdown", "end_of_stream"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class AlertChanged:
     alert_id: str
-    event: Literal["new", "update", "end"]
+    event: AlertEvent
     kind: AlertKind
     session_id: str | None
     evidence: Evidence
     first_cycle: float | None  # stream seconds: the first and latest cycle showing it
     last_cycle: float | None
-    end_reason: EndReason | None = None  # with "end"
+    # with "end": why, so that its end says what happened: the evidence fell to off_fraction
+    # (or the sound came back, for no_audio and no breathing); no breathing cycle for
+    # session_silence_s (the auscultation ended: nobody hears the patient now, which is not
+    # the same as the finding being gone); the device stopped; the recording ended
+    end_reason: EndReason | None = None
 
     @property
     def clinical(self) -> bool:
@@ -159,9 +157,9 @@ class SessionEnded:
     abnormal_burden: float
     poor_quality_fraction: float
     cycles_unjudged: dict[Unjudged, int]  # the cycles that could not be judged, by why
-    record_label: str
+    record_label: RecordLabel
     breathing_rate_per_min: float | None
-    ended_by: Literal["silence", "max_length", "shutdown", "end_of_stream"]
+    ended_by: SessionEnd
 
 
 TrackerEvent = AlertChanged | SessionEnded
@@ -169,7 +167,7 @@ TrackerEvent = AlertChanged | SessionEnded
 
 def record_label(labels: list[str], good: list[bool],
                  fraction: float | None = None,
-                 findings: dict[str, tuple[str, ...]] | None = None) -> str:
+                 findings: dict[str, tuple[str, ...]] | None = None) -> RecordLabel:
     """A recording's label from its cycles' labels and whether each could be judged (the
     device's signal judgement, `CycleResult.good`): mostly poor cycles (or none) → poor quality;
     adventitious when `fraction` of the good cycles are (a model's manifest may set it:
@@ -369,7 +367,7 @@ class Tracker:
             return [self._changed(kind, "update", self._evidence(kind))]
         return []
 
-    def _changed(self, kind: AlertKind, event: Literal["new", "update", "end"],
+    def _changed(self, kind: AlertKind, event: AlertEvent,
                  evidence: Evidence, end_reason: EndReason | None = None) -> AlertChanged:
         alert = self.alerts[kind]
         timed = kind != "no_audio" and not alert.no_breathing
@@ -379,8 +377,7 @@ class Tracker:
                             last_cycle=alert.last if timed else None, end_reason=end_reason)
 
     # -- sessions ---------------------------------------------------------------------------
-    def _end_session(self, ended_by: Literal["silence", "max_length", "shutdown",
-                                             "end_of_stream"]) -> list[TrackerEvent]:
+    def _end_session(self, ended_by: SessionEnd) -> list[TrackerEvent]:
         s = self.session
         assert s is not None
         # A session cut at session_max_s is a report, not an end: the condition goes on being
@@ -420,6 +417,6 @@ class Tracker:
 
     def _so_far(self, s: _Session) -> tuple[float | None, float | None]:
         good = [r for r in s.cycles if r.good]
-        n, span = len(s.cycles), s.last - s.start
         return (round(sum(r.label != "normal" for r in good) / len(good), 3) if good else None,
-                round(60 * n / span, 1) if n >= 2 and span > 0 else None)
+                breathing_rate(((r.start, r.end) for r in s.cycles),
+                               self.cfg.session_silence_s))

@@ -64,8 +64,9 @@ class Daemon:
         self.model = ModelRef(m.name, m.version)
         ha = cfg.homeassistant
         self.publisher: Publisher = publisher or open_publisher(
-            cfg.mqtt, cfg.spool, cfg.device_id, self.model,
-            homeassistant.birth_topic(ha) if ha.enabled else None)
+            cfg.mqtt, cfg.spool, device_id=cfg.device_id, model=self.model,
+            birth_topic=homeassistant.birth_topic(ha) if ha.enabled else None,
+            breathing_pause_s=cfg.tracker.session_silence_s)
         self.source = open_source(cfg.source, wait=True)
         self.analysis = Analysis(self.source.sample_rate, self.runner, cfg.tracker)
         self.clips = ClipMaker(cfg.clips, self.analysis.clock)
@@ -170,7 +171,7 @@ class Daemon:
                 logs.write(repeats.summaries())
             if now >= next_stats:
                 next_stats = now + self.cfg.mqtt.stats_interval_s
-                self.publisher.publish("stats", self._stats())
+                self.publisher.publish(self._stats())
         return self._shutdown("end_of_stream" if ended else "shutdown")
 
     def _handle(self, events: list[Event]) -> None:
@@ -179,18 +180,18 @@ class Daemon:
             clip = None
             if isinstance(e, ClassifiedCycle):
                 self.stats.inference.add(e.inference_ms)
-                self.publisher.publish("cycle", cycle_body(e, clock, self.model))
+                self.publisher.publish(cycle_body(e, clock, self.model))
                 self._last_cycle = e
                 clip = self.clips.for_cycle(e)
             elif isinstance(e, AlertChanged):
-                self.publisher.publish("alert", alert_body(e, clock))
+                self.publisher.publish(alert_body(e, clock))
                 if e.clinical and e.event in ("new", "update"):  # as the README promises
                     self.source.show_alert()  # the bedside LED, where the input has one
                 clip = self.clips.for_alert(e, self._last_cycle)
             elif isinstance(e, SessionEnded):
-                self.publisher.publish("summary", summary_body(e, clock, self.model))
+                self.publisher.publish(summary_body(e, clock, self.model))
             if clip is not None:
-                self.publisher.publish("clip", clip)
+                self.publisher.publish(clip)
         if events:
             self._home_assistant_state()
 
@@ -265,7 +266,7 @@ class Daemon:
     def _shutdown(self, reason: Literal["shutdown", "end_of_stream"]) -> int:
         self.notifier.stopping()
         self._handle(self.analysis.finish(reason))
-        self.publisher.publish("stats", self._stats())
+        self.publisher.publish(self._stats())
         if not self.publisher.flush(timeout_s=10):
             log.warning("%d message(s) not yet acknowledged stay in the spool for next time",
                         self.publisher.delivery().depth)

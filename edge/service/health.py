@@ -15,6 +15,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from edge.vocabulary import DeviceState
+
 
 class State(enum.StrEnum):
     STARTING = "starting"
@@ -67,7 +69,7 @@ class Change:
     reasons: tuple[str, ...]
 
     @property
-    def published(self) -> tuple[str, list[str]]:
+    def published(self) -> tuple[DeviceState, list[str]]:
         """(state, reasons) for the retained status topic: what a broker can hear."""
         remote = [r for r in self.reasons if not r.startswith(BROKER_UNREACHABLE)]
         if self.state == State.STOPPING:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge.delivery.wire import properties
-from station.alarms import Priority
+from edge.vocabulary import AlertState, Category, Priority
 
 PAGE_SCHEMA_VERSION = 1
 # what happened: the alert opened, changed or ended, or nobody acknowledged it in time
@@ -36,9 +36,9 @@ class PagedAlert:
     bed: str | None  # the device's name on the ward, where one was given
     kind: str  # wheeze, crackle, poor_signal, no_audio, or a station alarm (offline, …)
     title: str  # the kind in words
-    category: Literal["clinical", "technical"]
+    category: Category
     priority: Priority
-    state: Literal["open", "ended", "resolved"]
+    state: AlertState
     opened_at: float  # UNIX seconds
     # the evidence the device or the station gave (cycles of the window, silent seconds, …)
     evidence: dict[str, Any] | None

@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from station import alarms
 from station.routing.page import Page, PagedAlert, PageEvent
 from station.routing.rules import RoutingConfig, Rule
 from station.routing.targets import DeliveryFailed, post_webhook, run_command
-from station.store import Store, needs_attention
+from station.store import Store
 from station.store.deliveries import RoutingTurn
+from station.store.read_models import Alert
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +58,29 @@ class Router:
 
     # -- deciding -----------------------------------------------------------------------------
     def _route(self, turn: RoutingTurn, now: float) -> None:
-        rows = turn.alert_events(self.started)
-        for row in rows:
+        routed = turn.alert_events(self.started)
+        for r in routed:
             for rule in self.rules.values():
-                if rule.takes(dict(row), row["event"]):
-                    self._enqueue(turn, rule, row, row["event"], now,
+                if rule.takes(r.alert, r.event):
+                    self._enqueue(turn, rule, r.alert, r.event, now,
                                   [("command", rule.command), ("webhook", rule.webhook)])
-        if rows:  # in the same transaction as the deliveries they made
-            turn.routed_to(rows[-1]["id"])
+        if routed:  # in the same transaction as the deliveries they made
+            turn.routed_to(routed[-1].log_id)
 
     def _escalate(self, turn: RoutingTurn, now: float) -> None:
         for rule in self.rules.values():
             if rule.escalate_after_min is None:
                 continue
-            for row in turn.open_since(now - rule.escalate_after_min * 60):
-                if not (needs_attention(row) and rule.takes(dict(row), "new")):
+            for alert in turn.open_since(now - rule.escalate_after_min * 60):
+                if not (alert.attention and rule.takes(alert, "new")):
                     continue
-                if not turn.escalated(rule.name, row["alert_id"]):
-                    self._enqueue(turn, rule, row, "escalation", now,
+                if not turn.escalated(rule.name, alert.alert_id):
+                    self._enqueue(turn, rule, alert, "escalation", now,
                                   [("escalate_command", rule.escalate_command),
                                    ("escalate_webhook", rule.escalate_webhook)],
                                   limited=False)
 
-    def _enqueue(self, turn: RoutingTurn, rule: Rule, alert: Any, event: PageEvent,
+    def _enqueue(self, turn: RoutingTurn, rule: Rule, alert: Alert, event: PageEvent,
                  now: float, targets: list[tuple[str, Any]], limited: bool = True) -> None:
         why = self._held(turn, rule, alert, now) if limited else None
         message = self._message(rule, alert, event)
@@ -89,13 +91,13 @@ class Router:
                      held_back=why, now=now)
             if why:
                 log.info("rule %r: %s for %r held back (%s)", rule.name, event,
-                         alert["device_id"], why)
+                         alert.device_id, why)
 
     @staticmethod
-    def _held(turn: RoutingTurn, rule: Rule, alert: Any, now: float) -> str | None:
+    def _held(turn: RoutingTurn, rule: Rule, alert: Alert, now: float) -> str | None:
         """Why this delivery is held back, if it is: the device and kind's cooldown, or the
         rule's hourly limit."""
-        recent = turn.last_paged(rule.name, alert["device_id"], alert["kind"])
+        recent = turn.last_paged(rule.name, alert.device_id, alert.kind)
         if recent is not None and now - recent < rule.cooldown_s:
             return f"cooldown: a delivery {now - recent:.0f} s ago"
         hour = turn.alerts_paged_since(rule.name, now - 3600)
@@ -103,29 +105,27 @@ class Router:
             return f"rate limit: {hour} in the last hour"
         return None
 
-    def _message(self, rule: Rule, alert: Any, event: PageEvent) -> dict[str, Any]:
-        from station import alarms
-
+    def _message(self, rule: Rule, alert: Alert, event: PageEvent) -> dict[str, Any]:
         url = self.cfg.public_url
         return Page(rule=rule.name, event=event, alert=PagedAlert(
-            alert_id=alert["alert_id"], device_id=alert["device_id"], bed=alert.get("label"),
-            kind=alert["kind"], title=alarms.of(alert["kind"]).title,
-            category=alert["category"], priority=alarms.PRIORITY[alert["priority"]],
-            state=alert["state"], opened_at=alert["opened_at"], evidence=alert["evidence"],
-            link=f"{url.rstrip('/')}/alerts/{alert['alert_id']}" if url else None)).to_json()
+            alert_id=alert.alert_id, device_id=alert.device_id, bed=alert.label,
+            kind=alert.kind, title=alarms.of(alert.kind).title, category=alert.category,
+            priority=alarms.PRIORITY[alert.priority], state=alert.state,
+            opened_at=alert.opened_at, evidence=alert.evidence,
+            link=f"{url.rstrip('/')}/alerts/{alert.alert_id}" if url else None)).to_json()
 
     # -- delivering ---------------------------------------------------------------------------
     def _deliver_due(self, now: float) -> None:
         claimed = self.store.deliveries.claim_due(now)
         for d in claimed:  # outside any transaction: a slow webhook holds no lock
-            rule = self.rules.get(d["rule"])
-            where = getattr(rule, d["target"], None) if rule else None
-            attempts = d["attempts"] + 1
+            rule = self.rules.get(d.rule)
+            where = getattr(rule, d.target, None) if rule else None
+            attempts = d.attempts + 1
             try:
                 if not where:
-                    raise DeliveryFailed(f"rule {d['rule']!r} or its {d['target']} is no "
+                    raise DeliveryFailed(f"rule {d.rule!r} or its {d.target} is no "
                                          "longer configured")
-                detail, ok = self.deliver(d["target"], where, d["message"]), True
+                detail, ok = self.deliver(d.target, where, d.message), True
             except DeliveryFailed as exc:
                 detail, ok = str(exc), False
             retries = rule.retries if rule else 0
@@ -138,7 +138,7 @@ class Router:
             else:
                 values = {"state": "failed", "why": detail, "done_at": time.time()}
                 log.error("delivery %d (rule %r, %s of %r) failed after %d attempt(s): %s",
-                          d["id"], d["rule"], d["event"], d["device_id"], attempts, detail)
-            self.store.deliveries.attempted(d["id"], attempts, ok, detail, time.time(),
+                          d.id, d.rule, d.event, d.device_id, attempts, detail)
+            self.store.deliveries.attempted(d.id, attempts, ok, detail, time.time(),
                                             **values)
 

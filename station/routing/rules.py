@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from edge.loader import Invalid, setting
+from station.store.read_models import Alert
 
 EVENTS = ("new", "update", "end")
 
@@ -56,11 +57,11 @@ class Rule:
             raise Invalid("escalate_after_min", "escalation needs both a delay and a target "
                                                 "(escalate_command or escalate_webhook)")
 
-    def takes(self, alert: dict[str, Any], event: str) -> bool:
-        return ((self.category == "any" or alert["category"] == self.category)
-                and (not self.kinds or alert["kind"] in self.kinds)
-                and (not self.devices or alert["device_id"] in self.devices)
-                and event in self.events and alert["priority"] <= self.max_priority)
+    def takes(self, alert: Alert, event: str) -> bool:
+        return ((self.category == "any" or alert.category == self.category)
+                and (not self.kinds or alert.kind in self.kinds)
+                and (not self.devices or alert.device_id in self.devices)
+                and event in self.events and alert.priority <= self.max_priority)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from station.store.ingest import Ingest, Refusal
 from station.store.logins import Logins
 from station.store.retention import Retention
 from station.store.station_alarms import StationAlarms
-from station.store.views import Views, breathing_rate, needs_attention, rates_by_bucket
+from station.store.views import Views, needs_attention, rates_by_bucket
 
-__all__ = ["Refusal", "Store", "breathing_rate", "needs_attention", "rates_by_bucket"]
+__all__ = ["Refusal", "Store", "needs_attention", "rates_by_bucket"]
 
 
 class Store(Ingest, StationAlarms, Actions, Retention, Views, Logins):

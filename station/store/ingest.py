@@ -278,6 +278,7 @@ class Ingest(Tables):
         conn.execute(update(devices).where(devices.c.device_id == m.device_id).values(
             state=b["state"], reasons=b["reasons"], status_at=key[2],
             status_connected_at=key[0], status_will=key[1], heartbeat_s=b["heartbeat_s"],
+            breathing_pause_s=b["breathing_pause_s"],
             **({"model": f"{model['name']} {model['version']}"} if model else {})))
         if b["state"] == "offline":
             open_station_alarm(conn, m.device_id, "offline", now, {"reason": b["reason"]})

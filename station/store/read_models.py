@@ -10,6 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from edge.vocabulary import (
+    AlertEvent,
+    AlertKind,
+    AlertState,
+    Category,
+    DeviceState,
+    LogEvent,
+    StationKind,
+)
+
 T = TypeVar("T")
 
 
@@ -28,7 +38,7 @@ class Device:
 
     device_id: str
     label: str | None  # the bed or place, edited in the UI
-    state: str  # online, degraded, offline
+    state: DeviceState
     reasons: list[str]
     first_seen: float
     last_seen: float
@@ -36,6 +46,7 @@ class Device:
     status_connected_at: float | None
     status_will: bool | None
     heartbeat_s: float | None
+    breathing_pause_s: float | None  # None: a device older than status schema 6 (30 s)
     clock_synced: bool | None
     model: str | None
     spool_depth: int | None
@@ -60,11 +71,11 @@ class Alert:
 
     alert_id: str
     device_id: str
-    kind: str
-    category: str  # clinical or technical
+    kind: AlertKind | StationKind
+    category: Category
     priority: int  # 1 high … 3 low
     source: str  # device, or station
-    state: str  # open, ended, resolved
+    state: AlertState
     opened_at: float
     updated_at: float
     ended_at: float | None
@@ -91,7 +102,7 @@ class LogEntry:
     alert_id: str
     device_id: str
     at: float
-    event: str  # new update end ack resolve
+    event: LogEvent
     actor: str | None
     detail: dict[str, Any] | None
 
@@ -242,3 +253,45 @@ class Refused:
     topic: str
     reason: str
     excerpt: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutedEvent:
+    """An alert's event as the router takes it (an escalation is an "update"), with the alert
+    as it stands."""
+
+    log_id: int
+    event: AlertEvent
+    alert: Alert
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One try at a delivery (table `delivery_attempts`)."""
+
+    id: int
+    delivery_id: int
+    at: float
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """A delivery the router decided on (table `deliveries`), with its tries where shown."""
+
+    id: int
+    rule: str
+    target: str  # command, webhook, escalate_command, escalate_webhook
+    alert_id: str
+    device_id: str
+    kind: AlertKind | StationKind
+    event: str  # new, update, end, escalation
+    message: dict[str, Any]
+    state: str  # pending sending sent failed suppressed
+    why: str | None
+    attempts: int
+    created_at: float
+    next_at: float | None
+    done_at: float | None
+    tries: tuple[Attempt, ...] = ()

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, and_, cast, func, insert, select, update
 
+from edge.vocabulary import StationKind
 from station import alarms
 from station.schema import Lock, alert_log, alerts, changes, devices, gaps, my_turn, received
 from station.store.database import Tables, upsert
@@ -90,7 +91,7 @@ class StationAlarms(Tables):
                                                     what="alert"))
 
 
-def open_station_alarm(conn: Connection, device_id: str, kind: str, now: float,
+def open_station_alarm(conn: Connection, device_id: str, kind: StationKind, now: float,
                    detail: dict[str, Any]) -> None:
     """Open a technical alarm the station raises itself (one open per device and kind), or
     update the open one."""
@@ -116,7 +117,7 @@ def open_station_alarm(conn: Connection, device_id: str, kind: str, now: float,
                                           event=event_name, actor="station", detail=detail))
 
 
-def end_station_alarm(conn: Connection, device_id: str, kind: str,
+def end_station_alarm(conn: Connection, device_id: str, kind: StationKind,
                        now: float) -> None:
     ids = conn.execute(select(alerts.c.alert_id).where(
         alerts.c.device_id == device_id, alerts.c.kind == kind,

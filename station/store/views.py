@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
+from edge.pipeline.breathing import breathing_rate
+from edge.pipeline.tracker import TrackerConfig
 from station.schema import (
     alert_log,
     alerts,
@@ -43,9 +45,9 @@ from station.store.read_models import (
 )
 
 RATE_WINDOW_S = 120.0  # the breathing rate the ward shows: cycles of the last two minutes
-# A pause between cycles longer than this ends a stretch of breathing heard (the device's own
-# session ends after 30 s without cycles): rates are measured over such stretches only.
-BREATHING_PAUSE_S = 30.0
+# Breaths per minute are the device's (edge.pipeline.breathing), over stretches ended by the
+# pause the device's status says; a device older than status schema 6 ran with the default.
+DEFAULT_PAUSE_S = TrackerConfig().session_silence_s
 
 
 class Views(Tables):
@@ -115,17 +117,21 @@ class Views(Tables):
     @staticmethod
     def _breathing_rates(conn: Connection, now: float, device_id: str | None = None
                          ) -> dict[str, float]:
-        """Each device's breathing rate over its cycles of the last two minutes
-        (`breathing_rate`)."""
+        """Each device's breathing rate over its cycles of the last two minutes, as the
+        device counts it (`edge.pipeline.breathing`, with the device's pause)."""
         q = select(cycles.c.device_id, cycles.c.start, cycles.c.end).where(
             cycles.c.start >= now - RATE_WINDOW_S)
+        pauses = select(devices.c.device_id, devices.c.breathing_pause_s)
         if device_id is not None:
             q = q.where(cycles.c.device_id == device_id)
+            pauses = pauses.where(devices.c.device_id == device_id)
+        pause = {r.device_id: r.breathing_pause_s for r in conn.execute(pauses)}
         heard: dict[str, list[tuple[float, float]]] = {}
         for r in conn.execute(q.order_by(cycles.c.device_id, cycles.c.start)):
             heard.setdefault(r.device_id, []).append((r.start, r.end))
         return {d: rate for d, times in heard.items()
-                if (rate := breathing_rate(times)) is not None}
+                if (rate := breathing_rate(times, pause.get(d) or DEFAULT_PAUSE_S))
+                is not None}
 
     def device(self, device_id: str, now: float, minutes_back: int = 15,
                hours_back: int = 24, bucket_minutes: int = 15) -> DevicePage | None:
@@ -163,7 +169,8 @@ class Views(Tables):
                                    .order_by(alerts.c.opened_at.desc()).limit(50)
                                    ).mappings().all()
             rate = self._breathing_rates(conn, now, device_id).get(device_id)
-        rates = rates_by_bucket([(r.start, r.end) for r in heard], bucket_minutes * 60)
+        rates = rates_by_bucket([(r.start, r.end) for r in heard], bucket_minutes * 60,
+                                d["breathing_pause_s"] or DEFAULT_PAUSE_S)
         return DevicePage(
             device=of(DeviceNow, d, rate=rate),
             timeline=tuple(of(TimelineCycle, r) for r in timeline),
@@ -299,30 +306,14 @@ def needs_attention(alert: Mapping[Any, Any]) -> bool:
     return alert["acked_version"] is None or alert["version"] > alert["acked_version"]
 
 
-def breathing_rate(heard: list[tuple[float, float]]) -> float | None:
-    """Breaths per minute as the device counts a session's (cycles × 60 / the time they span),
-    over the stretches of breathing among these cycles: a pause longer than
-    BREATHING_PAUSE_S ends one, so the time between two auscultations is not breathing. The
-    ward, the device page (now and its trend) and the session summaries say one thing under
-    one name. `heard`: the cycles' (start, end), in order; None with no stretch of two."""
-    stretches: list[list[float]] = []  # [cycles, first start, last end]
-    for start, end in heard:
-        if stretches and start - stretches[-1][2] <= BREATHING_PAUSE_S:
-            stretches[-1][0] += 1
-            stretches[-1][2] = max(stretches[-1][2], end)
-        else:
-            stretches.append([1, start, end])
-    counted = [(n, last - first) for n, first, last in stretches if n >= 2 and last > first]
-    span = sum(s for _, s in counted)
-    return round(60 * sum(n for n, _ in counted) / span, 1) if span else None
-
-
-def rates_by_bucket(heard: list[tuple[float, float]], bucket_s: float) -> dict[int, float]:
-    """`breathing_rate` in each time bucket, over the cycles that started in it: a quarter of
-    an hour with two minutes of auscultation says the rate of those two minutes (it said their
-    cycles spread over the minutes that had any: 6/min for 24 s heard at 15/min)."""
+def rates_by_bucket(heard: list[tuple[float, float]], bucket_s: float, pause_s: float
+                    ) -> dict[int, float]:
+    """The breathing rate (`edge.pipeline.breathing`) in each time bucket, over the cycles that
+    started in it: a quarter of an hour with two minutes of auscultation says the rate of those
+    two minutes (it said their cycles spread over the minutes that had any: 6/min for 24 s
+    heard at 15/min)."""
     by_bucket: dict[int, list[tuple[float, float]]] = {}
     for start, end in heard:
         by_bucket.setdefault(int(start // bucket_s), []).append((start, end))
     return {b: rate for b, times in by_bucket.items()
-            if (rate := breathing_rate(times)) is not None}
+            if (rate := breathing_rate(times, pause_s)) is not None}
