@@ -41,7 +41,7 @@ from convert.metrics import confusion, icbhi_score, roc, roc_auc, sprsound_score
 from edge.dsp.frontend import BandNormaliser, Frontend
 from edge.pipeline.analysis import Analysis, ClassifiedCycle
 from edge.pipeline.calibration import feature_statistics
-from edge.pipeline.model import RECORD, Classifier, Manifest, ModelRunner
+from edge.pipeline.model import Classifier, Manifest, ModelRunner
 from edge.pipeline.plot import pyplot, save
 from edge.pipeline.tracker import TrackerConfig, record_label
 from edge.sources.audio_file import read_audio
@@ -161,8 +161,8 @@ def record_class(cycles: list[ClassifiedCycle], manifest: Manifest) -> int:
     """Task 2-1's class of the label the device's session summary would give the recording."""
     judged = [c for c in cycles if c.prediction]
     label = record_label([c.prediction.label for c in judged if c.prediction],
-                         [bool(c.good) for c in judged], manifest.thresholds.get(RECORD),
-                         manifest.findings)
+                         [bool(c.good) for c in judged], manifest.record_fraction,
+                         manifest.findings, poor_fraction=manifest.poor_record_fraction)
     return {"normal": 0, "poor quality": 2}.get(label, 1)
 
 

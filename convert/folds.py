@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.channels import Channel
-from convert.datasets import iter_annotated
+from convert.datasets import Recording, iter_annotated
 from convert.features import Events, cached_events
 from convert.recipe import Recipe
 
@@ -32,22 +32,25 @@ class Fold:
     val: np.ndarray
 
 
+def recipe_recordings(data: Path, recipe: Recipe, limit: int | None = None
+                      ) -> list[tuple[str, list[Recording], bool]]:
+    """The recipe's corpora, then its sites (folders `lungedge station export-labels` wrote,
+    each a dataset "site/NAME" of its own): (dataset, its recordings, whether its labels may
+    change), in the order the events are joined."""
+    parts = [(split, list(iter_annotated(data / split))[:limit], False)
+             for split in (ICBHI, SPRSOUND) if split.split("/")[0] in recipe.datasets]
+    return parts + [(site_name(site), list(iter_annotated(Path(site)))[:limit], True)
+                    for site in recipe.sites]
+
+
 def load_corpus(data: Path, recipe: Recipe, cache: Path | None,
                 limit: int | None = None, channel: Channel | None = None) -> Events:
-    """The recipe's corpora, then its sites (folders `lungedge station export-labels` wrote,
-    each a dataset "site/NAME" of its own); heard through `channel` if given (the same events
-    in the same order)."""
-    parts = []
-    for split in (ICBHI, SPRSOUND):
-        if split.split("/")[0] not in recipe.datasets:
-            continue
-        recordings = list(iter_annotated(data / split))[:limit]
-        parts.append(cached_events(split, recordings, recipe.frontend, cache, channel=channel))
-    for site in recipe.sites:
-        recordings = list(iter_annotated(Path(site)))[:limit]
-        parts.append(cached_events(site_name(site), recordings, recipe.frontend, cache,
-                                   labels_change=True, channel=channel))
-    return Events.join(parts)
+    """The recipe's recordings' events; heard through `channel` if given (the same events in
+    the same order)."""
+    return Events.join([cached_events(name, recordings, recipe.frontend, cache,
+                                      labels_change=labels_change, channel=channel)
+                        for name, recordings, labels_change in recipe_recordings(data, recipe,
+                                                                                 limit)])
 
 
 def site_name(folder: str) -> str:

@@ -13,20 +13,48 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from edge.dsp.frontend import FrontendParams
+from edge.dsp.segmenter import SegmenterConfig
 from edge.pipeline.model import (
     MANIFEST_SCHEMA_VERSION,
+    MIN_UPPER_EDGE_HZ,
+    POOR_QUALITY_BELOW,
+    POOR_RECORD_FRACTION,
+    RECORD,
+    RECORD_FRACTION,
     Classifier,
     Manifest,
     TensorSpec,
     WindowSpec,
     sha256_of,
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decisions:
+    """Everything between the network's outputs and what a ward sees, as the model's own: the
+    manifest states each one (none left to a default the device happens to hold), and `why`
+    says how each was chosen, so a reader of the manifest knows which were measured for this
+    model and which were carried over."""
+
+    thresholds: dict[str, float]  # per label, and the record fraction (always stated)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    poor_quality_below: float = POOR_QUALITY_BELOW
+    min_upper_edge_hz: float = MIN_UPPER_EDGE_HZ
+    poor_record_fraction: float = POOR_RECORD_FRACTION
+    why: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def carried_over(cls, purpose: str) -> Decisions:
+        """The values every model so far was chosen with, for a package nobody tuned."""
+        return cls(thresholds={RECORD: RECORD_FRACTION},
+                   why={"all": f"carried over, not chosen for this model ({purpose})"})
 
 
 def keras() -> Any:
@@ -176,11 +204,12 @@ def member_files(n: int) -> list[str]:
 def write_package(out: Path, tflite: bytes | Sequence[bytes], *, name: str, version: str,
                   labels: tuple[str, ...], frontend: FrontendParams, window: WindowSpec,
                   mean: np.ndarray, std: np.ndarray, training: dict[str, Any],
-                  metrics: dict[str, Any], thresholds: dict[str, float] | None = None,
+                  metrics: dict[str, Any], decisions: Decisions,
                   normalise: Literal["global", "stethoscope"] = "global") -> Manifest:
     """Writes the members' .tflite files (one model, or several the device averages) and a
-    manifest whose tensor specs are read back from them; a .tflite left from an earlier
-    package in OUT is removed, so the folder holds exactly what the manifest lists."""
+    manifest whose tensor specs are read back from them, with the decisions and how they were
+    made (training["decisions"]); a .tflite left from an earlier package in OUT is removed,
+    so the folder holds exactly what the manifest lists."""
     from edge.pipeline.model import Member, _interpreter_class
 
     models = [tflite] if isinstance(tflite, bytes) else list(tflite)
@@ -205,7 +234,12 @@ def write_package(out: Path, tflite: bytes | Sequence[bytes], *, name: str, vers
                         sample_rate=frontend.sample_rate, frontend=frontend, window=window,
                         members=tuple(members), feature_mean=tuple(float(v) for v in mean),
                         feature_std=tuple(float(v) for v in std), normalise=normalise,
-                        training=training, metrics=metrics, thresholds=thresholds or {},
+                        training=training | {"decisions": decisions.why}, metrics=metrics,
+                        thresholds={RECORD: RECORD_FRACTION} | decisions.thresholds,
+                        segmenter=decisions.segmenter,
+                        poor_quality_below=decisions.poor_quality_below,
+                        min_upper_edge_hz=decisions.min_upper_edge_hz,
+                        poor_record_fraction=decisions.poor_record_fraction,
                         schema_version=MANIFEST_SCHEMA_VERSION)
     manifest.check_consistent(str(out / "manifest.json"))
     (out / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")

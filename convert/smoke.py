@@ -15,7 +15,7 @@ import numpy as np
 
 from convert.datasets import LABELS, iter_sprsound
 from convert.features import event_features, normalisation, windows_of
-from convert.package import build_cnn_lstm, to_int8_tflite, write_package
+from convert.package import Decisions, build_cnn_lstm, to_int8_tflite, write_package
 from edge.dsp.frontend import FrontendParams
 from edge.pipeline.model import WindowSpec
 
@@ -43,7 +43,7 @@ def build(out: Path, seed: int = 0, members: int = 1) -> None:
                   training={"data": "models/samples (3 SPRSound test_inter recordings)",
                             "epochs": 1, "seeds": list(range(seed, seed + members)),
                             "purpose": "tests only; not a classifier"},
-                  metrics={})
+                  metrics={}, decisions=Decisions.carried_over("the tests' smoke package"))
     print(f"wrote {out}: {members} member(s), manifest.json ({len(x)} windows, "
           f"{np.bincount(y, minlength=4).tolist()} per label)")
 

@@ -31,12 +31,14 @@ from typing import Any
 import numpy as np
 
 from convert import recipe as recipes
+from convert.channel_edge import min_upper_edge
 from convert.datasets import LABELS, iter_annotated
 from convert.features import Events, band_normalised
 from convert.fit import Windows, fit, windows
-from convert.folds import SPRSOUND, folds, load_corpus
+from convert.folds import SPRSOUND, folds, load_corpus, recipe_recordings
 from convert.metrics import sprsound_score
 from convert.package import (
+    Decisions,
     arch_of,
     load_float,
     member_files,
@@ -53,8 +55,8 @@ from convert.training_report import TrainingReport
 from convert.verify import MIN_AGREEMENT, VerificationError, verify
 from edge.pipeline.calibration import MIN_CYCLES, calibrate
 from edge.pipeline.calibration import save as save_calibration
-from edge.pipeline.model import RECORD, decide
-from edge.pipeline.tracker import RECORD_FRACTION, record_label
+from edge.pipeline.model import RECORD, RECORD_FRACTION, decide
+from edge.pipeline.tracker import record_label
 
 CORPORA = {"icbhi": "ICBHI 2017 official train (526 recordings, 77 patients)",
            "sprsound": "SPRSound train (1949 recordings, 251 patients)"}
@@ -177,9 +179,8 @@ def representative(train: Windows, n: int) -> np.ndarray:
     return (train.x[pick] - train.mean) / train.std
 
 
-def package(models: dict[int, Any], recipe: Recipe, train: Windows,
-            thresholds: dict[str, float], provenance: dict[str, Any],
-            args: argparse.Namespace, log: Any) -> dict[str, Any]:
+def package(models: dict[int, Any], recipe: Recipe, train: Windows, decisions: Decisions,
+            provenance: dict[str, Any], args: argparse.Namespace, log: Any) -> dict[str, Any]:
     """Each member converted to int8 on its own (calibrated on real training windows), the
     package, the float members beside it (report/float/), and the verification: each member
     and their average against float (raises below --min-agreement, leaving no package)."""
@@ -193,7 +194,7 @@ def package(models: dict[int, Any], recipe: Recipe, train: Windows,
     mean, std = calibration.get("", (train.mean, train.std))
     write_package(args.out, tflites, name="lungedge-cnnlstm", version=args.version,
                   labels=LABELS, frontend=recipe.frontend, window=recipe.window,
-                  mean=mean, std=std, thresholds=thresholds, metrics={},
+                  mean=mean, std=std, decisions=decisions, metrics={},
                   normalise=recipe.normalise,
                   training=provenance | {
                       "members": dict(zip(member_files(len(seeds)), seeds, strict=True)),
@@ -310,8 +311,19 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
             choice.thresholds, log)
     else:
         record = {"record_fraction": None, "why": "no SPRSound recordings in the recipe"}
-    thresholds = choice.thresholds | ({RECORD: record["record_fraction"]}
-                                      if record["record_fraction"] else {})
+    bar, measured = min_upper_edge((r for _, recordings, _ in recipe_recordings(
+        args.data, recipe, args.limit) for r in recordings), recipe.frontend.sample_rate)
+    log(f"channel the model needs: an upper edge of {bar:g} Hz ({measured})")
+    decisions = Decisions(
+        thresholds=choice.thresholds | {RECORD: record["record_fraction"] or RECORD_FRACTION},
+        min_upper_edge_hz=bar,
+        why={"thresholds": "the protocol's shipping choice on every cv fold",
+             RECORD: record, "min_upper_edge_hz": measured,
+             "segmenter": "edge.dsp.segmenter's defaults, tuned by bench/segmentation.py on "
+                          "annotated training recordings",
+             "poor_quality_below": "edge.pipeline.model's default, the value every model so "
+                                   "far was chosen with",
+             "poor_record_fraction": "edge.pipeline.model's default (half a session unjudged)"})
     shipped = dataclasses.replace(recipe, epochs=choice.epoch)
     train = windows(events, shipped)
     log(f"training {len(recipe.seeds)} member(s) for {choice.epoch} epochs on {len(events)} "
@@ -332,10 +344,10 @@ def run(args: argparse.Namespace, recipe: Recipe) -> int:
                  "chose; the recipe, its epochs and the thresholds were chosen by the "
                  "validation protocol",
         "recipe": recipe.to_dict(), "epochs": choice.epoch, "protocol": str(args.crossval),
-        "choice": choice.to_dict(), "record_threshold": record,
+        "choice": choice.to_dict(),
         "protocol_prediction": dataclasses.asdict(report.prediction),
         "floor_gate": gate.passed}
-    checks = package(models, shipped, train, thresholds, provenance, args, log)
+    checks = package(models, shipped, train, decisions, provenance, args, log)
     if shipped.normalise == "stethoscope":
         written = training_calibrations(events, shipped, args.out,
                                         f"lungedge-cnnlstm {args.version}")

@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             replaceable(args.file)  # before the database is opened: say so at once
             store = open_store(station_config.load(args.config).database.url)
-            counts = export(store.judged_clips(), args.file)
+            counts = export(store.views.judged_clips(), args.file)
         except ExportError as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)
             return 2
@@ -128,7 +128,7 @@ def run(cfg: Any, *, ingest: bool = True, web: bool = True) -> int:
         from station.routing.router import Router
 
         # made before ingest starts: an alert stored in the first second is routed too
-        router = Router(cfg.routing, store)
+        router = Router(cfg.routing, store.deliveries)
         workers.append(threading.Thread(
             target=supervised("routing", lambda: route(router, stop), liveness),
             name="routing", daemon=True))

@@ -17,12 +17,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from station.config import StationConfig
 from station.liveness import Liveness
 from station.store import Refusal, Store
 from station.validate import Message, Refused, excerpt, parse
+
+if TYPE_CHECKING:  # paho is imported where a client is made; its types only for checking
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ class Ingest:
         self._refusal_log = (0.0, 0)  # (when we last logged one, how many since)
         self.client = self._client()
 
-    def _client(self) -> Any:
+    def _client(self) -> Client:
         import paho.mqtt.client as mqtt
 
         c = self.cfg.mqtt
@@ -84,8 +89,8 @@ class Ingest:
         return f"$share/{group}/{topic}" if group else topic
 
     # -- paho's thread ----------------------------------------------------------------------
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:
+    def _on_connect(self, client: Client, userdata: Any, flags: ConnectFlags,
+                    reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:
             log.error("broker refused the station: %s", reason)
             return
@@ -97,12 +102,12 @@ class Ingest:
         client.subscribe(self.subscription, qos=1)
         self.connected.set()
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags,
+                       reason: ReasonCode, properties: Properties | None) -> None:
         self.connected.clear()
         log.warning("disconnected from the broker (%s); paho reconnects", reason)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
         self.queue.put(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos,
                                 self.connection))
 
@@ -129,9 +134,9 @@ class Ingest:
                 batch = self._batch(timeout=0.2)
                 if batch:
                     self.handle(batch)
-                sweep.run(lambda: self.store.sweep(time.time(), a.offline_after_s,
+                sweep.run(lambda: self.store.alarms.sweep(time.time(), a.offline_after_s,
                                                    a.spool_backlog))
-                purge.run(lambda: self.store.purge(time.time(), d.retention_days,
+                purge.run(lambda: self.store.retention.purge(time.time(), d.retention_days,
                                                    d.alert_retention_days,
                                                    d.clip_retention_days))
         finally:
@@ -166,7 +171,7 @@ class Ingest:
         # workers sharing a PostgreSQL do not deadlock on each other's devices.
         messages.sort(key=lambda m: (m.device_id, m.kind, m.seq))
         new = self._store(messages, refusals)  # committed: now they may be acknowledged
-        foreign = self.store.last_foreign
+        foreign = self.store.intake.last_foreign
         self.stored += new
         self.repeats += len(messages) - new - foreign
         self.refused += len(refusals) + foreign
@@ -191,7 +196,7 @@ class Ingest:
         delay, since = 0.2, time.monotonic()
         while True:
             try:
-                stored = self.store.ingest(messages, refusals)
+                stored = self.store.intake.ingest(messages, refusals)
                 self.liveness.cleared("storing")
                 return stored
             except OperationalError as exc:  # includes deadlocks, lost connections, locks

@@ -68,7 +68,7 @@ def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
     needs_tensorflow()
     import tensorflow as tf
 
-    from convert.package import keras, write_package
+    from convert.package import Decisions, keras, write_package
     from convert.verify import VerificationError, verify
     from edge.pipeline.model import WindowSpec
 
@@ -87,7 +87,8 @@ def test_verify_refuses_float_inside_an_int8_model(tmp_path: Path) -> None:
                   labels=("normal", "crackle", "wheeze", "both"),
                   frontend=FrontendParams(features="mfcc", n_mfcc=4),
                   window=WindowSpec(8, 4, "repeat", "mean"),
-                  mean=np.zeros(4), std=np.ones(4), training={}, metrics={})
+                  mean=np.zeros(4), std=np.ones(4), training={}, metrics={},
+                  decisions=Decisions.carried_over("a test"))
     assert load_manifest(tmp_path).members[0].input.dtype == "int8"
     with pytest.raises(VerificationError, match=r"model.tflite: not full-integer: ops with "
                                                 r"float tensors \[.*'FLOOR'"):
@@ -391,6 +392,23 @@ def test_protocol_then_trainer_on_a_sliver_of_the_data(tmp_path: Path) -> None:
     assert manifest.thresholds.get("adventitious") == \
         report_json["shipping_choice"]["thresholds"].get("adventitious")
     assert manifest.training["floor_gate"] is False
+    # every decision between the network and the ward is stated, with how it was made: the
+    # channel bar measured on these recordings, the record fraction chosen or carried over
+    from convert.channel_edge import min_upper_edge
+    from convert.folds import recipe_recordings
+    from convert.recipe import from_dict
+
+    why = manifest.training["decisions"]
+    assert set(why) == {"thresholds", "record_fraction", "min_upper_edge_hz", "segmenter",
+                        "poor_quality_below", "poor_record_fraction"}
+    assert "record_fraction" in manifest.thresholds
+    assert why["min_upper_edge_hz"]["min_upper_edge_hz"] == manifest.min_upper_edge_hz
+    recipe = from_dict(manifest.training["recipe"])
+    recordings = [r for _, part, _ in recipe_recordings(SHARED_DATA, recipe, 24) for r in part]
+    assert min_upper_edge(recordings, manifest.sample_rate)[0] == manifest.min_upper_edge_hz
+    on_disk = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert {"segmenter", "poor_quality_below", "min_upper_edge_hz", "poor_record_fraction"} \
+        <= set(on_disk)
     assert sorted(p.name for p in (tmp_path / "pkg" / "report" / "float").iterdir()) == [
         "seed-0.h5", "seed-1.h5"]
     training = json.loads((tmp_path / "pkg" / "report" / "training.json").read_text())

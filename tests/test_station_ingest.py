@@ -111,15 +111,15 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
              ".execute('SELECT COUNT(*) FROM messages').fetchone()[0])",
              str(tmp_path / "spool.db")], capture_output=True, text=True).stdout)
         assert spooled == 0  # the daemon delivered everything
-        wait(lambda: store.device("bed-7", time.time()) is not None
-             and len(store.device("bed-7", time.time()).sessions) == 1, 90,  # type: ignore
+        wait(lambda: store.views.device("bed-7", time.time()) is not None
+             and len(store.views.device("bed-7", time.time()).sessions) == 1, 90,  # type: ignore
              "the daemon's session summary is stored")
-        device = store.device("bed-7", time.time())
+        device = store.views.device("bed-7", time.time())
         assert device is not None
         (session,) = device.sessions
         assert len(stored_cycles(store, "bed-7")) == session.cycles > 5
         assert stored_cycles(store, "bed-7") == list(range(session.cycles))
-        wait(lambda: store.counts()["invalid"] == 5, 10, "the five refusals are counted")
+        wait(lambda: store.views.counts()["invalid"] == 5, 10, "the five refusals are counted")
         assert worker.is_alive() and ingest.refused == 5
         # a message the schema allows but a database may not (PostgreSQL refuses NUL in text):
         # the rest of its batch is stored, the message kept as a refusal, ingest goes on
@@ -129,8 +129,8 @@ def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,
                         qos=1).wait_for_publish(5)
         wait(lambda: stored_cycles(store, "bed-y") == [0], 10, "the next message is stored")
         postgres = database_url.startswith("postgresql")
-        assert store.counts()["invalid"] == 5 + postgres and worker.is_alive()
-        (tile,) = [t for t in store.overview(time.time()) if t.device_id == "bed-x"]
+        assert store.views.counts()["invalid"] == 5 + postgres and worker.is_alive()
+        (tile,) = [t for t in store.views.overview(time.time()) if t.device_id == "bed-x"]
         assert tile.reasons == [script]  # kept as text, escaped where shown
         hostile.loop_stop()
     finally:

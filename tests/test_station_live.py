@@ -49,19 +49,19 @@ def test_a_change_stored_while_the_ward_is_made_reaches_its_updates(tmp_path: Pa
     store = Store(f"sqlite:///{tmp_path / 'station.db'}")
     cfg = build(StationConfig, {"web": {"secret_file": str(tmp_path / "secret")},
                                 "database": {"url": f"sqlite:///{tmp_path / 'station.db'}"}})
-    read = store.overview
+    read = store.views.overview
 
     def overview_then_a_device_speaks(now: float) -> list[Tile]:
         tiles = read(now)
         status = envelope("bed-late", 0, TEST_EPOCH) | {
             "state": "online", "reason": None, "reasons": [], "model": None} | status_fields()
-        store.ingest([parse("lungedge/bed-late/status", json.dumps(status).encode(),
+        store.intake.ingest([parse("lungedge/bed-late/status", json.dumps(status).encode(),
                             "lungedge")], now=time.time())
         return tiles
 
-    store.overview = overview_then_a_device_speaks  # type: ignore[method-assign]
+    store.views.overview = overview_then_a_device_speaks  # type: ignore[method-assign]
     html = get(create_app(cfg, store), "/ward")
     assert "bed-late" not in html  # stored after the page's data was read…
     since = int(re.search(r'data-since="(\d*)"', html).group(1) or 0)  # type: ignore[union-attr]
     # …so the page's updates must start before it: the browser will be told and refetch
-    assert [c.device_id for c in store.changes_since(since)] == ["bed-late"]
+    assert [c.device_id for c in store.views.changes_since(since)] == ["bed-late"]

@@ -147,7 +147,7 @@ def test_presses_choices_and_notes_survive_live_updates(station: dict[str, Any],
             page.wait_for_selector(f".tile[data-device='{bed}'] .alarm.clinical.acked")
         updates = int(page.evaluate("document.body.dataset.updates || 0"))
         assert sent[0] > 60 and updates > 20
-        acked = {a.device_id for a in store.inbox() if a.acked_by == "nurse.ana"}
+        acked = {a.device_id for a in store.views.inbox() if a.acked_by == "nurse.ana"}
         assert acked == set(pressed) == set(beds)  # 20 of 20, each the bed pressed
 
         page.goto(base + "/alerts")
@@ -174,7 +174,7 @@ def test_presses_choices_and_notes_survive_live_updates(station: dict[str, Any],
         assert note.input_value() == "listened twice, physiotherapy called"
         press(page, page.locator("button:has-text('Acknowledge')"))
         page.wait_for_function("document.body.dataset.actions === '1'")
-    alert = store.alert("crackle-bed-01")
+    alert = store.views.alert("crackle-bed-01")
     assert alert is not None and alert.ack_note == "listened twice, physiotherapy called"
     print(f"{updates} live updates during the presses, {sent[0]} messages")
 
@@ -299,7 +299,7 @@ def test_a_verdict_lands_on_the_clip_that_was_heard(station: dict[str, Any],  # 
                            ".includes('corrected to normal')")
     assert not page.evaluate("document.querySelector('#clip-clip-1 audio').paused")
     store = Store(f"sqlite:///{station['tmp'] / 'station.db'}")
-    verdicts = {c.clip_id: c.verdict for c in store.clips_of(alert_id="crackle-1")}
+    verdicts = {c.clip_id: c.verdict for c in store.views.clips_of(alert_id="crackle-1")}
     assert verdicts["clip-1"] is not None and verdicts["clip-1"].verdict == "normal"
     assert verdicts["clip-2"] is None and verdicts["clip-3"] is None
 

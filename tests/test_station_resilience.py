@@ -121,10 +121,10 @@ def test_devices_whose_ids_share_a_long_prefix_go_silent_together(database_url: 
     store = Store(database_url)
     stem = "ward-7-" + "x" * 70
     now = time.time()
-    store.ingest([parse(f"lungedge/{stem}{i}/status", status_message(f"{stem}{i}", 0),
+    store.intake.ingest([parse(f"lungedge/{stem}{i}/status", status_message(f"{stem}{i}", 0),
                         "lungedge") for i in range(3)], now=now)
-    store.sweep(now + 600, offline_after_s=60, spool_backlog=10**6)
-    store.sweep(now + 700, offline_after_s=60, spool_backlog=10**6)
+    store.alarms.sweep(now + 600, offline_after_s=60, spool_backlog=10**6)
+    store.alarms.sweep(now + 700, offline_after_s=60, spool_backlog=10**6)
     with store.engine.connect() as conn:
         kinds = conn.execute(select(alerts.c.device_id).where(alerts.c.kind == "offline")).all()
     assert sorted(d for (d,) in kinds) == [f"{stem}{i}" for i in range(3)]
@@ -312,9 +312,9 @@ def test_a_seq_at_the_integer_limit_is_stored_and_swept(database_url: str) -> No
     store = Store(database_url)
     now = time.time()
     top = json.loads(cycle_message("bed-i", 2**31 - 1))
-    store.ingest([parse("lungedge/bed-i/cycle", json.dumps(top).encode(), "lungedge")],
+    store.intake.ingest([parse("lungedge/bed-i/cycle", json.dumps(top).encode(), "lungedge")],
                  now=now)
-    store.sweep(now + 100, offline_after_s=60, spool_backlog=10**6)  # past the settling time
+    store.alarms.sweep(now + 100, offline_after_s=60, spool_backlog=10**6)  # past the settling time
     assert stored_cycles(store, "bed-i") == [2**31 - 1]
     for key, value in (("seq", "2147483648"), ("duration_s", "1e400"), ("latency_ms", "1e16")):
         payload = json.dumps(top | {key: "VALUE"}).replace('"VALUE"', value)
@@ -357,13 +357,13 @@ def test_a_bad_message_in_a_batch_is_found_by_halving(tmp_path: Path, broker: An
                 for i in range(500)]
     poison = dataclasses.replace(messages[250], body=messages[250].body | {"label": None})
     tries: list[int] = []
-    real = ingest.store.ingest
+    real = ingest.store.intake.ingest
 
     def counting(m: Any, r: Any, **kw: Any) -> int:
         tries.append(len(m))
         return real(m, r, **kw)
 
-    ingest.store.ingest = counting  # type: ignore[method-assign]
+    ingest.store.intake.ingest = counting  # type: ignore[method-assign]
     messages[250] = poison
     assert ingest._store(messages, []) == 499
     assert len(tries) < 25, len(tries)

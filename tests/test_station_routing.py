@@ -73,11 +73,11 @@ def test_rules_route_clinical_and_technical_apart(database_url: str, receiver: R
     router = Router(config([
         {"name": "nurses", "category": "clinical", "webhook": receiver.url},
         {"name": "technician", "category": "technical", "command": command_to(technical),
-         "events": ["new", "end"]}]), store)
+         "events": ["new", "end"]}]), store.deliveries)
     t = time.time()
     router.step(t)  # starts from here: nothing earlier is paged
-    store.ingest([alert_message("bed-1", 0, "new", "a1", "wheeze")], now=t + 1)
-    store.ingest([alert_message("bed-1", 1, "new", "a2", "no_audio")], now=t + 1)
+    store.intake.ingest([alert_message("bed-1", 0, "new", "a1", "wheeze")], now=t + 1)
+    store.intake.ingest([alert_message("bed-1", 1, "new", "a2", "no_audio")], now=t + 1)
     router.step(t + 2)
     assert [m["alert"]["kind"] for m in receiver.got] == ["wheeze"]
     message = receiver.got[0]
@@ -89,7 +89,7 @@ def test_rules_route_clinical_and_technical_apart(database_url: str, receiver: R
     for page in [*receiver.got, *lines]:  # what an integrator receives is the documented page
         jsonschema.validate(page, shipped_schema())
         assert page["schema_version"] == PAGE_SCHEMA_VERSION
-    store.ingest([alert_message("bed-1", 2, "update", "a1", "wheeze")], now=t + 3)
+    store.intake.ingest([alert_message("bed-1", 2, "update", "a1", "wheeze")], now=t + 3)
     router.step(t + 4)
     assert len(receiver.got) == 1  # the rule takes `new` only
     assert {d.state for d in store.deliveries.recent()} == {"sent"}
@@ -102,9 +102,9 @@ def test_a_new_router_pages_what_arrives_before_its_first_pass(database_url: str
     device was already sending) is paged."""
     store = Store(database_url)
     t = time.time()
-    store.ingest([alert_message("bed-1", 0, "new", "before")], now=t - 60)
-    router = Router(config([{"name": "nurses", "webhook": receiver.url}]), store)
-    store.ingest([alert_message("bed-2", 0, "new", "after")], now=router.started + 0.01)
+    store.intake.ingest([alert_message("bed-1", 0, "new", "before")], now=t - 60)
+    router = Router(config([{"name": "nurses", "webhook": receiver.url}]), store.deliveries)
+    store.intake.ingest([alert_message("bed-2", 0, "new", "after")], now=router.started + 0.01)
     router.step(router.started + 0.5)
     assert [m["alert"]["alert_id"] for m in receiver.got] == ["after"]
 
@@ -113,14 +113,14 @@ def test_cooldown_and_rate_limit_hold_back_and_say_so(database_url: str,
                                                       receiver: Receiver) -> None:
     store = Store(database_url)
     router = Router(config([{"name": "nurses", "webhook": receiver.url, "cooldown_s": 300,
-                             "max_per_hour": 2}]), store)
+                             "max_per_hour": 2}]), store.deliveries)
     t = time.time()
     router.step(t)
-    store.ingest([alert_message("bed-1", 0, "new", "a1")], now=t)
+    store.intake.ingest([alert_message("bed-1", 0, "new", "a1")], now=t)
     router.step(t + 1)
-    store.ingest([alert_message("bed-1", 1, "new", "a2")], now=t + 10)  # same bed and kind
-    store.ingest([alert_message("bed-2", 0, "new", "b1")], now=t + 10)
-    store.ingest([alert_message("bed-3", 0, "new", "c1")], now=t + 10)
+    store.intake.ingest([alert_message("bed-1", 1, "new", "a2")], now=t + 10)  # same bed and kind
+    store.intake.ingest([alert_message("bed-2", 0, "new", "b1")], now=t + 10)
+    store.intake.ingest([alert_message("bed-3", 0, "new", "c1")], now=t + 10)
     router.step(t + 11)
     states = {d.alert_id: (d.state, d.why) for d in store.deliveries.recent()}
     assert states["a1"][0] == states["b1"][0] == "sent"
@@ -133,10 +133,10 @@ def test_a_failing_target_is_retried_then_failed_visibly(database_url: str) -> N
     store = Store(database_url)
     dead = f"http://127.0.0.1:{_free_port()}/nobody-listens"
     router = Router(config([{"name": "pager", "webhook": dead, "retries": 2,
-                             "retry_s": 0.05}]), store)
+                             "retry_s": 0.05}]), store.deliveries)
     t = time.time()
     router.step(t)
-    store.ingest([alert_message("bed-1", 0, "new", "a1")], now=t)
+    store.intake.ingest([alert_message("bed-1", 0, "new", "a1")], now=t)
     deadline = time.time() + 10
     while not store.deliveries.recent() or store.deliveries.recent()[0].state != "failed":
         assert time.time() < deadline
@@ -154,14 +154,14 @@ def test_escalation_of_what_nobody_acknowledged(database_url: str, receiver: Rec
     escalated = tmp_path / "escalated.jsonl"
     router = Router(config([{"name": "nurses", "webhook": receiver.url,
                              "escalate_after_min": 5, "escalate_command":
-                             command_to(escalated)}]), store)
+                             command_to(escalated)}]), store.deliveries)
     t = time.time()
     router.step(t)
-    store.ingest([alert_message("bed-1", 0, "new", "seen")], now=t)
-    store.ingest([alert_message("bed-2", 0, "new", "unseen")], now=t)
+    store.intake.ingest([alert_message("bed-1", 0, "new", "seen")], now=t)
+    store.intake.ingest([alert_message("bed-2", 0, "new", "unseen")], now=t)
     router.step(t + 1)
     assert len(receiver.got) == 2 and not escalated.exists()
-    store.acknowledge("seen", "nurse.ana", "")
+    store.actions.acknowledge("seen", "nurse.ana", "")
     router.step(t + 299)  # not yet five minutes
     assert not escalated.exists()
     router.step(t + 301)

@@ -55,12 +55,12 @@ def test_real_messages_stored_once_with_their_numbers(database_url: str,
     store = Store(database_url)
     messages = as_messages(device_messages)
     now = time.time()
-    assert store.ingest(messages, now=now) == len(messages)
-    assert store.ingest(messages, now=now) == 0  # redelivered after a restart: nothing twice
-    (tile,) = store.overview(now)
+    assert store.intake.ingest(messages, now=now) == len(messages)
+    assert store.intake.ingest(messages, now=now) == 0  # redelivered after a restart: nothing twice
+    (tile,) = store.views.overview(now)
     n_cycles = sum(k == "cycle" for k, _ in device_messages)
-    assert store.counts()["messages"] == len(messages)
-    device = store.device("bed-1", now + 60)
+    assert store.views.counts()["messages"] == len(messages)
+    device = store.views.device("bed-1", now + 60)
     assert device is not None and len(device.timeline) == n_cycles
     assert len(device.sessions) == 1 and device.sessions[0].cycles == n_cycles
     # the alert ended with the recording, before anyone saw it: still on the ward, as ended
@@ -77,12 +77,12 @@ def test_a_gap_in_seq_is_recorded_and_raises_a_technical_alarm(database_url: str
     messages = [m for m in as_messages(device_messages)
                 if not (m.kind == "cycle" and m.seq in (3, 4))]
     now = time.time()
-    store.ingest(messages[::-1], now=now)  # in any order: a gap is what never arrives
-    store.sweep(now + 10, offline_after_s=1e9, spool_backlog=10**6)
-    assert store.overview(now + 10)[0].technical == ()  # not yet settled
-    store.sweep(now + 60, offline_after_s=1e9, spool_backlog=10**6)
-    store.sweep(now + 65, offline_after_s=1e9, spool_backlog=10**6)  # recorded once
-    (tile,) = store.overview(now + 65)
+    store.intake.ingest(messages[::-1], now=now)  # in any order: a gap is what never arrives
+    store.alarms.sweep(now + 10, offline_after_s=1e9, spool_backlog=10**6)
+    assert store.views.overview(now + 10)[0].technical == ()  # not yet settled
+    store.alarms.sweep(now + 60, offline_after_s=1e9, spool_backlog=10**6)
+    store.alarms.sweep(now + 65, offline_after_s=1e9, spool_backlog=10**6)  # recorded once
+    (tile,) = store.views.overview(now + 65)
     assert tile.gaps_last_hour == 1
     assert [a.kind for a in tile.technical] == ["seq_gap"]
     assert tile.technical[0].evidence == {"kind": "cycle", "first_missing": 3,
@@ -108,32 +108,32 @@ def test_an_acknowledgement_holds_until_the_alert_escalates(database_url: str) -
     escalates (its share of cycles up by alarms.ESCALATION_STEP since it last did), and its
     history keeps one line per stretch of updates, with their count and the latest."""
     store = Store(database_url)
-    store.ingest([alert_message("bed-2", 0, "new", cycles=3)])
-    (inbox,) = store.inbox()
+    store.intake.ingest([alert_message("bed-2", 0, "new", cycles=3)])
+    (inbox,) = store.views.inbox()
     assert inbox.attention and inbox.category == "clinical" and inbox.priority == 1
-    assert store.acknowledge("a1", "nurse.ana", "listened again")
+    assert store.actions.acknowledge("a1", "nurse.ana", "listened again")
     for seq, cycles in enumerate((4, 3, 4, 4), 1):  # more of the same
-        store.ingest([alert_message("bed-2", seq, "update", cycles=cycles)])
-        (inbox,) = store.inbox()
+        store.intake.ingest([alert_message("bed-2", seq, "update", cycles=cycles)])
+        (inbox,) = store.views.inbox()
         assert not inbox.attention and inbox.acked_by == "nurse.ana"
-    store.ingest([alert_message("bed-2", 5, "update", cycles=5)])  # 3 → 5 of 8: escalated
-    (inbox,) = store.inbox()
+    store.intake.ingest([alert_message("bed-2", 5, "update", cycles=5)])  # 3 → 5 of 8: escalated
+    (inbox,) = store.views.inbox()
     assert inbox.attention and inbox.ack_note == "listened again"
-    assert store.acknowledge("a1", "nurse.ana", "")
-    store.ingest([alert_message("bed-2", 6, "update", cycles=6)])  # 5 → 6: not again
-    assert not store.inbox()[0].attention
-    store.ingest([alert_message("bed-2", 7, "end")])
-    ended = store.alert("a1")
+    assert store.actions.acknowledge("a1", "nurse.ana", "")
+    store.intake.ingest([alert_message("bed-2", 6, "update", cycles=6)])  # 5 → 6: not again
+    assert not store.views.inbox()[0].attention
+    store.intake.ingest([alert_message("bed-2", 7, "end")])
+    ended = store.views.alert("a1")
     assert ended is not None and ended.state == "ended" and not ended.attention
-    assert store.resolve("a1", "dr.bo", "reviewed")
-    assert store.inbox() == []
-    history = store.alert("a1").history  # type: ignore[union-attr]
+    assert store.actions.resolve("a1", "dr.bo", "reviewed")
+    assert store.views.inbox() == []
+    history = store.views.alert("a1").history  # type: ignore[union-attr]
     assert [h.event for h in history] == ["new", "ack", "update", "escalate", "ack", "update",
                                          "end", "resolve"]
     assert history[2].detail is not None and history[2].detail["updates"] == 4
     assert history[2].detail["cycles"] == 4  # the latest of the stretch
     assert history[6].detail is not None and history[6].detail["end_reason"] == "cleared"
-    assert not store.acknowledge("no-such-alert", "x", "")
+    assert not store.actions.acknowledge("no-such-alert", "x", "")
 
 
 def test_a_device_cannot_touch_another_devices_alert(database_url: str) -> None:
@@ -145,49 +145,49 @@ def test_a_device_cannot_touch_another_devices_alert(database_url: str) -> None:
     from edge.delivery.wire import Clip
 
     store = Store(database_url)
-    store.ingest([alert_message("bed-7", 0, "new", kind="crackle")])
-    store.ingest([alert_message("bed-8", 0, "end", kind="crackle")])
+    store.intake.ingest([alert_message("bed-7", 0, "new", kind="crackle")])
+    store.intake.ingest([alert_message("bed-8", 0, "end", kind="crackle")])
     clip = envelope("bed-8", 0, TEST_EPOCH) | body_dict(Clip(
         clip_id="c0ffee", alert_id="a1", alert_kind="crackle", session_id="s1",
         cycle_start="2026-12-03T10:00:00.000Z", cycle_end="2026-12-03T10:00:02.000Z",
         label="normal", confidence=0.99, sample_rate=4000, encoding="flac", audio_b64="AAAA"))
-    store.ingest([parse("lungedge/bed-8/clip", json.dumps(clip).encode(), "lungedge")])
-    alert = store.alert("a1")
+    store.intake.ingest([parse("lungedge/bed-8/clip", json.dumps(clip).encode(), "lungedge")])
+    alert = store.views.alert("a1")
     assert alert is not None and alert.state == "open" and alert.device_id == "bed-7"
     assert [h.actor for h in alert.history] == ["bed-7"]
-    assert store.clips_of(alert_id="a1") == []
-    assert store.counts()["invalid"] == 2
-    assert store.last_foreign == 1
+    assert store.views.clips_of(alert_id="a1") == []
+    assert store.views.counts()["invalid"] == 2
+    assert store.intake.last_foreign == 1
     # the same in one batch: bed-6 opens a2 while bed-5 ends it and adds a clip to it (the
     # ownership check read committed rows only, and bed-5 sorts first)
     forged = envelope("bed-5", 1, TEST_EPOCH) | body_dict(Clip(
         clip_id="c0ffee2", alert_id="a2", alert_kind="crackle", session_id="s1",
         cycle_start="2026-12-03T10:00:00.000Z", cycle_end="2026-12-03T10:00:02.000Z",
         label="normal", confidence=0.99, sample_rate=4000, encoding="flac", audio_b64="AAAA"))
-    store.ingest([alert_message("bed-5", 0, "end", alert_id="a2", kind="crackle"),
+    store.intake.ingest([alert_message("bed-5", 0, "end", alert_id="a2", kind="crackle"),
                   parse("lungedge/bed-5/clip", json.dumps(forged).encode(), "lungedge"),
                   alert_message("bed-6", 0, "new", alert_id="a2", kind="crackle")])
-    assert store.last_foreign == 2
-    alert = store.alert("a2")
+    assert store.intake.last_foreign == 2
+    alert = store.views.alert("a2")
     assert alert is not None and alert.state == "open" and alert.device_id == "bed-6"
     assert [h.actor for h in alert.history] == ["bed-6"]
-    assert store.clips_of(alert_id="a2") == []
+    assert store.views.clips_of(alert_id="a2") == []
 
 
 def test_offline_and_spool_backlog_are_station_alarms(database_url: str,
                                                       device_messages: list) -> None:
     store = Store(database_url)
     now = time.time()
-    store.ingest(as_messages(device_messages), now=now)
-    store.sweep(now + 10, offline_after_s=180, spool_backlog=1)  # stats said spool_depth ≥ 0
-    store.sweep(now + 400, offline_after_s=180, spool_backlog=10**6)
-    (tile,) = store.overview(now + 400)
+    store.intake.ingest(as_messages(device_messages), now=now)
+    store.alarms.sweep(now + 10, offline_after_s=180, spool_backlog=1)  # stats said spool_depth ≥ 0
+    store.alarms.sweep(now + 400, offline_after_s=180, spool_backlog=10**6)
+    (tile,) = store.views.overview(now + 400)
     assert tile.state == "offline"
     assert [a.kind for a in tile.technical] == ["offline"]
-    store.ingest(as_messages(device_messages[:1]), now=now + 401)  # a repeat: still offline
+    store.intake.ingest(as_messages(device_messages[:1]), now=now + 401)  # a repeat: still offline
     next_alert = sum(k == "alert" for k, _ in device_messages)
-    store.ingest([alert_message("bed-1", next_alert, "new", "a9")], now=now + 402)  # back
-    (tile,) = store.overview(now + 402)
+    store.intake.ingest([alert_message("bed-1", next_alert, "new", "a9")], now=now + 402)  # back
+    (tile,) = store.views.overview(now + 402)
     assert tile.state == "online" and tile.technical == ()
     assert [a.alert_id for a in tile.clinical if a.state == "open"] == ["a9"]
 
@@ -226,10 +226,10 @@ def test_hostile_strings_are_stored_as_text_and_refusals_counted(database_url: s
                                      "reasons": [script, "x" * 5000], "model": None} \
         | status_fields()
     m = parse(f"lungedge/{HOSTILE}/status", json.dumps(status).encode(), "lungedge")
-    store.ingest([m], [Refusal("lungedge/x/cycle", "not JSON", "\\xff")])
-    (tile,) = store.overview(time.time())
+    store.intake.ingest([m], [Refusal("lungedge/x/cycle", "not JSON", "\\xff")])
+    (tile,) = store.views.overview(time.time())
     assert tile.device_id == HOSTILE and tile.reasons[0] == script
-    assert store.counts()["invalid"] == 1 and store.refused()[0].reason == "not JSON"
+    assert store.views.counts()["invalid"] == 1 and store.views.refused()[0].reason == "not JSON"
 
 
 def test_a_cycle_counts_as_its_device_judged_it(database_url: str) -> None:
@@ -253,7 +253,7 @@ def test_a_cycle_counts_as_its_device_judged_it(database_url: str) -> None:
             body = {k: v for k, v in body.items() if k != "good"} | {"schema_version": 4}
         return parse("lungedge/bed-1/cycle", json.dumps(body).encode(), "lungedge")
 
-    store.ingest([cycle(0, 0.9, False, "crackle"),  # a stricter device: not evidence
+    store.intake.ingest([cycle(0, 0.9, False, "crackle"),  # a stricter device: not evidence
                   cycle(1, 0.2, True, "crackle"),  # a laxer one: evidence
                   cycle(2, 0.2, None, "crackle"),  # schema 4, under 0.3: not evidence
                   cycle(3, 0.8, None, "normal")], now=t + 10)  # schema 4: good
@@ -297,10 +297,10 @@ def test_the_station_shows_the_devices_breathing_rate(tmp_path: Path) -> None:
     import numpy as np
     import soundfile as sf
 
+    from edge.delivery.publisher import envelope
     from edge.pipeline.breathing import breathing_rate
     from edge.pipeline.recording import analyse_recording
     from edge.pipeline.tracker import TrackerConfig
-    from edge.delivery.publisher import envelope
     from edge.sources.audio_file import read_audio
     from edge.sources.file import FileSource
 
@@ -317,11 +317,11 @@ def test_the_station_shows_the_devices_breathing_rate(tmp_path: Path) -> None:
     status = envelope("bed-1", 0, TEST_EPOCH) | {
         "state": "online", "reason": None, "reasons": [], "model": None,
         } | status_fields(breathing_pause_s=60.0)
-    store.ingest(as_messages([("status", status)] + raw), now=time.time())
-    cycles = store.device("bed-1", time.time())
+    store.intake.ingest(as_messages([("status", status), *raw]), now=time.time())
+    cycles = store.views.device("bed-1", time.time())
     assert cycles is not None
     last_end = max(c.end for c in cycles.timeline)
-    (tile,) = store.overview(last_end + 1)
+    (tile,) = store.views.overview(last_end + 1)
     assert tile.rate == device_rate, (tile.rate, device_rate)
     times = [(c.start, c.end) for c in cycles.timeline]
     assert breathing_rate(times, 30.0) != device_rate  # the station's old pause said otherwise

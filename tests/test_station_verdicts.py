@@ -33,31 +33,31 @@ def test_verdicts_are_kept_counted_and_exported(database_url: str, clip_messages
                                                 tmp_path: Path) -> None:
     store = Store(database_url)
     now = time.time()
-    store.ingest(as_messages(clip_messages), now=now)
-    heard = store.clips_of(device_id="bed-1", limit=50)
+    store.intake.ingest(as_messages(clip_messages), now=now)
+    heard = store.views.clips_of(device_id="bed-1", limit=50)
     assert len(heard) >= 2 and all(c.verdict is None for c in heard)
     first, second = heard[0], heard[1]
     assert first.session_id  # the clip knows its session: the exported "patient"
 
-    assert store.record_verdict(first.clip_id, first.label, "dr.bo", now)
-    assert store.record_verdict(second.clip_id, "wheeze", "nurse.ana", now)
-    assert store.record_verdict(second.clip_id, "normal", "dr.bo", now + 1)  # thought again
-    assert not store.record_verdict("no-such-clip", "normal", "dr.bo", now)
+    assert store.actions.record_verdict(first.clip_id, first.label, "dr.bo", now)
+    assert store.actions.record_verdict(second.clip_id, "wheeze", "nurse.ana", now)
+    assert store.actions.record_verdict(second.clip_id, "normal", "dr.bo", now + 1)  # thought again
+    assert not store.actions.record_verdict("no-such-clip", "normal", "dr.bo", now)
 
-    latest = {c.clip_id: c.verdict for c in store.clips_of(device_id="bed-1", limit=50)}
+    latest = {c.clip_id: c.verdict for c in store.views.clips_of(device_id="bed-1", limit=50)}
     assert latest[first.clip_id].verdict == first.label
     assert latest[second.clip_id].verdict == "normal"
     assert latest[second.clip_id].by == "dr.bo"
-    counts = store.verdict_counts("bed-1", since=now - 60)
+    counts = store.views.verdict_counts("bed-1", since=now - 60)
     said = {first.label, second.label}
     assert sum(sum(v.values()) for v in counts.values()) == 2  # one per clip, the latest
     assert counts[second.label].get("normal", 0) >= 1 and said <= counts.keys()
 
     # the device records with a stethoscope the site names: the dataset's folder
-    before = store.latest_change()
-    assert store.set_stethoscope("bed-1", "Littmann 3200, ward 4", "dr.bo")
-    assert [c.what for c in store.changes_since(before)] == ["stethoscope"]
-    exported = export(store.judged_clips(), tmp_path / "labels")
+    before = store.views.latest_change()
+    assert store.actions.set_stethoscope("bed-1", "Littmann 3200, ward 4", "dr.bo")
+    assert [c.what for c in store.views.changes_since(before)] == ["stethoscope"]
+    exported = export(store.views.judged_clips(), tmp_path / "labels")
     assert exported == {"Littmann-3200-ward-4": 2}
     index = json.loads((tmp_path / "labels" / "labels.json").read_text())
     assert {e["clinician_said"] for e in index} == {first.label, "normal"}
@@ -74,13 +74,13 @@ def test_verdicts_are_kept_counted_and_exported(database_url: str, clip_messages
     assert result["events"] == 2
 
     # past the clip retention, an unjudged clip goes; a judged one is labelled data and stays
-    store.purge(now + 3 * 86400, retention_days=30, alert_retention_days=365,
+    store.retention.purge(now + 3 * 86400, retention_days=30, alert_retention_days=365,
                 clip_retention_days=2)
-    left = {c.clip_id for c in store.clips_of(device_id="bed-1", limit=50)}
+    left = {c.clip_id for c in store.views.clips_of(device_id="bed-1", limit=50)}
     assert left == {first.clip_id, second.clip_id}
-    store.purge(now + 400 * 86400, retention_days=30, alert_retention_days=365,
+    store.retention.purge(now + 400 * 86400, retention_days=30, alert_retention_days=365,
                 clip_retention_days=2)
-    assert store.clips_of(device_id="bed-1", limit=50) == []
+    assert store.views.clips_of(device_id="bed-1", limit=50) == []
 
 
 def test_a_reexport_is_exactly_todays_verdicts(database_url: str, clip_messages: list,
@@ -93,22 +93,22 @@ def test_a_reexport_is_exactly_todays_verdicts(database_url: str, clip_messages:
 
     store = Store(database_url)
     now = time.time()
-    store.set_stethoscope("bed-1", "AKG C417L", "tech")  # before the device is known: no-op
+    store.actions.set_stethoscope("bed-1", "AKG C417L", "tech")  # before the device is known: no-op
     messages = as_messages(clip_messages)
-    store.ingest(messages[:1], now=now)  # the device is known now
-    assert store.set_stethoscope("bed-1", "AKG C417L", "tech")
-    store.ingest(messages[1:], now=now)
-    heard = store.clips_of(device_id="bed-1", limit=50)
+    store.intake.ingest(messages[:1], now=now)  # the device is known now
+    assert store.actions.set_stethoscope("bed-1", "AKG C417L", "tech")
+    store.intake.ingest(messages[1:], now=now)
+    heard = store.views.clips_of(device_id="bed-1", limit=50)
     assert len(heard) >= 2 and {c.stethoscope for c in heard} == {"AKG C417L"}
     for c in heard:
-        store.record_verdict(c.clip_id, "crackle", "dr.bo", now)
+        store.actions.record_verdict(c.clip_id, "crackle", "dr.bo", now)
     out = tmp_path / "labels"
-    assert export(store.judged_clips(), out) == {"AKG-C417L": len(heard)}
+    assert export(store.views.judged_clips(), out) == {"AKG-C417L": len(heard)}
     # a verdict changes, then the bed gets another stethoscope: the clips stay where they were
     # recorded, and the changed label replaces the old one
-    store.record_verdict(heard[0].clip_id, "not_a_breath", "dr.bo", now + 1)
-    store.set_stethoscope("bed-1", "Littmann 3200", "tech")
-    assert export(store.judged_clips(), out) == {"AKG-C417L": len(heard) - 1}
+    store.actions.record_verdict(heard[0].clip_id, "not_a_breath", "dr.bo", now + 1)
+    store.actions.set_stethoscope("bed-1", "Littmann 3200", "tech")
+    assert export(store.views.judged_clips(), out) == {"AKG-C417L": len(heard) - 1}
     assert sorted(p.name for p in out.iterdir()) == ["AKG-C417L", "labels.json"]
     assert len(list((out / "AKG-C417L").glob("*.flac"))) == len(heard) - 1
     labels = json.loads((out / "labels.json").read_text())
@@ -117,5 +117,5 @@ def test_a_reexport_is_exactly_todays_verdicts(database_url: str, clip_messages:
     # anything else in the folder: refused, nothing touched
     (out / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="not an earlier export-labels output"):
-        export(store.judged_clips(), out)
+        export(store.views.judged_clips(), out)
     assert (out / "notes.txt").read_text() == "mine"

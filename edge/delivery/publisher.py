@@ -24,11 +24,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge import clock
 from edge.clock import wall_clock_synced
-from edge.delivery.settings import MqttConfig, SpoolConfig
+from edge.delivery.settings import MqttConfig, SpoolConfig, TlsConfig
 from edge.delivery.spool import Spool
 from edge.delivery.wire import (
     KINDS,
@@ -44,6 +44,11 @@ from edge.delivery.wire import (
 )
 from edge.vocabulary import DeviceState
 
+if TYPE_CHECKING:  # paho is imported where a client is made; its types only for checking
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
 log = logging.getLogger(__name__)
 
 INFLIGHT = 20
@@ -54,7 +59,7 @@ class DeliveryError(RuntimeError):
     the config key."""
 
 
-def tls_files(tls: Any) -> str:
+def tls_files(tls: TlsConfig) -> str:
     named = [f"{key} {value}" for key, value in (("ca_file", tls.ca_file),
                                                  ("cert_file", tls.cert_file),
                                                  ("key_file", tls.key_file)) if value]
@@ -175,7 +180,7 @@ class MqttPublisher:
         # owns the in-flight map. (Taking a lock in a paho callback while holding it around
         # publish() deadlocks against paho's own lock.)
         self._acks: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()  # (mid, refusal)
-        self._client: Any = None
+        self._client: Client | None = None
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
 
     def start(self) -> None:
@@ -257,18 +262,18 @@ class MqttPublisher:
                 **body_dict(status)}
         return json.dumps(body, separators=(",", ":")).encode()
 
-    def _publish_retained(self, client: Any) -> None:
+    def _publish_retained(self, client: Client) -> None:
         with self._retained_lock:
             retained = list(self._retained.items())
         for name, payload in retained:
             client.publish(name, payload, qos=1, retain=True)
 
-    def _publish_status(self, client: Any) -> None:
+    def _publish_status(self, client: Client) -> None:
         state, reasons = self._status
         client.publish(topic(self.cfg.topic_prefix, self.device_id, "status"),
                        self._status_payload(state, reasons, False), qos=1, retain=True)
 
-    def _new_client(self) -> Any:
+    def _new_client(self) -> Client:
         import paho.mqtt.client as mqtt
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -294,8 +299,8 @@ class MqttPublisher:
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:
+    def _on_connect(self, client: Client, userdata: Any, flags: ConnectFlags,
+                    reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:
             self.last_error = f"broker refused the connection: {reason}"
             log.error("%s", self.last_error)
@@ -309,21 +314,21 @@ class MqttPublisher:
         self._connected.set()
         self._wake.set()
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags,
+                       reason: ReasonCode, properties: Properties | None) -> None:
         if self._connected.is_set():
             log.log(logging.INFO if self._stop.is_set() else logging.WARNING,
                     "disconnected from the broker (%s)", reason)
         self._connected.clear()
         self._wake.set()
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
         if msg.topic == self.birth_topic and msg.payload == b"online":
             log.info("%s is online: sending discovery and state again", msg.topic)
             self._publish_retained(client)
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
-                    properties: Any) -> None:
+    def _on_publish(self, client: Client, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Properties | None) -> None:
         self._acks.put((mid, str(reason) if reason.is_failure else ""))
         self._wake.set()
 
@@ -396,7 +401,7 @@ class MqttPublisher:
                 self._stop.wait(self._backoff(attempt))
         return attempt
 
-    def _send(self, client: Any) -> None:
+    def _send(self, client: Client) -> None:
         while not self._acks.empty():  # from an earlier connection: its mids mean nothing now
             self._acks.get_nowait()
         inflight: dict[int, int] = {}  # paho mid → spool id, on this connection

@@ -20,7 +20,7 @@ from edge.clock import StreamClock
 from edge.dsp.frontend import FrontendParams
 from edge.dsp.quality import signal_quality
 from edge.dsp.segmenter import Cycle, SegmenterConfig
-from edge.pipeline.model import RECORD, Classifier, Prediction
+from edge.pipeline.model import Classifier, Prediction
 from edge.pipeline.signal_judgement import Judgement, SignalJudge
 from edge.pipeline.signal_path import CycleFeatures, PathStats, SignalPath
 from edge.pipeline.tracker import AlertChanged, CycleResult, SessionEnded, Tracker, TrackerConfig
@@ -71,8 +71,9 @@ class Analysis:
             raise ValueError("segmentation only needs the frontend parameters")
         self.runner = runner
         self.path = SignalPath(source_rate, params, m.segmenter if m else SegmenterConfig())
-        self.tracker = Tracker(tracker, m.labels, m.thresholds.get(RECORD), m.findings) \
-            if m else None
+        self.tracker = Tracker(tracker, m.labels, record_fraction=m.record_fraction,
+                               poor_record_fraction=m.poor_record_fraction,
+                               findings=m.findings) if m else None
         self.judge = SignalJudge(params.sample_rate, m.poor_quality_below,
                                  m.min_upper_edge_hz) if m else None
         self.clock = StreamClock()

@@ -46,15 +46,18 @@ FRONTEND_BEFORE_SCHEMA = {2: {"band_norm": "none", "band_norm_s": 10.0},
 ADVENTITIOUS = "adventitious"
 # The share of a recording's good cycles that must be adventitious for the recording to be:
 # it depends on how often the model calls a normal cycle adventitious, so it is chosen on
-# validation recordings with the model and travels with it (default: edge.pipeline.tracker's).
+# validation recordings with the model and travels with it (RECORD_FRACTION where none is).
 RECORD = "record_fraction"
+RECORD_FRACTION = 0.2
+# The share of a recording's cycles that could not be judged that makes it "poor quality".
+POOR_RECORD_FRACTION = 0.5
 # A cycle of lower signal quality (edge.dsp.quality) is poor, not evidence: the value every
 # model so far was chosen with, and what a manifest that does not say gets.
 POOR_QUALITY_BELOW = 0.3
 # The upper edge a stethoscope's channel must reach for a model to hear crackles, for a manifest
 # that does not say: what 0.6.0's training stethoscopes pass, less a margin (the trainer
-# measures its own: SPRSound's Yunting II reaches 500–700 Hz, ICBHI's 0.6–1.8 kHz; a low-pass
-# at 250 Hz leaves about 320–400 Hz).
+# measures its own, convert/channel_edge.py: SPRSound's Yunting II reaches 450–700 Hz,
+# ICBHI's 0.45–1.8 kHz; a low-pass at 250 Hz leaves about 320–400 Hz).
 MIN_UPPER_EDGE_HZ = 420.0
 # Which labels show which finding (the alert kinds and the record label's CAS/DAS), for a
 # manifest that does not say: the four-class models' convention.
@@ -123,7 +126,16 @@ class Manifest:
                            "(edge.dsp.bandwidth) hides what the model needs to hear crackles: "
                            "its cycles are not judged (edge.pipeline.signal_judgement).",
         ge=0, le=24000)
+    poor_record_fraction: float = setting(
+        POOR_RECORD_FRACTION, "A session with this share of its cycles unjudged (poor quality, "
+                              "clipping, a band-limited channel, noise) is 'poor quality', "
+                              "whatever the rest say.", gt=0, le=1)
     schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    @property
+    def record_fraction(self) -> float:
+        """The share of a session's good cycles that makes its record adventitious."""
+        return self.thresholds.get(RECORD, RECORD_FRACTION)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -23,12 +23,9 @@ from typing import ClassVar, Literal
 
 from edge.loader import Invalid, section, setting, wire
 from edge.pipeline.breathing import breathing_rate
-from edge.pipeline.model import DEFAULT_FINDINGS
+from edge.pipeline.model import DEFAULT_FINDINGS, POOR_RECORD_FRACTION, RECORD_FRACTION
 from edge.pipeline.signal_judgement import Judgement
 from edge.vocabulary import AlertEvent, AlertKind, EndReason, RecordLabel, SessionEnd, Unjudged
-
-RECORD_FRACTION = 0.2  # share of adventitious good cycles that makes a record adventitious
-POOR_RECORD_FRACTION = 0.5  # share of poor cycles that makes a record poor quality
 
 
 @dataclass(frozen=True)
@@ -165,19 +162,19 @@ class SessionEnded:
 TrackerEvent = AlertChanged | SessionEnded
 
 
-def record_label(labels: list[str], good: list[bool],
-                 fraction: float | None = None,
-                 findings: dict[str, tuple[str, ...]] | None = None) -> RecordLabel:
+def record_label(labels: list[str], good: list[bool], fraction: float = RECORD_FRACTION,
+                 findings: dict[str, tuple[str, ...]] | None = None, *,
+                 poor_fraction: float = POOR_RECORD_FRACTION) -> RecordLabel:
     """A recording's label from its cycles' labels and whether each could be judged (the
-    device's signal judgement, `CycleResult.good`): mostly poor cycles (or none) → poor quality;
-    adventitious when `fraction` of the good cycles are (a model's manifest may set it:
-    edge.pipeline.model.RECORD), named CAS, DAS or CAS & DAS by the findings (wheeze, crackle;
-    a label may show both) that make up at least half of that; else normal. The session summary and
-    the record-level evaluation both call this, so the Task 2-1 score is the device's."""
-    fraction = fraction or RECORD_FRACTION
+    device's signal judgement, `CycleResult.good`): `poor_fraction` of them poor (or none) →
+    poor quality; adventitious when `fraction` of the good cycles are, named CAS, DAS or CAS &
+    DAS by the findings (wheeze, crackle; a label may show both) that make up at least half of
+    that; else normal. Both fractions are the model's (its manifest: `Manifest.record_fraction`,
+    `poor_record_fraction`). The session summary and the record-level evaluation both call
+    this, so the Task 2-1 score is the device's."""
     findings = findings or DEFAULT_FINDINGS
     counted = [lab for lab, g in zip(labels, good, strict=True) if g]
-    if not labels or 1 - len(counted) / len(labels) >= POOR_RECORD_FRACTION:
+    if not labels or 1 - len(counted) / len(labels) >= poor_fraction:
         return "poor quality"
     if sum(lab != "normal" for lab in counted) < fraction * len(counted):
         return "normal"
@@ -213,8 +210,9 @@ class Tracker:
     """Turns a noisy stream of per-cycle labels into alerts a clinician can act on (debounced,
     with hysteresis) and sessions with a record-level label; it knows nothing of the wire."""
 
-    def __init__(self, cfg: TrackerConfig, labels: tuple[str, ...],
-                 record_fraction: float | None = None,
+    def __init__(self, cfg: TrackerConfig, labels: tuple[str, ...], *,
+                 record_fraction: float = RECORD_FRACTION,
+                 poor_record_fraction: float = POOR_RECORD_FRACTION,
                  findings: dict[str, tuple[str, ...]] | None = None) -> None:
         """`labels` to `findings`: the model's decisions (its manifest); `cfg`: the
         deployment's alert and session rules. Whether a cycle counts comes with it
@@ -222,6 +220,7 @@ class Tracker:
         self.cfg = cfg
         self.labels = labels
         self.record_fraction = record_fraction
+        self.poor_record_fraction = poor_record_fraction
         self.findings = findings or DEFAULT_FINDINGS
         self.recent: deque[CycleResult] = deque(maxlen=cfg.window_cycles)
         self.alerts: dict[AlertKind, _Alert] = {}
@@ -406,7 +405,8 @@ class Tracker:
             poor_quality_fraction=round(1 - good / n, 3) if n else 0.0,
             cycles_unjudged=dict(sorted(unjudged.items())),
             record_label=record_label([r.label for r in cycles], [r.good for r in cycles],
-                                      self.record_fraction, self.findings),
+                                      self.record_fraction, self.findings,
+                                      poor_fraction=self.poor_record_fraction),
             breathing_rate_per_min=rate, ended_by=ended_by))
         return out
 

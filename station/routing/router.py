@@ -16,8 +16,7 @@ from station import alarms
 from station.routing.page import Page, PagedAlert, PageEvent
 from station.routing.rules import RoutingConfig, Rule
 from station.routing.targets import DeliveryFailed, post_webhook, run_command
-from station.store import Store
-from station.store.deliveries import RoutingTurn
+from station.store.deliveries import Deliveries, RoutingTurn
 from station.store.read_models import Alert
 
 log = logging.getLogger(__name__)
@@ -35,10 +34,11 @@ class Router:
     """Gets each alert to the people the rules name, once, across restarts and workers, and
     escalates what nobody acknowledged: paging is a record in the database, not a side effect."""
 
-    def __init__(self, cfg: RoutingConfig, store: Store, deliver: Send = send) -> None:
+    def __init__(self, cfg: RoutingConfig, deliveries: Deliveries, deliver: Send = send
+                 ) -> None:
         self.cfg = cfg
         self.rules = {r.name: r for r in cfg.rules}
-        self.store = store
+        self.deliveries = deliveries  # its one role in the store
         self.deliver = deliver
         # on a new database, what arrived before this router existed is history, not paged;
         # what arrives from now on is, even before its first pass
@@ -49,7 +49,7 @@ class Router:
         now = time.time() if now is None else now
         if not self.rules:
             return
-        with self.store.deliveries.routing_turn() as turn:
+        with self.deliveries.routing_turn() as turn:
             if turn is None:
                 return  # another worker is routing
             self._route(turn, now)
@@ -116,7 +116,7 @@ class Router:
 
     # -- delivering ---------------------------------------------------------------------------
     def _deliver_due(self, now: float) -> None:
-        claimed = self.store.deliveries.claim_due(now)
+        claimed = self.deliveries.claim_due(now)
         for d in claimed:  # outside any transaction: a slow webhook holds no lock
             rule = self.rules.get(d.rule)
             where = getattr(rule, d.target, None) if rule else None
@@ -139,6 +139,6 @@ class Router:
                 values = {"state": "failed", "why": detail, "done_at": time.time()}
                 log.error("delivery %d (rule %r, %s of %r) failed after %d attempt(s): %s",
                           d.id, d.rule, d.event, d.device_id, attempts, detail)
-            self.store.deliveries.attempted(d.id, attempts, ok, detail, time.time(),
+            self.deliveries.attempted(d.id, attempts, ok, detail, time.time(),
                                             **values)
 

@@ -7,13 +7,12 @@ broker only once it is on disk: a station killed at any moment loses nothing it 
 and a message the broker delivers again is recognised by its (device, epoch, kind, seq) and
 stored once. Every change is appended to `changes`, which the web UI follows.
 
-One module per job: `ingest`, `station_alarms`, `actions` (what people do), `retention`,
-`views` (what the UI reads), `logins`, and `deliveries` (the router's records).
+One module per role: `ingest`, `station_alarms`, `actions` (what people do), `retention`,
+`views` (what the UI reads), `logins`, and `deliveries` (the router's records); a `Store`
+holds one of each on one engine.
 """
 
 from __future__ import annotations
-
-import time
 
 from station.store.actions import Actions
 from station.store.database import connect, migrate
@@ -27,16 +26,19 @@ from station.store.views import Views, needs_attention, rates_by_bucket
 __all__ = ["Refusal", "Store", "needs_attention", "rates_by_bucket"]
 
 
-class Store(Ingest, StationAlarms, Actions, Retention, Views, Logins):
-    """The station's one door to its database: ingest, alarms, people's actions, the UI's
-    reads and the router's deliveries go through it, so what is acknowledged to the broker is
-    what is stored, and every table has one owner."""
+class Store:
+    """The station's one door to its database, as roles: each consumer is handed the one it
+    needs (the ingest worker `intake`, `alarms` and `retention`; the router `deliveries`; the
+    web pages `views`, `actions` and `logins`), so what is acknowledged to the broker is what
+    is stored, and every table has one owner."""
 
     def __init__(self, url: str) -> None:
         self.engine = connect(url)
-        self.last_foreign = 0
         migrate(self.engine)
-        # messages stored before this were checked for gaps (by an earlier run, say; an hour
-        # back is checked again, the table's key keeps each gap once)
-        self._gaps_checked_until = time.time() - 3600
+        self.intake = Ingest(self.engine)
+        self.alarms = StationAlarms(self.engine)
+        self.actions = Actions(self.engine)
+        self.retention = Retention(self.engine)
+        self.views = Views(self.engine)
+        self.logins = Logins(self.engine)
         self.deliveries = Deliveries(self.engine)

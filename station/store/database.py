@@ -15,9 +15,10 @@ from station.schema import Lock, wait_turn
 
 
 class Tables:
-    """What every part of the `Store` works on: one engine, one set of tables."""
+    """What every role of the `Store` works on: one engine, one set of tables."""
 
-    engine: Engine
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
 
 def connect(url: str) -> Engine:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from station import alarms
 from station.schema import (
@@ -48,7 +48,9 @@ class Refusal:
 class Ingest(Tables):
     """What devices said, stored once each; each device's bookkeeping once per batch."""
 
-    last_foreign: int  # messages of the last ingest() refused as another device's data
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.last_foreign = 0  # messages of the last ingest() refused as another device's data
 
     def ingest(self, messages: Iterable[Message], refused: Iterable[Refusal] = (),
                now: float | None = None) -> int:

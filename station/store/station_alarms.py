@@ -4,10 +4,11 @@ the sweep that finds them runs in one worker at a time."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, and_, cast, func, insert, select, update
+from sqlalchemy import BigInteger, Connection, Engine, and_, cast, func, insert, select, update
 
 from edge.vocabulary import StationKind
 from station import alarms
@@ -25,8 +26,11 @@ HEARTBEATS_MISSED = 2.5
 class StationAlarms(Tables):
     """The sweep: time- and state-driven alarms, each device checked once per pass."""
 
-    # messages stored before this were checked for gaps
-    _gaps_checked_until: float
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        # messages stored before this were checked for gaps (by an earlier run, say; an hour
+        # back is checked again, the table's key keeps each gap once)
+        self._gaps_checked_until = time.time() - 3600
 
     def sweep(self, now: float, offline_after_s: float, spool_backlog: int) -> None:
         """Time- and state-driven station alarms: silent devices, spool backlogs, and the gaps

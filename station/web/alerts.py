@@ -68,7 +68,7 @@ def safe_back(form: Any, default: str) -> str:
 
 def routes(site: Site) -> list[Route]:
     async def inbox_context(request: Request) -> dict[str, Any]:
-        inbox = await run_in_threadpool(site.store.inbox)
+        inbox = await run_in_threadpool(site.store.views.inbox)
         return {"inbox": choose(inbox, request.query_params, time.time()),
                 "query": request.url.query}
 
@@ -79,11 +79,11 @@ def routes(site: Site) -> list[Route]:
         return site.render(request, "_alerts.html", await inbox_context(request))
 
     async def alert_context(alert_id: str) -> dict[str, Any] | None:
-        alert = await run_in_threadpool(site.store.alert, alert_id)
+        alert = await run_in_threadpool(site.store.views.alert, alert_id)
         if alert is None:
             return None
-        heard = await run_in_threadpool(lambda: site.store.clips_of(alert_id=alert_id))
-        stats = await run_in_threadpool(site.store.device_stats, alert.device_id)
+        heard = await run_in_threadpool(lambda: site.store.views.clips_of(alert_id=alert_id))
+        stats = await run_in_threadpool(site.store.views.device_stats, alert.device_id)
         return {"alert": alert, "clips": heard, "no_clip": no_clip_reason(alert, stats)}
 
     def one(template: str) -> Any:
@@ -100,7 +100,8 @@ def routes(site: Site) -> list[Route]:
             if user is None:
                 raise Forbidden(f"log in to {name} an alert: who did it is recorded")
             note = str(form.get("note", ""))[:NOTE_MAX]
-            do = site.store.acknowledge if name == "acknowledge" else site.store.resolve
+            actions = site.store.actions
+            do = actions.acknowledge if name == "acknowledge" else actions.resolve
             if not await run_in_threadpool(do, request.path_params["alert_id"], user, note):
                 return site.render(request, "missing.html", {"what": "that alert"}, 404)
             return RedirectResponse(safe_back(form, "/alerts"), 303)
@@ -113,7 +114,7 @@ def routes(site: Site) -> list[Route]:
         if user is None:
             raise Forbidden("log in to acknowledge alarms: who did it is recorded")
         ids = [str(i) for i in form.getlist("alert_id")][:1000]
-        await run_in_threadpool(site.store.acknowledge_technical, ids, user,
+        await run_in_threadpool(site.store.actions.acknowledge_technical, ids, user,
                                 "acknowledged with every technical alarm on the ward")
         return RedirectResponse(safe_back(form, "/ward"), 303)
 

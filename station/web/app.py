@@ -105,7 +105,7 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
         bare 500 when PostgreSQL was down)."""
         problems = [p for p in (site.liveness.problem(), site.liveness.troubles()) if p]
         try:
-            await run_in_threadpool(site.store.latest_change)
+            await run_in_threadpool(site.store.views.latest_change)
         except Exception as exc:
             why = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
             problems.append(f"database unreachable: {why}")
@@ -138,7 +138,7 @@ def create_app(cfg: StationConfig, store: Store, liveness: Liveness | None = Non
         page was being made was in neither the page nor its updates, and the ward could miss a
         device for good (a browser test caught it under load)."""
         if not request.url.path.startswith(("/static/", "/events", "/healthz")):
-            request.state.since = await run_in_threadpool(site.store.latest_change)
+            request.state.since = await run_in_threadpool(site.store.views.latest_change)
         return await call_next(request)
 
     middleware = [

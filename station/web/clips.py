@@ -48,14 +48,14 @@ def spectrogram(encoding: str, rate: int, audio: bytes, label: str) -> bytes:
 
 def routes(site: Site) -> list[Route]:
     async def audio(request: Request) -> Response:
-        clip = await run_in_threadpool(site.store.clip_audio, request.path_params["clip_id"])
+        clip = await run_in_threadpool(site.store.views.clip_audio, request.path_params["clip_id"])
         if clip is None:
             return Response(status_code=404)
         return Response(clip[2], media_type=MEDIA[clip[0]],
                         headers={"Cache-Control": "private, max-age=86400"})
 
     async def picture(request: Request) -> Response:
-        clip = await run_in_threadpool(site.store.clip_audio, request.path_params["clip_id"])
+        clip = await run_in_threadpool(site.store.views.clip_audio, request.path_params["clip_id"])
         if clip is None:
             return Response(status_code=404)
         png = await run_in_threadpool(spectrogram, *clip)
@@ -69,7 +69,7 @@ def routes(site: Site) -> list[Route]:
         said = str(form.get("verdict", ""))
         if said not in VERDICTS:
             raise Forbidden(f"a verdict is one of {', '.join(VERDICTS)}")
-        if not await run_in_threadpool(site.store.record_verdict,
+        if not await run_in_threadpool(site.store.actions.record_verdict,
                                        request.path_params["clip_id"], said, user, time.time()):
             return site.render(request, "missing.html", {"what": "that clip"}, 404)
         back = str(form.get("back", "/alerts"))

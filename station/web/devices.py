@@ -20,14 +20,14 @@ MINUTES, HOURS = 15, 24
 def routes(site: Site) -> list[Route]:
     async def context(device_id: str) -> dict[str, Any] | None:
         now = time.time()
-        data = await run_in_threadpool(site.store.device, device_id, now, MINUTES, HOURS)
+        data = await run_in_threadpool(site.store.views.device, device_id, now, MINUTES, HOURS)
         if data is None:
             return None
         labels = tuple(sorted({c.label for c in data.timeline} | {
             "normal", "crackle", "wheeze", "both"}))
-        heard = await run_in_threadpool(lambda: site.store.clips_of(device_id=device_id,
+        heard = await run_in_threadpool(lambda: site.store.views.clips_of(device_id=device_id,
                                                                     limit=5))
-        judged = await run_in_threadpool(site.store.verdict_counts, device_id, now - WEEK_S)
+        judged = await run_in_threadpool(site.store.views.verdict_counts, device_id, now - WEEK_S)
         return {
             "device": data.device, "sessions": data.sessions, "alerts": data.alerts,
             "clips": heard, "judged": trust(judged), "no_clip": "",
@@ -56,10 +56,10 @@ def routes(site: Site) -> list[Route]:
         if user is None:
             raise Forbidden("log in to change a device's label")
         device_id = request.path_params["device_id"]
-        await run_in_threadpool(site.store.set_label, device_id, str(form.get("label", "")),
+        await run_in_threadpool(site.store.actions.set_label, device_id, str(form.get("label", "")),
                                 user)
         if "stethoscope" in form:
-            await run_in_threadpool(site.store.set_stethoscope, device_id,
+            await run_in_threadpool(site.store.actions.set_stethoscope, device_id,
                                     str(form.get("stethoscope", "")), user)
         return RedirectResponse(f"/devices/{quote_path(device_id)}", 303)
 

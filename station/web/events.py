@@ -27,7 +27,7 @@ def routes(site: Site) -> list[Route]:
         async def changes() -> AsyncIterator[dict[str, str]]:
             since = request.query_params.get("since", "")
             last = int(since) if since.isdigit() else \
-                await run_in_threadpool(site.store.latest_change)
+                await run_in_threadpool(site.store.views.latest_change)
             told = ""
             checked = time.monotonic()
             while not await request.is_disconnected():
@@ -40,7 +40,7 @@ def routes(site: Site) -> list[Route]:
                 if problem != told:  # a worker of this station stopped: every page says so
                     told = problem
                     yield {"event": "health", "data": json.dumps({"problem": problem})}
-                new = await run_in_threadpool(site.store.changes_since, last)
+                new = await run_in_threadpool(site.store.views.changes_since, last)
                 if new:
                     last = new[-1].id
                     yield {"event": "change", "data": json.dumps(

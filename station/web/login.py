@@ -36,7 +36,7 @@ def routes(site: Site) -> list[Route]:
                                {"error": "unknown name or wrong password"}, 401)
         site.throttle.succeeded(name, address)
         request.session.clear()
-        request.session["login"] = await run_in_threadpool(site.store.login, user.name, now)
+        request.session["login"] = await run_in_threadpool(site.store.logins.login, user.name, now)
         target = str(request.query_params.get("next", "/ward"))
         return RedirectResponse(target if target.startswith("/") and not target.startswith(
             "//") else "/ward", 303)
@@ -45,7 +45,7 @@ def routes(site: Site) -> list[Route]:
         await site.check_form(request)
         token = request.session.get("login")
         if token:
-            await run_in_threadpool(site.store.logout, str(token), time.time())
+            await run_in_threadpool(site.store.logins.logout, str(token), time.time())
         request.session.clear()
         return RedirectResponse("/ward", 303)
 

@@ -57,7 +57,7 @@ class Site:
         token = request.session.get("login")
         if web.auth != "users" or not token:
             return None
-        return self.store.logged_in(str(token), time.time(), web.session_idle_min * 60,
+        return self.store.logins.logged_in(str(token), time.time(), web.session_idle_min * 60,
                                     web.session_max_h * 3600)
 
     def render(self, request: Request, name: str, context: dict[str, Any],
@@ -75,7 +75,7 @@ class Site:
             "csrf": auth.csrf_token(request.session), "failed_deliveries": failed,
             "station_problem": self.liveness.problem(),
             "station_troubles": self.liveness.troubles(), "since": since,
-            "alarm_state": self.store.unseen_alarms() if readable else None, **context},
+            "alarm_state": self.store.views.unseen_alarms() if readable else None, **context},
             status_code=status)
 
     async def check_form(self, request: Request) -> tuple[Any, str | None]:

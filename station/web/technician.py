@@ -46,9 +46,9 @@ def alarm_reason(a: Alert) -> str:
 
 def routes(site: Site) -> list[Route]:
     def read(now: float) -> dict[str, Any]:
-        tiles = ward.by_urgency(site.store.overview(now))
-        return {"refused": site.store.refused(100), "counts": site.store.counts(),
-                "gaps": site.store.recent_gaps(now - DAY_S),
+        tiles = ward.by_urgency(site.store.views.overview(now))
+        return {"refused": site.store.views.refused(100), "counts": site.store.views.counts(),
+                "gaps": site.store.views.recent_gaps(now - DAY_S),
                 "attention": needs_technician(tiles),
                 "epochs": [t for t in tiles if t.epoch_since
                            and t.epoch_since >= now - DAY_S

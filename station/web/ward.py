@@ -18,7 +18,7 @@ from station.web.site import Site
 def routes(site: Site) -> list[Route]:
     async def context() -> dict[str, Any]:
         now = time.time()
-        tiles = ward.by_urgency(await run_in_threadpool(site.store.overview, now))
+        tiles = ward.by_urgency(await run_in_threadpool(site.store.views.overview, now))
         return {"tiles": tiles, "summary": ward.summary(tiles), "now": now,
                 "rank": ward.rank, "QUIET": ward.QUIET}
 
