@@ -39,7 +39,7 @@ class Event:
 SPRSOUND_DEVICE = "Yunting II"
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Recording:
     audio: Path
     patient: str
@@ -83,8 +83,8 @@ def iter_icbhi(folder: str | Path) -> Iterator[Recording]:
     The patient is the first field of NAME, the stethoscope the fifth (when there is one)."""
     for t in _annotation_files(Path(folder), ".txt", "ICBHI"):
         fields = t.stem.split("_")
-        yield Recording(_audio_beside(t), fields[0], read_icbhi_txt(t), "",
-                        fields[4] if len(fields) > 4 else "")
+        yield Recording(audio=_audio_beside(t), patient=fields[0], events=read_icbhi_txt(t),
+                        record_label="", device=fields[4] if len(fields) > 4 else "")
 
 
 def iter_annotated(folder: str | Path) -> Iterator[Recording]:
@@ -127,4 +127,5 @@ def iter_sprsound(folder: str | Path) -> Iterator[Recording]:
     The patient is the first field of NAME."""
     for j in _annotation_files(Path(folder), ".json", "SPRSound"):
         record, events = read_sprsound_json(j)
-        yield Recording(_audio_beside(j), j.stem.split("_")[0], events, record, SPRSOUND_DEVICE)
+        yield Recording(audio=_audio_beside(j), patient=j.stem.split("_")[0], events=events,
+                        record_label=record, device=SPRSOUND_DEVICE)

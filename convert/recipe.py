@@ -22,7 +22,7 @@ WINDOW_SAMPLES = 8192
 Counted = Literal["both", "icbhi"]
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Recipe:
     frontend: FrontendParams = field(default_factory=FrontendParams)
     # network

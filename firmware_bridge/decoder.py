@@ -41,7 +41,7 @@ class TimedAudio:
     gap_reason: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LinkStats:
     bytes: int = 0
     frames: int = 0

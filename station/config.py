@@ -96,7 +96,7 @@ class User:
                                            "match it; make one with that command")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class WebConfig:
     host: str = setting("127.0.0.1", "Address the web UI listens on. Anything but the loopback "
                                      "needs auth: users or proxy.")
@@ -181,7 +181,7 @@ class AlarmConfig:
                                        "a spool backlog alarm.", ge=1)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class StationConfig:
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "Log verbosity.")
     mqtt: StationMqttConfig = section(StationMqttConfig, "The broker the devices publish to.")

@@ -23,7 +23,7 @@ class TlsConfig:
             raise Invalid("key_file", "cert_file and key_file go together")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class BrokerConfig:
     """How to reach the MQTT broker: the device's settings, and the station's."""
 
@@ -83,7 +83,7 @@ class SpoolConfig:
                                            "recent, s (stats count them all).", gt=0)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class ClipsConfig:
     enabled: bool = setting(False, "Publish the audio of the cycle that opens or updates a "
                                    "wheeze or crackle alert (topic PREFIX/DEVICE/clip).")

@@ -25,7 +25,7 @@ class FrontendParamsError(ValueError):
     """Frontend parameters (e.g. from a model manifest) that cannot describe a frontend."""
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class FrontendParams:
     sample_rate: int = 4000
     n_fft: int = 256

@@ -33,7 +33,7 @@ from edge.dsp.filters import StreamingSos, bandpass_sos
 from edge.loader import Invalid, setting
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class SegmenterConfig:
     """Breathing-cycle segmentation; defaults were tuned on SPRSound train (bench/)."""
 

@@ -35,7 +35,7 @@ class CycleFeatures:
         return self.end_s - self.start_s
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PathStats:
     audio_s: float = 0.0
     cycles: int = 0

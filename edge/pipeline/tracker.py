@@ -42,7 +42,7 @@ class AlertRule:
             raise Invalid("off_fraction", "must be below on_fraction (hysteresis)")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class TrackerConfig:
     # A second filter on what the model decided: with the manifest's adventitious threshold
     # (0.46), 4 of the shipped samples' 20 abnormal cycles had confidence < 0.5 and could

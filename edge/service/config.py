@@ -44,7 +44,7 @@ class ModelConfig:
                                             "stethoscope; null: the model's own statistics.")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Config:
     """The deployment: where audio comes from and results go, and the alert rules a ward
     chose. What decides a cycle and its label is the model's (its manifest), not here."""

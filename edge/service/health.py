@@ -32,7 +32,7 @@ ALLOWED = {State.STARTING: {State.ONLINE, State.DEGRADED, State.STOPPING},
 BROKER_UNREACHABLE = "broker unreachable"
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Observation:
     source_error: str = ""  # the audio source failed: why
     no_audio: bool = False  # the no_audio alert is open

@@ -38,7 +38,7 @@ class PyAudioSourceConfig:
                                                 "lost device, s.", gt=0, le=3600)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class SerialSourceConfig:
     port: str | None = setting(None, "Serial device of the stethoscope, e.g. "
                                      "/dev/serial/by-id/usb-…; required for type: serial.")
@@ -54,7 +54,7 @@ class SerialSourceConfig:
                                                 "unplugged stethoscope, s.", gt=0, le=3600)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class SourceConfig:
     type: Literal["file", "stdin", "pyaudio", "serial"] = setting(
         "pyaudio", "Where audio comes from.")

@@ -11,7 +11,7 @@ from station.store.read_models import Alert
 EVENTS = ("new", "update", "end")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Rule:
     name: str = setting("", "What the rule is for, as the delivery record names it.")
     category: Literal["clinical", "technical", "any"] = setting(
