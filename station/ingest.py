@@ -135,10 +135,10 @@ class Ingest:
                 if batch:
                     self.handle(batch)
                 sweep.run(lambda: self.store.alarms.sweep(time.time(), a.offline_after_s,
-                                                   a.spool_backlog))
-                purge.run(lambda: self.store.retention.purge(time.time(), d.retention_days,
-                                                   d.alert_retention_days,
-                                                   d.clip_retention_days))
+                                                          a.spool_backlog))
+                purge.run(lambda: self.store.retention.purge(
+                    time.time(), d.retention_days, d.alert_retention_days,
+                    d.clip_retention_days))
         finally:
             self.client.loop_stop()
             self.client.disconnect()

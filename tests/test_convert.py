@@ -244,7 +244,7 @@ def test_fit_returns_the_moving_average() -> None:
     from convert.recipe import Recipe
 
     rng = np.random.default_rng(0)
-    recipe = Recipe(FrontendParams(n_fft=64, hop_length=32, n_mels=8), filters=(4,),
+    recipe = Recipe(frontend=FrontendParams(n_fft=64, hop_length=32, n_mels=8), filters=(4,),
                     lstm_units=4, epochs=3, mixup=0.0, ema=0.9)
     y = np.arange(128) % 4
     x = rng.normal(size=(128, 16, 8)).astype(np.float32) + y[:, None, None] * 0.5
@@ -284,7 +284,7 @@ def test_trainer_features_and_windows_equal_the_device_ones(sample_wavs: list[Pa
     from convert.fit import windows
     from convert.recipe import Recipe
 
-    recipe = Recipe(FrontendParams(band_norm=band_norm, band_norm_s=3.0))  # type: ignore
+    recipe = Recipe(frontend=FrontendParams(band_norm=band_norm, band_norm_s=3.0))  # type: ignore
     params = recipe.frontend
     src = FileSource(sample_wavs[1], block_ms=37)  # odd blocks: the streaming path
     device = list(run_signal_path(src.blocks(), src.sample_rate, params, SegmenterConfig()))

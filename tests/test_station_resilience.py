@@ -123,8 +123,9 @@ def test_devices_whose_ids_share_a_long_prefix_go_silent_together(database_url: 
     now = time.time()
     store.intake.ingest([parse(f"lungedge/{stem}{i}/status", status_message(f"{stem}{i}", 0),
                         "lungedge") for i in range(3)], now=now)
-    store.alarms.sweep(now + 600, offline_after_s=60, spool_backlog=10**6)
-    store.alarms.sweep(now + 700, offline_after_s=60, spool_backlog=10**6)
+    silent = 3600 * 2.5 + 1  # their statuses say a heartbeat of an hour: 2.5 of them missed
+    store.alarms.sweep(now + silent, offline_after_s=60, spool_backlog=10**6)
+    store.alarms.sweep(now + silent + 100, offline_after_s=60, spool_backlog=10**6)
     with store.engine.connect() as conn:
         kinds = conn.execute(select(alerts.c.device_id).where(alerts.c.kind == "offline")).all()
     assert sorted(d for (d,) in kinds) == [f"{stem}{i}" for i in range(3)]
@@ -226,9 +227,10 @@ def test_a_worker_that_dies_anyway_is_said_everywhere_and_restarts_the_station(
     from station.config import load
 
     def broken(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("injected: a bug in the sweep")
+        raise RuntimeError("injected: a bug in ingest's loop")
 
-    monkeypatch.setattr(Store, "sweep", broken)
+    # (the periodic jobs are guarded: a failing sweep is a trouble, not a death)
+    monkeypatch.setattr(Ingest, "_batch", broken)
     port = _free_port()
     cfg = load(station_yaml(tmp_path, broker.port, f"sqlite:///{tmp_path / 'st.db'}"))
     cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, port=port))
@@ -248,7 +250,7 @@ def test_a_worker_that_dies_anyway_is_said_everywhere_and_restarts_the_station(
 
     wait(lambda: health()[0] == 503, 20, "healthz fails")
     text = health()[1]
-    assert "ingest stopped: RuntimeError: injected: a bug in the sweep" in text
+    assert "ingest stopped: RuntimeError: injected: a bug in ingest's loop" in text
     with urllib.request.urlopen(base + "/ward", timeout=5) as r:
         page = r.read().decode()
     assert "This station is not monitoring: ingest stopped" in page

@@ -286,6 +286,8 @@ def test_analyse_a_recording(station: dict[str, Any], page: Any) -> None:
     page.wait_for_selector("img.plot", timeout=60000)
     assert page.locator("table tbody tr").count() > 5
     assert "Session 1" in page.content()
+    # the device's own breathing rate, in the words `lungedge classify` uses
+    assert "of the audio; breathing " in page.content() and "/min." in page.content()
     shot(page, station, "analyse")
     page.goto(station["base"] + "/analyse")
     bad = station["tmp"] / "notes.txt"

@@ -300,7 +300,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
                               "manifest.json and its .tflite files), or --segments-only")
         try:
             runner = ModelRunner(model_path, cfg.model.num_threads,
-                                 args.calibration or cfg.model.calibration)
+                                 args.calibration or cfg.model.calibration,
+                                 trusted_keys=cfg.model.trusted_keys)
         except ModelError as exc:
             print(f"lungedge: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

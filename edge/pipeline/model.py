@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from edge.loader import ValidationError, build, complete, setting
 from edge.native import quiet_stderr
 from edge.pipeline.calibration import Calibration, CalibrationError
 from edge.pipeline.calibration import load as load_calibration
+from edge.pipeline.signature import SignatureRefused, Signed, verify_package
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +253,14 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def signed_by(package: Path, trusted_keys: Sequence[str]) -> Signed:
+    """The package's signature by one of the trusted keys, or a ModelError saying why not."""
+    try:
+        return verify_package(package, trusted_keys)
+    except SignatureRefused as exc:
+        raise ModelError(str(exc)) from None
+
+
 def load_manifest(package: Path) -> Manifest:
     path = package / "manifest.json"
     try:
@@ -431,8 +441,12 @@ class ModelRunner(Classifier):
     station turn features into a label."""
 
     def __init__(self, package: str | Path, num_threads: int = 1,
-                 calibration: str | Path | None = None) -> None:
+                 calibration: str | Path | None = None, *,
+                 trusted_keys: Sequence[str] = ()) -> None:
+        """With `trusted_keys`, the package must carry a signature by one of them over exactly
+        its files (edge.pipeline.signature), checked before anything in it is read."""
         package = Path(package)
+        self.signed_by = signed_by(package, trusted_keys) if trusted_keys else None
         super().__init__(load_manifest(package))
         self.members = [LoadedMember(package, member, num_threads)
                         for member in self.manifest.members]
@@ -443,9 +457,10 @@ class ModelRunner(Classifier):
             log.warning("model %s %s expects its stethoscope's calibration (`lungedge "
                         "calibrate`, then model.calibration in the config); until then it uses "
                         "the statistics of its training stethoscopes pooled", m.name, m.version)
-        log.info("model %s %s (%d member(s)) on %s (%d thread(s))%s", m.name, m.version,
+        log.info("model %s %s (%d member(s)) on %s (%d thread(s))%s%s", m.name, m.version,
                  len(self.members), self.runtime, num_threads,
-                 f", calibrated for {self.calibration.stethoscope}" if self.calibration else "")
+                 f", calibrated for {self.calibration.stethoscope}" if self.calibration else "",
+                 f", signed by key {self.signed_by.key_id}" if self.signed_by else "")
 
     def _calibrate(self, path: Path) -> Calibration:
         """The stethoscope's statistics replace the manifest's normalisation."""

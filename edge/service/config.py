@@ -42,6 +42,19 @@ class ModelConfig:
     calibration: str | None = setting(None, "This stethoscope's calibration (`lungedge "
                                             "calibrate`), for a model trained with normalise: "
                                             "stethoscope; null: the model's own statistics.")
+    trusted_keys: list[str] = setting([], "Public keys ('ed25519:…', from `python -m "
+                                          "convert.sign new-key`) a model package must be "
+                                          "signed with; a package not signed by one, or "
+                                          "changed since, is refused. Empty: not checked.")
+
+    def validate(self) -> None:
+        from edge.pipeline.signature import SignatureRefused, key_id
+
+        for i, key in enumerate(self.trusted_keys):
+            try:
+                key_id(key)
+            except SignatureRefused as exc:
+                raise Invalid(f"trusted_keys[{i}]", str(exc).split(": ", 1)[1]) from None
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -59,7 +59,11 @@ class Daemon:
                               "installation", key_path="model.path")
         self.cfg = cfg
         self.config_path = config_path
-        self.runner = ModelRunner(path, cfg.model.num_threads, cfg.model.calibration)
+        self.runner = ModelRunner(path, cfg.model.num_threads, cfg.model.calibration,
+                                  trusted_keys=cfg.model.trusted_keys)
+        if not cfg.model.trusted_keys:
+            log.info("the model package's signature is not checked (model.trusted_keys is "
+                     "empty): any package at model.path runs")
         m = self.runner.manifest
         self.model = ModelRef(m.name, m.version)
         ha = cfg.homeassistant

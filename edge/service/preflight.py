@@ -23,7 +23,7 @@ from edge.service.config import Config
 
 
 def problems(cfg: Config) -> list[Problem]:
-    from edge.pipeline.model import ModelError, load_manifest, shipped_model
+    from edge.pipeline.model import ModelError, load_manifest, shipped_model, signed_by
 
     out: list[Problem] = []
     model = cfg.model.path or shipped_model()
@@ -32,6 +32,8 @@ def problems(cfg: Config) -> list[Problem]:
                                          "give the folder of a model package", fatal=True))
     else:
         try:
+            if cfg.model.trusted_keys:
+                signed_by(Path(model), cfg.model.trusted_keys)
             load_manifest(Path(model))
         except ModelError as exc:
             out.append(Problem("model.path", str(exc), fatal=True))
