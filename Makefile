@@ -66,6 +66,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/segmentation.py
 	$(BIN)/python bench/daemon_latency.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/station_ingest.py
 	$(BIN)/python bench/station_load.py --ui
 
 ## A day of audio through the daemon's path: RSS and CPU over time (hours; run it by hand).
