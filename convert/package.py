@@ -30,10 +30,12 @@ from edge.pipeline.model import (
     RECORD_FRACTION,
     Classifier,
     Manifest,
+    ModelRunner,
     TensorSpec,
     WindowSpec,
     sha256_of,
 )
+from edge.pipeline.self_test import SELFTEST_FILE, write_golden
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,11 +207,13 @@ def write_package(out: Path, tflite: bytes | Sequence[bytes], *, name: str, vers
                   labels: tuple[str, ...], frontend: FrontendParams, window: WindowSpec,
                   mean: np.ndarray, std: np.ndarray, training: dict[str, Any],
                   metrics: dict[str, Any], decisions: Decisions,
-                  normalise: Literal["global", "stethoscope"] = "global") -> Manifest:
+                  normalise: Literal["global", "stethoscope"] = "global",
+                  golden: np.ndarray | None = None) -> Manifest:
     """Writes the members' .tflite files (one model, or several the device averages) and a
     manifest whose tensor specs are read back from them, with the decisions and how they were
     made (training["decisions"]); a .tflite left from an earlier package in OUT is removed,
-    so the folder holds exactly what the manifest lists."""
+    so the folder holds exactly what the manifest lists. `golden`: normalised windows the
+    package ships with what it makes of them, for the device's self-test before it runs it."""
     from edge.pipeline.model import Member, _interpreter_class
 
     models = [tflite] if isinstance(tflite, bytes) else list(tflite)
@@ -243,6 +247,9 @@ def write_package(out: Path, tflite: bytes | Sequence[bytes], *, name: str, vers
                         schema_version=MANIFEST_SCHEMA_VERSION)
     manifest.check_consistent(str(out / "manifest.json"))
     (out / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    (out / SELFTEST_FILE).unlink(missing_ok=True)
+    if golden is not None:
+        write_golden(out, ModelRunner(out), golden)
     return manifest
 
 

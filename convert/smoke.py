@@ -43,7 +43,8 @@ def build(out: Path, seed: int = 0, members: int = 1) -> None:
                   training={"data": "models/samples (3 SPRSound test_inter recordings)",
                             "epochs": 1, "seeds": list(range(seed, seed + members)),
                             "purpose": "tests only; not a classifier"},
-                  metrics={}, decisions=Decisions.carried_over("the tests' smoke package"))
+                  metrics={}, decisions=Decisions.carried_over("the tests' smoke package"),
+                  golden=x[:8])
     print(f"wrote {out}: {members} member(s), manifest.json ({len(x)} windows, "
           f"{np.bincount(y, minlength=4).tolist()} per label)")
 

@@ -179,6 +179,9 @@ def representative(train: Windows, n: int) -> np.ndarray:
     return (train.x[pick] - train.mean) / train.std
 
 
+GOLDEN_WINDOWS = 16  # shipped for the device's self-test
+
+
 def package(models: dict[int, Any], recipe: Recipe, train: Windows, decisions: Decisions,
             provenance: dict[str, Any], args: argparse.Namespace, log: Any) -> dict[str, Any]:
     """Each member converted to int8 on its own (calibrated on real training windows), the
@@ -195,7 +198,7 @@ def package(models: dict[int, Any], recipe: Recipe, train: Windows, decisions: D
     write_package(args.out, tflites, name="lungedge-cnnlstm", version=args.version,
                   labels=LABELS, frontend=recipe.frontend, window=recipe.window,
                   mean=mean, std=std, decisions=decisions, metrics={},
-                  normalise=recipe.normalise,
+                  normalise=recipe.normalise, golden=check_x[:GOLDEN_WINDOWS],
                   training=provenance | {
                       "members": dict(zip(member_files(len(seeds)), seeds, strict=True)),
                       "calibration_windows": len(rep), "min_agreement": args.min_agreement,

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from edge.delivery.publisher import Delivery, envelope
-from edge.delivery.wire import Body, body_dict, kind_of, schema
+from edge.delivery.wire import Body, ModelRef, body_dict, kind_of, schema
 from edge.service.config import parse_config
 from edge.service.daemon import Daemon
 from edge.vocabulary import DeviceState
@@ -29,6 +29,7 @@ class MemoryPublisher:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.statuses: list[tuple[str, list[str]]] = []
         self.retained: dict[str, bytes] = {}
+        self.models: list[ModelRef] = []
         self._seq: Counter[str] = Counter()
 
     def start(self) -> None:
@@ -45,6 +46,9 @@ class MemoryPublisher:
 
     def set_status(self, state: DeviceState, reasons: list[str]) -> None:
         self.statuses.append((state, reasons))
+
+    def set_model(self, model: ModelRef) -> None:
+        self.models.append(model)
 
     def retain(self, topic: str, payload: bytes) -> None:
         self.retained[topic] = payload

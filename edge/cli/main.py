@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.cli import model as model_cli
 from edge.dsp.frontend import FrontendParams
 from edge.loader import ConfigError, yaml_lines
 from edge.pipeline.plot import PlotError
@@ -135,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--until-offline", action="store_true",
                    help="exit when a device publishes status offline")
     m.set_defaults(func=cmd_monitor)
+    model_cli.add_parser(sub)
     for command in entry_points(group="lungedge.commands"):  # e.g. `station`, when installed
         command.load()(sub)
     return p

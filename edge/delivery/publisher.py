@@ -77,6 +77,11 @@ class Publisher(Protocol):
 
     def set_status(self, state: DeviceState, reasons: list[str]) -> None: ...
 
+    def set_model(self, model: ModelRef) -> None:
+        """The model the device now classifies with (a package swapped in): said in the status
+        at once, and in every message after."""
+        ...
+
     def retain(self, topic: str, payload: bytes) -> None:
         """Keeps `payload` as the retained latest value of `topic` (sent now if connected, and
         on every connection)."""
@@ -203,6 +208,12 @@ class MqttPublisher:
         if (state, reasons) == self._status:
             return
         self._status = (state, list(reasons))
+        client = self._client
+        if client is not None and self._connected.is_set():
+            self._publish_status(client)
+
+    def set_model(self, model: ModelRef) -> None:
+        self.model = model
         client = self._client
         if client is not None and self._connected.is_set():
             self._publish_status(client)

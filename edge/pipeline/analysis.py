@@ -86,6 +86,26 @@ class Analysis:
     def stats(self) -> PathStats:
         return self.path.stats
 
+    def swap(self, runner: Classifier) -> str | None:
+        """The next cycle is classified by `runner`, with its decisions, keeping the stream,
+        its open alerts and its session: possible when the new model hears the same cycles
+        the same way (frontend, segmenter, labels, findings). Else the reason it is not."""
+        old, new = self.runner.manifest if self.runner else None, runner.manifest
+        if old is None or self.tracker is None or self.judge is None:
+            return "this analysis only segments"
+        differs = [what for what, a, b in (
+            ("frontend", old.frontend, new.frontend), ("segmenter", old.segmenter, new.segmenter),
+            ("labels", old.labels, new.labels), ("findings", old.findings, new.findings))
+            if a != b]
+        if differs:
+            return f"the new model's {', '.join(differs)} differ from the running one's"
+        self.runner = runner
+        self.tracker.record_fraction = new.record_fraction
+        self.tracker.poor_record_fraction = new.poor_record_fraction
+        self.judge.poor_quality_below = new.poor_quality_below
+        self.judge.min_upper_edge_hz = new.min_upper_edge_hz
+        return None
+
     def process(self, block: AudioBlock) -> list[Event]:
         self.clock.anchor(block.start_s, block.wall_time)
         if self.judge is not None:

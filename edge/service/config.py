@@ -36,8 +36,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/lungedge/lungedge.yaml")
 @dataclass(frozen=True)
 class ModelConfig:
     path: str | None = setting(None, "Model package folder (manifest.json + its .tflite files); "
-                                     "null: the model that ships with lungedge (in its "
-                                     "source tree, or where install.sh put it).")
+                                     "null: the store's current package (`lungedge model "
+                                     "install`), else the model that ships with lungedge (in "
+                                     "its source tree, or where install.sh put it).")
     num_threads: int = setting(1, "Interpreter threads.", ge=1, le=8)
     calibration: str | None = setting(None, "This stethoscope's calibration (`lungedge "
                                             "calibrate`), for a model trained with normalise: "
@@ -46,6 +47,18 @@ class ModelConfig:
                                           "convert.sign new-key`) a model package must be "
                                           "signed with; a package not signed by one, or "
                                           "changed since, is refused. Empty: not checked.")
+
+    store: str = setting("/var/lib/lungedge/models", "Where `lungedge model install` keeps "
+                                                     "the packages it installed; with path "
+                                                     "null the daemon runs the store's current "
+                                                     "one, else the shipped model.")
+    max_window_ms: float = setting(50.0, "A package whose self-test takes longer than this "
+                                         "per window on this device is not installed, ms.",
+                                   gt=0)
+    watch_s: float = setting(600.0, "A newly installed package runs on trial this long: a "
+                                    "restart of the daemon or blocks dropped because "
+                                    "processing fell behind meanwhile send the device back to "
+                                    "the previous package, s.", ge=0)
 
     def validate(self) -> None:
         from edge.pipeline.signature import SignatureRefused, key_id

@@ -30,11 +30,13 @@ from edge.delivery.publisher import Publisher, open_publisher
 from edge.delivery.wire import ModelRef
 from edge.loader import ConfigError
 from edge.pipeline.analysis import Analysis, ClassifiedCycle, Event
-from edge.pipeline.model import ModelRunner, shipped_model
+from edge.pipeline.model import ModelError, ModelRunner
+from edge.pipeline.self_test import self_test
 from edge.pipeline.tracker import AlertChanged, SessionEnded
 from edge.service import logs
 from edge.service.config import Config, load_config
 from edge.service.health import Change, Health, Observation
+from edge.service.model_store import ModelStore, package_to_run
 from edge.service.stats import DaemonStats
 from edge.service.systemd import Notifier
 from edge.sources import open_source
@@ -52,13 +54,20 @@ class Daemon:
     def __init__(self, cfg: Config, config_path: Path | None = None,
                  publisher: Publisher | None = None) -> None:
         """`publisher`: delivery (default: MQTT through the spool); tests give their own."""
-        path = cfg.model.path or shipped_model()
+        # model.path pins a package; else the store's current one (on trial after an install),
+        # else the one that ships
+        self.store = ModelStore(Path(cfg.model.store)) if cfg.model.path is None else None
+        if self.store is not None and (why := self.store.run_begins()):
+            self.store.rollback(why)
+        path = package_to_run(cfg.model.path, ModelStore(Path(cfg.model.store)))
         if path is None:
             raise ConfigError("no model package: give model.path (the folder of a package: "
                               "manifest.json + its .tflite files); none ships beside this "
                               "installation", key_path="model.path")
         self.cfg = cfg
         self.config_path = config_path
+        self.config_text = config_path.read_text() if config_path else None
+        self.package = Path(path)
         self.runner = ModelRunner(path, cfg.model.num_threads, cfg.model.calibration,
                                   trusted_keys=cfg.model.trusted_keys)
         if not cfg.model.trusted_keys:
@@ -84,6 +93,7 @@ class Daemon:
         self.source_error = ""
         self._reexec = False
         self.capture: threading.Thread | None = None
+        self._trial_dropped = 0  # capture's dropped blocks when the model's trial began
 
     # -- capture thread ---------------------------------------------------------------------
     def _capture(self) -> None:
@@ -222,6 +232,9 @@ class Daemon:
             storage=delivery.storage_problem()))
         if change is not None:
             self._report(change)
+        if self.store is not None and self.store.on_trial(time.time(), self.cfg.model.watch_s) \
+                and self.stats.dropped_blocks > self._trial_dropped:
+            self._fall_back("processing fell behind on it: capture dropped blocks")
         if self.reload_requested:
             self.reload_requested = False
             self._check_reload()
@@ -254,9 +267,55 @@ class Daemon:
         """The capture thread is still blocked in its source's read after shutdown."""
         return self.capture is not None and self.capture.is_alive()
 
+    # -- model swaps -------------------------------------------------------------------------
+    def _take_model(self, path: Path) -> str | None:
+        """The package loaded and self-tested beside the running one, then classifying from
+        the next cycle on (the capture and the session go on); one that hears differently is
+        run by a clean restart. Returns why it cannot run, the running one untouched."""
+        m = self.cfg.model
+        try:
+            runner = ModelRunner(path, m.num_threads, m.calibration, trusted_keys=m.trusted_keys)
+            test = self_test(runner, path, m.max_window_ms)
+        except ModelError as exc:
+            return f"{path.name} failed on this device: {exc}"
+        different = self.analysis.swap(runner)
+        if different:
+            log.info("model %s: %s; restarting cleanly to run it", path.name, different)
+            self.stop.set()
+            self._reexec = True
+            return None
+        self.runner, self.package = runner, path
+        if self.store is not None:
+            self.store.run_begins()
+        self.model = ModelRef(runner.manifest.name, runner.manifest.version)
+        self.publisher.set_model(self.model)
+        self._trial_dropped = self.stats.dropped_blocks
+        log.info("model now %s %s from the next cycle (%s)", self.model.name, self.model.version,
+                 test)
+        return None
+
+    def _fall_back(self, why: str) -> None:
+        """Back to the previous package; should that fail too, a clean restart starts on it
+        or says why it cannot."""
+        assert self.store is not None
+        back = self.store.rollback(f"{self.package.name}: {why}")
+        failed = self._take_model(self.store.root / back.current)
+        if failed:
+            log.error("model: %s; restarting", failed)
+            self.stop.set()
+            self._reexec = True
+
     def _check_reload(self) -> None:
         if self.config_path is None:
             log.warning("SIGHUP ignored: no config file to reload")
+            return
+        current = self.store.current() if self.store else None
+        if current is not None and current != self.package \
+                and self.config_path.read_text() == self.config_text:
+            # `lungedge model install` or `rollback`, the config as it was
+            failed = self._take_model(current)
+            if failed and self.store is not None:
+                self.store.rollback(failed)
             return
         try:
             load_config(self.config_path)
@@ -275,6 +334,8 @@ class Daemon:
             log.warning("%d message(s) not yet acknowledged stay in the spool for next time",
                         self.publisher.delivery().depth)
         self.health.stop()
+        if self.store is not None:
+            self.store.stopped_cleanly()  # not a crash on trial
         self.publisher.close("offline", "shutdown")
         log.info("stopped")
         if self._reexec:

@@ -23,18 +23,25 @@ from edge.service.config import Config
 
 
 def problems(cfg: Config) -> list[Problem]:
-    from edge.pipeline.model import ModelError, load_manifest, shipped_model, signed_by
+    from edge.pipeline.model import ModelError, load_manifest, signed_by
+    from edge.service.model_store import ModelStore, package_to_run
 
     out: list[Problem] = []
-    model = cfg.model.path or shipped_model()
+    try:
+        model = package_to_run(cfg.model.path, ModelStore(Path(cfg.model.store)))
+    except ModelError as exc:
+        out.append(Problem("model.store", str(exc), fatal=True))
+        model = None
     if model is None:
-        out.append(Problem("model.path", "null, and no model ships beside this installation: "
-                                         "give the folder of a model package", fatal=True))
+        if not out:
+            out.append(Problem("model.path", "null, and no model ships beside this "
+                                             "installation: give the folder of a model package",
+                               fatal=True))
     else:
         try:
             if cfg.model.trusted_keys:
-                signed_by(Path(model), cfg.model.trusted_keys)
-            load_manifest(Path(model))
+                signed_by(model, cfg.model.trusted_keys)
+            load_manifest(model)
         except ModelError as exc:
             out.append(Problem("model.path", str(exc), fatal=True))
     if cfg.model.calibration and not Path(cfg.model.calibration).is_file():
