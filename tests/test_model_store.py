@@ -179,3 +179,23 @@ def test_an_install_by_root_is_handed_to_the_service_user(tmp_path: Path) -> Non
     install(store, package(tmp_path, "0.0.2"))
     owners = {p.stat().st_uid for p in [store.root, *store.root.rglob("*")]}
     assert owners == {nobody.pw_uid}
+
+
+def test_install_checks_the_signature_and_names_the_package_given(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography", reason="cryptography (a runtime dependency) is "
+                                               "missing: pip install -e .")
+    from convert.sign import new_key, sign
+
+    key = new_key(tmp_path / "ward")
+    pkg = package(tmp_path, "0.0.1")
+    sign(pkg, tmp_path / "ward.key")
+    store = ModelStore(tmp_path / "store")
+    done = store.install(pkg, trusted_keys=[key], max_window_ms=500, now=time.time())
+    assert done.package == "lungedge-smoke 0.0.1"
+    tampered = package(tmp_path, "0.0.2")
+    sign(tampered, tmp_path / "ward.key")
+    (tampered / SELFTEST_FILE).write_bytes(b"changed")
+    with pytest.raises(ModelError, match=rf"^{tampered}: not the package key [0-9a-f]+ signed: "
+                                         rf"{SELFTEST_FILE} changed since it was signed"):
+        store.install(tampered, trusted_keys=[key], max_window_ms=500, now=time.time())
+    assert [p.name for p in store.root.iterdir() if p.name.startswith(".incoming")] == []

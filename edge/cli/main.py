@@ -229,14 +229,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge.pipeline.calibration import CalibrationError, calibrate, save
-    from edge.pipeline.model import load_manifest, shipped_model
+    from edge.pipeline.model import load_manifest
     from edge.pipeline.signal_path import run_signal_path
+    from edge.service.model_store import ModelStore, package_to_run
 
     cfg = load_config(args.config) if args.config else Config()
     if not args.files and not args.config:
         raise SourceError("give recordings made with the stethoscope, or --config FILE to "
                           "record from the source it configures")
-    model_path = args.model or cfg.model.path or shipped_model()
+    model_path = args.model or package_to_run(cfg.model.path, ModelStore(Path(cfg.model.store)))
     if model_path is None:
         raise SourceError("no model package found: pass --model DIR")
     manifest = load_manifest(Path(model_path))
@@ -277,8 +278,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from edge.cli.classify import classify_source
-    from edge.pipeline.model import ModelError, ModelRunner, shipped_model
+    from edge.pipeline.model import ModelError, ModelRunner
     from edge.pipeline.recording import JSON_SCHEMA_VERSION
+    from edge.service.model_store import ModelStore, package_to_run
 
     cfg = load_config(args.config) if args.config else Config()
     if not args.files and not args.config:
@@ -296,7 +298,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     runner = None
     if not args.segments_only:
-        model_path = args.model or cfg.model.path or shipped_model()
+        model_path = args.model or package_to_run(cfg.model.path,
+                                                  ModelStore(Path(cfg.model.store)))
         if model_path is None:
             raise SourceError("no model package found: pass --model DIR (a folder with "
                               "manifest.json and its .tflite files), or --segments-only")

@@ -58,9 +58,12 @@ def _act(args: argparse.Namespace, cfg: ModelConfig) -> int:
         done = store.install(args.package, trusted_keys=cfg.trusted_keys,
                              max_window_ms=cfg.max_window_ms, downgrade=args.downgrade,
                              now=time.time())
+        active = store.active()
+        trial = (f"on trial for {cfg.watch_s:g} s once the daemon runs it"
+                 if active is not None and active.trial_since is not None
+                 else "the first package: nothing to go back to, so no trial")
         print(f"installed {done.package} as {done.folder} (manifest sha256 {done.sha256}; "
-              f"self-test: {done.test}); on trial for {cfg.watch_s:g} s once the daemon "
-              f"runs it: {RELOAD}")
+              f"self-test: {done.test}); {trial}: {RELOAD}")
     elif args.action == "rollback":
         back = store.rollback("asked for (lungedge model rollback)")
         print(f"current: {back.current} (was {back.previous}); {RELOAD}")

@@ -58,7 +58,8 @@ class Daemon:
         # else the one that ships
         self.store = ModelStore(Path(cfg.model.store)) if cfg.model.path is None else None
         if self.store is not None and (why := self.store.run_begins()):
-            self.store.rollback(why)
+            back = self.store.rollback(why)
+            log.error("model: back to %s from %s: %s", back.current, back.previous, why)
         path = package_to_run(cfg.model.path, ModelStore(Path(cfg.model.store)))
         if path is None:
             raise ConfigError("no model package: give model.path (the folder of a package: "
@@ -299,6 +300,7 @@ class Daemon:
         or says why it cannot."""
         assert self.store is not None
         back = self.store.rollback(f"{self.package.name}: {why}")
+        log.error("model: back to %s from %s: %s", back.current, back.previous, why)
         failed = self._take_model(self.store.root / back.current)
         if failed:
             log.error("model: %s; restarting", failed)
@@ -315,7 +317,8 @@ class Daemon:
             # `lungedge model install` or `rollback`, the config as it was
             failed = self._take_model(current)
             if failed and self.store is not None:
-                self.store.rollback(failed)
+                back = self.store.rollback(failed)
+                log.error("model: staying on %s: %s", back.current, failed)
             return
         try:
             load_config(self.config_path)

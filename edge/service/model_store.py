@@ -120,6 +120,9 @@ class ModelStore:
             else:
                 incoming.rename(folder)
                 _sync_dir(self.root)
+        except ModelError as exc:  # named by the package given, not its copy
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise type(exc)(str(exc).replace(str(incoming), str(package))) from None
         except BaseException:
             shutil.rmtree(incoming, ignore_errors=True)
             raise
@@ -139,7 +142,6 @@ class ModelStore:
             raise ModelError(f"{self.root}: no previous package to go back to")
         back = Active(current=active.previous, previous=active.current, why=f"rolled back: {why}")
         self._write(back)
-        log.error("model: back to %s from %s: %s", back.current, back.previous, why)
         return back
 
     def run_begins(self) -> str | None:
