@@ -45,6 +45,7 @@ from edge.delivery.wire import (  # noqa: E402
     Alert,
     Cycle,
     ModelRef,
+    RunningModel,
     Stats,
     Status,
     body_dict,
@@ -54,6 +55,7 @@ from edge.dev.local_broker import LocalBroker  # noqa: E402
 from edge.pipeline.tracker import CycleEvidence  # noqa: E402
 
 MODEL = ModelRef("lungedge-cnnlstm", "0.5.0")
+RUNNING = RunningModel("lungedge-cnnlstm", "0.5.0", sha256="0" * 64, note="the bench's")
 EPOCH = new_epoch()  # the simulated devices' numbering (one per run, as a fresh spool)
 START = time.time()  # when the simulated devices connected
 GAP_P, DUPLICATE_P = 0.002, 0.005
@@ -128,7 +130,7 @@ def publish(devices: list[str], port: int, seconds: float, speed: float, seed: i
             reasons = ["poor signal"] if state == "degraded" else []
             send(device, "status", Status(
                 state=state, reason=reasons[0] if reasons else None, reasons=reasons,
-                model=MODEL, connected_at=iso_ms(START), last_will=False, heartbeat_s=3600.0,
+                model=RUNNING, connected_at=iso_ms(START), last_will=False, heartbeat_s=3600.0,
                 breathing_pause_s=30.0))
         if c % 20 == 0:
             send(device, "stats", Stats(

@@ -70,6 +70,10 @@ devices = Table(
     Column("breathing_pause_s", Float),  # the device's: edge.pipeline.breathing
     Column("clock_synced", Boolean),
     Column("model", String(200)),
+    # which package exactly (its manifest's sha256) and how it came to run: installed, rolled
+    # back and why (a device of status schema 7; null before)
+    Column("model_sha256", String(64)),
+    Column("model_note", String(300)),
     Column("spool_depth", Integer),
     Column("stats", JSON),  # the latest stats message
     Column("epoch", String(32)),  # the numbering epoch of its latest messages

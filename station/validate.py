@@ -75,7 +75,7 @@ def schema_error(kind: str, body: Any) -> str:
 def upgrade(kind: str, body: Any) -> Any:
     """An older device's message in today's schema (what it meant, said today's way); the
     schema then judges it like any other."""
-    if not isinstance(body, dict) or body.get("schema_version") not in (3, 4, 5):
+    if not isinstance(body, dict) or body.get("schema_version") not in (3, 4, 5, 6):
         return body
     if body["schema_version"] == 3 and "epoch" not in body:
         body = body | {"epoch": LEGACY_EPOCH}
@@ -95,6 +95,10 @@ def upgrade(kind: str, body: Any) -> Any:
         body = body | {"connected_at": body["ts"], "heartbeat_s": 60.0,
                        "breathing_pause_s": TrackerConfig().session_silence_s,
                        "last_will": body.get("reasons") == ["connection lost"]}
+    if kind == "status" and isinstance(body.get("model"), dict) \
+            and "sha256" not in body["model"]:
+        # …nor, before schema 7, which package exactly it ran and how it came to
+        body = body | {"model": body["model"] | {"sha256": None, "note": None}}
     return body | {"schema_version": SCHEMA_VERSION}
 
 

@@ -102,8 +102,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def status_fields(*, heartbeat_s: float = 3600.0, last_will: bool = False,
                   connected_at: float = 1.79e9, breathing_pause_s: float = 30.0
                   ) -> dict[str, object]:
-    """What a status (schema 6) says besides its state: the connection it belongs to, whether
-    it is that connection's last will, the device's heartbeat and its breathing pause.
+    """What a status (schema 6 and later) says besides its state: the connection it belongs
+    to, whether it is that connection's last will, the device's heartbeat and its breathing pause.
     Simulated devices here promise a message only once an hour, so the station's silence timer
     leaves them alone unless a test says otherwise."""
     from edge.delivery.wire import iso_ms

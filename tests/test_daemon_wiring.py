@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from edge.delivery.publisher import Delivery, envelope
-from edge.delivery.wire import Body, ModelRef, body_dict, kind_of, schema
+from edge.delivery.wire import Body, RunningModel, body_dict, kind_of, schema
 from edge.service.config import parse_config
 from edge.service.daemon import Daemon
 from edge.vocabulary import DeviceState
@@ -29,7 +29,7 @@ class MemoryPublisher:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.statuses: list[tuple[str, list[str]]] = []
         self.retained: dict[str, bytes] = {}
-        self.models: list[ModelRef] = []
+        self.models: list[RunningModel] = []
         self._seq: Counter[str] = Counter()
 
     def start(self) -> None:
@@ -47,7 +47,7 @@ class MemoryPublisher:
     def set_status(self, state: DeviceState, reasons: list[str]) -> None:
         self.statuses.append((state, reasons))
 
-    def set_model(self, model: ModelRef) -> None:
+    def set_model(self, model: RunningModel) -> None:
         self.models.append(model)
 
     def retain(self, topic: str, payload: bytes) -> None:

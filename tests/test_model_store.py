@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from edge.dev.local_broker import LocalBroker as Broker
-from edge.pipeline.model import ModelError, ModelRunner
+from edge.pipeline.model import ModelError, ModelRunner, sha256_of
 from edge.pipeline.self_test import SELFTEST_FILE, SelfTestFailed, write_golden
 from edge.service.model_store import ModelStore
 from tests.test_daemon import ROOT, SMOKE_MODEL, Subscriber, finish, start_daemon, write_config
@@ -75,8 +75,9 @@ def test_install_refusals_trial_and_rollback(tmp_path: Path) -> None:
         install(store, broken)
     assert sorted(p.name for p in store.root.iterdir()) == sorted([first, second,
                                                                   "active.json"])
-    back = store.rollback("asked")
+    back = store.rollback("asked", by_hand=True)
     assert (back.current, back.previous) == (first, second) and back.trial_since is None
+    assert back.why == "sent back by hand: asked"
     assert install(store, package(tmp_path / "down", "0.0.1"), downgrade=True) == first
 
 
@@ -142,6 +143,11 @@ def test_the_daemon_takes_a_new_package_between_two_cycles_and_falls_back_by_its
         assert seqs == list(range(len(seqs)))  # one epoch, no restart, no cycle lost
         statuses = [s for s in sub.of("status") if s["model"]["version"] == "0.0.2"]
         assert statuses and statuses[0]["state"] == "online"
+        active = store.active()
+        assert active is not None
+        assert statuses[0]["model"]["sha256"] == sha256_of(
+            store_dir / active.current / "manifest.json")
+        assert statuses[0]["model"]["note"].startswith("installed (6 golden windows agree")
         # killed on trial: the next start goes back to 0.0.1 by itself and says why
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -152,6 +158,8 @@ def test_the_daemon_takes_a_new_package_between_two_cycles_and_falls_back_by_its
         active = store.active()
         assert active is not None and active.why.startswith(
             "rolled back: the daemon restarted during the trial of lungedge-smoke-0.0.2")
+        note = next(s["model"]["note"] for s in reversed(sub.of("status")) if s["model"])
+        assert note.startswith("rolled back: the daemon restarted during the trial")
         restarted.send_signal(signal.SIGTERM)
         out = finish(restarted)
         assert restarted.returncode == 0, out

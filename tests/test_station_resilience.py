@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from edge.delivery.publisher import envelope
-from edge.delivery.wire import BODIES, ModelRef, Status, body_dict, schema
+from edge.delivery.wire import BODIES, RunningModel, Status, body_dict, schema
 from station.ingest import Ingest, Received
 from station.schema import alerts, invalid
 from station.store import Store
@@ -71,7 +71,8 @@ class Running:
 
 def status_message(device: str, seq: int, ts: str | None = None) -> bytes:
     body = envelope(device, seq, TEST_EPOCH) | body_dict(
-        Status(state="online", reason=None, reasons=[], model=ModelRef("m", "1"),
+        Status(state="online", reason=None, reasons=[], model=RunningModel("m", "1", sha256=None,
+                                                                            note=None),
                connected_at="2026-12-03T10:00:00.000Z", last_will=False, heartbeat_s=3600.0,
                breathing_pause_s=30.0))
     if ts is not None:

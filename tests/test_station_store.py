@@ -352,3 +352,34 @@ def test_read_models_have_their_tables_columns() -> None:
         names = {f.name for f in dataclasses.fields(model)}
         missing = {c.name for c in table.c} - apart - names
         assert not missing, f"{model.__name__} lacks {sorted(missing)} of {table.name}"
+
+
+def test_the_station_shows_which_package_runs_and_a_rollback(database_url: str) -> None:
+    """A status of schema 7 says which package exactly the device runs and how it came to;
+    a device that went back from a package by itself is on the technician's list, with why;
+    a device of schema 6 still reads, without them."""
+    from edge.delivery.publisher import envelope
+    from station.web.technician import needs_technician
+
+    store = Store(database_url)
+    sha = "ab" * 32
+    note = "rolled back: lungedge-cnnlstm-0.7.0-0123: processing fell behind on it"
+    new = envelope("bed-1", 0, TEST_EPOCH) | {
+        "clock_synced": True, "state": "online", "reason": None, "reasons": [],
+        "model": {"name": "lungedge-cnnlstm", "version": "0.6.0", "sha256": sha, "note": note},
+        } | status_fields()
+    old = envelope("bed-2", 0, TEST_EPOCH) | {
+        "schema_version": 6, "clock_synced": True, "state": "online", "reason": None, "reasons": [],
+        "model": {"name": "lungedge-cnnlstm", "version": "0.5.0"}} | status_fields()
+    store.intake.ingest([parse("lungedge/bed-1/status", json.dumps(new).encode(), "lungedge"),
+                         parse("lungedge/bed-2/status", json.dumps(old).encode(), "lungedge")],
+                        now=time.time())
+    page = store.views.device("bed-1", time.time())
+    assert page is not None
+    assert (page.device.model_sha256, page.device.model_note) == (sha, note)
+    older = store.views.device("bed-2", time.time())
+    assert older is not None and older.device.model == "lungedge-cnnlstm 0.5.0"
+    assert (older.device.model_sha256, older.device.model_note) == (None, None)
+    listed = {t.device_id: why for t, why, _ in needs_technician(
+        store.views.overview(time.time()))}
+    assert listed == {"bed-1": [f"model lungedge-cnnlstm 0.6.0: {note}"]}

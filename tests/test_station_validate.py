@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 pytest.importorskip("fastjsonschema", reason="the station extra: pip install 'lungedge[station]'")
 
 from edge.delivery.publisher import envelope
-from edge.delivery.wire import ModelRef, Status, body_dict
+from edge.delivery.wire import RunningModel, Status, body_dict
 from station.validate import _fast, _validator, schema_error
 from tests.conftest import TEST_EPOCH
 from tests.test_daemon_wiring import SAMPLES, run_daemon
@@ -43,7 +43,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     # the status goes through the publisher's own path, not the messages it records
     out["status"] = envelope("bed-1", 0, TEST_EPOCH) | body_dict(
         Status(state="degraded", reason="poor signal", reasons=["poor signal"],
-               model=ModelRef("lungedge-cnnlstm", "0.5.0"),
+               model=RunningModel("lungedge-cnnlstm", "0.5.0", sha256="ab" * 32,
+                                  note="installed"),
                connected_at="2026-12-03T10:00:00.000Z", last_will=False, heartbeat_s=5.0,
                breathing_pause_s=30.0))
     return out

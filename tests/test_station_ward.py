@@ -44,7 +44,8 @@ class Ward:
 
     def bed(self, device: str, *, synced: bool = True, heartbeat_s: float = 3600.0) -> None:
         self.send(device, "status", {"state": "online", "reason": None, "reasons": [],
-                                     "model": {"name": MODEL.name, "version": MODEL.version}}
+                                     "model": {"name": MODEL.name, "version": MODEL.version,
+                                               "sha256": "ab" * 32, "note": "installed"}}
                   | status_fields(heartbeat_s=heartbeat_s),
                   synced=synced, retain=True)
         now = time.time()

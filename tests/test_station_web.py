@@ -109,7 +109,8 @@ def simulate_ward(port: int, beds: int = 6) -> None:
         state = ("degraded", "no audio") if i == 3 else ("online", None)
         pub.publish(f"lungedge/{device}/status", json.dumps(envelope(device, 0, TEST_EPOCH) | {
             "state": state[0], "reason": state[1], "reasons": [state[1]] if state[1] else [],
-            "model": {"name": "lungedge-cnnlstm", "version": "0.5.0"}} | status_fields()),
+            "model": {"name": "lungedge-cnnlstm", "version": "0.5.0", "sha256": "ab" * 32,
+                      "note": "installed"}} | status_fields()),
             qos=1, retain=True)
         for n in range(40):
             t = now - 300 + n * 7

@@ -65,7 +65,7 @@ def _act(args: argparse.Namespace, cfg: ModelConfig) -> int:
         print(f"installed {done.package} as {done.folder} (manifest sha256 {done.sha256}; "
               f"self-test: {done.test}); {trial}: {RELOAD}")
     elif args.action == "rollback":
-        back = store.rollback("asked for (lungedge model rollback)")
+        back = store.rollback("lungedge model rollback", by_hand=True)
         print(f"current: {back.current} (was {back.previous}); {RELOAD}")
     else:
         print(json.dumps(describe(store), indent=2))

@@ -35,7 +35,7 @@ from edge.delivery.wire import (
     SCHEMA_VERSION,
     Body,
     Envelope,
-    ModelRef,
+    RunningModel,
     Status,
     body_dict,
     iso_ms,
@@ -77,9 +77,9 @@ class Publisher(Protocol):
 
     def set_status(self, state: DeviceState, reasons: list[str]) -> None: ...
 
-    def set_model(self, model: ModelRef) -> None:
+    def set_model(self, model: RunningModel) -> None:
         """The model the device now classifies with (a package swapped in): said in the status
-        at once, and in every message after."""
+        at once."""
         ...
 
     def retain(self, topic: str, payload: bytes) -> None:
@@ -130,7 +130,7 @@ class Delivery:
         return "; ".join(p for p in (fault, self.notice) if p)
 
 
-def open_publisher(mqtt: MqttConfig, spool: SpoolConfig, *, device_id: str, model: ModelRef,
+def open_publisher(mqtt: MqttConfig, spool: SpoolConfig, *, device_id: str, model: RunningModel,
                    birth_topic: str | None, breathing_pause_s: float) -> MqttPublisher:
     """The device's delivery: MQTT through its spool on the card."""
     return MqttPublisher(mqtt, device_id,
@@ -151,7 +151,7 @@ class MqttPublisher:
     broker in order, at least once."""
 
     def __init__(self, cfg: MqttConfig, device_id: str, spool: Spool, *,
-                 model: ModelRef | None = None, birth_topic: str | None = None,
+                 model: RunningModel | None = None, birth_topic: str | None = None,
                  drops_window_s: float = 3600.0, breathing_pause_s: float = 30.0) -> None:
         """`birth_topic`: when "online" arrives there (a Home Assistant restarted), the
         retained latest values are sent again. `breathing_pause_s`: the pause that ends a
@@ -212,7 +212,7 @@ class MqttPublisher:
         if client is not None and self._connected.is_set():
             self._publish_status(client)
 
-    def set_model(self, model: ModelRef) -> None:
+    def set_model(self, model: RunningModel) -> None:
         self.model = model
         client = self._client
         if client is not None and self._connected.is_set():

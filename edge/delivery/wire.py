@@ -43,7 +43,9 @@ from edge.vocabulary import (
 # clipping, noise), and a summary counts the cycles it could not judge by why; an alert's end
 # says why (`end_reason`); an alert goes on across sessions cut at their longest; a status says
 # which connection it belongs to and whether it is its last will, and the device's heartbeat.
-SCHEMA_VERSION = 6
+# 7: a status says which package exactly the device runs (`model.sha256`, of its manifest) and
+# how it came to run it (`model.note`: installed, rolled back and why, pinned, shipped).
+SCHEMA_VERSION = 7
 EPOCH = r"^[0-9a-f]{8,32}$"
 # Ids a device makes (sessions, alerts, clips: 16 hex digits) go into a station's URLs and keys:
 # no "/", nothing a database column of 64 characters cannot hold.
@@ -108,11 +110,21 @@ class ModelRef:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunningModel(ModelRef):
+    """What a status says of the model: which package exactly, and how it came to run."""
+
+    # of its manifest.json, which names every member's sha256 (null: a device of schema ≤ 6)
+    sha256: str | None = field(metadata=wire(pattern=r"^[0-9a-f]{64}$"))
+    # installed (and its self-test), rolled back and why, pinned by model.path, shipped
+    note: str | None = field(metadata=wire(maxLength=300))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Status:
     state: DeviceState
     reason: str | None  # the first of `reasons`
     reasons: list[str]
-    model: ModelRef | None  # what the device classifies with (null: not loaded)
+    model: RunningModel | None  # what the device classifies with (null: not loaded)
     # The MQTT connection this status belongs to, made at this time, and whether it is that
     # connection's last will (the broker publishes it when the connection is lost, after every
     # status the connection sent, though it was written when it was made): a subscriber orders

@@ -27,10 +27,10 @@ from edge.delivery import homeassistant
 from edge.delivery.clips import ClipMaker
 from edge.delivery.encode import alert_body, cycle_body, summary_body
 from edge.delivery.publisher import Publisher, open_publisher
-from edge.delivery.wire import ModelRef
+from edge.delivery.wire import ModelRef, RunningModel
 from edge.loader import ConfigError
 from edge.pipeline.analysis import Analysis, ClassifiedCycle, Event
-from edge.pipeline.model import ModelError, ModelRunner
+from edge.pipeline.model import ModelError, ModelRunner, sha256_of
 from edge.pipeline.self_test import self_test
 from edge.pipeline.tracker import AlertChanged, SessionEnded
 from edge.service import logs
@@ -76,9 +76,13 @@ class Daemon:
                      "empty): any package at model.path runs")
         m = self.runner.manifest
         self.model = ModelRef(m.name, m.version)
+        active = self.store.active() if self.store else None
+        self.running = self._running(
+            active.why if active else "pinned by model.path" if cfg.model.path
+            else "the package that ships with lungedge")
         ha = cfg.homeassistant
         self.publisher: Publisher = publisher or open_publisher(
-            cfg.mqtt, cfg.spool, device_id=cfg.device_id, model=self.model,
+            cfg.mqtt, cfg.spool, device_id=cfg.device_id, model=self.running,
             birth_topic=homeassistant.birth_topic(ha) if ha.enabled else None,
             breathing_pause_s=cfg.tracker.session_silence_s)
         self.source = open_source(cfg.source, wait=True)
@@ -289,11 +293,17 @@ class Daemon:
         if self.store is not None:
             self.store.run_begins()
         self.model = ModelRef(runner.manifest.name, runner.manifest.version)
-        self.publisher.set_model(self.model)
+        active = self.store.active() if self.store else None
+        self.publisher.set_model(self._running(active.why if active else "taken on SIGHUP"))
         self._trial_dropped = self.stats.dropped_blocks
         log.info("model now %s %s from the next cycle (%s)", self.model.name, self.model.version,
                  test)
         return None
+
+    def _running(self, note: str) -> RunningModel:
+        """The status's account of the package running now."""
+        return RunningModel(self.model.name, self.model.version,
+                            sha256=sha256_of(self.package / "manifest.json"), note=note[:300])
 
     def _fall_back(self, why: str) -> None:
         """Back to the previous package; should that fail too, a clean restart starts on it

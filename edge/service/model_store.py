@@ -135,12 +135,13 @@ class ModelStore:
         return Installed(folder, f"{manifest.name} {manifest.version}", sha, test)
 
     # -- trial and rollback -------------------------------------------------------------------
-    def rollback(self, why: str) -> Active:
+    def rollback(self, why: str, *, by_hand: bool = False) -> Active:
         """Back to the previous package (which becomes the one to go back from)."""
         active = self.active()
         if active is None or active.previous is None:
             raise ModelError(f"{self.root}: no previous package to go back to")
-        back = Active(current=active.previous, previous=active.current, why=f"rolled back: {why}")
+        back = Active(current=active.previous, previous=active.current,
+                      why=f"sent back by hand: {why}" if by_hand else f"rolled back: {why}")
         self._write(back)
         return back
 

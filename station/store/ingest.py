@@ -281,7 +281,8 @@ class Ingest(Tables):
             state=b["state"], reasons=b["reasons"], status_at=key[2],
             status_connected_at=key[0], status_will=key[1], heartbeat_s=b["heartbeat_s"],
             breathing_pause_s=b["breathing_pause_s"],
-            **({"model": f"{model['name']} {model['version']}"} if model else {})))
+            **({"model": f"{model['name']} {model['version']}", "model_sha256": model["sha256"],
+                "model_note": model["note"]} if model else {})))
         if b["state"] == "offline":
             open_station_alarm(conn, m.device_id, "offline", now, {"reason": b["reason"]})
         else:

@@ -49,6 +49,8 @@ class Device:
     breathing_pause_s: float | None  # None: a device older than status schema 6 (30 s)
     clock_synced: bool | None
     model: str | None
+    model_sha256: str | None  # of the package's manifest (None: a device of schema ≤ 6)
+    model_note: str | None  # how that package came to run (installed, rolled back and why)
     spool_depth: int | None
     stats: dict[str, Any] | None
     epoch: str | None
@@ -58,6 +60,11 @@ class Device:
     @property
     def name(self) -> str:
         return self.label or self.device_id
+
+    @property
+    def model_rolled_back(self) -> bool:
+        """The device went back from a package by itself (or was sent back)."""
+        return (self.model_note or "").startswith("rolled back")
 
 
 @dataclass(frozen=True, kw_only=True)

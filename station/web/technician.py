@@ -32,6 +32,8 @@ def needs_technician(tiles: list[Tile]) -> list[tuple[Tile, list[str], float | N
             if t.state != "online" else []
         if t.clock_synced is False:
             why.append("clock not set (NTP): its times may be off")
+        if t.model_rolled_back:
+            why.append(f"model {t.model}: {t.model_note}")
         if why:
             since = min((a.opened_at for a in t.technical if a.state == "open"), default=None)
             out.append((t, why, since))
