@@ -207,3 +207,38 @@ def test_install_checks_the_signature_and_names_the_package_given(tmp_path: Path
                                          rf"{SELFTEST_FILE} changed since it was signed"):
         store.install(tampered, trusted_keys=[key], max_window_ms=500, now=time.time())
     assert [p.name for p in store.root.iterdir() if p.name.startswith(".incoming")] == []
+
+
+def test_processing_that_falls_behind_on_trial_sends_the_daemon_back(tmp_path: Path) -> None:
+    """On trial, capture dropping blocks because processing fell behind is the new package's
+    fault: the daemon goes back to the previous package between two cycles and says why."""
+    from edge.service.config import parse_config
+    from edge.service.daemon import Daemon
+    from tests.test_daemon_wiring import SAMPLES, MemoryPublisher
+
+    store = ModelStore(tmp_path / "store")
+    first = install(store, package(tmp_path, "0.0.1"))
+    install(store, package(tmp_path, "0.0.2"))
+    cfg = parse_config(f"""device_id: bed-1
+source:
+  type: file
+  file: {{path: {SAMPLES / 'crackle_65121853_1.5_0_p4_4225.wav'}, realtime: false}}
+model: {{store: {store.root}, watch_s: 3600}}
+spool: {{path: {tmp_path / 'spool.db'}}}
+""")
+    publisher = MemoryPublisher()
+    daemon = Daemon(cfg, publisher=publisher)
+    assert daemon.runner.manifest.version == "0.0.2"
+    daemon._observe()  # on trial, nothing dropped: it stays
+    assert daemon.runner.manifest.version == "0.0.2"
+    daemon.stats.dropped_blocks += 1
+    daemon._observe()
+    active = store.active()
+    assert active is not None and active.current == first
+    assert active.why.startswith("rolled back: lungedge-smoke-0.0.2-") and \
+        active.why.endswith("processing fell behind on it: capture dropped blocks")
+    assert daemon.runner.manifest.version == "0.0.1"
+    assert publisher.models[-1].version == "0.0.1"
+    assert publisher.models[-1].note == active.why
+    assert daemon.run() == 0  # and it goes on classifying with 0.0.1
+    assert {m["model"]["version"] for k, m in publisher.messages if k == "cycle"} == {"0.0.1"}

@@ -42,8 +42,10 @@ def problems(cfg: Config) -> list[Problem]:
             if cfg.model.trusted_keys:
                 signed_by(model, cfg.model.trusted_keys)
             load_manifest(model)
-        except ModelError as exc:
-            out.append(Problem("model.path", str(exc), fatal=True))
+        except ModelError as exc:  # named by the key that chose the package
+            key = "model.path" if cfg.model.path or not model.is_relative_to(
+                cfg.model.store) else "model.store"
+            out.append(Problem(key, str(exc), fatal=True))
     if cfg.model.calibration and not Path(cfg.model.calibration).is_file():
         out.append(Problem("model.calibration", f"{cfg.model.calibration}: no such file (make "
                                                 "it with `lungedge calibrate`)", fatal=True))
