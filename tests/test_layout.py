@@ -172,3 +172,24 @@ def test_the_station_database_has_one_owner() -> None:
                      and not name.startswith(("station.store", "station.migrations",
                                               "bench")))  # a benchmark counts rows
     assert not outside, f"modules past the store, at its tables: {outside}"
+
+
+def test_the_readme_map_is_the_layout() -> None:
+    """The README's map of the code says what this test enforces: the device's layers in their
+    order (each module or package of a layer named in that layer's step), and every package in
+    the table of folders. (It named the layers without edge.vocabulary.)"""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("`edge/` is in layers by job")
+    steps = text[start:text.index("\n\n", start)].split("→")
+    layers = [layer for layer in EDGE_LAYERS if not {"edge.cli.main", "edge.__main__"} & set(layer)]
+    assert len(steps) == len(layers), (len(steps), [s[:40] for s in steps])
+    for step, members in zip(steps, layers, strict=True):
+        for module in members:
+            if module == "edge":
+                continue
+            leaf = module.split(".")[-1]
+            named = f"`{leaf}/`" if (ROOT / module.replace(".", "/")).is_dir() else f"`{leaf}.py`"
+            assert named in step, f"README's layer step {step.strip()[:60]!r} does not name {named}"
+    folders = text[text.index("### Folders"):]
+    for package in (*PACKAGES, "models", "systemd", "docs", "tests"):
+        assert f"| `{package}/`" in folders, f"README's folders table has no {package}/"
