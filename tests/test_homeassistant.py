@@ -7,6 +7,7 @@ that with the same template engine (Jinja2) and the messages the daemon really s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import threading
@@ -104,8 +105,10 @@ def test_discovery_state_availability_and_rebirth(tmp_path: Path, broker: Broker
 
     statuses = rec.of("lungedge/bed-7/status")
     online = next(s for s in statuses if json.loads(s)["state"] != "offline")
-    assert json.loads(online)["model"] == {"name": manifest["name"],
-                                           "version": manifest["version"]}
+    assert json.loads(online)["model"] == {
+        "name": manifest["name"], "version": manifest["version"],
+        "sha256": hashlib.sha256((SHIPPED / "manifest.json").read_bytes()).hexdigest(),
+        "note": "pinned by model.path"}
     states = rec.of(state_topic)
     peak = next(s for s in states if b'"ON"' in s)
     final = states[-1]

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 ACTIVE = "active.json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Active:
     """What `active.json` says."""
 
@@ -56,7 +56,7 @@ class Active:
     why: str = ""  # how the current package came to run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Installed:
     folder: Path
     package: str  # "name version"
@@ -132,7 +132,8 @@ class ModelStore:
                                trial_since=now if active else None,
                                why=f"installed ({test})"))
         self._tidy(self.active())  # the store keeps two packages: the one to go back to
-        return Installed(folder, f"{manifest.name} {manifest.version}", sha, test)
+        return Installed(folder=folder, package=f"{manifest.name} {manifest.version}",
+                         sha256=sha, test=test)
 
     # -- trial and rollback -------------------------------------------------------------------
     def rollback(self, why: str, *, by_hand: bool = False) -> Active:
