@@ -9,7 +9,6 @@ the MQTT client's receive-and-acknowledge loop and the cores the bench's publish
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -17,23 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.delivery.publisher import envelope
-from edge.delivery.wire import Cycle, ModelRef, body_dict, iso_ms
 from station.store import Store
 from station.validate import parse
+from tests.messages import cycle_message
 from tests.private_postgres import PrivatePostgres, find_bin
 
 BATCH = 500  # station.ingest's
-
-
-def cycle_message(device: str, seq: int) -> bytes:
-    """A cycle as a device sends it."""
-    t = time.time()
-    body = Cycle(session_id="s1", start=iso_ms(t - 2), end=iso_ms(t), duration_s=2.0,
-                 label="normal", probs={"normal": 0.9, "crackle": 0.1}, confidence=0.9,
-                 quality=0.8, good=True, forced_cut=False, model=ModelRef("m", "1"),
-                 latency_ms=400.0)
-    return json.dumps(envelope(device, seq, "0123abcd") | body_dict(body)).encode()
 
 
 def main() -> None:

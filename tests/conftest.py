@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.messages import TEST_EPOCH  # noqa: F401  (the tests take it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "models" / "samples"
-TEST_EPOCH = "0123456789abcdef"  # a numbering epoch, as a device sends one
+
 SHARED_DATA = Path(os.environ.get("LUNGEDGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,16 +149,34 @@ def test_end_to_end_every_message_arrives_valid_and_in_sequence(tmp_path: Path,
     sub.close()
 
 
+@contextlib.contextmanager
+def simulated_stethoscope(link: Path, log: Path, recording: Path, *extra: str
+                          ) -> Iterator[subprocess.Popen[bytes]]:
+    """The stethoscope simulator speaking the link protocol on a pty at `link`, its output in
+    `log`, stopped when the block ends."""
+    with log.open("w") as out:
+        sim = subprocess.Popen([sys.executable, "-m", "firmware_bridge.simulate", str(recording),
+                                "--link", str(link), "--loop", "--seed", "1", *extra],
+                               cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield sim
+        finally:
+            sim.terminate()
+            sim.wait(10)
+
+
+def stop_cleanly(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+
+
 def test_serial_stethoscope_counts_and_alert_light(tmp_path: Path, broker: Broker) -> None:
     """A stethoscope on a lossy serial line (the simulator on a pty, 5% of frames dropped):
     the station sees the lost frames in `stats` while the daemon keeps classifying, and when a
     clinical alert opens the stethoscope is told to blink its LED."""
     link = tmp_path / "steth"
-    sim_log = (tmp_path / "sim.log").open("w")
-    sim = subprocess.Popen([sys.executable, "-m", "firmware_bridge.simulate", str(SAMPLE),
-                            "--link", str(link), "--drop", "0.05", "--loop", "--seed", "1"],
-                           cwd=ROOT, stdout=sim_log, stderr=subprocess.STDOUT)
-    try:
+    with simulated_stethoscope(link, tmp_path / "sim.log", SAMPLE, "--drop", "0.05"):
         deadline = time.monotonic() + 10
         while not link.exists():
             assert time.monotonic() < deadline, "simulator did not create its link"
@@ -169,12 +188,7 @@ def test_serial_stethoscope_counts_and_alert_light(tmp_path: Path, broker: Broke
                                  for p in sub.of("stats")) and sub.of("cycle")
                      and any(a["event"] == "new" and a["kind"] in ("wheeze", "crackle")
                              for a in sub.of("alert")), timeout=60)
-        proc.send_signal(signal.SIGTERM)
-        out = finish(proc)
-        assert proc.returncode == 0, out
-    finally:
-        sim.terminate()
-        sim.wait(10)
+        stop_cleanly(proc)
     stats = sub.of("stats")[-1]
     for kind, payload, _ in sub.messages:
         jsonschema.validate(payload, schema(kind))
@@ -182,7 +196,6 @@ def test_serial_stethoscope_counts_and_alert_light(tmp_path: Path, broker: Broke
     assert counts["frames"] > 0 and counts["bad_frames"] == 0 and counts["gap_samples"] > 0
     assert counts["heartbeats"] > 0
     assert stats["gaps"] > 0 and stats["source"].startswith(f"serial {link}")
-    sim_log.close()
     assert "ALERT pattern 2 for 3000 ms" in (tmp_path / "sim.log").read_text()
     sub.close()
 
@@ -198,25 +211,17 @@ def test_a_stethoscope_plugged_in_after_start_blinks_its_led(tmp_path: Path,
                                      model=ROOT / "models" / "lungedge-cnnlstm"))
     sub.wait_for(lambda: any("is the stethoscope plugged in?" in r for s in sub.of("status")
                              for r in s.get("reasons", [])), timeout=30)
-    sim_log = (tmp_path / "sim.log").open("w")
-    sim = subprocess.Popen([sys.executable, "-m", "firmware_bridge.simulate",
-                            str(ROOT / "models" / "samples" / "crackle_65121853_1.5_0_p4_4225.wav"),
-                            "--link", str(link), "--loop", "--seed", "1"],
-                           cwd=ROOT, stdout=sim_log, stderr=subprocess.STDOUT)
     try:
-        sub.wait_for(lambda: any(a["event"] == "new" and a["kind"] == "crackle"
-                                 for a in sub.of("alert")), timeout=90)
-        deadline = time.monotonic() + 10
-        while "ALERT pattern 2 for 3000 ms" not in (tmp_path / "sim.log").read_text():
-            assert time.monotonic() < deadline, "the LED was never told to blink"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        out = finish(proc)
-        assert proc.returncode == 0, out
+        with simulated_stethoscope(link, tmp_path / "sim.log", ROOT / "models" / "samples"
+                                   / "crackle_65121853_1.5_0_p4_4225.wav"):
+            sub.wait_for(lambda: any(a["event"] == "new" and a["kind"] == "crackle"
+                                     for a in sub.of("alert")), timeout=90)
+            deadline = time.monotonic() + 10
+            while "ALERT pattern 2 for 3000 ms" not in (tmp_path / "sim.log").read_text():
+                assert time.monotonic() < deadline, "the LED was never told to blink"
+                time.sleep(0.2)
+            stop_cleanly(proc)
     finally:
-        sim.terminate()
-        sim.wait(10)
-        sim_log.close()
         sub.close()
 
 

@@ -242,3 +242,31 @@ spool: {{path: {tmp_path / 'spool.db'}}}
     assert publisher.models[-1].note == active.why
     assert daemon.run() == 0  # and it goes on classifying with 0.0.1
     assert {m["model"]["version"] for k, m in publisher.messages if k == "cycle"} == {"0.0.1"}
+
+
+def test_a_trial_that_passes_is_over_once(tmp_path: Path) -> None:
+    """After watch_s in good health the package is the device's own: the store says so once,
+    and dropped blocks no longer send it back."""
+    from edge.service.config import parse_config
+    from edge.service.daemon import Daemon
+    from tests.test_daemon_wiring import SAMPLES, MemoryPublisher
+
+    store = ModelStore(tmp_path / "store")
+    install(store, package(tmp_path, "0.0.1"))
+    second = install(store, package(tmp_path, "0.0.2"))
+    cfg = parse_config(f"""device_id: bed-1
+source:
+  type: file
+  file: {{path: {SAMPLES / 'crackle_65121853_1.5_0_p4_4225.wav'}, realtime: false}}
+model: {{store: {store.root}, watch_s: 0}}
+spool: {{path: {tmp_path / 'spool.db'}}}
+""")
+    daemon = Daemon(cfg, publisher=MemoryPublisher())
+    daemon._observe()
+    active = store.active()
+    assert active is not None and active.current == second and active.trial_since is None
+    assert active.why.endswith("; trial of 0 s passed")
+    daemon.stats.dropped_blocks += 1
+    daemon._observe()
+    after = store.active()
+    assert after is not None and after.current == second and after.why == active.why

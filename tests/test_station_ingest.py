@@ -22,12 +22,12 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import func, select
 
 from edge.delivery.publisher import envelope
-from edge.delivery.wire import Cycle, ModelRef, body_dict, iso_ms
 from station.config import StationConfig
 from station.ingest import Ingest
 from station.schema import cycles
 from station.store import Store
 from tests.conftest import TEST_EPOCH, status_fields
+from tests.messages import cycle_message
 from tests.test_daemon import finish, start_daemon, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,15 +70,6 @@ def publisher(port: int) -> mqtt.Client:
     c.connect("127.0.0.1", port)
     c.loop_start()
     return c
-
-
-def cycle_message(device: str, seq: int) -> bytes:
-    t = time.time()
-    body = Cycle(session_id="s1", start=iso_ms(t - 2), end=iso_ms(t), duration_s=2.0,
-                 label="normal", probs={"normal": 0.9, "crackle": 0.1}, confidence=0.9,
-                 quality=0.8, good=True, forced_cut=False, model=ModelRef("m", "1"),
-                 latency_ms=400.0)
-    return json.dumps(envelope(device, seq, TEST_EPOCH) | body_dict(body)).encode()
 
 
 def test_a_real_daemon_and_hostile_publishers(tmp_path: Path, broker: Any,

@@ -99,6 +99,9 @@ class Daemon:
         self._reexec = False
         self.capture: threading.Thread | None = None
         self._trial_dropped = 0  # capture's dropped blocks when the model's trial began
+        # when the running package's trial ends (wall clock; None: not on trial), held here so
+        # the once-a-second check reads no file
+        self._trial_ends = self.store.trial_ends(cfg.model.watch_s) if self.store else None
 
     # -- capture thread ---------------------------------------------------------------------
     def _capture(self) -> None:
@@ -237,9 +240,12 @@ class Daemon:
             storage=delivery.storage_problem()))
         if change is not None:
             self._report(change)
-        if self.store is not None and self.store.on_trial(time.time(), self.cfg.model.watch_s) \
-                and self.stats.dropped_blocks > self._trial_dropped:
-            self._fall_back("processing fell behind on it: capture dropped blocks")
+        if self.store is not None and self._trial_ends is not None:
+            if self.stats.dropped_blocks > self._trial_dropped:
+                self._fall_back("processing fell behind on it: capture dropped blocks")
+            elif time.time() >= self._trial_ends:
+                self.store.end_trial(self.cfg.model.watch_s)
+                self._trial_ends = None
         if self.reload_requested:
             self.reload_requested = False
             self._check_reload()
@@ -296,6 +302,7 @@ class Daemon:
         active = self.store.active() if self.store else None
         self.publisher.set_model(self._running(active.why if active else "taken on SIGHUP"))
         self._trial_dropped = self.stats.dropped_blocks
+        self._trial_ends = self.store.trial_ends(m.watch_s) if self.store else None
         log.info("model now %s %s from the next cycle (%s)", self.model.name, self.model.version,
                  test)
         return None

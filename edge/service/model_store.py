@@ -166,17 +166,20 @@ class ModelStore:
         if active is not None and active.trial_starts:
             self._write(dataclasses.replace(active, trial_starts=0))
 
-    def on_trial(self, now: float, watch_s: float) -> bool:
-        """Whether the current package is still on trial; ends the trial once watch_s passed."""
+    def trial_ends(self, watch_s: float) -> float | None:
+        """When the current package's trial ends (wall clock), or None: not on trial."""
+        active = self.active()
+        return None if active is None or active.trial_since is None \
+            else active.trial_since + watch_s
+
+    def end_trial(self, watch_s: float) -> None:
+        """The trial passed: the package is the device's own, whatever happens next."""
         active = self.active()
         if active is None or active.trial_since is None:
-            return False
-        if now - active.trial_since < watch_s:
-            return True
+            return
         self._write(dataclasses.replace(active, trial_since=None, trial_starts=0,
                                         why=active.why + f"; trial of {watch_s:g} s passed"))
         log.info("model %s: trial of %g s passed", active.current, watch_s)
-        return False
 
     # -- the file -----------------------------------------------------------------------------
     def _write(self, active: Active) -> None:
